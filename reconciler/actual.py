@@ -1,0 +1,85 @@
+"""The actual state of the nodes, as discovery finds it.
+
+Discovery (I/O) produces these values; the planner (pure) diffs them against `model.DesiredState`.
+Keeping the types here, apart from both, lets either side be tested without the other.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from reconciler.model import InstanceSpec
+
+
+class RunState(enum.StrEnum):
+    """What an instance we started is doing now."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # guest powered off; QEMU kept alive by -no-shutdown
+    INMIGRATE = "inmigrate"  # an incoming-migration target waiting for its stream
+    POSTMIGRATE = "postmigrate"  # a source whose migration completed
+    CRASHED = "crashed"  # QEMU gone (or guest-panicked) without a stop by us or the guest
+    STOPPED = "stopped"  # no process; stopped by us or by the guest
+    STALE = "stale pidfile"  # pidfile names a dead process, or a process that is not ours
+    UNKNOWN = "unknown"  # our process is alive but QMP did not answer in time
+
+    @property
+    def has_process(self) -> bool:
+        return self in _ALIVE
+
+
+_ALIVE = frozenset(
+    {RunState.RUNNING, RunState.PAUSED, RunState.SHUTDOWN, RunState.INMIGRATE, RunState.POSTMIGRATE,
+     RunState.UNKNOWN}
+)
+
+
+class StopCause(enum.StrEnum):
+    """Why an instance is not running, as recorded or inferred."""
+
+    RECONCILER = "reconciler"  # we stopped it (apply, prune, migration source)
+    GUEST = "guest"  # the guest powered itself off
+    CRASH = "crash"  # QEMU exited abnormally or the guest panicked
+    KILLED = "killed"  # someone else signalled QEMU
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ActualInstance:
+    """One instance with an applied record on one node."""
+
+    name: str
+    node: str
+    state: RunState
+    spec: InstanceSpec | None  # the spec it was started with (the applied record); None if unreadable
+    spec_hash: str | None = None
+    pid: int | None = None
+    started_at: float | None = None  # epoch seconds of the QEMU process start
+    stop_cause: StopCause | None = None  # set when the process is gone
+    revision: str | None = None  # git revision of the manifests it was applied from
+    detail: str = ""  # one line for humans, e.g. why a pidfile is stale
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedProcess:
+    """A QEMU process on the host that we did not start: listed, never touched."""
+
+    pid: int
+    name: str | None  # from -name, when present
+    cmdline: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActualState:
+    instances: tuple[ActualInstance, ...] = ()
+    unmanaged: tuple[UnmanagedProcess, ...] = ()
+
+    def find(self, name: str) -> tuple[ActualInstance, ...]:
+        """Every record of `name` (more than one means it exists on several nodes)."""
+        return tuple(i for i in self.instances if i.name == name)
+
+    def __iter__(self) -> Iterator[ActualInstance]:
+        return iter(self.instances)

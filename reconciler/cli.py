@@ -1,0 +1,72 @@
+"""Command-line entry point: parse arguments, dispatch to one command module, map errors to exit codes.
+
+Each subcommand lives in `reconciler.commands.<name>` with two functions, `add_arguments(parser)` and
+`run(args) -> int`. Modules are imported only for the command that runs, so `reconciler status` does not
+pay for the planner's or the executor's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from reconciler import __version__
+from reconciler.errors import ExitCode, ReconcilerError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("reconciler.commands.validate", "check manifests against the schema and the semantic rules"),
+    "schema": ("reconciler.commands.schema", "print the manifest JSON Schema"),
+    "plan": ("reconciler.commands.plan", "show what apply would do (dry run)"),
+    "apply": ("reconciler.commands.apply", "make the nodes match the manifests"),
+    "watch": ("reconciler.commands.watch", "reconcile continuously on changes (daemon)"),
+    "status": ("reconciler.commands.status", "show desired and actual state of instances"),
+    "console": ("reconciler.commands.console", "attach to an instance's serial console"),
+    "showcmd": ("reconciler.commands.showcmd", "print the QEMU command line of an instance"),
+    "node-info": ("reconciler.commands.node_info", "show node resources and QEMU capabilities"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="reconciler", description="Declarative manager for QEMU/KVM virtual machines.")
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:  # only the chosen command's module is imported
+            importlib.import_module(module_name).add_arguments(cmd)
+    return parser
+
+
+def _selected_command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    selected = _selected_command(args_list)
+    parser = _build_parser(selected if selected in COMMANDS else None)
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args))
+    except ReconcilerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        return ExitCode.OK

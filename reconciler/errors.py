@@ -1,0 +1,86 @@
+"""Typed errors and the documented exit codes.
+
+Every failure a user can cause or meet is a `ReconcilerError` subclass carrying its facts as fields;
+`str()` renders the one line the CLI prints. Nothing else should reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, documented in the README."""
+
+    OK = 0
+    ERROR = 1  # invalid manifests, failed actions, runtime errors
+    CHANGES = 2  # `plan --detailed-exitcode`: the plan is not empty
+    STALE_PLAN = 3  # a saved plan no longer matches the world
+    LOCKED = 4  # the node lock is held by someone else and we did not wait
+    USAGE = 64  # bad command-line usage (EX_USAGE)
+    INTERRUPTED = 130  # SIGINT
+
+
+class ReconcilerError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __str__(self) -> str:  # subclasses are dataclasses with a `message` property
+        msg = getattr(self, "message", None)
+        return str(msg) if msg is not None else super().__str__()
+
+
+@dataclass(eq=False)
+class UsageError(ReconcilerError):
+    detail: str
+    exit_code = ExitCode.USAGE
+
+    @property
+    def message(self) -> str:
+        return self.detail
+
+
+@dataclass(eq=False)
+class ManifestLoadError(ReconcilerError):
+    """Manifests could not be loaded or validated; `problems` holds one line each."""
+
+    problems: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        n = len(self.problems)
+        return "\n".join(self.problems) + f"\n{n} problem{'s' if n != 1 else ''} found in the manifests"
+
+
+@dataclass(eq=False)
+class ArgvError(ReconcilerError):
+    """An instance spec cannot be turned into a safe QEMU command line."""
+
+    instance: str
+    field: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"instance {self.instance}: {self.field}: {self.detail}"
+
+
+@dataclass(eq=False)
+class StateDirError(ReconcilerError):
+    path: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"state directory {self.path}: {self.detail}"
+
+
+@dataclass(eq=False)
+class InstanceNotFound(ReconcilerError):
+    name: str
+
+    @property
+    def message(self) -> str:
+        return f"instance {self.name}: not declared in the manifests and not found on any node"

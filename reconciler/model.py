@@ -1,0 +1,228 @@
+"""The domain model: what a manifest declares, as frozen values.
+
+Everything downstream (argv builder, planner, renderer, executor) works on these types and never on raw
+YAML dictionaries. The types are immutable and hashable so plans are deterministic and values can be
+compared field by field. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+API_VERSION = "reconciler/v1"
+
+
+class Kind(enum.StrEnum):
+    INSTANCE = "Instance"
+    NODE = "Node"
+    DEFAULTS = "Defaults"
+
+
+class RunStrategy(enum.StrEnum):
+    """KubeVirt's runStrategy semantics.
+
+    ALWAYS: keep it running; restart after a guest power-off or a crash.
+    RERUN_ON_FAILURE: keep it running after a crash; a guest power-off leaves it stopped.
+    ONCE: start it once; never restart it after it stops, for whatever reason.
+    MANUAL: the reconciler never starts or stops it on its own (a person does).
+    HALTED: keep it stopped.
+    """
+
+    ALWAYS = "Always"
+    RERUN_ON_FAILURE = "RerunOnFailure"
+    ONCE = "Once"
+    MANUAL = "Manual"
+    HALTED = "Halted"
+
+
+class UpdatePolicy(enum.StrEnum):
+    """What to do with a change that needs a new QEMU process."""
+
+    IMMEDIATE = "Immediate"  # restart (or migrate) at once
+    PENDING = "Pending"  # keep running; apply at the next restart (Proxmox pending changes)
+
+
+class DiskFormat(enum.StrEnum):
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
+class DiskBus(enum.StrEnum):
+    VIRTIO = "virtio"
+    IDE = "ide"
+    SCSI = "scsi"
+
+
+class CacheMode(enum.StrEnum):
+    NONE = "none"
+    WRITEBACK = "writeback"
+    WRITETHROUGH = "writethrough"
+    DIRECTSYNC = "directsync"
+    UNSAFE = "unsafe"
+
+
+class NicModel(enum.StrEnum):
+    VIRTIO = "virtio"
+    E1000 = "e1000"
+    RTL8139 = "rtl8139"
+
+
+class NicMode(enum.StrEnum):
+    BRIDGE = "bridge"  # tap device, attached by the bridge hook
+    USER = "user"  # QEMU user-mode networking (slirp), for hosts without a bridge
+
+
+class Accelerator(enum.StrEnum):
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class MigrationMode(enum.StrEnum):
+    LIVE = "live"
+    OFFLINE = "offline"  # pause the source first (the seed's non-live migration)
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    path: str
+    format: DiskFormat = DiskFormat.RAW
+    bus: DiskBus = DiskBus.VIRTIO
+    read_only: bool = False
+    cache: CacheMode = CacheMode.NONE
+    boot: bool = False  # normalized: exactly one disk boots when there are disks and no kernel
+
+
+@dataclass(frozen=True, slots=True)
+class KernelBoot:
+    """Direct kernel boot (the seed's kernel_path/initrd_path/root_path)."""
+
+    kernel: str
+    root: str
+    initrd: str | None = None
+    cmdline: str = ""  # extra kernel command line, appended after root= and console=
+
+
+@dataclass(frozen=True, slots=True)
+class Vnc:
+    bind: str = "127.0.0.1"
+    display: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    mac: str
+    model: NicModel = NicModel.VIRTIO
+    mode: NicMode = NicMode.BRIDGE
+    bridge: str | None = None
+    ip: str | None = None  # passed to the bridge hook as IP; informational
+    hook: str | None = None  # replaces the default bridge hook executable
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    mode: MigrationMode = MigrationMode.LIVE
+    max_bandwidth: int = 0  # bytes per second; 0 = QEMU's default
+    max_downtime_ms: int = 300
+    completion_timeout_per_gib: float = 150.0  # seconds per GiB of guest memory (KubeVirt)
+    progress_timeout: float = 150.0  # seconds without progress before cancelling (KubeVirt)
+    auto_converge: bool = False
+    post_copy: bool = False
+
+    def completion_timeout(self, memory_mib: int) -> float:
+        """The whole-migration deadline, scaled by guest memory (at least one GiB's worth)."""
+        return self.completion_timeout_per_gib * max(memory_mib / 1024.0, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """One VM's desired state, with Defaults already merged in and every default filled."""
+
+    name: str
+    memory_mib: int
+    vcpus: int = 1
+    node: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    run_strategy: RunStrategy = RunStrategy.ALWAYS
+    protect: bool = False
+    update_policy: UpdatePolicy = UpdatePolicy.IMMEDIATE
+    disks: tuple[Disk, ...] = ()
+    kernel: KernelBoot | None = None
+    acpi: bool = True
+    serial_console: bool = True
+    vnc: Vnc | None = None
+    nics: tuple[Nic, ...] = ()
+    machine: str = "pc"
+    cpu_model: str | None = None
+    shutdown_timeout: float = 30.0  # seconds for a graceful ACPI shutdown
+    migration: Migration = field(default_factory=Migration)
+    extra_args: tuple[str, ...] = ()  # escape hatch: raw QEMU arguments, shown in plans
+
+    @property
+    def boot_disk(self) -> Disk | None:
+        return next((d for d in self.disks if d.boot), None)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """A host that runs instances. Several may share one machine (distinct state directories)."""
+
+    name: str
+    state_dir: str
+    address: str = "127.0.0.1"  # where migration streams go
+    accelerator: Accelerator = Accelerator.KVM
+    qemu_binary: str = "qemu-system-x86_64"
+    migration_ports: PortRange = field(default_factory=lambda: PortRange(49152, 49215))
+    memory_mib: int | None = None  # memory instances may use; None = the host's total
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a document came from, for error messages."""
+
+    path: str
+    line: int = 0  # 1-based; 0 when unknown
+    column: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """Everything the manifests declare, validated and normalized."""
+
+    instances: Mapping[str, InstanceSpec]
+    nodes: Mapping[str, NodeSpec]
+    prune: bool = False
+    sources: Mapping[str, SourceRef] = field(default_factory=dict)  # "Kind/name" -> where declared
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data for a model value: dataclasses become dicts keyed by field name."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def spec_hash(spec: InstanceSpec) -> str:
+    """A stable digest of the normalized spec (the 'essence' the applied record keeps)."""
+    blob = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
