@@ -1,0 +1,113 @@
+"""The node lock, with real processes holding it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import ExitCode
+from reconciler.lock import LockTimeout, NodeLock, hold_all, read_holder
+
+HOLDER = """
+import sys, time
+from reconciler.lock import NodeLock
+lock = NodeLock(sys.argv[1], "apply")
+lock.acquire(timeout=5)
+print("held", flush=True)
+sys.stdin.readline()   # hold until told (or killed)
+lock.release()
+"""
+
+
+def _finish(proc: subprocess.Popen[str], *, kill: bool = False) -> None:
+    if kill:
+        proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def _start_holder(path: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_locker_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "node.lock"
+    proc = _start_holder(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as info:
+            NodeLock(str(path), "apply").acquire(timeout=0)
+        assert time.monotonic() - started < 0.5
+        assert info.value.holder is not None and info.value.holder.pid == proc.pid
+        assert f"PID {proc.pid}" in str(info.value) and "(apply)" in str(info.value)
+        assert info.value.exit_code == ExitCode.LOCKED
+    finally:
+        _finish(proc, kill=True)
+
+
+def test_waiter_gets_the_lock_when_the_holder_releases(tmp_path: Path) -> None:
+    path = tmp_path / "node.lock"
+    proc = _start_holder(path)
+    waited: list[object] = []
+    assert proc.stdin is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    lock = NodeLock(str(path), "watch")
+    lock.acquire(timeout=5, on_wait=waited.append)
+    try:
+        holder = read_holder(str(path))
+        assert holder is not None and holder.pid == os.getpid() and holder.operation == "watch"
+    finally:
+        lock.release()
+        _finish(proc)
+
+
+def test_lock_of_a_killed_holder_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "node.lock"
+    proc = _start_holder(path)
+    os.kill(proc.pid, signal.SIGKILL)
+    _finish(proc)
+    lock = NodeLock(str(path), "apply")
+    lock.acquire(timeout=0)  # the kernel dropped the dead holder's flock
+    lock.release()
+
+
+def test_timeout_gives_up_and_never_keeps_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "node.lock"
+    proc = _start_holder(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout):
+            NodeLock(str(path), "apply").acquire(timeout=0.3)
+        assert 0.3 <= time.monotonic() - started < 1.5
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        _finish(proc)
+    # the abandoned waiter thread must not hold the lock after the holder left
+    final = NodeLock(str(path), "apply")
+    final.acquire(timeout=2)
+    final.release()
+
+
+def test_hold_all_takes_locks_in_sorted_order(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.lock", tmp_path / "b.lock"
+    with hold_all([str(b), str(a)], "apply", timeout=1):
+        with pytest.raises(LockTimeout):
+            NodeLock(str(a), "x").acquire(timeout=0)
+        with pytest.raises(LockTimeout):
+            NodeLock(str(b), "x").acquire(timeout=0)
+    NodeLock(str(a), "x").acquire(timeout=0)
