@@ -84,3 +84,86 @@ class InstanceNotFound(ReconcilerError):
     @property
     def message(self) -> str:
         return f"instance {self.name}: not declared in the manifests and not found on any node"
+
+
+@dataclass(eq=False)
+class RecordError(ReconcilerError):
+    """An applied record (record.json) is missing, unreadable or of an unknown format."""
+
+    path: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"applied record {self.path}: {self.detail}"
+
+
+@dataclass(eq=False)
+class QmpError(ReconcilerError):
+    """Talking to a QEMU monitor (QMP) socket failed; subclasses say how."""
+
+    socket: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"QMP {self.socket}: {self.detail}"
+
+
+@dataclass(eq=False)
+class QmpConnectError(QmpError):
+    """The socket is absent, refused the connection, or the greeting/negotiation failed."""
+
+
+@dataclass(eq=False)
+class QmpTimeout(QmpError):
+    """No answer (connect, command or awaited event) before the deadline."""
+
+
+@dataclass(eq=False)
+class QmpCommandError(QmpError):
+    """QEMU answered a command with an error response."""
+
+    command: str = ""
+    error_class: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"QMP {self.socket}: {self.command}: {self.error_class}: {self.detail}"
+
+
+@dataclass(eq=False)
+class QmpDisconnected(QmpError):
+    """The connection dropped (QEMU exited or closed the monitor) while we were using it."""
+
+
+@dataclass(eq=False)
+class LaunchError(ReconcilerError):
+    """QEMU did not start, or started but did not come up (no pidfile, no QMP answer)."""
+
+    instance: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"instance {self.instance}: failed to start QEMU: {self.detail}"
+
+
+@dataclass(eq=False)
+class InstanceNotRunning(ReconcilerError):
+    name: str
+    state: str
+
+    @property
+    def message(self) -> str:
+        return f"instance {self.name} is not running ({self.state})"
+
+
+@dataclass(eq=False)
+class ConsoleError(ReconcilerError):
+    name: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"console of instance {self.name}: {self.detail}"

@@ -1,0 +1,141 @@
+"""A small adapter over qemu.qmp: connect, execute, wait for events, close, each under a deadline.
+
+qemu.qmp is 0.0.x and its API may change; everything else in the reconciler talks to the `QmpSession`
+Protocol defined here, so executor unit tests can use a fake and a library upgrade touches one module.
+Every qemu.qmp / OS error is wrapped into a typed `errors.QmpError` subclass carrying the socket path.
+Nothing here waits without a deadline: a hung monitor socket raises `QmpTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+
+from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
+
+
+@dataclass(frozen=True, slots=True)
+class QmpEvent:
+    name: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: float = 0.0  # epoch seconds, from QEMU
+
+
+class QmpSession(Protocol):
+    """One open monitor connection."""
+
+    @property
+    def socket_path(self) -> str: ...
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
+                      timeout: float = 5.0) -> Any:
+        """The command's `return` value; QmpCommandError / QmpTimeout / QmpDisconnected on failure."""
+        ...
+
+    async def wait_event(self, names: Iterable[str], timeout: float) -> QmpEvent:
+        """The first event (received since connecting) whose name is in `names`; QmpTimeout otherwise."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class QemuQmpSession:
+    """`QmpSession` backed by qemu.qmp.QMPClient. Events are buffered from the moment of connecting."""
+
+    def __init__(self, client: QMPClient, socket_path: str) -> None:
+        self._client = client
+        self._path = socket_path
+
+    @property
+    def socket_path(self) -> str:
+        return self._path
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
+                      timeout: float = 5.0) -> Any:
+        try:
+            return await asyncio.wait_for(self._client.execute(command, arguments), timeout)
+        except TimeoutError:
+            raise QmpTimeout(self._path, f"{command}: no answer within {timeout:g}s") from None
+        except ExecuteError as err:
+            raise QmpCommandError(self._path, str(err), command, err.error_class) from None
+        except ExecInterruptedError:
+            raise QmpDisconnected(self._path, f"{command}: connection closed before the answer") from None
+        except (QMPError, OSError, EOFError) as err:
+            raise QmpDisconnected(self._path, f"{command}: {err or type(err).__name__}") from None
+
+    async def wait_event(self, names: Iterable[str], timeout: float) -> QmpEvent:
+        wanted = frozenset(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise QmpTimeout(self._path, f"no {'/'.join(sorted(wanted))} event within {timeout:g}s")
+            try:
+                msg = await asyncio.wait_for(self._client.events.get(), remaining)
+            except TimeoutError:
+                continue  # loop once more to raise with the message above
+            if msg["event"] in wanted:
+                return _event(msg)
+
+    async def close(self) -> None:
+        with contextlib.suppress(QMPError, OSError, EOFError):
+            await self._client.disconnect()
+
+
+def _event(msg: Mapping[str, Any]) -> QmpEvent:
+    data = msg.get("data")
+    ts = msg.get("timestamp")
+    stamp = ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6 if isinstance(ts, dict) else 0.0
+    return QmpEvent(name=str(msg["event"]), data=dict(data) if isinstance(data, dict) else {},
+                    timestamp=stamp)
+
+
+async def connect(socket_path: str, timeout: float = 5.0, name: str = "reconciler") -> QemuQmpSession:
+    """Connect and negotiate capabilities within `timeout`; QmpConnectError or QmpTimeout on failure."""
+    client = QMPClient(name)
+    try:
+        await asyncio.wait_for(client.connect(socket_path), timeout)
+    except TimeoutError:
+        await _abandon(client)
+        raise QmpTimeout(socket_path, f"no greeting within {timeout:g}s") from None
+    except ConnectError as err:
+        cause = err.exc
+        detail = (cause.strerror if isinstance(cause, OSError) and cause.strerror
+                  else str(cause) or type(cause).__name__)
+        raise QmpConnectError(socket_path, detail) from None
+    except (QMPError, OSError) as err:
+        raise QmpConnectError(socket_path, str(err) or type(err).__name__) from None
+    return QemuQmpSession(client, socket_path)
+
+
+@contextlib.asynccontextmanager
+async def session(socket_path: str, timeout: float = 5.0) -> AsyncIterator[QemuQmpSession]:
+    s = await connect(socket_path, timeout)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def query_status(socket_path: str, timeout: float) -> str:
+    """QEMU's run state (`query-status` "status": running, paused, inmigrate, ...), all within `timeout`."""
+    deadline = time.monotonic() + timeout
+    s = await connect(socket_path, timeout)
+    try:
+        result = await s.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001))
+    finally:
+        await s.close()
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        raise QmpError(socket_path, f"query-status: unexpected answer {result!r}")
+    return str(result["status"])
+
+
+async def _abandon(client: QMPClient) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.disconnect(), 0.5)

@@ -1,0 +1,175 @@
+"""The applied record: what we started, kept next to the QEMU process in the node's state directory.
+
+A pidfile says only "some process had this PID"; QEMU deletes it on exit. The record (record.json) is the
+source of truth for what should exist on a node: the normalized spec and argv we launched, and the PID and
+process start time that let discovery prove a live process is ours. It is the "last applied" essence the
+planner diffs against. This module is pure: encode and decode only (I/O is in `statedir`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from typing import Any
+
+from reconciler import model
+from reconciler.actual import StopCause
+
+FORMAT_VERSION = 1
+MANAGED_BY = "reconciler"
+
+
+class DecodeError(ValueError):
+    """Recorded data does not fit the model; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRecord:
+    name: str
+    node: str
+    spec: model.InstanceSpec
+    spec_hash: str
+    argv: tuple[str, ...]
+    qemu_version: str
+    pid: int
+    create_time: float  # psutil create_time of the QEMU process (epoch seconds)
+    started_at: float  # epoch seconds when we launched it
+    managed_by: str = MANAGED_BY
+    revision: str | None = None  # git revision of the manifests
+    stop_cause: StopCause | None = None  # set once the process is gone and we know why
+    stopped_at: float | None = None
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def create(
+        cls, spec: model.InstanceSpec, node: str, argv: tuple[str, ...], qemu_version: str, pid: int,
+        create_time: float, started_at: float, revision: str | None = None,
+    ) -> AppliedRecord:
+        return cls(name=spec.name, node=node, spec=spec, spec_hash=model.spec_hash(spec), argv=tuple(argv),
+                   qemu_version=qemu_version, pid=pid, create_time=create_time, started_at=started_at,
+                   revision=revision)
+
+    def stopped(self, cause: StopCause, at: float) -> AppliedRecord:
+        return replace(self, stop_cause=cause, stopped_at=at)
+
+
+def to_json(record: AppliedRecord) -> str:
+    data = {
+        "format_version": record.format_version,
+        "managed_by": record.managed_by,
+        "name": record.name,
+        "node": record.node,
+        "spec": model.to_jsonable(record.spec),
+        "spec_hash": record.spec_hash,
+        "argv": list(record.argv),
+        "qemu_version": record.qemu_version,
+        "pid": record.pid,
+        "create_time": record.create_time,
+        "started_at": record.started_at,
+        "revision": record.revision,
+        "stop_cause": record.stop_cause.value if record.stop_cause else None,
+        "stopped_at": record.stopped_at,
+    }
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def from_json(text: str | bytes) -> AppliedRecord:
+    """Decode record.json; raises DecodeError (with the field at fault) on anything unexpected."""
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise DecodeError(f"not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise DecodeError("not a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DecodeError(f"unsupported format_version {version!r} (expected {FORMAT_VERSION})")
+    try:
+        argv = data["argv"]
+        if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise DecodeError("argv: expected a list of strings")
+        cause = data.get("stop_cause")
+        return AppliedRecord(
+            name=_typed(data, "name", str),
+            node=_typed(data, "node", str),
+            spec=instance_from_jsonable(data["spec"]),
+            spec_hash=_typed(data, "spec_hash", str),
+            argv=tuple(argv),
+            qemu_version=_typed(data, "qemu_version", str),
+            pid=_typed(data, "pid", int),
+            create_time=float(_typed(data, "create_time", (int, float))),
+            started_at=float(_typed(data, "started_at", (int, float))),
+            managed_by=_typed(data, "managed_by", str),
+            revision=data.get("revision"),
+            stop_cause=StopCause(cause) if cause is not None else None,
+            stopped_at=data.get("stopped_at"),
+        )
+    except KeyError as err:
+        raise DecodeError(f"missing field {err.args[0]}") from None
+    except ValueError as err:  # enum values
+        raise DecodeError(str(err)) from None
+
+
+def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DecodeError(f"{key}: unexpected value {value!r}")
+    return value
+
+
+def instance_from_jsonable(data: Any) -> model.InstanceSpec:
+    """The inverse of `model.to_jsonable` for an InstanceSpec (missing fields take their defaults)."""
+    spec = _decode(model.InstanceSpec, data, "spec")
+    assert isinstance(spec, model.InstanceSpec)
+    return spec
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode(inner, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise DecodeError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise DecodeError(f"{where}: expected {len(args)} items, got {len(value)}")
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if isinstance(tp, type) and is_dataclass(tp):
+        return _decode_dataclass(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise DecodeError(f"{where}: {value!r} is not a valid {tp.__name__}") from None
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise DecodeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _decode_dataclass(tp: type, value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise DecodeError(f"{where}: expected an object, got {value!r}")
+    hints = typing.get_type_hints(tp, vars(model))
+    known = {f.name: f for f in fields(tp)}
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise DecodeError(f"{where}: unknown field {unknown[0]!r}")
+    kwargs = {}
+    for name, f in known.items():
+        if name in value:
+            kwargs[name] = _decode(hints[name], value[name], f"{where}.{name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise DecodeError(f"{where}: missing field {name!r}")
+    return tp(**kwargs)

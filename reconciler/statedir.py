@@ -1,0 +1,137 @@
+"""File I/O on a node's state directory: private directories, atomic writes, reading records and pidfiles.
+
+Readers (discovery, status, another reconciler) must never see a half-written record, and a crash must
+leave either the old or the new file. So every write goes to a temporary file in the same directory, is
+fsynced, renamed over the target, and the directory is fsynced. Everything we create is private (0700
+directories, 0600 files): the sockets inside give full control over the guests.
+
+Removal is by known file names only: a disk image never lives in an instance directory and is never
+removed by the reconciler, even if someone put one there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reconciler import layout, records
+from reconciler.errors import RecordError, StateDirError
+from reconciler.model import NodeSpec
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """Create `path` (and missing parents) with mode 0700; an existing directory is tightened to 0700."""
+    p = Path(path)
+    try:
+        p.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if p.stat().st_mode & 0o777 != DIR_MODE:
+            p.chmod(DIR_MODE)
+    except OSError as err:
+        raise StateDirError(str(p), err.strerror or str(err)) from None
+    return p
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` with `data` atomically (temp file + fsync + rename + directory fsync), mode 0600."""
+    target = Path(path)
+    directory = ensure_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateDirError(str(target), f"cannot write: {err.strerror or err}") from None
+    _fsync_dir(directory)
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> None:
+    atomic_write(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike[str]) -> Any | None:
+    """The decoded JSON file, or None when it does not exist. Raises StateDirError if it is not JSON."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise StateDirError(str(path), f"unreadable: {err}") from None
+
+
+def write_record(paths: layout.InstancePaths, record: records.AppliedRecord) -> None:
+    ensure_dir(paths.dir)
+    atomic_write(paths.record, records.to_json(record).encode())
+
+
+def read_record(paths: layout.InstancePaths) -> records.AppliedRecord | None:
+    """The instance's applied record, None if it has none; RecordError if it is unreadable."""
+    try:
+        raw = Path(paths.record).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise RecordError(paths.record, err.strerror or str(err)) from None
+    try:
+        return records.from_json(raw)
+    except records.DecodeError as err:
+        raise RecordError(paths.record, str(err)) from None
+
+
+def read_pidfile(path: str | os.PathLike[str]) -> int | None:
+    """The PID in a pidfile; None if the file is missing, empty or garbage (QEMU writes "<pid>\\n")."""
+    try:
+        text = Path(path).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError):
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def instance_names(node: NodeSpec) -> list[str]:
+    """Names of the instance directories on the node (sorted); none if the state dir does not exist."""
+    try:
+        with os.scandir(layout.instances_dir(node)) as it:
+            names = [e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise StateDirError(node.state_dir, err.strerror or str(err)) from None
+    return sorted(names)
+
+
+def remove_instance_files(paths: layout.InstancePaths) -> None:
+    """Remove the reconciler's own files of an instance, then its directory if that is now empty.
+
+    Only known names are removed, so anything else a person left there (a disk image) survives.
+    """
+    d = Path(paths.dir)
+    own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record]
+    own += [str(p) for p in d.glob("nic-*.json")]  # bridge hook facts
+    own += [str(p) for p in d.glob(".*.tmp")]  # our own interrupted atomic writes
+    for path in own:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        d.rmdir()  # kept if something else is still inside
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
