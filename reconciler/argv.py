@@ -1,0 +1,299 @@
+"""The QEMU command line of an instance, as data.
+
+`build_launch(spec, node)` is a pure function from the declared spec to everything a start needs: the argv
+tuple, the instance's paths, the environment for the bridge hook and the per-NIC files to write first.
+`build_argv` returns just the argv. Golden tests pin the exact output; `reconciler showcmd` prints it.
+
+Decisions (each differs from, or fixes, the seed's hv_kvm):
+- `-nodefaults -no-user-config`: only the devices we list exist, whatever the host's QEMU config says.
+- Two QMP sockets (`-chardev socket` + `-mon mode=control`): QEMU serves one client per socket, so the
+  executor's commands and a watcher's event stream do not contend. The seed's human monitor is gone.
+- `-no-shutdown`: a guest power-off leaves QEMU alive in status `shutdown` instead of exiting. With
+  `-daemonize` nobody can reap QEMU's exit status, so an exited process cannot tell a guest power-off from
+  a crash; a lingering process can (query-status, the SHUTDOWN event's `guest` flag). The reconciler then
+  applies the run strategy: restart in place (`system_reset` + `cont`, same process and taps) or `quit`.
+  The cost: a powered-off guest holds its memory until the reconciler looks; `watch` looks at once.
+- `-daemonize`: the foreground process exits only after QEMU initialised (or failed, with the error on
+  stderr), which is the start's verdict; the pidfile names the daemon.
+- Disks use `-blockdev` (file node + format node) and `-device`: no filename probing (a path with `:` is
+  never a protocol), explicit cache flags, named nodes for later QMP work. Paths under /dev/ use the
+  `host_device` driver. The boot disk gets `bootindex=0`. SCSI disks share one virtio-scsi controller.
+  IDE cannot do read-only disks (QEMU's ide-hd refuses them): rejected here rather than at start.
+- No ACPI is `-machine ...,acpi=off` (`-no-acpi` is deprecated after 7.2).
+- Headless is `-display none` + `-vga none`; never `-nographic` (it grabs stdio). VNC adds `-vga std`, a USB
+  tablet (absolute pointer, as the seed had) and `-vnc <spec's bind>:<display>` (the seed used the name
+  of its bind-address constant instead of its value).
+- Serial console on a unix socket, `server=on,wait=off`, with `console=ttyS0,115200` on the kernel command
+  line (the seed used 38400), and optionally a log file of the current process's serial output.
+- Tap NICs run ONE fixed hook (reconciler/hooks/ifup.py) instead of a generated script per start; its
+  contract is in that module. Interface names are ours: `rc<8 hex>n<index>` from the node's state dir
+  and the instance name, unique per host and within IFNAMSIZ.
+- Every value goes through qemuopts (commas doubled); what cannot be expressed raises ArgvError.
+- `extra_args`, the escape hatch, comes last, verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from reconciler import qemuopts as q
+from reconciler.errors import ArgvError
+from reconciler.hooks import ifup
+from reconciler.layout import (
+    InstancePaths,
+    InvalidInstanceName,
+    SocketPathTooLong,
+    check_sockets,
+    instance_paths,
+)
+from reconciler.model import (
+    Accelerator,
+    CacheMode,
+    Disk,
+    DiskBus,
+    InstanceSpec,
+    Nic,
+    NicMode,
+    NicModel,
+    NodeSpec,
+)
+
+DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "ifup.py")
+SERIAL_BAUD = 115200
+
+_NIC_DEVICE = {NicModel.VIRTIO: "virtio-net-pci", NicModel.E1000: "e1000", NicModel.RTL8139: "rtl8139"}
+_DISK_DEVICE = {DiskBus.VIRTIO: "virtio-blk-pci", DiskBus.SCSI: "scsi-hd", DiskBus.IDE: "ide-hd"}
+# cache mode -> (cache.direct, cache.no-flush, device write-cache), as QEMU's -drive cache= maps them
+_CACHE = {
+    CacheMode.NONE: (True, False, True),
+    CacheMode.WRITEBACK: (False, False, True),
+    CacheMode.WRITETHROUGH: (False, False, False),
+    CacheMode.DIRECTSYNC: (True, False, False),
+    CacheMode.UNSAFE: (False, True, True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingSpec:
+    """Start as a migration target. address None means `-incoming defer` (URI given later over QMP)."""
+
+    address: str | None = None
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NicFile:
+    """A file the executor writes before starting QEMU, for the bridge hook."""
+
+    path: str
+    config: ifup.NicHookConfig
+
+    @property
+    def text(self) -> str:
+        return self.config.to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    argv: tuple[str, ...]
+    paths: InstancePaths
+    env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU
+    nic_files: tuple[NicFile, ...] = ()  # write these (and create paths.dir) before starting
+
+
+def tap_ifname(node: NodeSpec, instance: str, index: int) -> str:
+    """Our tap interface name: host-unique across nodes sharing a machine, at most 15 bytes."""
+    digest = hashlib.sha256(f"{node.state_dir}\0{instance}".encode()).hexdigest()[:8]
+    return f"rc{digest}n{index}"
+
+
+def build_argv(spec: InstanceSpec, node: NodeSpec, *,
+               incoming: IncomingSpec | None = None) -> tuple[str, ...]:
+    return build_launch(spec, node, incoming=incoming).argv
+
+
+def build_launch(
+    spec: InstanceSpec,
+    node: NodeSpec,
+    *,
+    incoming: IncomingSpec | None = None,
+    daemonize: bool = True,
+    serial_log: bool = True,
+    ifup_path: str = DEFAULT_IFUP,
+) -> Launch:
+    """Everything needed to start `spec` on `node`; raises ArgvError for what QEMU cannot be told safely."""
+    try:
+        return _build(spec, node, incoming, daemonize, serial_log, ifup_path)
+    except q.BadValue as err:
+        raise ArgvError(spec.name, err.field, err.detail) from None
+    except InvalidInstanceName as err:
+        raise ArgvError(spec.name, "name", err.detail) from None
+    except SocketPathTooLong as err:
+        raise ArgvError(spec.name, "node.state_dir", err.message) from None
+
+
+def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, daemonize: bool,
+           serial_log: bool, ifup_path: str) -> Launch:
+    q.path("node.state_dir", node.state_dir)
+    paths = check_sockets(instance_paths(node, spec.name))
+    argv: list[str] = [q.text("node.qemu_binary", node.qemu_binary)]
+    argv += ["-name", q.join(None, [("guest", spec.name)]), "-nodefaults", "-no-user-config"]
+    argv += _machine(spec, node)
+    argv += _sizes(spec)
+    argv += ["-pidfile", paths.pidfile]
+    if daemonize:
+        argv.append("-daemonize")
+    argv.append("-no-shutdown")
+    argv += _qmp("qmp", paths.qmp) + _qmp("qmp-watch", paths.qmp_watch)
+    argv += _serial(spec, paths, serial_log)
+    argv += _display(spec)
+    argv += _kernel(spec)
+    argv += _disks(spec)
+    nic_argv, nic_files = _nics(spec, node, paths, q.path("ifup", ifup_path))
+    argv += nic_argv
+    if incoming is not None:
+        argv += ["-incoming", _incoming_uri(incoming)]
+    for i, arg in enumerate(spec.extra_args):
+        if "\0" in arg:
+            raise q.BadValue(f"extra_args[{i}]", "contains a NUL character")
+    argv += spec.extra_args
+    env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if nic_files else ()
+    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files)
+
+
+def _machine(spec: InstanceSpec, node: NodeSpec) -> list[str]:
+    opts = [("accel", node.accelerator.value)]
+    if not spec.acpi:
+        opts.append(("acpi", "off"))
+    out = ["-machine", q.join(q.token("machine", spec.machine), opts)]
+    if spec.cpu_model is not None:
+        model = q.text("cpu_model", spec.cpu_model)
+        if node.accelerator is Accelerator.TCG and model.split(",", 1)[0] == "host":
+            raise q.BadValue("cpu_model", f"'host' needs KVM; node {node.name} uses TCG (try 'max')")
+        out += ["-cpu", model]  # verbatim: QEMU's -cpu syntax is model[,feature...]
+    return out
+
+
+def _sizes(spec: InstanceSpec) -> list[str]:
+    if spec.memory_mib < 1:
+        raise q.BadValue("memory", f"must be at least 1 MiB, not {spec.memory_mib}")
+    if spec.vcpus < 1:
+        raise q.BadValue("vcpus", f"must be at least 1, not {spec.vcpus}")
+    return ["-m", str(spec.memory_mib), "-smp", str(spec.vcpus)]
+
+
+def _socket(chardev_id: str, path: str, extra: list[tuple[str, str]] | None = None) -> str:
+    opts = [("id", chardev_id), ("path", path), ("server", "on"), ("wait", "off"), *(extra or [])]
+    return q.join("socket", opts)
+
+
+def _qmp(chardev_id: str, path: str) -> list[str]:
+    return ["-chardev", _socket(chardev_id, path), "-mon", f"chardev={chardev_id},mode=control"]
+
+
+def _serial(spec: InstanceSpec, paths: InstancePaths, serial_log: bool) -> list[str]:
+    if not spec.serial_console:
+        return ["-serial", "none"]
+    extra = [("logfile", paths.serial_log)] if serial_log else []
+    return ["-chardev", _socket("serial0", paths.serial, extra), "-serial", "chardev:serial0"]
+
+
+def _display(spec: InstanceSpec) -> list[str]:
+    out = ["-display", "none"]
+    if spec.vnc is None:
+        return [*out, "-vga", "none"]
+    if not 0 <= spec.vnc.display <= 65535 - 5900:
+        raise q.BadValue("vnc.display", f"must be 0-{65535 - 5900}, not {spec.vnc.display}")
+    out += ["-vga", "std", "-vnc", f"{q.host('vnc.bind', spec.vnc.bind)}:{spec.vnc.display}"]
+    return [*out, "-device", "qemu-xhci,id=usb", "-device", "usb-tablet,bus=usb.0"]
+
+
+def _kernel(spec: InstanceSpec) -> list[str]:
+    k = spec.kernel
+    if k is None:
+        return []
+    out = ["-kernel", q.path("kernel.path", k.kernel)]
+    if k.initrd is not None:
+        out += ["-initrd", q.path("kernel.initrd", k.initrd)]
+    words = []
+    if k.root:
+        words += [f"root={q.no_control('kernel.root', k.root)}", "ro"]
+    if spec.serial_console:
+        words.append(f"console=ttyS0,{SERIAL_BAUD}")
+    if k.cmdline:
+        words.append(q.no_control("kernel.cmdline", k.cmdline))
+    return [*out, "-append", " ".join(words)] if words else out
+
+
+def _disks(spec: InstanceSpec) -> list[str]:
+    out: list[str] = []
+    scsi = False
+    for i, disk in enumerate(spec.disks):
+        if disk.bus is DiskBus.SCSI and not scsi:
+            out += ["-device", "virtio-scsi-pci,id=scsi0"]
+            scsi = True
+        out += _disk(i, disk)
+    return out
+
+
+def _disk(i: int, disk: Disk) -> list[str]:
+    field = f"disks[{i}]"
+    path = q.path(f"{field}.path", disk.path)
+    if disk.bus is DiskBus.IDE and disk.read_only:
+        raise q.BadValue(f"{field}.read_only",
+                         "the ide bus cannot attach read-only disks; use virtio or scsi")
+    direct, no_flush, write_cache = _CACHE[disk.cache]
+    cache = [("cache.direct", q.on_off(direct)), ("cache.no-flush", q.on_off(no_flush))]
+    ro = [("read-only", "on")] if disk.read_only else []
+    node = f"disk{i}"
+    driver = "host_device" if path.startswith("/dev/") else "file"
+    file_node = q.join(None, [("driver", driver), ("node-name", f"{node}-file"), ("filename", path),
+                              *ro, *cache])
+    fmt_node = q.join(None, [("driver", disk.format.value), ("node-name", f"{node}-format"),
+                             ("file", f"{node}-file"), *ro, *cache])
+    dev = [("id", node), ("drive", f"{node}-format")]
+    if disk.bus is DiskBus.SCSI:
+        dev.append(("bus", "scsi0.0"))
+    if disk.boot:
+        dev.append(("bootindex", "0"))
+    if not disk.read_only:
+        dev.append(("write-cache", q.on_off(write_cache)))
+    return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", q.join(_DISK_DEVICE[disk.bus], dev)]
+
+
+def _nics(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths,
+          ifup_path: str) -> tuple[list[str], tuple[NicFile, ...]]:
+    if not spec.nics:
+        return ["-nic", "none"], ()
+    out: list[str] = []
+    files: list[NicFile] = []
+    for i, nic in enumerate(spec.nics):
+        mac = q.mac(f"nics[{i}].mac", nic.mac)
+        netdev = f"net{i}"
+        if nic.mode is NicMode.USER:
+            out += ["-netdev", f"user,id={netdev}"]
+        else:
+            name = tap_ifname(node, spec.name, i)
+            out += ["-netdev", q.join("tap", [("id", netdev), ("ifname", name), ("script", ifup_path),
+                                              ("downscript", "no")])]
+            files.append(NicFile(paths.nic_file(name), _hook_config(spec.name, i, nic, name)))
+        dev = [("id", f"nic{i}"), ("netdev", netdev), ("mac", mac)]
+        out += ["-device", q.join(_NIC_DEVICE[nic.model], dev)]
+    return out, tuple(files)
+
+
+def _hook_config(instance: str, i: int, nic: Nic, name: str) -> ifup.NicHookConfig:
+    bridge = None if nic.bridge is None else q.ifname(f"nics[{i}].bridge", nic.bridge)
+    hook = None if nic.hook is None else q.path(f"nics[{i}].hook", nic.hook)
+    ip = None if nic.ip is None else q.text(f"nics[{i}].ip", nic.ip)
+    return ifup.NicHookConfig(instance=instance, interface=name, mac=nic.mac, ip=ip, bridge=bridge, hook=hook)
+
+
+def _incoming_uri(incoming: IncomingSpec) -> str:
+    if incoming.address is None:
+        return "defer"
+    if not 1 <= incoming.port <= 65535:
+        raise q.BadValue("incoming.port", f"must be 1-65535, not {incoming.port}")
+    return f"tcp:{q.host('incoming.address', incoming.address)}:{incoming.port}"
