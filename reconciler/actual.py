@@ -61,6 +61,7 @@ class ActualInstance:
     stop_cause: StopCause | None = None  # set when the process is gone
     revision: str | None = None  # git revision of the manifests it was applied from
     detail: str = ""  # one line for humans, e.g. why a pidfile is stale
+    qmp_status: str | None = None  # QEMU's own run state from query-status (e.g. "finish-migrate")
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ def qemu_processes() -> list[QemuProcess]:
         name = proc.info["name"] or ""
         cmdline = proc.info["cmdline"] or []
         exe = os.path.basename(cmdline[0]) if cmdline else ""
-        if name.startswith("qemu-system") or exe.startswith("qemu-system"):
+        if cmdline and (name.startswith("qemu-system") or exe.startswith("qemu-system")):  # no zombies
             found.append(QemuProcess(proc.pid, tuple(cmdline)))
     return found
 

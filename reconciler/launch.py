@@ -1,0 +1,136 @@
+"""Start one QEMU process from a built argv and make sure it really came up.
+
+The argv (from `reconciler.argv`) includes `-daemonize` and `-pidfile`: QEMU's parent process exits only
+after the guest is set up, its sockets listen and the pidfile is written, so "the parent exited 0" is the
+event we wait for (with a deadline), not a sleep. Its stderr is captured so a failure reaches the user as
+QEMU's own message. Then the control QMP socket must answer within the deadline; if it does not, the
+process we just started (and verified) is killed, so a failed launch leaves nothing running.
+
+Also here: the QEMU version, cached per binary path and mtime (records keep it; node-info shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psutil
+
+from reconciler import layout, procs, qmp, statedir
+from reconciler.errors import LaunchError, QmpError
+from reconciler.pidfd import ProcessHandle
+
+STDERR_LIMIT = 2000  # characters of QEMU's stderr kept in an error message
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    pid: int
+    create_time: float  # psutil create_time, recorded to prove identity later
+    started_at: float  # epoch seconds just before exec
+    argv: tuple[str, ...]
+
+
+async def launch(
+    name: str, argv: Sequence[str], paths: layout.InstancePaths, timeout: float = 30.0,
+    env: Sequence[tuple[str, str]] = (),
+) -> Launched:
+    """Run `argv` (which must daemonize) and wait until its control QMP socket answers `query-status`.
+
+    Raises LaunchError with QEMU's stderr when it fails to start or does not come up within `timeout`.
+    """
+    argv = tuple(argv)
+    if "-daemonize" not in argv or "-pidfile" not in argv:
+        raise LaunchError(name, "the QEMU argv must contain -daemonize and -pidfile")
+    deadline = time.monotonic() + timeout
+    statedir.ensure_dir(paths.dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.pidfile)  # a stale one must not be mistaken for the new process's
+    started_at = time.time()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True, env={**os.environ, **dict(env)} if env else None)
+    except OSError as err:
+        raise LaunchError(name, f"{argv[0]}: {err.strerror or err}") from None
+    try:
+        _, err_bytes = await asyncio.wait_for(proc.communicate(), _left(deadline))
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()  # the parent is our own child: safe to kill
+        await proc.wait()
+        raise LaunchError(name, f"QEMU did not finish starting within {timeout:g}s") from None
+    stderr = err_bytes.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise LaunchError(name, _qemu_message(stderr) or f"QEMU exited with status {proc.returncode}")
+    pid = statedir.read_pidfile(paths.pidfile)
+    if pid is None:
+        raise LaunchError(name, f"QEMU started but wrote no pidfile {paths.pidfile}")
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.Error:
+        raise LaunchError(name, f"QEMU (pid {pid}) exited right after starting") from None
+    launched = Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv)
+    try:
+        await qmp.query_status(paths.qmp, _left(deadline))
+    except QmpError as err:
+        _kill_launched(launched)
+        raise LaunchError(name, f"QEMU (pid {pid}) started but QMP did not answer: {err}") from None
+    return launched
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _qemu_message(stderr: str) -> str:
+    """QEMU's error lines, joined into one line (it prefixes them with the binary name)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return " / ".join(lines)[-STDERR_LIMIT:]
+
+
+def _kill_launched(launched: Launched) -> None:
+    """Kill the process we just launched, only after pinning it and re-verifying its identity."""
+    def verify(pid: int) -> bool:
+        return procs.check(pid, launched.create_time, launched.argv).ours
+
+    handle = ProcessHandle.open_verified(launched.pid, verify)
+    if handle is not None:
+        with handle:
+            handle.send_signal(signal.SIGKILL)
+
+
+# --- QEMU version -----------------------------------------------------------------------------------------
+
+_VERSIONS: dict[tuple[str, int], str] = {}
+
+
+def qemu_version(binary: str) -> str:
+    """`binary --version`'s version number (e.g. "7.2.22"), cached per resolved path and mtime.
+
+    Raises LaunchError when the binary is missing or does not answer.
+    """
+    path = shutil.which(binary) or binary
+    try:
+        key = (os.path.realpath(path), os.stat(path).st_mtime_ns)
+    except OSError:
+        raise LaunchError("-", f"QEMU binary {binary!r} not found") from None
+    cached = _VERSIONS.get(key)
+    if cached is not None:
+        return cached
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise LaunchError("-", f"{binary} --version failed: {err}") from None
+    first = done.stdout.splitlines()[0] if done.stdout else ""
+    words = first.split()
+    version = words[words.index("version") + 1] if "version" in words[:-1] else first.strip()
+    _VERSIONS[key] = version
+    return version
