@@ -95,7 +95,7 @@ def parse_show(text: str) -> dict[str, dict[str, str]]:
     """Parse `apt-cache show` stanzas into {package: {field: value}} (first stanza per package wins)."""
     out: dict[str, dict[str, str]] = {}
     for stanza in text.strip().split("\n\n"):
-        fields = dict(m.groups() for m in re.finditer(r"^([\w-]+): ?(.*)$", stanza, re.MULTILINE))
+        fields = {m[1]: m[2] for m in re.finditer(r"^([\w-]+): ?(.*)$", stanza, re.MULTILINE)}
         if "Package" in fields:
             out.setdefault(fields["Package"], fields)
     return out
