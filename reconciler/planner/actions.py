@@ -1,0 +1,182 @@
+"""The plan's vocabulary: a closed set of action kinds, reasons, field changes, and the Plan value.
+
+Everything here is a frozen value so a plan can be compared, hashed, rendered and saved without
+touching the world. Reasons explain a plan to people; the executor branches on `kind` and the flags
+(`in_place`, `clean_stale`, `migration_mode`), never on the reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from reconciler.model import MigrationMode
+
+
+class ActionKind(enum.StrEnum):
+    NOOP = "noop"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    MIGRATE = "migrate"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+
+_SYMBOLS = {
+    ActionKind.NOOP: " ",
+    ActionKind.START: "+",
+    ActionKind.STOP: "-",
+    ActionKind.RESTART: "-/+",
+    ActionKind.MIGRATE: "->",
+}
+
+
+class Reason(enum.StrEnum):
+    """Why an action (or a pending change) is in the plan; `words` is what the plan shows."""
+
+    NEW = "new"
+    NOT_RUNNING = "not_running"
+    STALE_PIDFILE = "stale_pidfile"
+    CRASHED = "crashed"
+    GUEST_POWERED_OFF = "guest_powered_off"
+    SPEC_CHANGED = "spec_changed"
+    NODE_CHANGED = "node_changed"
+    RELOCATE = "relocate"
+    STRANDED_MIGRATION = "stranded_migration"
+    WANTED_STOPPED = "wanted_stopped"
+    PRUNED = "pruned"
+    DUPLICATE = "duplicate"
+    UPDATE_PENDING = "update_pending"
+    MANUAL = "manual"
+
+    @property
+    def words(self) -> str:
+        return _WORDS[self]
+
+
+_WORDS = {
+    Reason.NEW: "declared in the manifests, not started yet",
+    Reason.NOT_RUNNING: "wanted running, not running",
+    Reason.STALE_PIDFILE: "stale pidfile (process gone); cleaned up before the start",
+    Reason.CRASHED: "QEMU crashed; the run strategy restarts it",
+    Reason.GUEST_POWERED_OFF: "the guest powered itself off; the run strategy restarts it",
+    Reason.SPEC_CHANGED: "the spec changed; a new QEMU process is needed",
+    Reason.NODE_CHANGED: "the node changed in the manifests",
+    Reason.RELOCATE: "the node and the spec changed; stopped on the old node, started on the new one",
+    Reason.STRANDED_MIGRATION: "left behind by an interrupted migration; restarted from scratch",
+    Reason.WANTED_STOPPED: "run strategy Halted keeps it stopped",
+    Reason.PRUNED: "not in the manifests; pruning is on",
+    Reason.DUPLICATE: "also present on another node (interrupted migration); this copy is stopped",
+    Reason.UPDATE_PENDING: "update policy Pending: applied at the next restart",
+    Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One changed spec field. `old`/`new` are the values as compact JSON text ("null" when absent)."""
+
+    path: str  # e.g. "memory_mib", "disks[0].cache", "node"
+    old: str
+    new: str
+    forces_restart: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step of a plan, on one instance.
+
+    `node` is where the action lands (the target of a start, restart or migration; the node of a
+    stop). `source_node` is the node it leaves (migrations, and restarts onto a new node). Actions with
+    the same `phase` are independent and may run in parallel; phase N+1 starts after phase N is done.
+    """
+
+    name: str
+    kind: ActionKind
+    reason: Reason
+    node: str
+    source_node: str | None = None
+    changes: tuple[FieldChange, ...] = ()
+    phase: int = 0
+    in_place: bool = False  # RESTART of a powered-off guest whose QEMU lives on: system_reset + cont
+    clean_stale: bool = False  # START: remove the stale pidfile first
+    migration_mode: MigrationMode | None = None  # MIGRATE only
+    memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """Restart-forcing changes held back (update policy Pending, or run strategy Manual)."""
+
+    name: str
+    node: str
+    reason: Reason
+    changes: tuple[FieldChange, ...]
+
+
+class OrphanFate(enum.StrEnum):
+    """What happens (or would happen with --prune) to an instance no manifest declares."""
+
+    STOP = "stop"  # pruning is on: the plan stops it
+    WOULD_STOP = "would stop"  # pruning is off: --prune would stop it
+    PROTECTED = "protected"  # protect: true; prune never stops it
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    name: str
+    node: str
+    state: str
+    fate: OrphanFate
+
+
+class ProblemKind(enum.StrEnum):
+    CAPACITY = "capacity"
+    PLACEMENT = "placement"
+    PROTECTED = "protected"
+    EMPTY_MANIFESTS = "empty_manifests"
+    SPLIT_BRAIN = "split_brain"
+    UNKNOWN_NODE = "unknown_node"
+    UNKNOWN_TARGET = "unknown_target"
+    ORDERING = "ordering"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanProblem:
+    """An error that makes the plan unappliable; `subject` names the instance or node."""
+
+    kind: ProblemKind
+    subject: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.subject}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    pending: tuple[PendingChange, ...] = ()
+    orphans: tuple[Orphan, ...] = ()
+    errors: tuple[PlanProblem, ...] = ()
+    warnings: tuple[str, ...] = ()
+    prune: bool = False
+    targets: tuple[str, ...] | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No action to take (pending changes, orphans and warnings are information only)."""
+        return not any(a.kind is not ActionKind.NOOP for a in self.actions)
+
+    def count(self, kind: ActionKind) -> int:
+        return sum(1 for a in self.actions if a.kind is kind)
+
+    @property
+    def phases(self) -> tuple[tuple[Action, ...], ...]:
+        """Actions grouped by phase, in order."""
+        top = max((a.phase for a in self.actions), default=-1)
+        return tuple(tuple(a for a in self.actions if a.phase == p) for p in range(top + 1))

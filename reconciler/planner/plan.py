@@ -1,0 +1,335 @@
+"""The planner: desired state + actual state -> Plan. A pure function.
+
+`make_plan` reads no clock, file or socket and sorts everything by name, so the same inputs give the
+same plan byte for byte. Decisions, in order:
+
+1. Records per instance. An instance with live processes on two nodes (an interrupted migration)
+   keeps the best one (running > paused > unknown > shutdown > postmigrate > inmigrate; ties prefer
+   the desired node) and stops the others (Reason.DUPLICATE; an INMIGRATE target is always the one
+   stopped when the source runs). Two copies both running/paused is a SPLIT_BRAIN error: no choice
+   is safe. Records without a process are ignored when another record has one.
+2. The run strategy (model.RunStrategy) says whether it should run: Always restarts after a guest
+   power-off and a crash, RerunOnFailure after a crash only (a guest power-off, even with QEMU kept
+   alive in SHUTDOWN, is left alone), Once only starts instances that have no record, Manual is never
+   started or stopped (drift goes to `pending` with Reason.MANUAL), Halted stops running ones.
+3. For running instances, the policy table (planner.policy) classifies changed fields. Restart-forcing
+   changes restart it (or stay pending under UpdatePolicy.PENDING). A node change migrates it (mode
+   from spec.migration.mode). Both at once: one RESTART from the old node onto the new one
+   (Reason.RELOCATE: stop on A, then start on B; a live migration cannot change the device set).
+   Under PENDING, a node change still migrates (with the recorded config) and the changes stay pending.
+4. A powered-off guest whose QEMU lives on (state SHUTDOWN) restarted with an unchanged spec on the
+   same node is marked `in_place` (system_reset + cont, no new process).
+5. Records no manifest declares are orphans: stopped only when pruning is on; `protect: true` ones
+   never. `protect: true` also makes a Halted stop of a running instance an error (prevent_destroy);
+   restarts and migrations of protected instances are allowed (the instance stays up).
+6. Unscheduled instances go to the node with the most free memory (placement); capacity and phases
+   follow (placement module). Instances with no `node` that already have a record stay where they are.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
+from reconciler.model import DesiredState, InstanceSpec, NodeSpec, RunStrategy, UpdatePolicy
+from reconciler.planner import placement
+from reconciler.planner.actions import (
+    Action,
+    ActionKind,
+    FieldChange,
+    Orphan,
+    OrphanFate,
+    PendingChange,
+    Plan,
+    PlanProblem,
+    ProblemKind,
+    Reason,
+)
+from reconciler.planner.diff import as_json, diff_specs, restart_forcing
+
+_RANK = {
+    RunState.RUNNING: 0, RunState.PAUSED: 1, RunState.UNKNOWN: 2, RunState.SHUTDOWN: 3,
+    RunState.POSTMIGRATE: 4, RunState.INMIGRATE: 5,
+}
+_UP = frozenset({RunState.RUNNING, RunState.PAUSED})
+_KEEPS_RUNNING = frozenset({RunStrategy.ALWAYS, RunStrategy.RERUN_ON_FAILURE})
+UNPLACED = ""  # Action.node of a start still waiting for placement
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one instance contributes to the plan (mutable while the planner collects it)."""
+
+    moves: list[placement.Move] = field(default_factory=list)
+    unplaced: list[Action] = field(default_factory=list)
+    pending: list[PendingChange] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
+    errors: list[PlanProblem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def make_plan(
+    desired: DesiredState,
+    actual: ActualState,
+    *,
+    prune: bool | None = None,
+    targets: frozenset[str] | None = None,
+    allow_empty: bool = False,
+) -> Plan:
+    """Plan what makes `actual` match `desired`. `prune` overrides desired.prune; `targets` limits
+    the plan to those instance names; `allow_empty` lifts the guard against pruning everything."""
+    prune_on = desired.prune if prune is None else prune
+    records: dict[str, list[ActualInstance]] = defaultdict(list)
+    for rec in actual.instances:
+        records[rec.name].append(rec)
+    out = _Outcome()
+    if targets is not None:
+        for name in sorted(targets - desired.instances.keys() - records.keys()):
+            out.errors.append(PlanProblem(ProblemKind.UNKNOWN_TARGET, f"instance {name}",
+                                          "--target names no declared or discovered instance"))
+    if prune_on and not desired.instances and not allow_empty:
+        out.errors.append(PlanProblem(
+            ProblemKind.EMPTY_MANIFESTS, "manifests",
+            "no instances declared while pruning is on: this would stop every instance "
+            "(use --allow-empty if that is intended)",
+        ))
+    for name in sorted(desired.instances.keys() | records.keys()):
+        if targets is not None and name not in targets:
+            continue
+        recs = sorted(records.get(name, ()), key=lambda r: r.node)
+        spec = desired.instances.get(name)
+        if spec is None:
+            _orphan(name, recs, prune_on, out)
+        else:
+            _instance(spec, recs, desired.nodes, out)
+    current = _current_usage(actual, desired.instances)
+    moves = _place(out, desired.nodes, current)
+    out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
+    moves, cycle = placement.assign_phases(desired.nodes, current, moves)
+    if cycle is not None:
+        out.errors.append(cycle)
+    actions = sorted((m.action for m in moves), key=lambda a: (a.phase, a.name, a.node))
+    return Plan(
+        actions=tuple(actions),
+        pending=tuple(out.pending),
+        orphans=tuple(out.orphans),
+        errors=tuple(out.errors),
+        warnings=tuple(out.warnings),
+        prune=prune_on,
+        targets=tuple(sorted(targets)) if targets is not None else None,
+    )
+
+
+def _current_usage(actual: ActualState, specs: Mapping[str, InstanceSpec]) -> dict[str, int]:
+    usage: dict[str, int] = defaultdict(int)
+    for rec in actual.instances:
+        if rec.state.has_process:
+            usage[rec.node] += _recorded_memory(rec, specs.get(rec.name))
+    return usage
+
+
+def _recorded_memory(rec: ActualInstance, spec: InstanceSpec | None) -> int:
+    if rec.spec is not None:
+        return rec.spec.memory_mib
+    return spec.memory_mib if spec is not None else 0
+
+
+def _place(
+    out: _Outcome, nodes: Mapping[str, NodeSpec], current: dict[str, int]
+) -> tuple[placement.Move, ...]:
+    usage = placement.final_usage(current, out.moves)
+    placed = list(out.moves)
+    for action in sorted(out.unplaced, key=lambda a: (-a.memory_mib, a.name)):
+        move, problem = placement.place(action, nodes, usage)
+        if move is not None:
+            placed.append(move)
+        if problem is not None:
+            out.errors.append(problem)
+    return tuple(placed)
+
+
+# --- orphans -------------------------------------------------------------------------------------
+
+
+def _orphan(name: str, recs: list[ActualInstance], prune_on: bool, out: _Outcome) -> None:
+    for rec in recs:
+        if not rec.state.has_process:
+            continue  # a record of a stopped instance: nothing to stop
+        protected = rec.spec is not None and rec.spec.protect
+        if protected:
+            fate = OrphanFate.PROTECTED
+        elif prune_on:
+            fate = OrphanFate.STOP
+            out.moves.append(_stop(rec, Reason.PRUNED, None))
+        else:
+            fate = OrphanFate.WOULD_STOP
+        out.orphans.append(Orphan(name, rec.node, rec.state.value, fate))
+
+
+def _stop(rec: ActualInstance, reason: Reason, spec: InstanceSpec | None) -> placement.Move:
+    action = Action(rec.name, ActionKind.STOP, reason, rec.node)
+    return placement.Move(action, ((rec.node, -_recorded_memory(rec, spec)),))
+
+
+# --- declared instances --------------------------------------------------------------------------
+
+
+def _resolve(
+    recs: list[ActualInstance], want_node: str | None
+) -> tuple[ActualInstance | None, list[ActualInstance], PlanProblem | None]:
+    """(primary record, live duplicates to stop, split-brain error)."""
+    alive = [r for r in recs if r.state.has_process]
+    if not alive:
+        dead = sorted(recs, key=lambda r: (r.node != want_node, -(r.started_at or 0.0), r.node))
+        return (dead[0] if dead else None), [], None
+    alive.sort(key=lambda r: (_RANK[r.state], r.node != want_node, r.node))
+    best = alive[0]
+    if len(alive) > 1 and alive[1].state is best.state and best.state in _UP | {RunState.UNKNOWN}:
+        nodes = ", ".join(sorted(r.node for r in alive if r.state is best.state))
+        return None, [], PlanProblem(
+            ProblemKind.SPLIT_BRAIN, f"instance {best.name}",
+            f"{best.state.value} on several nodes at once ({nodes}); refusing to choose one",
+        )
+    return best, alive[1:], None
+
+
+def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str, NodeSpec],
+              out: _Outcome) -> None:
+    primary, duplicates, split = _resolve(recs, spec.node)
+    if split is not None:
+        out.errors.append(split)
+        return
+    if spec.node is not None and spec.node not in nodes:
+        out.errors.append(PlanProblem(ProblemKind.UNKNOWN_NODE, f"instance {spec.name}",
+                                      f"node {spec.node} is not declared"))
+        return
+    for dup in duplicates:
+        out.moves.append(_stop(dup, Reason.DUPLICATE, spec))
+    if primary is None:
+        if spec.run_strategy in _KEEPS_RUNNING or spec.run_strategy is RunStrategy.ONCE:
+            _start(spec, spec.node, Reason.NEW, (), out)
+        return
+    state, cause = primary.state, primary.stop_cause
+    if state is RunState.UNKNOWN:
+        out.warnings.append(f"instance {spec.name} on {primary.node}: state unknown (QMP did not "
+                            "answer); left out of the plan")
+    elif state in _UP:
+        _running(spec, primary, nodes, out)
+    elif state is RunState.SHUTDOWN or (state is RunState.STOPPED and cause is StopCause.GUEST):
+        _powered_off(spec, primary, nodes, out)
+    elif state in (RunState.INMIGRATE, RunState.POSTMIGRATE):
+        _stranded(spec, primary, nodes, out)
+    elif spec.run_strategy in _KEEPS_RUNNING:  # no process: crashed, stale or stopped
+        if state is RunState.CRASHED or cause is StopCause.CRASH:
+            reason = Reason.CRASHED
+        elif state is RunState.STALE:
+            reason = Reason.STALE_PIDFILE
+        else:
+            reason = Reason.NOT_RUNNING
+        _start(spec, _sticky_node(spec, primary, nodes), reason, _changes(spec, primary), out,
+               clean_stale=state is RunState.STALE)
+
+
+def _sticky_node(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec]) -> str | None:
+    """Where an instance (re)starts: its declared node, else where its record is (if that node exists)."""
+    if spec.node is not None:
+        return spec.node
+    return rec.node if rec.node in nodes else None
+
+
+def _changes(spec: InstanceSpec, rec: ActualInstance) -> tuple[FieldChange, ...]:
+    return diff_specs(rec.spec, spec) if rec.spec is not None else ()
+
+
+def _node_change(old: str, new: str) -> tuple[FieldChange, ...]:
+    return () if old == new else (FieldChange("node", as_json(old), as_json(new), False),)
+
+
+def _start(spec: InstanceSpec, node: str | None, reason: Reason, changes: tuple[FieldChange, ...],
+           out: _Outcome, *, clean_stale: bool = False) -> None:
+    action = Action(spec.name, ActionKind.START, reason, node or UNPLACED, changes=changes,
+                    clean_stale=clean_stale, memory_mib=spec.memory_mib)
+    if node is None:
+        out.unplaced.append(action)
+    else:
+        out.moves.append(placement.Move(action, ((node, spec.memory_mib),)))
+
+
+def _restart(spec: InstanceSpec, rec: ActualInstance, node: str, reason: Reason,
+             changes: tuple[FieldChange, ...], out: _Outcome, *, in_place: bool = False) -> None:
+    old_mib = _recorded_memory(rec, spec)
+    action = Action(spec.name, ActionKind.RESTART, reason, node,
+                    source_node=rec.node if node != rec.node else None,
+                    changes=_node_change(rec.node, node) + changes, in_place=in_place,
+                    memory_mib=spec.memory_mib)
+    if node == rec.node:
+        deltas: tuple[tuple[str, int], ...] = ((node, spec.memory_mib - old_mib),)
+    else:
+        deltas = ((rec.node, -old_mib), (node, spec.memory_mib))
+    out.moves.append(placement.Move(action, deltas))
+
+
+def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec], out: _Outcome) -> None:
+    strategy = spec.run_strategy
+    if strategy is RunStrategy.HALTED:
+        if spec.protect:
+            out.errors.append(PlanProblem(ProblemKind.PROTECTED, f"instance {spec.name}",
+                                          f"protect: true; run strategy Halted would stop it on {rec.node}"))
+        else:
+            out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))
+        return
+    if rec.spec is None:
+        out.warnings.append(f"instance {spec.name} on {rec.node}: applied record unreadable; "
+                            "changes cannot be detected")
+    changes = _changes(spec, rec)
+    target = spec.node or rec.node
+    forcing = restart_forcing(changes)
+    held = tuple(c for c in changes if c.forces_restart)  # the rest takes effect without QEMU
+    if strategy is RunStrategy.MANUAL:
+        if forcing or target != rec.node:
+            out.pending.append(PendingChange(spec.name, rec.node, Reason.MANUAL,
+                                             _node_change(rec.node, target) + held))
+        return
+    if forcing and spec.update_policy is UpdatePolicy.PENDING:
+        out.pending.append(PendingChange(spec.name, rec.node, Reason.UPDATE_PENDING, held))
+        forcing = False
+    if forcing:
+        reason = Reason.SPEC_CHANGED if target == rec.node else Reason.RELOCATE
+        _restart(spec, rec, target, reason, changes, out)
+    elif target != rec.node:
+        mib = _recorded_memory(rec, spec)
+        action = Action(spec.name, ActionKind.MIGRATE, Reason.NODE_CHANGED, target, source_node=rec.node,
+                        changes=_node_change(rec.node, target), migration_mode=spec.migration.mode,
+                        memory_mib=mib)
+        out.moves.append(placement.Move(action, ((rec.node, -mib), (target, mib))))
+
+
+def _powered_off(
+    spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec], out: _Outcome
+) -> None:
+    strategy = spec.run_strategy
+    alive = rec.state.has_process  # SHUTDOWN: QEMU kept alive by -no-shutdown
+    if strategy is RunStrategy.HALTED and alive:
+        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))
+    if strategy is not RunStrategy.ALWAYS:
+        return
+    changes = _changes(spec, rec)
+    if not alive:
+        _start(spec, _sticky_node(spec, rec, nodes), Reason.GUEST_POWERED_OFF, changes, out)
+        return
+    target = spec.node or rec.node
+    in_place = target == rec.node and not restart_forcing(changes)
+    _restart(spec, rec, target, Reason.GUEST_POWERED_OFF, changes, out, in_place=in_place)
+
+
+def _stranded(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec], out: _Outcome) -> None:
+    strategy = spec.run_strategy
+    if strategy is RunStrategy.HALTED:
+        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))
+    elif strategy is RunStrategy.MANUAL:
+        out.warnings.append(f"instance {spec.name} on {rec.node}: {rec.state.value} after an interrupted "
+                            "migration; run strategy Manual leaves it to you")
+    else:
+        _restart(spec, rec, spec.node or rec.node, Reason.STRANDED_MIGRATION, _changes(spec, rec), out)

@@ -1,0 +1,48 @@
+"""Which InstanceSpec fields need a new QEMU process when they change, and which do not.
+
+One table, one entry per field, so adding a field to the model without deciding its policy fails a
+test instead of silently never (or always) restarting instances.
+"""
+
+from __future__ import annotations
+
+import enum
+from types import MappingProxyType
+
+
+class FieldPolicy(enum.StrEnum):
+    RESTART = "restart"  # baked into the QEMU command line: needs a new process
+    MIGRATE = "migrate"  # where the process runs: a migration moves it
+    IGNORE = "ignore"  # read by the reconciler itself; takes effect without touching QEMU
+
+
+POLICY = MappingProxyType({
+    "name": FieldPolicy.IGNORE,  # the identity; never differs between desired and recorded
+    "memory_mib": FieldPolicy.RESTART,
+    "vcpus": FieldPolicy.RESTART,
+    "node": FieldPolicy.MIGRATE,
+    "labels": FieldPolicy.IGNORE,
+    "run_strategy": FieldPolicy.IGNORE,  # decides what to do, is not itself a change to apply
+    "protect": FieldPolicy.IGNORE,
+    "update_policy": FieldPolicy.IGNORE,
+    "disks": FieldPolicy.RESTART,
+    "kernel": FieldPolicy.RESTART,
+    "acpi": FieldPolicy.RESTART,
+    "serial_console": FieldPolicy.RESTART,
+    "vnc": FieldPolicy.RESTART,
+    "nics": FieldPolicy.RESTART,
+    "machine": FieldPolicy.RESTART,
+    "cpu_model": FieldPolicy.RESTART,
+    "shutdown_timeout": FieldPolicy.IGNORE,
+    "migration": FieldPolicy.IGNORE,
+    "extra_args": FieldPolicy.RESTART,
+})
+
+# Fields the spec diff walks: `node` is decided by placement, not by comparing records.
+DIFFED_FIELDS: tuple[str, ...] = tuple(
+    name for name, policy in POLICY.items() if policy is not FieldPolicy.MIGRATE and name != "name"
+)
+
+
+def forces_restart(field_name: str) -> bool:
+    return POLICY[field_name] is FieldPolicy.RESTART
