@@ -1,0 +1,192 @@
+"""`reconciler status`: desired vs actual state of every instance, one row each.
+
+Shows what the manifests want next to what discovery finds, including what the manifests do not know:
+instances with a record but no manifest (orphans) and QEMU processes we did not start (unmanaged). Broken
+manifests do not hide the actual state: it is still shown, and the problems' count goes to stderr.
+Rows are built by a pure function (`build_rows`) and rendered as an aligned table or stable JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from reconciler import discovery, model
+from reconciler.actual import ActualInstance, ActualState, RunState, UnmanagedProcess
+from reconciler.errors import InstanceNotFound
+
+DEFAULT_MANIFESTS = "manifests"
+JSON_FORMAT_VERSION = 1
+
+_DESIRED = {
+    model.RunStrategy.ALWAYS: "running",
+    model.RunStrategy.RERUN_ON_FAILURE: "running",
+    model.RunStrategy.ONCE: "once",
+    model.RunStrategy.MANUAL: "manual",
+    model.RunStrategy.HALTED: "stopped",
+}
+_MIGRATING = frozenset({"inmigrate", "finish-migrate"})
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    node: str | None
+    desired: str  # from the run strategy; "orphan" = record without manifest; "-" = unmanaged
+    actual: str
+    pid: int | None
+    memory_mib: int | None
+    vcpus: int | None
+    uptime: float | None  # seconds
+    spec_match: bool | None  # running spec == manifest spec; None when either is unknown
+    detail: str = ""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output (stable format)")
+    parser.add_argument("targets", nargs="*", metavar="NAME|PATH",
+                        help="instance names to show, and manifest files/directories "
+                        f"(default ./{DEFAULT_MANIFESTS})")
+
+
+def run(args: argparse.Namespace) -> int:
+    names, paths = split_targets(args.targets)
+    desired, nodes = load_desired(paths)
+    actual = discovery.discover(nodes)
+    rows = build_rows(desired, actual, time.time())
+    if names:
+        missing = sorted(set(names) - {r.name for r in rows})
+        if missing:
+            raise InstanceNotFound(missing[0])
+        rows = [r for r in rows if r.name in names]
+    if args.json:
+        print(render_json(rows))
+    else:
+        print(render_table(rows), end="")
+    return 0
+
+
+# --- shared with console and node-info ------------------------------------------------------------------
+
+
+def split_targets(targets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Instance names vs manifest paths: names are DNS labels, so anything with '/' or '.' is a path."""
+    names: list[str] = []
+    paths: list[str] = []
+    for t in targets:
+        (paths if "/" in t or "." in t or os.path.exists(t) else names).append(t)
+    return names, paths
+
+
+def load_desired(paths: Sequence[str]) -> tuple[model.DesiredState | None, list[model.NodeSpec]]:
+    """The desired state (None if the manifests have problems, whose count goes to stderr) and the nodes.
+
+    Nodes come from the manifests even when instances have problems, so actual state can still be shown.
+    """
+    from reconciler import manifest  # imported here: the schema machinery is not needed otherwise
+
+    result = manifest.load(list(paths) or [DEFAULT_MANIFESTS])
+    if result.problems:
+        n = len(result.problems)
+        print(f"warning: {n} problem{'s' if n != 1 else ''} in the manifests (see `reconciler validate`);"
+              " showing actual state only", file=sys.stderr)
+    desired = result.desired if not result.problems else None
+    node_map = desired.nodes if desired is not None else getattr(result, "nodes", None) or {}
+    return desired, [node_map[k] for k in sorted(node_map)]
+
+
+# --- pure core ------------------------------------------------------------------------------------------
+
+
+def actual_label(inst: ActualInstance) -> str:
+    if inst.qmp_status in _MIGRATING:
+        return "migrating"
+    if inst.state is RunState.POSTMIGRATE:
+        return "migrated"
+    return inst.state.value
+
+
+def build_rows(desired: model.DesiredState | None, actual: ActualState, now: float) -> list[Row]:
+    declared = desired.instances if desired is not None else {}
+    rows: list[Row] = []
+    for name, spec in declared.items():
+        found = actual.find(name)
+        if not found:
+            rows.append(Row(name, spec.node, _DESIRED[spec.run_strategy], RunState.STOPPED.value, None,
+                            spec.memory_mib, spec.vcpus, None, None, "never started"))
+        rows.extend(_row(inst, _DESIRED[spec.run_strategy], spec, now) for inst in found)
+    orphan = "orphan" if desired is not None else "?"  # without manifests we cannot call anything orphan
+    rows.extend(_row(inst, orphan, None, now) for inst in actual if inst.name not in declared)
+    rows.sort(key=lambda r: (r.name, r.node or ""))
+    rows.extend(_unmanaged_row(u) for u in actual.unmanaged)
+    return rows
+
+
+def _row(inst: ActualInstance, desired: str, spec: model.InstanceSpec | None, now: float) -> Row:
+    shown = inst.spec or spec
+    alive = inst.state.has_process and inst.pid is not None
+    match = None
+    if spec is not None and inst.spec_hash is not None:
+        match = inst.spec_hash == model.spec_hash(spec)
+    return Row(
+        name=inst.name, node=inst.node, desired=desired, actual=actual_label(inst),
+        pid=inst.pid if alive or inst.state is RunState.STALE else None,
+        memory_mib=shown.memory_mib if shown else None, vcpus=shown.vcpus if shown else None,
+        uptime=round(max(now - inst.started_at, 0.0), 1) if alive and inst.started_at else None,
+        spec_match=match, detail=inst.detail,
+    )
+
+
+def _unmanaged_row(u: UnmanagedProcess) -> Row:
+    return Row(u.name or "-", None, "-", "unmanaged", u.pid, _memory_arg(u.cmdline), None, None, None,
+               "not started by the reconciler")
+
+
+def _memory_arg(cmdline: Sequence[str]) -> int | None:
+    """MiB from a plain `-m N` / `-m size=N`; None if absent or with a unit suffix we do not parse."""
+    for flag, value in itertools.pairwise(cmdline):
+        if flag == "-m":
+            v = value.split(",")[0].removeprefix("size=").removesuffix("M")
+            return int(v) if v.isdigit() else None
+    return None
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+_HEADERS = ("NAME", "NODE", "DESIRED", "ACTUAL", "PID", "MEMORY", "VCPUS", "UPTIME", "SPEC", "DETAIL")
+
+
+def render_table(rows: Iterable[Row]) -> str:
+    cells = [_HEADERS] + [
+        (r.name, r.node or "-", r.desired, r.actual, str(r.pid) if r.pid else "-",
+         f"{r.memory_mib}M" if r.memory_mib else "-", str(r.vcpus) if r.vcpus else "-",
+         format_uptime(r.uptime), {True: "match", False: "differs", None: "-"}[r.spec_match], r.detail)
+        for r in rows
+    ]
+    if len(cells) == 1:
+        return "no instances\n"
+    widths = [max(len(c[i]) for c in cells) for i in range(len(_HEADERS))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
+                   for line in cells)
+
+
+def render_json(rows: Iterable[Row]) -> str:
+    doc = {"format_version": JSON_FORMAT_VERSION, "instances": [asdict(r) for r in rows]}
+    return json.dumps(doc, indent=2, sort_keys=True)
