@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Guest, SerialConsole, SerialListener
-from qemu.qmp import QMPClient
+from conftest import Guest, SerialConsole, SerialListener, SerialLog
+from qemu.qmp import Message, QMPClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -68,6 +68,12 @@ async def boot(guest: Guest, qemu: str, tmp: Path, append: str) -> AsyncIterator
             console.close()
 
 
+def _data(event: Message) -> dict[str, object]:
+    data = event["data"]
+    assert isinstance(data, dict), event
+    return data
+
+
 async def _exit_code(proc: subprocess.Popen[bytes]) -> int:
     return await asyncio.to_thread(proc.wait, EXIT_TIMEOUT)
 
@@ -80,8 +86,7 @@ def test_guest_boots_and_powers_off_on_acpi_button(guest: Guest, qemu_binary: st
             with vm.qmp.listener("SHUTDOWN") as shutdowns:
                 await vm.qmp.execute("system_powerdown")
                 event = await asyncio.wait_for(shutdowns.get(), EVENT_TIMEOUT)
-            assert event["data"]["guest"] is True
-            assert event["data"]["reason"] == "guest-shutdown"
+            assert _data(event) == {"guest": True, "reason": "guest-shutdown"}
             assert await _exit_code(vm.proc) == 0
             # The guest said why: its acpid handler ran (the console is drained up to EOF by now).
             await asyncio.to_thread(vm.console.wait_for, "reconciler-guest: power button", EVENT_TIMEOUT)
@@ -104,7 +109,24 @@ def test_guest_ignoring_acpi_keeps_running_until_quit(guest: Guest, qemu_binary:
                 assert tick.startswith(f"{guest.tick_prefix} ")
                 await vm.qmp.execute("quit")
                 event = await asyncio.wait_for(shutdowns.get(), EVENT_TIMEOUT)
-            assert event["data"]["guest"] is False
+            assert _data(event)["guest"] is False
             assert await _exit_code(vm.proc) == 0
 
     asyncio.run(scenario())
+
+
+def test_guest_heartbeat_in_serial_log_file(guest: Guest, qemu_binary: str, tmp_path: Path) -> None:
+    """Serial to a file (`-chardev file`), read with `SerialLog`: ready line, then tick 1, tick 2."""
+    log_path = tmp_path / "serial.log"
+    serial = ["-chardev", f"file,id=serial0,path={log_path}", "-serial", "chardev:serial0"]
+    argv = [*guest.argv(qemu_binary), *serial]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        log = SerialLog(log_path)
+        assert log.wait_for(guest.ready_line, BOOT_TIMEOUT) == guest.ready_line  # no tag: bare line
+        assert log.wait_for(guest.tick_prefix, EVENT_TIMEOUT) == f"{guest.tick_prefix} 1"
+        assert log.wait_for(guest.tick_prefix, EVENT_TIMEOUT) == f"{guest.tick_prefix} 2"
+        assert proc.poll() is None
+    finally:
+        proc.kill()  # our own child
+        proc.wait()

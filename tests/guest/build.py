@@ -16,6 +16,7 @@ Usage: python3 tests/guest/build.py      (prints the kernel and initrd paths)
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -28,6 +29,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +257,18 @@ def _publish(cache: Path, key: str) -> None:
             os.replace(tmp, link)
 
 
+STALE_SECONDS = 3600.0
+
+
+def _prune(cache: Path, keep: str) -> None:
+    """Remove builds (and crashed staging dirs) of other keys untouched for an hour: each is ~15 MB."""
+    now = time.time()
+    for entry in (cache / "builds").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name != keep and now - entry.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(entry)
+
+
 def _build_atomically(cache: Path, kernel: Package, busybox: Package, final: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -288,6 +302,7 @@ def ensure_guest(cache: Path | None = None) -> BuiltGuest:
     current = cache / "current"
     if not current.is_symlink() or os.readlink(current) != f"builds/{key}":
         _publish(cache, key)
+        _prune(cache, keep=key)
     return BuiltGuest(final / "vmlinuz", final / "initrd.img", kernel, busybox, key)
 
 
