@@ -1,0 +1,113 @@
+"""Cross-file work: parsed files -> one DesiredState (or every problem that prevents it).
+
+Runs the rules that need all documents at once (unique names, one Defaults, references, shared
+resources), merges Defaults under each instance, builds the model objects and records where each object
+was declared. Pure: it works on `ParsedFile` values and does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from reconciler import model
+from reconciler.manifest import build, rules
+from reconciler.manifest.parse import ParsedDocument, ParsedFile
+from reconciler.manifest.positions import Locator
+from reconciler.manifest.problems import Problem, field_path
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """`desired` is None exactly when `problems` is not empty."""
+
+    desired: model.DesiredState | None
+    problems: tuple[Problem, ...]
+    files: tuple[str, ...] = ()  # the manifest files that were read
+
+    @property
+    def ok(self) -> bool:
+        return self.desired is not None
+
+
+class _Positions:
+    """Turns (document, field path) into positioned Problems, composing each file at most once."""
+
+    def __init__(self, files: Iterable[ParsedFile]) -> None:
+        self._text = {f.path: f.text for f in files}
+        self._locators: dict[str, Locator] = {}
+
+    def where(self, doc: ParsedDocument) -> str:
+        return f"{doc.path}:{doc.line}:{doc.column}"
+
+    def problem(self, doc: ParsedDocument, path: build.FieldPath, message: str) -> Problem:
+        locator = self._locators.get(doc.path)
+        if locator is None:
+            locator = self._locators[doc.path] = Locator(self._text.get(doc.path, ""))
+        line, column = locator.find(doc.index, path)
+        if not line:
+            line, column = doc.line, doc.column
+        return Problem(doc.path, line, column, doc.kind, doc.name, field_path(path), message)
+
+
+def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
+    """Check everything across files and build the DesiredState. Never raises for bad input."""
+    files = sorted(parsed_files, key=lambda f: f.path)
+    problems: list[Problem] = [p for f in files for p in f.problems]
+    positions = _Positions(files)
+    documents = [d for f in files for d in f.documents]
+    violations: list[rules.Violation] = []
+    violations += rules.unique_names(documents, positions.where)
+    duplicate_docs = {id(v.document) for v in violations}
+    defaults_docs = [d for d in documents if d.kind == "Defaults"]
+    violations += rules.single_defaults(defaults_docs, positions.where)
+
+    valid = [d for d in documents if d.valid and id(d) not in duplicate_docs]
+    defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].valid else None
+    defaults_spec = dict(defaults_doc.body["spec"]) if defaults_doc else {}
+    prune = bool(defaults_spec.pop("prune", False))
+
+    nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
+    instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
+    for doc in valid:
+        if doc.kind not in ("Node", "Instance"):
+            continue
+        name_issue = build.check_name(doc.name)
+        if name_issue:
+            violations.append(rules.Violation(doc, name_issue.path, name_issue.message))
+            continue
+        labels = build.labels_of(doc.body["metadata"])
+        if doc.kind == "Node":
+            node, issues = build.build_node(doc.name, labels, doc.body["spec"], doc.path)
+            if node is not None:
+                nodes[doc.name] = (node, doc)
+        else:
+            spec = build.deep_merge(defaults_spec, doc.body["spec"]) if defaults_spec else doc.body["spec"]
+            instance, issues = build.build_instance(doc.name, labels, spec)
+            if instance is not None:
+                instances[doc.name] = (instance, doc)
+        violations += [rules.Violation(doc, i.path, i.message) for i in issues]
+
+    declared_nodes = {d.name for d in documents if d.kind == "Node" and d.name}
+    violations += rules.node_references(instances, declared_nodes)
+    violations += rules.unique_macs(instances, positions.where)
+    violations += rules.unique_disks(instances, positions.where)
+    violations += rules.unique_vnc_displays(instances, positions.where)
+    violations += rules.host_cpu_needs_kvm(instances, {n: spec for n, (spec, _) in nodes.items()})
+    violations += rules.node_resources(nodes, positions.where)
+
+    problems += [positions.problem(v.document, v.path, v.message) for v in violations]
+    paths = tuple(f.path for f in files)
+    if problems:
+        return LoadResult(None, tuple(sorted(set(problems), key=Problem.sort_key)), paths)
+    sources = {
+        f"{doc.kind}/{doc.name}": model.SourceRef(doc.path, doc.line, doc.column)
+        for doc in documents if doc.kind and doc.name
+    }
+    desired = model.DesiredState(
+        instances={name: spec for name, (spec, _) in sorted(instances.items())},
+        nodes={name: spec for name, (spec, _) in sorted(nodes.items())},
+        prune=prune,
+        sources=sources,
+    )
+    return LoadResult(desired, (), paths)

@@ -1,0 +1,277 @@
+"""Schema-valid document bodies -> model objects (InstanceSpec, NodeSpec), normalized.
+
+This is where camelCase YAML becomes the model's snake_case fields, sizes and durations become numbers,
+Defaults are merged under each instance, and the rules that concern one object alone are checked
+(boot disk, NIC modes, kernel paths, addresses, ranges). Pure: no I/O, no file system access.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from reconciler import model, units
+from reconciler.manifest.problems import show
+
+FieldPath = tuple[str | int, ...]
+T = TypeVar("T")
+
+MIN_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB
+MAX_SHUTDOWN_TIMEOUT = 86400.0
+MAX_DOWNTIME_MS = 3_600_000
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+_DNS_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A rule broken by one object; `path` is a field path into its document (('spec', 'memory'))."""
+
+    path: FieldPath
+    message: str
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge recursively, lists and scalars are replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            merged[key] = deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class _Builder:
+    """Collects issues while converting; `get` returns a fallback when a conversion fails."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def fail(self, path: FieldPath, message: str) -> None:
+        self.issues.append(Issue(path, message))
+
+    def convert(self, path: FieldPath, value: Any, parse: Callable[[Any], T], fallback: T) -> T:
+        try:
+            return parse(value)
+        except (ValueError, OverflowError) as err:
+            self.fail(path, str(err))
+            return fallback
+
+    def in_range(self, path: FieldPath, value: float, low: float, high: float, unit: str = "") -> None:
+        if not low <= value <= high:
+            self.fail(path, f"{value:g}{unit} is out of range ({low:g}{unit} to {high:g}{unit})")
+
+    def absolute(self, path: FieldPath, value: str, what: str) -> None:
+        if "\0" in value:
+            self.fail(path, f"{what} contains a NUL character")
+        elif not os.path.isabs(value):
+            self.fail(path, f"{what} {show(value)} must be an absolute path")
+
+    def ip(self, path: FieldPath, value: str) -> None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            self.fail(path, f"{show(value)} is not a valid IP address")
+
+
+def labels_of(metadata: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((metadata.get("labels") or {}).items()))
+
+
+def check_name(name: str) -> Issue | None:
+    """The name becomes a file name: re-check it strictly (the schema's `$` allows a trailing newline)."""
+    if _DNS_RE.fullmatch(name) and len(name) <= 63:
+        return None
+    return Issue(("metadata", "name"), f"{show(name)} is not a DNS label")
+
+
+def build_instance(
+    name: str, labels: tuple[tuple[str, str], ...], spec: Mapping[str, Any]
+) -> tuple[model.InstanceSpec | None, list[Issue]]:
+    """An InstanceSpec from a merged, schema-valid spec; None with issues when a rule is broken."""
+    b = _Builder()
+    if "memory" not in spec:
+        b.fail(("spec", "memory"), "required field is missing (here or in Defaults)")
+        memory = 0
+    else:
+        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, 0)
+        if memory:
+            b.in_range(("spec", "memory"), memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")
+    kernel = _kernel(b, spec.get("kernel"))
+    disks = _disks(b, spec.get("disks") or [], has_kernel="kernel" in spec)
+    nics = tuple(_nic(b, ("spec", "nics", i), n) for i, n in enumerate(spec.get("nics") or []))
+    vnc = None
+    if "vnc" in spec:
+        vnc = model.Vnc(bind=spec["vnc"].get("bind", "127.0.0.1"), display=spec["vnc"].get("display", 0))
+        b.ip(("spec", "vnc", "bind"), vnc.bind)
+    shutdown = model.InstanceSpec.__dataclass_fields__["shutdown_timeout"].default
+    if "shutdownTimeout" in spec:
+        shutdown = b.convert(("spec", "shutdownTimeout"), spec["shutdownTimeout"], units.parse_duration, 30.0)
+        b.in_range(("spec", "shutdownTimeout"), shutdown, 0, MAX_SHUTDOWN_TIMEOUT, "s")
+    extra = tuple(spec.get("qemuExtraArgs") or ())
+    for i, arg in enumerate(extra):
+        if "\0" in arg:
+            b.fail(("spec", "qemuExtraArgs", i), "contains a NUL character")
+    migration = _migration(b, spec.get("migration") or {})
+    if b.issues:
+        return None, b.issues
+    instance = model.InstanceSpec(
+        name=name,
+        memory_mib=memory,
+        vcpus=spec.get("vcpus", 1),
+        node=spec.get("node"),
+        labels=labels,
+        run_strategy=model.RunStrategy(spec.get("runStrategy", "Always")),
+        protect=spec.get("protect", False),
+        update_policy=model.UpdatePolicy(spec.get("updatePolicy", "Immediate")),
+        disks=disks,
+        kernel=kernel,
+        acpi=spec.get("acpi", True),
+        serial_console=spec.get("serialConsole", True),
+        vnc=vnc,
+        nics=nics,
+        machine=spec.get("machine", "pc"),
+        cpu_model=spec.get("cpuModel"),
+        shutdown_timeout=float(shutdown),
+        migration=migration,
+        extra_args=extra,
+    )
+    return instance, []
+
+
+def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | None:
+    if raw is None:
+        return None
+    at: FieldPath = ("spec", "kernel")
+    path, root, initrd = raw.get("path"), raw.get("root"), raw.get("initrd")
+    if path is None:
+        b.fail((*at, "path"), "a kernel needs a path")
+    else:
+        b.absolute((*at, "path"), path, "kernel path")
+    if initrd is not None:
+        b.absolute((*at, "initrd"), initrd, "initrd path")
+    if root is None:
+        b.fail((*at, "root"), "a root device is required with a kernel")
+    return model.KernelBoot(kernel=path or "", root=root or "", initrd=initrd, cmdline=raw.get("cmdline", ""))
+
+
+def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple[model.Disk, ...]:
+    booting = [i for i, d in enumerate(raw) if d.get("boot")]
+    for i in booting[1:]:
+        b.fail(("spec", "disks", i, "boot"), f"only one disk may boot (disks[{booting[0]}] already does)")
+    if has_kernel:
+        for i in booting[:1]:
+            b.fail(("spec", "disks", i, "boot"), "a disk cannot boot when a kernel is given (direct kernel boot)")
+    boot_index = None if has_kernel or not raw else (booting[0] if booting else 0)
+    disks = []
+    for i, d in enumerate(raw):
+        b.absolute(("spec", "disks", i, "path"), d["path"], "disk path")
+        disks.append(model.Disk(
+            path=d["path"],
+            format=model.DiskFormat(d.get("format", "raw")),
+            bus=model.DiskBus(d.get("bus", "virtio")),
+            read_only=d.get("readOnly", False),
+            cache=model.CacheMode(d.get("cache", "none")),
+            boot=i == boot_index,
+        ))
+    ide = [i for i, d in enumerate(disks) if d.bus is model.DiskBus.IDE]
+    if len(ide) > 4:
+        b.fail(("spec", "disks", ide[4], "bus"), "at most 4 disks can use the ide bus")
+    return tuple(disks)
+
+
+def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
+    mac = str(raw["mac"])
+    if not _MAC_RE.fullmatch(mac):
+        b.fail((*at, "mac"), f"{show(mac)} is not a MAC address like 52:54:00:12:34:56")
+    elif int(mac[:2], 16) & 1:
+        b.fail((*at, "mac"), f"{show(mac)} is a multicast address (the first octet must be even)")
+    mode = model.NicMode(raw.get("mode", "bridge"))
+    bridge = raw.get("bridge")
+    if mode is model.NicMode.BRIDGE and bridge is None:
+        b.fail((*at, "bridge"), "mode bridge needs a bridge")
+    if mode is model.NicMode.USER and bridge is not None:
+        b.fail((*at, "bridge"), "mode user cannot have a bridge")
+    if mode is model.NicMode.USER and raw.get("hook") is not None:
+        b.fail((*at, "hook"), "a hook is only used in mode bridge")
+    if raw.get("hook") is not None:
+        b.absolute((*at, "hook"), raw["hook"], "hook")
+    if raw.get("ip") is not None:
+        b.ip((*at, "ip"), raw["ip"])
+    return model.Nic(
+        mac=mac.lower(), model=model.NicModel(raw.get("model", "virtio")), mode=mode, bridge=bridge,
+        ip=raw.get("ip"), hook=raw.get("hook"),
+    )
+
+
+def _migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
+    at: FieldPath = ("spec", "migration")
+    default = model.Migration()
+    bandwidth = b.convert((*at, "maxBandwidth"), raw.get("maxBandwidth", 0), units.parse_bytes, 0)
+    downtime = b.convert((*at, "maxDowntime"), raw.get("maxDowntime", default.max_downtime_ms),
+                         units.parse_duration_ms, default.max_downtime_ms)
+    b.in_range((*at, "maxDowntime"), downtime, 1, MAX_DOWNTIME_MS, "ms")
+    per_gib = b.convert((*at, "completionTimeoutPerGiB"),
+                        raw.get("completionTimeoutPerGiB", default.completion_timeout_per_gib),
+                        units.parse_duration, default.completion_timeout_per_gib)
+    progress = b.convert((*at, "progressTimeout"), raw.get("progressTimeout", default.progress_timeout),
+                         units.parse_duration, default.progress_timeout)
+    for field, value in (("completionTimeoutPerGiB", per_gib), ("progressTimeout", progress)):
+        b.in_range((*at, field), value, 0.001, 86400, "s")
+    return model.Migration(
+        mode=model.MigrationMode(raw.get("mode", "live")),
+        max_bandwidth=bandwidth,
+        max_downtime_ms=downtime,
+        completion_timeout_per_gib=per_gib,
+        progress_timeout=progress,
+        auto_converge=raw.get("autoConverge", False),
+        post_copy=raw.get("postCopy", False),
+    )
+
+
+def resolve_state_dir(manifest_path: str, state_dir: str) -> str:
+    """A relative stateDir is relative to the declaring file's directory (pure join; '~' stays as is)."""
+    if os.path.isabs(state_dir):
+        return os.path.normpath(state_dir)
+    base = os.path.dirname(os.path.abspath(manifest_path))
+    return os.path.normpath(os.path.join(base, state_dir))
+
+
+def build_node(
+    name: str, labels: tuple[tuple[str, str], ...], spec: Mapping[str, Any], manifest_path: str
+) -> tuple[model.NodeSpec | None, list[Issue]]:
+    b = _Builder()
+    address = spec.get("address", "127.0.0.1")
+    b.ip(("spec", "address"), address)
+    state_dir = spec["stateDir"]
+    if "\0" in state_dir:
+        b.fail(("spec", "stateDir"), "stateDir contains a NUL character")
+    memory = None
+    if "memory" in spec:
+        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, 0)
+        if memory:
+            b.in_range(("spec", "memory"), memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB * 16, " MiB")
+    ports = model.PortRange(49152, 49215)
+    if "migrationPorts" in spec:
+        ports = model.PortRange(spec["migrationPorts"]["first"], spec["migrationPorts"]["last"])
+        if ports.first > ports.last:
+            b.fail(("spec", "migrationPorts", "last"), f"last ({ports.last}) is below first ({ports.first})")
+    if b.issues:
+        return None, b.issues
+    return model.NodeSpec(
+        name=name,
+        state_dir=resolve_state_dir(manifest_path, state_dir),
+        address=address,
+        accelerator=model.Accelerator(spec.get("accelerator", "kvm")),
+        qemu_binary=spec.get("qemuBinary", "qemu-system-x86_64"),
+        migration_ports=ports,
+        memory_mib=memory,
+        labels=labels,
+    ), []

@@ -1,0 +1,107 @@
+"""Which files are manifests: every .yaml/.yml file under the given paths, recursively.
+
+Hidden files and directories (a leading '.') are skipped, so .git and editor swap files never count.
+Symlinks are followed only when they resolve inside the tree being walked, each real file is read once,
+and a symlink that loops is reported instead of hanging the walk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.manifest.problems import Problem
+
+SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    files: tuple[str, ...]  # paths as the user would write them (joined onto the given roots)
+    problems: tuple[Problem, ...]
+
+
+def discover(paths: Sequence[str]) -> Discovery:
+    """Manifest files under `paths` (files are taken as given, directories walked), sorted per root."""
+    files: list[str] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()  # real paths of files already taken
+    for root in paths:
+        try:
+            is_dir = os.path.isdir(root)
+            exists = os.path.exists(root)
+        except (OSError, ValueError):
+            is_dir = exists = False
+        if is_dir:
+            _walk(root, os.path.realpath(root), [os.path.realpath(root)], files, problems, seen)
+        elif exists:
+            real = os.path.realpath(root)
+            if real not in seen:
+                seen.add(real)
+                files.append(root)
+        else:
+            problems.append(Problem(root, message=_missing_reason(root)))
+    return Discovery(tuple(files), tuple(problems))
+
+
+def _missing_reason(path: str) -> str:
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.strerror and "symbolic links" in err.strerror:
+            return "symlink loop"
+        return "no such file or directory" if isinstance(err, FileNotFoundError) else f"cannot read: {err.strerror}"
+    except ValueError:
+        return "invalid path"
+    return "not a file or directory"
+
+
+def _inside(real: str, tree: str) -> bool:
+    return real == tree or real.startswith(tree.rstrip(os.sep) + os.sep)
+
+
+def _walk(
+    directory: str, tree: str, stack: list[str], files: list[str], problems: list[Problem], seen: set[str]
+) -> None:
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as err:
+        problems.append(Problem(directory, message=f"cannot read directory: {err.strerror or err}"))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        path = entry.path
+        is_yaml = entry.name.endswith(SUFFIXES)
+        if entry.is_symlink():
+            real = os.path.realpath(path)
+            try:
+                os.stat(path)
+            except OSError as err:
+                if is_yaml or err.errno == 40:  # ELOOP: report loops whatever the name
+                    reason = "symlink loop" if err.errno == 40 else "broken symlink"
+                    problems.append(Problem(path, message=reason))
+                continue
+            if not _inside(real, tree):
+                if is_yaml or os.path.isdir(real):
+                    problems.append(Problem(path, message=f"symlink points outside the manifest tree ({real}); not followed"))
+                continue
+        else:
+            real = path if not entry.is_dir(follow_symlinks=False) else os.path.realpath(path)
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if real in stack:
+                problems.append(Problem(path, message="symlink loop (the directory contains itself)"))
+                continue
+            stack.append(real)
+            _walk(path, tree, stack, files, problems, seen)
+            stack.pop()
+        elif is_yaml:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(path)

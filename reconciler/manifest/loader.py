@@ -1,0 +1,23 @@
+"""The whole pipeline for callers that just want the result: find files, parse each, assemble."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from reconciler.manifest.assemble import LoadResult, assemble
+from reconciler.manifest.discovery import discover
+from reconciler.manifest.parse import ParsedFile, parse_paths
+from reconciler.manifest.problems import Problem
+
+DEFAULT_PATHS = ("manifests",)
+
+
+def load(paths: Sequence[str] = DEFAULT_PATHS) -> LoadResult:
+    """Load every manifest under `paths` (files or directories). Never raises for bad input."""
+    found = discover(paths)
+    parsed = parse_paths(found.files)
+    if found.problems:
+        parsed.append(ParsedFile("", (), found.problems))
+    if not found.files and not found.problems:
+        parsed.append(ParsedFile("", (), tuple(Problem(p, message="no .yaml or .yml files found") for p in paths)))
+    return assemble(parsed)

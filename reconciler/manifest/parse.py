@@ -1,0 +1,134 @@
+"""Per-file work: bytes -> YAML documents -> schema-checked documents, with positioned problems.
+
+`parse_file` is pure (bytes in, value out) and needs nothing from other files, so a watch daemon can
+re-parse only the files that changed and keep the other `ParsedFile`s. Everything that needs more than
+one file (unique names, node references, Defaults) happens later, in `assemble`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.manifest import schema, yamlsafe
+from reconciler.manifest.positions import Locator
+from reconciler.manifest.problems import Problem, field_path
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """One document that passed YAML and schema checks (`valid`) or did not, with its identity."""
+
+    path: str
+    index: int  # position of the document in its file
+    line: int  # 1-based line of the document's first node
+    column: int
+    kind: str  # "" when the document has no usable kind
+    name: str  # "" when the document has no usable name
+    body: dict[str, Any] = field(hash=False, compare=False)  # {} when not a mapping
+    valid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    """One manifest file: its documents and the problems found in it alone."""
+
+    path: str
+    documents: tuple[ParsedDocument, ...]
+    problems: tuple[Problem, ...]
+    text: str = field(default="", repr=False, compare=False)  # kept to position later problems
+
+    def locator(self) -> Locator:
+        return Locator(self.text)
+
+
+def decode(path: str, data: bytes) -> tuple[str | None, Problem | None]:
+    """The file's text, or why it is not a text file we accept."""
+    if len(data) > MAX_FILE_BYTES:
+        return None, Problem(path, message=f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    if b"\0" in data:
+        offset = data.index(b"\0")
+        line = data.count(b"\n", 0, offset) + 1
+        return None, Problem(path, line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1,
+                             message="binary file (contains a NUL byte), not YAML")
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        return None, Problem(path, line, column, message=f"not UTF-8 text (byte 0x{data[err.start]:02x})")
+
+
+def parse_file(path: str, data: bytes) -> ParsedFile:
+    """Parse and schema-check one file's bytes. Never raises for bad input."""
+    text, problem = decode(path, data)
+    if text is None:
+        return ParsedFile(path, (), (problem,) if problem else ())
+    raw_docs, fatal = yamlsafe.load_documents(text)
+    problems: list[Problem] = []
+    documents: list[ParsedDocument] = []
+    locator = Locator(text)
+    for raw in raw_docs:
+        doc, doc_problems = _check_document(path, raw, locator)
+        documents.append(doc)
+        problems.extend(doc_problems)
+    if fatal is not None:
+        issue = fatal.issue
+        problems.append(Problem(path, issue.line + 1, issue.column + 1, message=f"invalid YAML: {issue.message}"))
+    elif not raw_docs:
+        problems.append(Problem(path, message="no YAML documents in the file"))
+    return ParsedFile(path, tuple(documents), tuple(problems), text)
+
+
+def _identity(data: Any) -> tuple[str, str]:
+    """(kind, name) of a document, as far as they are usable for messages."""
+    if not isinstance(data, dict):
+        return "", ""
+    kind = data.get("kind")
+    meta = data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return (kind if kind in ("Instance", "Node", "Defaults") else "",
+            name if isinstance(name, str) and len(name) <= 63 and name.isprintable() else "")
+
+
+def _check_document(
+    path: str, raw: yamlsafe.YamlDocument, locator: Locator
+) -> tuple[ParsedDocument, list[Problem]]:
+    kind, name = _identity(raw.data)
+    line, column = raw.line + 1, raw.column + 1
+    problems = [Problem(path, i.line + 1, i.column + 1, kind, name, message=i.message) for i in raw.issues]
+    body: dict[str, Any] = raw.data if isinstance(raw.data, dict) else {}
+    if not problems:
+        if raw.data is None:
+            problems.append(Problem(path, line, column, message="empty document"))
+        elif not isinstance(raw.data, dict):
+            problems.append(Problem(path, line, column, message="document is not a mapping (expected apiVersion, kind, metadata, spec)"))
+        else:
+            for issue in schema.validate(raw.data):
+                at_line, at_column = locator.find(raw.index, issue.path)
+                problems.append(
+                    Problem(path, at_line, at_column, kind, name, field_path(issue.path), issue.message)
+                )
+    document = ParsedDocument(path, raw.index, line, column, kind, name, body, valid=not problems)
+    return document, problems
+
+
+def read_file(path: str) -> tuple[bytes | None, Problem | None]:
+    """The file's bytes (at most MAX_FILE_BYTES + 1 of them), or why it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1), None
+    except OSError as err:
+        return None, Problem(path, message=f"cannot read: {err.strerror or err}")
+
+
+def parse_paths(paths: Sequence[str]) -> list[ParsedFile]:
+    """Read and parse each file; unreadable ones become a ParsedFile holding only their problem."""
+    parsed = []
+    for path in paths:
+        data, problem = read_file(path)
+        parsed.append(parse_file(path, data) if data is not None else ParsedFile(path, (), (problem,) if problem else ()))
+    return parsed

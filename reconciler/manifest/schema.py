@@ -1,0 +1,179 @@
+"""The manifest JSON Schema: finding it, checking documents against it, wording its errors.
+
+`schemas/manifest.schema.json` (JSON Schema 2020-12) is the source of truth for the shape of a document;
+editors use the same file. jsonschema's full validator is slow (about 0.2 ms per instance), so documents
+first go through a compiled validity check (fastjsonschema, on a draft-07 view of the same schema) and
+only the ones it rejects are explained by jsonschema. Both validators are built once, on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.manifest.problems import show
+
+SCHEMA_FILE = "manifest.schema.json"
+SIZE_HINT = "a size like 512M or 2G"
+DURATION_HINT = "a duration like 30s, 2m or 300ms"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaIssue:
+    """One schema violation: where (a path into the document) and what, worded for people."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+def schema_path() -> Path:
+    """The schema file: packaged with the wheel (reconciler/schemas) or in a source checkout."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "schemas" / SCHEMA_FILE, package_dir.parent / "schemas" / SCHEMA_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{SCHEMA_FILE} is neither in {package_dir / 'schemas'} nor in ../schemas")
+
+
+@functools.cache
+def schema_text() -> str:
+    return schema_path().read_text(encoding="utf-8")
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
+
+
+@functools.cache
+def _full_validator() -> Any:
+    import jsonschema  # slow import (~0.1 s): only when a document fails the fast check
+
+    return jsonschema.Draft202012Validator(schema())
+
+
+@functools.cache
+def _fast_check() -> Callable[[Any], bool]:
+    """A function that only decides valid/invalid, as fast as possible."""
+    try:
+        import fastjsonschema
+    except ImportError:  # still correct, only slower
+        validator = _full_validator()
+        return validator.is_valid  # type: ignore[no-any-return]
+    draft7 = {k: v for k, v in schema().items() if k not in ("$schema", "$id")}
+    draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
+    compiled = fastjsonschema.compile(draft7, use_default=False, use_formats=False)
+    error = fastjsonschema.JsonSchemaException
+
+    def check(document: Any) -> bool:
+        try:
+            compiled(document)
+        except error:
+            return False
+        return True
+
+    return check
+
+
+def validate(document: Any) -> list[SchemaIssue]:
+    """Every schema violation in `document` (empty when valid), most specific first, one per field."""
+    if _fast_check()(document):
+        return []
+    issues: dict[tuple[str | int, ...], SchemaIssue] = {}
+    for error in _leaf_errors(_full_validator().iter_errors(document)):
+        issue = _word(error)
+        issues.setdefault(issue.path, issue)
+    return sorted(issues.values(), key=lambda i: [str(p) for p in i.path])
+
+
+def _leaf_errors(errors: Iterable[Any]) -> Iterable[Any]:
+    """Errors with sub-errors (if/then, $ref) replaced by their most specific causes."""
+    for error in errors:
+        if error.context:
+            yield from _leaf_errors(error.context)
+        else:
+            yield error
+
+
+def _hint(error: Any) -> str | None:
+    pattern = error.schema.get("pattern") if isinstance(error.schema, dict) else None
+    if pattern and "ms|s|m|h" in pattern:
+        return DURATION_HINT
+    if pattern and "KMGT" in pattern:
+        return SIZE_HINT
+    return None
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def _word(error: Any) -> SchemaIssue:
+    path = tuple(error.absolute_path)
+    keyword = error.validator
+    value = error.instance
+    hint = _hint(error)
+    if keyword == "additionalProperties":
+        return _unknown_fields(path, value, error.schema)
+    if keyword == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return SchemaIssue((*path, missing), "required field is missing")
+    if hint and keyword in ("type", "pattern"):
+        return SchemaIssue(path, f"{show(value)} is not {hint}")
+    if keyword == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        return SchemaIssue(path, f"{show(value)} is not {wanted}")
+    if keyword == "enum":
+        return SchemaIssue(path, f"{show(value)} is not one of {', '.join(map(str, error.validator_value))}")
+    if keyword == "const":
+        return SchemaIssue(path, f"{show(value)} is not {error.validator_value}")
+    if keyword == "pattern":
+        return SchemaIssue(path, f"{show(value)} is not valid here: {_pattern_words(path)}")
+    if keyword in ("minimum", "exclusiveMinimum"):
+        return SchemaIssue(path, f"{show(value)} is below the minimum of {error.validator_value}")
+    if keyword in ("maximum", "exclusiveMaximum"):
+        return SchemaIssue(path, f"{show(value)} is above the maximum of {error.validator_value}")
+    if keyword == "maxLength":
+        return SchemaIssue(path, f"is longer than {error.validator_value} characters")
+    if keyword == "minLength":
+        return SchemaIssue(path, "must not be empty")
+    if keyword in ("maxItems", "maxProperties"):
+        return SchemaIssue(path, f"has more than {error.validator_value} entries")
+    return SchemaIssue(path, str(error.message))
+
+
+def _pattern_words(path: Sequence[str | int]) -> str:
+    last = path[-1] if path else ""
+    if last in ("name", "node"):
+        return "a DNS label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+    if last == "bridge":
+        return "an interface name (letters, digits, '_', '.', '-', at most 15 characters)"
+    if len(path) >= 2 and path[-2] == "labels":
+        return "a label value (letters, digits, '-', '_', '.')"
+    if len(path) >= 1 and path[-1] == "labels":
+        return "a label key (letters, digits, '-', '_', '.', '/')"
+    return "it contains characters that are not allowed"
+
+
+def _unknown_fields(path: tuple[str | int, ...], value: Any, subschema: Any) -> SchemaIssue:
+    known = sorted(subschema.get("properties", {})) if isinstance(subschema, dict) else []
+    extra = sorted(k for k in value if k not in known) if isinstance(value, dict) else []
+    first = extra[0] if extra else "?"
+    close = difflib.get_close_matches(str(first), known, n=1)
+    advice = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
+    more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+    return SchemaIssue((*path, str(first)), f"unknown field{more}; {advice}")
