@@ -13,8 +13,9 @@ from reconciler.errors import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help="manifest files or directories (default: ./manifests)")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="manifest files or directories (default: ./manifests)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (for CI)")
 
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         n = len(result.problems)
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
     else:
-        print(f"valid: {len(desired.instances)} instances, {len(desired.nodes)} nodes "
-              f"in {len(result.files)} files")
+        print(
+            f"valid: {len(desired.instances)} instances, {len(desired.nodes)} nodes "
+            f"in {len(result.files)} files"
+        )
     return ExitCode.OK if desired is not None else ExitCode.ERROR

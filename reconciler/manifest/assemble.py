@@ -102,7 +102,8 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
         return LoadResult(None, tuple(sorted(set(problems), key=Problem.sort_key)), paths)
     sources = {
         f"{doc.kind}/{doc.name}": model.SourceRef(doc.path, doc.line, doc.column)
-        for doc in documents if doc.kind and doc.name
+        for doc in documents
+        if doc.kind and doc.name
     }
     desired = model.DesiredState(
         instances={name: spec for name, (spec, _) in sorted(instances.items())},

@@ -24,6 +24,7 @@ MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 4 * 1024 * 1024  # 4 TiB
 MAX_SHUTDOWN_TIMEOUT = 86400.0
 MAX_DOWNTIME_MS = 3_600_000
+DEFAULT_SHUTDOWN_TIMEOUT = model.InstanceSpec(name="", memory_mib=1).shutdown_timeout
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 _DNS_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -111,9 +112,11 @@ def build_instance(
     if "vnc" in spec:
         vnc = model.Vnc(bind=spec["vnc"].get("bind", "127.0.0.1"), display=spec["vnc"].get("display", 0))
         b.ip(("spec", "vnc", "bind"), vnc.bind)
-    shutdown = model.InstanceSpec.__dataclass_fields__["shutdown_timeout"].default
+    shutdown = DEFAULT_SHUTDOWN_TIMEOUT
     if "shutdownTimeout" in spec:
-        shutdown = b.convert(("spec", "shutdownTimeout"), spec["shutdownTimeout"], units.parse_duration, 30.0)
+        shutdown = b.convert(
+            ("spec", "shutdownTimeout"), spec["shutdownTimeout"], units.parse_duration, shutdown
+        )
         b.in_range(("spec", "shutdownTimeout"), shutdown, 0, MAX_SHUTDOWN_TIMEOUT, "s")
     extra = tuple(spec.get("qemuExtraArgs") or ())
     for i, arg in enumerate(extra):
@@ -168,19 +171,23 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
         b.fail(("spec", "disks", i, "boot"), f"only one disk may boot (disks[{booting[0]}] already does)")
     if has_kernel:
         for i in booting[:1]:
-            b.fail(("spec", "disks", i, "boot"), "a disk cannot boot when a kernel is given (direct kernel boot)")
+            b.fail(
+                ("spec", "disks", i, "boot"), "a disk cannot boot when a kernel is given (direct kernel boot)"
+            )
     boot_index = None if has_kernel or not raw else (booting[0] if booting else 0)
     disks = []
     for i, d in enumerate(raw):
         b.absolute(("spec", "disks", i, "path"), d["path"], "disk path")
-        disks.append(model.Disk(
-            path=d["path"],
-            format=model.DiskFormat(d.get("format", "raw")),
-            bus=model.DiskBus(d.get("bus", "virtio")),
-            read_only=d.get("readOnly", False),
-            cache=model.CacheMode(d.get("cache", "none")),
-            boot=i == boot_index,
-        ))
+        disks.append(
+            model.Disk(
+                path=d["path"],
+                format=model.DiskFormat(d.get("format", "raw")),
+                bus=model.DiskBus(d.get("bus", "virtio")),
+                read_only=d.get("readOnly", False),
+                cache=model.CacheMode(d.get("cache", "none")),
+                boot=i == boot_index,
+            )
+        )
     ide = [i for i, d in enumerate(disks) if d.bus is model.DiskBus.IDE]
     if len(ide) > 4:
         b.fail(("spec", "disks", ide[4], "bus"), "at most 4 disks can use the ide bus")
@@ -206,8 +213,12 @@ def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
     if raw.get("ip") is not None:
         b.ip((*at, "ip"), raw["ip"])
     return model.Nic(
-        mac=mac.lower(), model=model.NicModel(raw.get("model", "virtio")), mode=mode, bridge=bridge,
-        ip=raw.get("ip"), hook=raw.get("hook"),
+        mac=mac.lower(),
+        model=model.NicModel(raw.get("model", "virtio")),
+        mode=mode,
+        bridge=bridge,
+        ip=raw.get("ip"),
+        hook=raw.get("hook"),
     )
 
 
@@ -215,14 +226,25 @@ def _migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
     at: FieldPath = ("spec", "migration")
     default = model.Migration()
     bandwidth = b.convert((*at, "maxBandwidth"), raw.get("maxBandwidth", 0), units.parse_bytes, 0)
-    downtime = b.convert((*at, "maxDowntime"), raw.get("maxDowntime", default.max_downtime_ms),
-                         units.parse_duration_ms, default.max_downtime_ms)
+    downtime = b.convert(
+        (*at, "maxDowntime"),
+        raw.get("maxDowntime", default.max_downtime_ms),
+        units.parse_duration_ms,
+        default.max_downtime_ms,
+    )
     b.in_range((*at, "maxDowntime"), downtime, 1, MAX_DOWNTIME_MS, "ms")
-    per_gib = b.convert((*at, "completionTimeoutPerGiB"),
-                        raw.get("completionTimeoutPerGiB", default.completion_timeout_per_gib),
-                        units.parse_duration, default.completion_timeout_per_gib)
-    progress = b.convert((*at, "progressTimeout"), raw.get("progressTimeout", default.progress_timeout),
-                         units.parse_duration, default.progress_timeout)
+    per_gib = b.convert(
+        (*at, "completionTimeoutPerGiB"),
+        raw.get("completionTimeoutPerGiB", default.completion_timeout_per_gib),
+        units.parse_duration,
+        default.completion_timeout_per_gib,
+    )
+    progress = b.convert(
+        (*at, "progressTimeout"),
+        raw.get("progressTimeout", default.progress_timeout),
+        units.parse_duration,
+        default.progress_timeout,
+    )
     for field, value in (("completionTimeoutPerGiB", per_gib), ("progressTimeout", progress)):
         b.in_range((*at, field), value, 0.001, 86400, "s")
     return model.Migration(

@@ -51,7 +51,11 @@ def _missing_reason(path: str) -> str:
     except OSError as err:
         if err.strerror and "symbolic links" in err.strerror:
             return "symlink loop"
-        return "no such file or directory" if isinstance(err, FileNotFoundError) else f"cannot read: {err.strerror}"
+        return (
+            "no such file or directory"
+            if isinstance(err, FileNotFoundError)
+            else f"cannot read: {err.strerror}"
+        )
     except ValueError:
         return "invalid path"
     return "not a file or directory"
@@ -85,7 +89,11 @@ def _walk(
                 continue
             if not _inside(real, tree):
                 if is_yaml or os.path.isdir(real):
-                    problems.append(Problem(path, message=f"symlink points outside the manifest tree ({real}); not followed"))
+                    problems.append(
+                        Problem(
+                            path, message=f"symlink points outside the manifest tree ({real}); not followed"
+                        )
+                    )
                 continue
         else:
             real = path if not entry.is_dir(follow_symlinks=False) else os.path.realpath(path)

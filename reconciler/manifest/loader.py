@@ -19,5 +19,7 @@ def load(paths: Sequence[str] = DEFAULT_PATHS) -> LoadResult:
     if found.problems:
         parsed.append(ParsedFile("", (), found.problems))
     if not found.files and not found.problems:
-        parsed.append(ParsedFile("", (), tuple(Problem(p, message="no .yaml or .yml files found") for p in paths)))
+        parsed.append(
+            ParsedFile("", (), tuple(Problem(p, message="no .yaml or .yml files found") for p in paths))
+        )
     return assemble(parsed)

@@ -52,8 +52,12 @@ def decode(path: str, data: bytes) -> tuple[str | None, Problem | None]:
     if b"\0" in data:
         offset = data.index(b"\0")
         line = data.count(b"\n", 0, offset) + 1
-        return None, Problem(path, line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1,
-                             message="binary file (contains a NUL byte), not YAML")
+        return None, Problem(
+            path,
+            line,
+            offset - (data.rfind(b"\n", 0, offset) + 1) + 1,
+            message="binary file (contains a NUL byte), not YAML",
+        )
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as err:
@@ -77,7 +81,9 @@ def parse_file(path: str, data: bytes) -> ParsedFile:
         problems.extend(doc_problems)
     if fatal is not None:
         issue = fatal.issue
-        problems.append(Problem(path, issue.line + 1, issue.column + 1, message=f"invalid YAML: {issue.message}"))
+        problems.append(
+            Problem(path, issue.line + 1, issue.column + 1, message=f"invalid YAML: {issue.message}")
+        )
     elif not raw_docs:
         problems.append(Problem(path, message="no YAML documents in the file"))
     return ParsedFile(path, tuple(documents), tuple(problems), text)
@@ -90,8 +96,10 @@ def _identity(data: Any) -> tuple[str, str]:
     kind = data.get("kind")
     meta = data.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
-    return (kind if kind in ("Instance", "Node", "Defaults") else "",
-            name if isinstance(name, str) and len(name) <= 63 and name.isprintable() else "")
+    return (
+        kind if kind in ("Instance", "Node", "Defaults") else "",
+        name if isinstance(name, str) and len(name) <= 63 and name.isprintable() else "",
+    )
 
 
 def _check_document(
@@ -105,7 +113,14 @@ def _check_document(
         if raw.data is None:
             problems.append(Problem(path, line, column, message="empty document"))
         elif not isinstance(raw.data, dict):
-            problems.append(Problem(path, line, column, message="document is not a mapping (expected apiVersion, kind, metadata, spec)"))
+            problems.append(
+                Problem(
+                    path,
+                    line,
+                    column,
+                    message="document is not a mapping (expected apiVersion, kind, metadata, spec)",
+                )
+            )
         else:
             for issue in schema.validate(raw.data):
                 at_line, at_column = locator.find(raw.index, issue.path)
@@ -130,5 +145,9 @@ def parse_paths(paths: Sequence[str]) -> list[ParsedFile]:
     parsed = []
     for path in paths:
         data, problem = read_file(path)
-        parsed.append(parse_file(path, data) if data is not None else ParsedFile(path, (), (problem,) if problem else ()))
+        parsed.append(
+            parse_file(path, data)
+            if data is not None
+            else ParsedFile(path, (), (problem,) if problem else ())
+        )
     return parsed

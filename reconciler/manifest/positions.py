@@ -26,7 +26,7 @@ def compose_document(text: str, index: int) -> Node | None:
     except (yaml.YAMLError, RecursionError):
         return None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
 
 
 def locate(root: Node, path: Sequence[str | int]) -> tuple[int, int]:

@@ -36,14 +36,21 @@ def unique_names(documents: Iterable[ParsedDocument], where: Where) -> list[Viol
             continue
         earlier = first.setdefault((doc.kind, doc.name), doc)
         if earlier is not doc:
-            out.append(Violation(doc, ("metadata", "name"),
-                                 f"{doc.kind} {doc.name!r} is declared twice: here and at {where(earlier)}"))
+            out.append(
+                Violation(
+                    doc,
+                    ("metadata", "name"),
+                    f"{doc.kind} {doc.name!r} is declared twice: here and at {where(earlier)}",
+                )
+            )
     return out
 
 
 def single_defaults(defaults: list[ParsedDocument], where: Where) -> list[Violation]:
     return [
-        Violation(doc, ("kind",), f"only one Defaults document is allowed; the first is at {where(defaults[0])}")
+        Violation(
+            doc, ("kind",), f"only one Defaults document is allowed; the first is at {where(defaults[0])}"
+        )
         for doc in defaults[1:]
     ]
 
@@ -55,7 +62,9 @@ def node_references(
     for spec, doc in instances.values():
         if spec.node is not None and spec.node not in node_names:
             known = ", ".join(sorted(node_names)) or "none declared"
-            out.append(Violation(doc, ("spec", "node"), f"node {spec.node!r} is not declared (nodes: {known})"))
+            out.append(
+                Violation(doc, ("spec", "node"), f"node {spec.node!r} is not declared (nodes: {known})")
+            )
     return out
 
 
@@ -67,7 +76,7 @@ def _claims(
     out = []
     for key, path, doc in items:
         if key in first:
-            other_path, other = first[key]
+            _, other = first[key]
             owner = f"instance {other.name}" if other.kind == "Instance" else f"{other.kind} {other.name}"
             out.append(Violation(doc, path, f"{what} {key!r} is also used by {owner} ({where(other)})"))
         else:
@@ -75,19 +84,31 @@ def _claims(
     return out
 
 
-def unique_macs(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where) -> list[Violation]:
+def unique_macs(
+    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
+) -> list[Violation]:
     return _claims(
-        ((nic.mac, ("spec", "nics", i, "mac"), doc)
-         for spec, doc in instances.values() for i, nic in enumerate(spec.nics)),
-        "MAC address", where,
+        (
+            (nic.mac, ("spec", "nics", i, "mac"), doc)
+            for spec, doc in instances.values()
+            for i, nic in enumerate(spec.nics)
+        ),
+        "MAC address",
+        where,
     )
 
 
-def unique_disks(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where) -> list[Violation]:
+def unique_disks(
+    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
+) -> list[Violation]:
     return _claims(
-        ((disk.path, ("spec", "disks", i, "path"), doc)
-         for spec, doc in instances.values() for i, disk in enumerate(spec.disks)),
-        "disk path", where,
+        (
+            (disk.path, ("spec", "disks", i, "path"), doc)
+            for spec, doc in instances.values()
+            for i, disk in enumerate(spec.disks)
+        ),
+        "disk path",
+        where,
     )
 
 
@@ -95,9 +116,13 @@ def unique_vnc_displays(
     instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
 ) -> list[Violation]:
     return _claims(
-        ((f"{spec.node}:{spec.vnc.display}", ("spec", "vnc", "display"), doc)
-         for spec, doc in instances.values() if spec.vnc is not None and spec.node is not None),
-        "VNC display (node:display)", where,
+        (
+            (f"{spec.node}:{spec.vnc.display}", ("spec", "vnc", "display"), doc)
+            for spec, doc in instances.values()
+            if spec.vnc is not None and spec.node is not None
+        ),
+        "VNC display (node:display)",
+        where,
     )
 
 
@@ -108,11 +133,15 @@ def host_cpu_needs_kvm(
     for spec, doc in instances.values():
         node = nodes.get(spec.node or "")
         if spec.cpu_model == "host" and node is not None and node.accelerator is not model.Accelerator.KVM:
-            out.append(Violation(doc, ("spec", "cpuModel"), f"cpuModel host needs a kvm node; {node.name} uses tcg"))
+            out.append(
+                Violation(doc, ("spec", "cpuModel"), f"cpuModel host needs a kvm node; {node.name} uses tcg")
+            )
     return out
 
 
-def node_resources(nodes: Mapping[str, tuple[model.NodeSpec, ParsedDocument]], where: Where) -> list[Violation]:
+def node_resources(
+    nodes: Mapping[str, tuple[model.NodeSpec, ParsedDocument]], where: Where
+) -> list[Violation]:
     """Nodes sharing a machine must not share a state directory or migration ports on one address."""
     out = _claims(((n.state_dir, ("spec", "stateDir"), doc) for n, doc in nodes.values()), "stateDir", where)
     by_address: dict[str, list[tuple[model.NodeSpec, ParsedDocument]]] = defaultdict(list)
@@ -120,9 +149,14 @@ def node_resources(nodes: Mapping[str, tuple[model.NodeSpec, ParsedDocument]], w
         for other, other_doc in by_address[node.address]:
             a, b = node.migration_ports, other.migration_ports
             if a.first <= b.last and b.first <= a.last:
-                out.append(Violation(doc, ("spec", "migrationPorts"),
-                                     f"ports {a.first}-{a.last} overlap node {other.name}'s {b.first}-{b.last} "
-                                     f"on {node.address} ({where(other_doc)})"))
+                out.append(
+                    Violation(
+                        doc,
+                        ("spec", "migrationPorts"),
+                        f"ports {a.first}-{a.last} overlap node {other.name}'s {b.first}-{b.last} "
+                        f"on {node.address} ({where(other_doc)})",
+                    )
+                )
                 break
         by_address[node.address].append((node, doc))
     return out

@@ -129,13 +129,13 @@ def _word(error: Any) -> SchemaIssue:
     if keyword == "additionalProperties":
         return _unknown_fields(path, value, error.schema)
     if keyword == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        missing = next((k for k in error.validator_value if k not in value), "?")
         return SchemaIssue((*path, missing), "required field is missing")
     if hint and keyword in ("type", "pattern"):
         return SchemaIssue(path, f"{show(value)} is not {hint}")
     if keyword == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+        wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
         return SchemaIssue(path, f"{show(value)} is not {wanted}")
     if keyword == "enum":
         return SchemaIssue(path, f"{show(value)} is not one of {', '.join(map(str, error.validator_value))}")

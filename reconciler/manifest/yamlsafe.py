@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -53,7 +53,9 @@ class YamlFileError(Exception):
 
 
 _INT_RE = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
-_FLOAT_RE = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
 _BOOL_RE = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _NULL_RE = re.compile(r"^(?:~|null|Null|NULL|)$")
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -63,24 +65,24 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 class StrictLoader(yaml.CSafeLoader):
     """libyaml parser + a constructor that builds only JSON-like data and records what it refuses."""
 
-    yaml_implicit_resolvers: dict[Any, Any] = {}  # filled below with YAML 1.2 core rules
-    yaml_constructors: dict[Any, Any] = {}
+    yaml_implicit_resolvers = {}  # noqa: RUF012 (YAML 1.2 core rules, filled below)
+    yaml_constructors: ClassVar[dict[Any, Any]] = {}
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.issues: list[YamlIssue] = []
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         mapping: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str):
                 mark = key_node.start_mark
                 self.issues.append(YamlIssue(mark.line, mark.column, f"key {_short(key)} is not a string"))
                 continue
             if key in mapping:
                 self.issues.append(_duplicate(node, key_node, key))
-            mapping[key] = self.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
+            mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
     def construct_plain_map(self, node: MappingNode) -> Iterator[dict[str, Any]]:
@@ -122,7 +124,10 @@ def _short(value: object) -> str:
 
 def _too_long(node: ScalarNode) -> yaml.constructor.ConstructorError:
     return yaml.constructor.ConstructorError(
-        None, None, f"number {str(node.value)[:20]}... has more than {MAX_NUMBER_DIGITS} digits", node.start_mark
+        None,
+        None,
+        f"number {str(node.value)[:20]}... has more than {MAX_NUMBER_DIGITS} digits",
+        node.start_mark,
     )
 
 
@@ -142,12 +147,12 @@ for _tag, _regexp, _first in (
 ):
     StrictLoader.add_implicit_resolver(_tag, _regexp, list(_first))
 
-StrictLoader.add_constructor("tag:yaml.org,2002:null", yaml.constructor.SafeConstructor.construct_yaml_null)
-StrictLoader.add_constructor("tag:yaml.org,2002:bool", yaml.constructor.SafeConstructor.construct_yaml_bool)
+StrictLoader.add_constructor("tag:yaml.org,2002:null", yaml.constructor.SafeConstructor.construct_yaml_null)  # type: ignore[type-var]
+StrictLoader.add_constructor("tag:yaml.org,2002:bool", yaml.constructor.SafeConstructor.construct_yaml_bool)  # type: ignore[type-var]
 StrictLoader.add_constructor(_INT_TAG, StrictLoader.construct_int)
 StrictLoader.add_constructor(_FLOAT_TAG, StrictLoader.construct_float)
-StrictLoader.add_constructor("tag:yaml.org,2002:str", yaml.constructor.SafeConstructor.construct_yaml_str)
-StrictLoader.add_constructor("tag:yaml.org,2002:seq", yaml.constructor.SafeConstructor.construct_yaml_seq)
+StrictLoader.add_constructor("tag:yaml.org,2002:str", yaml.constructor.SafeConstructor.construct_yaml_str)  # type: ignore[type-var]
+StrictLoader.add_constructor("tag:yaml.org,2002:seq", yaml.constructor.SafeConstructor.construct_yaml_seq)  # type: ignore[type-var]
 StrictLoader.add_constructor("tag:yaml.org,2002:map", StrictLoader.construct_plain_map)
 StrictLoader.add_constructor(None, StrictLoader.construct_unknown)
 
@@ -200,6 +205,8 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
     try:
         while loader.check_node():
             node = loader.get_node()
+            if node is None:
+                break
             mark = node.start_mark
             issues: list[YamlIssue] = []
             data: Any = None
@@ -225,7 +232,7 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
     except RecursionError:
         return docs, YamlFileError(YamlIssue(0, 0, "nesting too deep"))
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     return docs, None
 
 
