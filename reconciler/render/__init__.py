@@ -1,0 +1,1 @@
+"""Plan renderers: Terraform-style text for people, a versioned JSON form for tools. Pure."""

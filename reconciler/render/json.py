@@ -1,0 +1,124 @@
+"""A plan as versioned JSON (format_version "1.0", documented in docs/plan-json.md), and back.
+
+Keys come out in a fixed order so the same plan gives the same bytes. `plan_from_dict` inverts
+`plan_to_dict` for saved plans; it raises KeyError, TypeError or ValueError on malformed data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from reconciler import __version__
+from reconciler.model import MigrationMode
+from reconciler.planner.actions import (
+    Action,
+    ActionKind,
+    FieldChange,
+    Orphan,
+    OrphanFate,
+    PendingChange,
+    Plan,
+    PlanProblem,
+    ProblemKind,
+    Reason,
+)
+from reconciler.planner.diff import as_json
+
+if TYPE_CHECKING:
+    from reconciler.gitinfo import GitInfo
+
+FORMAT_VERSION = "1.0"
+
+
+def _change(c: FieldChange) -> dict[str, Any]:
+    return {"path": c.path, "old": json.loads(c.old), "new": json.loads(c.new),
+            "forces_restart": c.forces_restart}
+
+
+def _action(a: Action) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "kind": a.kind.value,
+        "symbol": a.kind.symbol,
+        "reason": a.reason.value,
+        "reason_text": a.reason.words,
+        "node": a.node,
+        "source_node": a.source_node,
+        "phase": a.phase,
+        "in_place": a.in_place,
+        "clean_stale": a.clean_stale,
+        "migration_mode": a.migration_mode.value if a.migration_mode else None,
+        "memory_mib": a.memory_mib,
+        "changes": [_change(c) for c in a.changes],
+    }
+
+
+def git_to_dict(git: GitInfo | None) -> dict[str, Any] | None:
+    return None if git is None else {"root": git.root, "commit": git.commit, "dirty": git.dirty}
+
+
+def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "reconciler_version": __version__,
+        "git": git_to_dict(git),
+        "prune": plan.prune,
+        "targets": list(plan.targets) if plan.targets is not None else None,
+        "summary": {k.value: plan.count(k) for k in
+                    (ActionKind.START, ActionKind.RESTART, ActionKind.MIGRATE, ActionKind.STOP)},
+        "empty": plan.empty,
+        "actions": [_action(a) for a in plan.actions],
+        "pending": [{"name": p.name, "node": p.node, "reason": p.reason.value, "reason_text": p.reason.words,
+                     "changes": [_change(c) for c in p.changes]} for p in plan.pending],
+        "orphans": [{"name": o.name, "node": o.node, "state": o.state, "fate": o.fate.value}
+                    for o in plan.orphans],
+        "warnings": list(plan.warnings),
+        "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message}
+                   for e in plan.errors],
+    }
+
+
+def render_json(plan: Plan, git: GitInfo | None = None) -> str:
+    return json.dumps(plan_to_dict(plan, git), indent=2) + "\n"
+
+
+# --- reading back --------------------------------------------------------------------------------
+
+
+def _change_from(d: dict[str, Any]) -> FieldChange:
+    return FieldChange(str(d["path"]), as_json(d["old"]), as_json(d["new"]), bool(d["forces_restart"]))
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"expected a string or null, got {value!r}")
+    return value
+
+
+def _action_from(d: dict[str, Any]) -> Action:
+    mode = _str_or_none(d["migration_mode"])
+    return Action(
+        name=str(d["name"]), kind=ActionKind(d["kind"]), reason=Reason(d["reason"]), node=str(d["node"]),
+        source_node=_str_or_none(d["source_node"]), changes=tuple(_change_from(c) for c in d["changes"]),
+        phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
+        migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
+    )
+
+
+def plan_from_dict(data: dict[str, Any]) -> Plan:
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+    targets = data["targets"]
+    return Plan(
+        actions=tuple(_action_from(a) for a in data["actions"]),
+        pending=tuple(PendingChange(str(p["name"]), str(p["node"]), Reason(p["reason"]),
+                                    tuple(_change_from(c) for c in p["changes"])) for p in data["pending"]),
+        orphans=tuple(Orphan(str(o["name"]), str(o["node"]), str(o["state"]), OrphanFate(o["fate"]))
+                      for o in data["orphans"]),
+        errors=tuple(PlanProblem(ProblemKind(e["kind"]), str(e["subject"]), str(e["detail"]))
+                     for e in data["errors"]),
+        warnings=tuple(str(w) for w in data["warnings"]),
+        prune=bool(data["prune"]),
+        targets=tuple(str(t) for t in targets) if targets is not None else None,
+    )

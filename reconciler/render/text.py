@@ -1,0 +1,124 @@
+"""A plan as Terraform-style text: one block per action, then pending, orphans, warnings, errors, summary.
+
+Pure: the caller decides about colour (RenderOptions) and passes the git header if it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.planner.actions import Action, ActionKind, FieldChange, Orphan, OrphanFate, Plan
+
+if TYPE_CHECKING:
+    from reconciler.gitinfo import GitInfo
+
+NO_CHANGES = "No changes. The nodes match the manifests."
+
+_RESET = "\x1b[0m"
+_COLORS = {
+    ActionKind.START: "\x1b[32m",  # green
+    ActionKind.STOP: "\x1b[31m",  # red
+    ActionKind.RESTART: "\x1b[33m",  # yellow
+    ActionKind.MIGRATE: "\x1b[36m",  # cyan
+    ActionKind.NOOP: "",
+}
+_BOLD, _RED, _YELLOW = "\x1b[1m", "\x1b[31m", "\x1b[33m"
+
+_FATES = {
+    OrphanFate.STOP: "stopped by this plan (pruning is on)",
+    OrphanFate.WOULD_STOP: "--prune would stop it",
+    OrphanFate.PROTECTED: "protect: true; prune never stops it",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    color: bool = False
+
+
+class _Painter:
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __call__(self, code: str, text: str) -> str:
+        return f"{code}{text}{_RESET}" if self.on and code else text
+
+
+def summary(plan: Plan) -> str:
+    counts = (
+        f"{plan.count(ActionKind.START)} to start, {plan.count(ActionKind.RESTART)} to restart, "
+        f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop."
+    )
+    return f"Plan: {counts}"
+
+
+def _header(action: Action) -> str:
+    if action.kind is ActionKind.MIGRATE:
+        mode = action.migration_mode.value if action.migration_mode else "live"
+        return f"{action.name} from {action.source_node} to {action.node} ({mode} migration)"
+    where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
+    extra = " (in place: system_reset + cont)" if action.in_place else ""
+    return f"{action.name} {where}{extra}"
+
+
+def _changes(changes: Iterable[FieldChange], paint: _Painter) -> list[str]:
+    lines = []
+    for c in changes:
+        tail = "  " + paint(_RED, "# forces restart") if c.forces_restart else ""
+        lines.append(f"      {c.path}: {c.old} -> {c.new}{tail}")
+    return lines
+
+
+def _actions(plan: Plan, paint: _Painter) -> list[str]:
+    phased = any(a.phase for a in plan.actions)
+    lines = ["Reconciler will perform the following actions:"]
+    for a in plan.actions:
+        symbol = paint(_COLORS[a.kind], a.kind.symbol)
+        phase = f"  [phase {a.phase}]" if phased else ""
+        lines += ["", f"  {symbol} {paint(_BOLD, _header(a))}{phase}", f"      # {a.reason.words}"]
+        lines += _changes(a.changes, paint)
+    return lines
+
+
+def _pending(plan: Plan, paint: _Painter) -> list[str]:
+    lines = ["Pending changes (not applied by this plan):"]
+    for p in plan.pending:
+        lines += ["", f"  ~ {paint(_BOLD, p.name)} on {p.node}", f"      # {p.reason.words}"]
+        lines += _changes(p.changes, paint)
+    return lines
+
+
+def _orphan(o: Orphan) -> str:
+    return f"  {o.name} on {o.node} ({o.state}): {_FATES[o.fate]}"
+
+
+def render_text(plan: Plan, options: RenderOptions | None = None, git: GitInfo | None = None) -> str:
+    """The whole plan as text, ending with a newline."""
+    paint = _Painter(options is not None and options.color)
+    sections: list[list[str]] = []
+    if git is not None:
+        state = "uncommitted changes" if git.dirty else "clean"
+        sections.append([f"Manifests: commit {git.short} ({state})"])
+    if plan.targets is not None:
+        sections.append(["Targets: " + ", ".join(plan.targets)])
+    if plan.actions:
+        sections.append(_actions(plan, paint))
+    if plan.pending:
+        sections.append(_pending(plan, paint))
+    if plan.orphans:
+        sections.append(["Orphaned instances (not in the manifests):", ""]
+                        + [_orphan(o) for o in plan.orphans])
+    if plan.warnings:
+        sections.append(["Warnings:", ""] + [paint(_YELLOW, f"  ! {w}") for w in plan.warnings])
+    if plan.errors:
+        sections.append(["Errors:", ""] + [paint(_RED, f"  x {e.message}") for e in plan.errors])
+    if plan.errors:
+        n = len(plan.errors)
+        sections.append([summary(plan), f"{n} error{'s' if n != 1 else ''}: this plan cannot be applied."])
+    elif plan.empty:
+        sections.append([NO_CHANGES])
+    else:
+        sections.append([summary(plan)])
+    return "\n\n".join("\n".join(s) for s in sections) + "\n"

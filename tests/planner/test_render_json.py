@@ -1,0 +1,139 @@
+"""Golden JSON render (format_version 1.0) and the JSON round trip used by saved plans."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler import __version__
+from reconciler.actual import ActualState
+from reconciler.gitinfo import GitInfo
+from reconciler.model import DesiredState, UpdatePolicy
+from reconciler.planner import make_plan
+from reconciler.render.json import plan_from_dict, plan_to_dict, render_json
+
+from .factories import actual, changed, desired, node, rec, spec
+from .test_properties import worlds
+
+WEB = spec("web", node="a")
+
+EXPECTED = """\
+{
+  "format_version": "1.0",
+  "reconciler_version": "VERSION",
+  "git": {
+    "root": "/srv/m",
+    "commit": "ffffffffffffffffffffffffffffffffffffffff",
+    "dirty": false
+  },
+  "prune": false,
+  "targets": null,
+  "summary": {
+    "start": 1,
+    "restart": 1,
+    "migrate": 0,
+    "stop": 0
+  },
+  "empty": false,
+  "actions": [
+    {
+      "name": "big",
+      "kind": "start",
+      "symbol": "+",
+      "reason": "new",
+      "reason_text": "declared in the manifests, not started yet",
+      "node": "b",
+      "source_node": null,
+      "phase": 0,
+      "in_place": false,
+      "clean_stale": false,
+      "migration_mode": null,
+      "memory_mib": 8192,
+      "changes": []
+    },
+    {
+      "name": "web",
+      "kind": "restart",
+      "symbol": "-/+",
+      "reason": "spec_changed",
+      "reason_text": "the spec changed; a new QEMU process is needed",
+      "node": "a",
+      "source_node": null,
+      "phase": 0,
+      "in_place": false,
+      "clean_stale": false,
+      "migration_mode": null,
+      "memory_mib": 512,
+      "changes": [
+        {
+          "path": "vcpus",
+          "old": 1,
+          "new": 2,
+          "forces_restart": true
+        }
+      ]
+    }
+  ],
+  "pending": [
+    {
+      "name": "db",
+      "node": "b",
+      "reason": "update_pending",
+      "reason_text": "update policy Pending: applied at the next restart",
+      "changes": [
+        {
+          "path": "memory_mib",
+          "old": 512,
+          "new": 1024,
+          "forces_restart": true
+        }
+      ]
+    }
+  ],
+  "orphans": [
+    {
+      "name": "old",
+      "node": "a",
+      "state": "running",
+      "fate": "would stop"
+    }
+  ],
+  "warnings": [],
+  "errors": [
+    {
+      "kind": "capacity",
+      "subject": "node b",
+      "detail": "the plan puts 8704 MiB of instance memory on it, it allows 2048 MiB (big +8192 MiB)",
+      "message": "node b: the plan puts 8704 MiB of instance memory on it, it allows 2048 MiB (big +8192 MiB)"
+    }
+  ]
+}
+"""
+
+
+def test_render_json_golden() -> None:
+    plan = make_plan(
+        desired(changed(WEB, vcpus=2),
+                spec("db", node="b", update_policy=UpdatePolicy.PENDING, memory_mib=1024),
+                spec("big", 8192, node="b"), nodes=(node("a"), node("b", 2048))),
+        actual(rec(WEB, "a"), rec(spec("db", node="b"), "b"), rec(spec("old"), "a")),
+    )
+    text = render_json(plan, GitInfo("/srv/m", "f" * 40, False))
+    assert text == EXPECTED.replace("VERSION", __version__)
+
+
+def test_render_json_empty_plan() -> None:
+    data = json.loads(render_json(make_plan(desired(WEB), actual(rec(WEB, "a")))))
+    assert data["empty"] is True
+    assert data["actions"] == [] and data["git"] is None
+    assert list(data) == ["format_version", "reconciler_version", "git", "prune", "targets", "summary",
+                          "empty", "actions", "pending", "orphans", "warnings", "errors"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), st.one_of(st.none(), st.booleans()))
+def test_json_round_trip(world: tuple[DesiredState, ActualState], prune: bool | None) -> None:
+    plan = make_plan(*world, prune=prune)
+    assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
