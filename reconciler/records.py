@@ -9,10 +9,11 @@ planner diffs against. This module is pure: encode and decode only (I/O is in `s
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, Field, dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from reconciler import model
@@ -158,11 +159,16 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     raise DecodeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
+@functools.cache
+def _shape(tp: type) -> tuple[dict[str, Any], dict[str, Field[Any]]]:
+    """A dataclass's resolved field types and fields (resolving annotations is slow: once per type)."""
+    return typing.get_type_hints(tp, vars(model)), {f.name: f for f in fields(tp)}
+
+
 def _decode_dataclass(tp: type, value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         raise DecodeError(f"{where}: expected an object, got {value!r}")
-    hints = typing.get_type_hints(tp, vars(model))
-    known = {f.name: f for f in fields(tp)}
+    hints, known = _shape(tp)
     unknown = sorted(set(value) - set(known))
     if unknown:
         raise DecodeError(f"{where}: unknown field {unknown[0]!r}")
