@@ -1,0 +1,89 @@
+"""`reconciler plan [PATH...]`: show what apply would do, as text or JSON, optionally saved for apply.
+
+The thin shell around the pure planner: load manifests, discover the nodes, plan, render. Exit codes:
+0 no changes (or changes without --detailed-exitcode), 1 errors, 2 changes with --detailed-exitcode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+from reconciler.actual import ActualState
+from reconciler.errors import ExitCode
+from reconciler.model import DesiredState
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="manifest files or directories (default: ./manifests)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (docs/plan-json.md)")
+    parser.add_argument("--out", metavar="FILE", help="save the plan for `apply --plan FILE`")
+    parser.add_argument(
+        "--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes (0 none, 1 error)"
+    )
+    parser.add_argument(
+        "--target", action="append", metavar="NAME", help="limit the plan to this instance (repeatable)"
+    )
+    parser.add_argument(
+        "--prune", action="store_const", const=True, default=None,
+        help="stop running instances no manifest declares (overrides the manifests' prune setting)",
+    )
+    parser.add_argument(
+        "--allow-empty", action="store_true", help="allow pruning when the manifests declare no instances"
+    )
+    parser.add_argument("--no-color", action="store_true", help="never colour the output")
+
+
+def discover_actual(desired: DesiredState) -> ActualState:
+    """The seam to discovery. TODO(lead): pass discovery options (QMP timeout) once they are settled."""
+    from reconciler import discovery
+
+    return discovery.discover([desired.nodes[name] for name in sorted(desired.nodes)])
+
+
+def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, and never with --no-color or NO_COLOR set (https://no-color.org)."""
+    if no_color_flag or environ.get("NO_COLOR"):
+        return False
+    return stream.isatty()
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler import gitinfo, manifest, planfile
+    from reconciler.planner import make_plan
+    from reconciler.render.json import render_json
+    from reconciler.render.text import RenderOptions, render_text
+
+    paths = args.paths or list(manifest.DEFAULT_PATHS)
+    result = manifest.load(paths)
+    if result.desired is None:
+        sys.stderr.write("".join(f"{p}\n" for p in result.problems))
+        n = len(result.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found in the manifests; no plan made", file=sys.stderr)
+        return ExitCode.ERROR
+    desired = result.desired
+    actual = discover_actual(desired)
+    targets = frozenset(args.target) if args.target else None
+    plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+    git = gitinfo.describe(paths)
+    if args.json:
+        sys.stdout.write(render_json(plan, git))
+    else:
+        options = RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ))
+        sys.stdout.write(render_text(plan, options, git))
+    if plan.errors:
+        if args.out:
+            print(f"the plan has errors; not saved to {args.out}", file=sys.stderr)
+        return ExitCode.ERROR
+    if args.out:
+        planfile.write_plan(args.out, planfile.SavedPlan(plan, planfile.fingerprint(desired, actual), git))
+        print(f"Saved the plan to {args.out}. Apply it with: reconciler apply --plan {args.out}",
+              file=sys.stderr)
+    if args.detailed_exitcode and not plan.empty:
+        return ExitCode.CHANGES
+    return ExitCode.OK
