@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     names, paths = split_targets([*args.paths])
     if names:
         raise UsageError(f"console takes one instance name; {names[0]!r} is not a manifest path")
-    _, nodes = load_desired(paths)
-    inst = _running_instance(args.name, nodes)
+    desired, nodes = load_desired(paths)
+    declared = desired is not None and args.name in desired.instances
+    inst = _running_instance(args.name, nodes, declared)
     spec = inst.spec
     if spec is not None and spec.vnc is not None:
         print(vnc_line(spec.vnc), flush=True)
@@ -60,10 +61,10 @@ def vnc_line(vnc: model.Vnc) -> str:
     return f"VNC listening on {vnc.bind}:{VNC_BASE_PORT + vnc.display} (display :{vnc.display})"
 
 
-def _running_instance(name: str, nodes: list[model.NodeSpec]) -> ActualInstance:
+def _running_instance(name: str, nodes: list[model.NodeSpec], declared: bool) -> ActualInstance:
     found = discovery.discover(nodes).find(name)
     if not found:
-        raise InstanceNotFound(name)
+        raise InstanceNotRunning(name, "stopped") if declared else InstanceNotFound(name)
     live = [i for i in found if i.state.has_process]
     if not live:
         raise InstanceNotRunning(name, actual_label(found[0]))

@@ -91,14 +91,30 @@ def load_desired(paths: Sequence[str]) -> tuple[model.DesiredState | None, list[
     """
     from reconciler import manifest  # imported here: the schema machinery is not needed otherwise
 
-    result = manifest.load(list(paths) or [DEFAULT_MANIFESTS])
-    if result.problems:
-        n = len(result.problems)
-        print(f"warning: {n} problem{'s' if n != 1 else ''} in the manifests (see `reconciler validate`);"
-              " showing actual state only", file=sys.stderr)
-    desired = result.desired if not result.problems else None
-    node_map = desired.nodes if desired is not None else getattr(result, "nodes", None) or {}
-    return desired, [node_map[k] for k in sorted(node_map)]
+    wanted = list(paths) or [DEFAULT_MANIFESTS]
+    result = manifest.load(wanted)
+    if result.desired is not None:
+        return result.desired, [result.desired.nodes[k] for k in sorted(result.desired.nodes)]
+    n = len(result.problems)
+    print(f"warning: {n} problem{'s' if n != 1 else ''} in the manifests (see `reconciler validate`);"
+          " showing actual state only", file=sys.stderr)
+    return None, _valid_nodes(wanted)
+
+
+def _valid_nodes(paths: Sequence[str]) -> list[model.NodeSpec]:
+    """The Node documents that are valid on their own, so broken Instances do not hide actual state."""
+    from reconciler import manifest
+    from reconciler.manifest import build
+
+    nodes: dict[str, model.NodeSpec] = {}
+    for parsed in manifest.parse_paths(manifest.discover(paths).files):
+        for doc in parsed.documents:
+            if doc.valid and doc.kind == model.Kind.NODE and doc.name not in nodes:
+                meta = doc.body.get("metadata", {})
+                node, issues = build.build_node(doc.name, build.labels_of(meta), doc.body["spec"], doc.path)
+                if node is not None and not issues:
+                    nodes[doc.name] = node
+    return [nodes[k] for k in sorted(nodes)]
 
 
 # --- pure core ------------------------------------------------------------------------------------------
