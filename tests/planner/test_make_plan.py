@@ -291,3 +291,12 @@ def test_deterministic_regardless_of_input_order() -> None:
     d1 = desired(*specs, nodes=(node("a", 8192), node("b", 8192)))
     d2 = desired(*reversed(specs), nodes=(node("b", 8192), node("a", 8192)))
     assert make_plan(d1, actual(*recs)) == make_plan(d2, actual(*reversed(recs)))
+
+
+def test_unmanaged_processes_are_never_in_a_plan() -> None:
+    from reconciler.actual import UnmanagedProcess
+
+    stray = UnmanagedProcess(pid=4711, name="web", cmdline=("qemu-system-x86_64", "-name", "web"))
+    plan = make_plan(desired(WEB), ActualState(instances=(rec(WEB, "a"),), unmanaged=(stray,)), prune=True)
+    assert plan == make_plan(desired(WEB), actual(rec(WEB, "a")), prune=True)
+    assert plan.actions == () and plan.orphans == ()
