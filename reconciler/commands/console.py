@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     node = next(n for n in nodes if n.name == inst.node)
     path = layout.instance_paths(node, inst.name).serial
     sock = _connect(args.name, path)
-    print(f"Connected to {inst.name} on {inst.node}. Escape character is ^]", file=sys.stderr, flush=True)
-    with sock, _raw_terminal(sys.stdin.fileno()):
+    with sock, _raw_terminal(sys.stdin.fileno()):  # raw before saying so: keys typed next go to the guest
+        print(f"Connected to {inst.name} on {inst.node}. Escape character is ^]\r",
+              file=sys.stderr, flush=True)
         reason = relay(sys.stdin.fileno(), sys.stdout.fileno(), sock)
     print(f"\r\n{reason}", file=sys.stderr)
     return 0
