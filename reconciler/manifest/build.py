@@ -42,7 +42,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     merged = dict(base)
     for key, value in override.items():
         below = merged.get(key)
-        if isinstance(below, Mapping) and isinstance(value, Mapping):
+        if type(below) is dict and type(value) is dict:  # plain YAML data: no ABC checks (hot path)
             merged[key] = deep_merge(below, value)
         else:
             merged[key] = value
@@ -222,9 +222,14 @@ def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
     )
 
 
+_DEFAULT_MIGRATION = model.Migration()
+
+
 def _migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
+    if not raw:
+        return _DEFAULT_MIGRATION
     at: FieldPath = ("spec", "migration")
-    default = model.Migration()
+    default = _DEFAULT_MIGRATION
     bandwidth = b.convert((*at, "maxBandwidth"), raw.get("maxBandwidth", 0), units.parse_bytes, 0)
     downtime = b.convert(
         (*at, "maxDowntime"),

@@ -96,7 +96,7 @@ def _walk(
                     )
                 continue
         else:
-            real = path if not entry.is_dir(follow_symlinks=False) else os.path.realpath(path)
+            real = os.path.join(stack[-1], entry.name)  # a plain entry of a directory whose real path we know
         try:
             is_dir = entry.is_dir()
         except OSError:
@@ -109,7 +109,7 @@ def _walk(
             _walk(path, tree, stack, files, problems, seen)
             stack.pop()
         elif is_yaml:
-            key = os.path.realpath(path)
+            key = real if entry.is_symlink() else os.path.join(stack[-1], entry.name)  # no syscall
             if key not in seen:
                 seen.add(key)
                 files.append(path)

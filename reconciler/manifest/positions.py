@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler.manifest.yamlsafe import StrictLoader
+from reconciler.manifest.yamlsafe import StrictParser
 
 
 def compose_document(text: str, index: int) -> Node | None:
     """The node tree of document `index` in `text` (None if it cannot be composed)."""
-    loader = StrictLoader(text)
+    loader = StrictParser(text)
     try:
         for _ in range(index):
             if not loader.check_node():

@@ -1,0 +1,76 @@
+"""Parse many manifest files on two cores: a forked child parses half, the parent the other half.
+
+Parsing YAML is CPU-bound and the GIL keeps threads from helping, so for large trees (thousands of
+instances) the per-file work is split by bytes between this process and one forked child, which sends
+its results back pickled through a pipe (as plain tuples: pickling dataclasses with slots is slow).
+Used only when it pays (enough work), when fork is safe
+(a single-threaded process) and when there are two CPUs; any failure of the child falls back to parsing
+its half here, so the result never depends on whether the fork happened.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _split(sizes: Sequence[int]) -> int:
+    """Index that cuts `sizes` into two halves of about equal total."""
+    half, total = sum(sizes) / 2, 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= half:
+            return i + 1
+    return len(sizes)
+
+
+def can_fork() -> bool:
+    return hasattr(os, "fork") and (os.cpu_count() or 1) >= 2 and threading.active_count() == 1
+
+
+def map_in_two(
+    items: Sequence[T],
+    sizes: Sequence[int],
+    work: Callable[[T], R],
+    encode: Callable[[R], object],
+    decode: Callable[[object], R],
+    min_size: int,
+) -> list[R]:
+    """[work(item) for item in items], the second half computed in a forked child when the items'
+    `sizes` add up to `min_size` or more. `encode`/`decode` carry results through pickle cheaply."""
+    if sum(sizes) < min_size or len(items) < 2 or not can_fork():
+        return [work(item) for item in items]
+    cut = _split(sizes)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        status = 1
+        try:
+            os.close(read_end)
+            results = [encode(work(item)) for item in items[cut:]]
+            payload = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    first = [work(item) for item in items[:cut]]
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    second: list[R] | None = None
+    if status == 0:
+        try:
+            second = [decode(result) for result in pickle.loads(payload)]
+        except Exception:  # a broken payload is our bug, never the user's: redo the work here
+            second = None
+    if second is None or len(second) != len(items) - cut:
+        second = [work(item) for item in items[cut:]]
+    return first + second
