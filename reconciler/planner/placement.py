@@ -58,6 +58,9 @@ def place(
     return Move(replace(action, node=node), ((node, need),)), None
 
 
+_LISTED = 5  # instances named in a capacity error; the rest are counted
+
+
 def _fmt(value: float) -> str:
     return "unlimited" if math.isinf(value) else str(int(value))
 
@@ -72,11 +75,13 @@ def capacity_problems(
         adders = sorted((m.action.name, d) for m in moves for n, d in m.deltas if n == node and d > 0)
         limit = capacity(nodes, node)
         if adders and usage[node] > limit:
-            listed = ", ".join(f"{name} +{d}" for name, d in adders)
+            listed = ", ".join(f"{name} +{d} MiB" for name, d in adders[:_LISTED])
+            if len(adders) > _LISTED:
+                listed += f", and {len(adders) - _LISTED} more"
             problems.append(PlanProblem(
                 ProblemKind.CAPACITY, f"node {node}",
                 f"the plan puts {usage[node]} MiB of instance memory on it, "
-                f"it allows {int(limit)} MiB ({listed} MiB)",
+                f"it allows {int(limit)} MiB ({listed})",
             ))
     return tuple(problems)
 
