@@ -87,7 +87,10 @@ def time_validate(path: Path) -> float:
     for _ in range(RUNS):
         start = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "reconciler", "validate", str(path)], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "reconciler", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         times.append(time.perf_counter() - start)
         if proc.returncode != 0:
@@ -101,7 +104,10 @@ def main() -> None:
             for per_file, layout in ((PER_FILE, f"{PER_FILE} per file"), (1, "one per file")):
                 root = Path(tmp) / f"{count}-{per_file}"
                 generate(root, count, per_file)
-                print(f"{count:>6} instances, {layout:>12}: median {time_validate(root):.3f} s of {RUNS}", flush=True)
+                print(
+                    f"{count:>6} instances, {layout:>12}: median {time_validate(root):.3f} s of {RUNS}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

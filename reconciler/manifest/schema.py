@@ -87,6 +87,11 @@ def validate(document: Any) -> list[SchemaIssue]:
         return []
     issues: dict[tuple[str | int, ...], SchemaIssue] = {}
     for error in _leaf_errors(_full_validator().iter_errors(document)):
+        if error.validator == "required":  # one issue per missing field
+            for missing in (k for k in error.validator_value if k not in error.instance):
+                path = (*error.absolute_path, missing)
+                issues.setdefault(path, SchemaIssue(path, "required field is missing"))
+            continue
         issue = _word(error)
         issues.setdefault(issue.path, issue)
     return sorted(issues.values(), key=lambda i: [str(p) for p in i.path])
@@ -128,9 +133,6 @@ def _word(error: Any) -> SchemaIssue:
     hint = _hint(error)
     if keyword == "additionalProperties":
         return _unknown_fields(path, value, error.schema)
-    if keyword == "required":
-        missing = next((k for k in error.validator_value if k not in value), "?")
-        return SchemaIssue((*path, missing), "required field is missing")
     if hint and keyword in ("type", "pattern"):
         return SchemaIssue(path, f"{show(value)} is not {hint}")
     if keyword == "type":

@@ -23,6 +23,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_EXPANDED_NODES = 100_000  # per document, after alias expansion
 MAX_NUMBER_CHARS = 30
+MAX_DEPTH = 100  # nesting of collections; libyaml's composer recurses in C and crashes past ~20,000
+SCAN_ABOVE = 5000  # files that might nest deeper than this are checked before composing
 
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
@@ -225,8 +227,43 @@ def _check_expansion(root: Node) -> str | None:
     return None
 
 
+def _nesting_bound(text: str) -> int:
+    """An upper bound of how deep collections nest, counting only what opens one on the same line
+    (flow brackets, compact '- ' and '? '). Deeper block nesting needs indentation, which the file size
+    cap bounds far below the crash depth."""
+    return sum(text.count(token) for token in ("[", "{", "- ", "? ", "-\t", "?\t"))
+
+
+def _too_deep(text: str) -> YamlFileError | None:
+    """Where collections nest deeper than MAX_DEPTH, found with libyaml's (iterative) event parser."""
+    if _nesting_bound(text) <= SCAN_ABOVE:
+        return None  # composing is safe; the converter reports deep nesting (RecursionError)
+    parser = StrictParser(text)
+    depth = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return YamlFileError(
+                        YamlIssue(mark.line, mark.column, f"nesting deeper than {MAX_DEPTH} levels")
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the real parse reports it
+    finally:
+        parser.dispose()
+    return None
+
+
 def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]:
     """Every document in `text`, in order, plus the syntax error that stopped reading (if any)."""
+    too_deep = _too_deep(text)
+    if too_deep is not None:
+        return [], too_deep
     may_alias = "*" in text  # no alias token, no alias: skip the expansion walk
     docs: list[YamlDocument] = []
     parser = StrictParser(text)
