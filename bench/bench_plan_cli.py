@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_validate import PER_FILE, generate  # noqa: E402
+from bench_validate import PER_FILE, generate
 
 RUNS = 5
 

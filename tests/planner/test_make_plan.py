@@ -281,7 +281,8 @@ def test_capacity_error_names_node_and_figures() -> None:
     plan = make_plan(desired(spec("x", 1024, node="a"), spec("y", 1536, node="a"), nodes=(node("a", 2048),)),
                      actual())
     assert plan.errors[0].message == (
-        "node a: the plan puts 2560 MiB of instance memory on it, it allows 2048 MiB (x +1024, y +1536 MiB)"
+        "node a: the plan puts 2560 MiB of instance memory on it, it allows 2048 MiB "
+        "(x +1024 MiB, y +1536 MiB)"
     )
 
 
