@@ -247,9 +247,8 @@ def _too_deep(text: str) -> YamlFileError | None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    return YamlFileError(
-                        YamlIssue(mark.line, mark.column, f"nesting deeper than {MAX_DEPTH} levels")
-                    )
+                    line, column = (mark.line, mark.column) if mark else (0, 0)
+                    return YamlFileError(YamlIssue(line, column, f"nesting deeper than {MAX_DEPTH} levels"))
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
