@@ -129,6 +129,18 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
         d.rmdir()  # kept if something else is still inside
 
 
+def remove_runtime_files(paths: layout.InstancePaths) -> None:
+    """Remove what only a live process needs (pidfile, sockets, NIC facts, intent); keep the record and
+    the serial log, so a stopped instance still says what it ran and what it printed last."""
+    d = Path(paths.dir)
+    own = [paths.pidfile, *paths.sockets, paths.intent]
+    own += [str(p) for p in d.glob("nic-*.json")]
+    own += [str(p) for p in d.glob(".*.tmp")]
+    for path in own:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -1,0 +1,152 @@
+"""`reconciler apply [PATH... | --plan FILE]`: make the nodes match the manifests.
+
+As `terraform apply`: show the plan, ask on a terminal unless --yes (a saved plan was reviewed already:
+no question), carry it out with progress lines, print a summary. Exit 0 only if every action succeeded;
+a saved plan that no longer matches the manifests or the nodes is refused (ExitCode.STALE_PLAN).
+
+The whole run holds the node lock of every declared node (operation "apply"), taken before discovery so
+the plan is made and carried out against a world no other apply or daemon is changing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from reconciler.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from reconciler.actual import ActualState
+    from reconciler.lock import Holder
+    from reconciler.model import DesiredState
+    from reconciler.node import Node
+    from reconciler.planner import Plan
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="manifest files or directories (default: ./manifests)")
+    parser.add_argument("--plan", metavar="FILE", help="apply a plan saved by `plan --out FILE`, exactly")
+    parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--parallel", type=_positive_int, default=4, metavar="N",
+                        help="actions on different instances at once (default 4)")
+    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="wait at most this long for the node locks (default: forever; 0: fail at once)")
+    parser.add_argument("--force", action="store_true", help="stop instances without ACPI (quit at once)")
+    parser.add_argument("--target", action="append", metavar="NAME",
+                        help="limit the plan to this instance (repeatable)")
+    parser.add_argument("--prune", action="store_const", const=True, default=None,
+                        help="stop running instances no manifest declares")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="allow pruning when the manifests declare no instances")
+    parser.add_argument("--no-color", action="store_true", help="never colour the output")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler import lock, manifest
+    from reconciler.node import local_nodes
+
+    if args.plan and (args.target or args.prune is not None or args.allow_empty):
+        raise UsageError("--plan applies the saved plan as it is; --target/--prune/--allow-empty belong to "
+                         "`reconciler plan`")
+    paths = args.paths or list(manifest.DEFAULT_PATHS)
+    result = manifest.load(paths)
+    if result.desired is None:
+        sys.stderr.write("".join(f"{p}\n" for p in result.problems))
+        n = len(result.problems)
+        print(f"{n} problem{'s' if n != 1 else ''} found in the manifests; nothing applied", file=sys.stderr)
+        return ExitCode.ERROR
+    desired = result.desired
+    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+
+    def waiting(path: str, holder: Holder | None) -> None:
+        who = holder.describe() if holder is not None else "another process"
+        print(f"waiting for the node lock {path}, held by {who}", file=sys.stderr, flush=True)
+
+    with lock.hold_all([n.lock_path for n in nodes.values()], "apply", args.lock_timeout, waiting):
+        return _locked(args, paths, desired, nodes)
+
+
+def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
+    from reconciler import gitinfo, planfile
+    from reconciler.commands.plan import use_color
+    from reconciler.node import merge_states
+    from reconciler.planner import make_plan
+    from reconciler.render.text import RenderOptions, render_text
+
+    actual = merge_states(asyncio.run(_discover(nodes)))
+    git = gitinfo.describe(paths)
+    if args.plan:
+        saved = planfile.load_plan(args.plan)
+        reasons = planfile.check_fresh(saved, desired, actual)
+        if reasons:
+            raise planfile.StalePlanError(args.plan, reasons)
+        plan = saved.plan
+    else:
+        targets = frozenset(args.target) if args.target else None
+        plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+    sys.stdout.write(render_text(plan, RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ)),
+                                 git))
+    sys.stdout.flush()
+    if plan.errors:
+        print("the plan has errors; nothing applied", file=sys.stderr)
+        return ExitCode.ERROR
+    if plan.empty:
+        return ExitCode.OK
+    if not args.plan and not args.yes and not _confirm():
+        print("Apply cancelled.", file=sys.stderr)
+        return ExitCode.ERROR
+    revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
+    return _execute(plan, desired, nodes, revision, args)
+
+
+async def _discover(nodes: dict[str, Node]) -> list[ActualState]:
+    return list(await asyncio.gather(*(n.discover() for n in nodes.values())))
+
+
+def _confirm() -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to apply without confirmation: stdin is not a terminal (use --yes)")
+    print("\nDo you want to perform these actions? Only 'yes' will be accepted.")
+    try:
+        answer = input("  Enter a value: ")
+    except EOFError:
+        return False
+    return answer.strip() == "yes"
+
+
+def _execute(plan: Plan, desired: DesiredState, nodes: dict[str, Node], revision: str | None,
+             args: argparse.Namespace) -> int:
+    from reconciler.executor.context import Context
+    from reconciler.executor.progress import LineProgress
+    from reconciler.executor.schedule import run_plan
+
+    async def go() -> int:
+        ctx = Context(nodes=nodes, specs=desired.instances, progress=LineProgress(), revision=revision,
+                      force=args.force)
+        summary = await run_plan(plan, ctx, args.parallel)
+        print()
+        for failed in summary.failed:
+            print(f"error: {failed.action.name}: {failed.action.kind.value} {failed.status.value}: "
+                  f"{failed.detail}", file=sys.stderr)
+        print(summary.line())
+        return ExitCode.OK if summary.ok else ExitCode.ERROR
+
+    return asyncio.run(go())

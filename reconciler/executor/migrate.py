@@ -1,0 +1,283 @@
+"""Migrate an instance from node A to node B, so that at every moment it runs on exactly one of them.
+
+1. Launch the target on B with `-incoming tcp:<B.address>:<port>` (a port from B's range that binds
+   now; the next one if QEMU still finds it taken), under a MIGRATE_TARGET intent with its argv.
+2. On the source: capabilities (`events`; `auto-converge`, `postcopy-ram` per spec; postcopy also on the
+   target), parameters (`max-bandwidth`, `downtime-limit`), `stop` first for an offline migration, then
+   `migrate`.
+3. Follow MIGRATION / MIGRATION_PASS events. At each progress deadline (or pass), `query-migrate` gives
+   the percentage and the remaining RAM. When the completion timeout or the no-progress timeout runs out:
+   `migrate-start-postcopy` if the spec allows it, else `migrate_cancel`.
+4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
+   paused it. Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
+
+At most `Context.outgoing_limit` (2) migrations leave one node at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from reconciler.argv import IncomingSpec
+from reconciler.errors import QmpError, QmpTimeout, RecordError
+from reconciler.executor.context import Context
+from reconciler.executor.intent import IntentKind
+from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.start import (
+    PortInUse,
+    Started,
+    close_quietly,
+    kill_started,
+    launch_instance,
+    query_status,
+)
+from reconciler.executor.stop import escalate
+from reconciler.model import InstanceSpec, Migration, MigrationMode
+from reconciler.node import Node
+from reconciler.planner.actions import Action
+from reconciler.qmp import QmpSession
+
+MIB = 1024 * 1024
+
+
+class End(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    end: End
+    detail: str = ""
+    info: dict[str, Any] | None = None  # the last query-migrate answer
+
+
+def migrate_uri(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"tcp:{host}:{port}"
+
+
+def percent(info: dict[str, Any]) -> float | None:
+    """Share of RAM sent, from query-migrate's `ram` (total vs remaining)."""
+    ram = info.get("ram")
+    if not isinstance(ram, dict):
+        return None
+    total, remaining = ram.get("total"), ram.get("remaining")
+    if not isinstance(total, int) or not isinstance(remaining, int) or total <= 0:
+        return None
+    return max(0.0, min(100.0, 100.0 * (total - remaining) / total))
+
+
+async def migrate(ctx: Context, action: Action) -> str:
+    if action.source_node is None:
+        raise ActionFailed("migration without a source node")
+    source, target = ctx.node(action.source_node), ctx.node(action.node)
+    async with ctx.outgoing(source.name):
+        return await _migrate(ctx, action, source, target)
+
+
+async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> str:
+    t0 = time.monotonic()
+    name = action.name
+    try:
+        rec = source.read_record(name)
+    except RecordError as err:
+        raise ActionFailed(str(err)) from None
+    if rec is None:
+        raise ActionFailed(f"no applied record on {source.name}")
+    handle = source.process(rec.pid, rec.create_time, rec.argv)
+    if handle is None:
+        raise ActionFailed(f"the source QEMU (pid {rec.pid}) on {source.name} is not running")
+    desired = ctx.specs.get(name, rec.spec)
+    settings = desired.migration  # migration settings take effect without a restart
+    mode = action.migration_mode or settings.mode
+    # The target runs the recorded configuration (the device set must match the source's).
+    spec = replace(rec.spec, node=target.name) if rec.spec.node is not None else rec.spec
+    ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value})")
+    with handle:
+        try:
+            src = await source.qmp(name, ctx.deadlines.qmp)
+        except QmpError as err:
+            raise ActionFailed(f"source: {err}") from None
+        try:
+            offline = mode is MigrationMode.OFFLINE
+            ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name, paused_source=offline)
+            try:
+                started, port = await _launch_target(ctx, target, spec, source.name)
+            except ActionFailed:
+                source.remove_intent(name)
+                raise
+            watched, paused = await _run(ctx, src, target, name, started, port, settings, spec, offline)
+            if watched.end is not End.COMPLETED:
+                await kill_started(ctx, target, name, started)
+                resumed = await _resume(ctx, src) if paused else ""
+                source.remove_intent(name)
+                raise ActionFailed(f"migration {watched.end.value}: {watched.detail}; the instance stays on "
+                                   f"{source.name}{resumed}")
+            await _finish_target(ctx, target, name, started)
+            target.write_record(started.record(spec, target.name, ctx.revision))
+            target.remove_intent(name)
+            await escalate(handle, src, graceful=None, d=ctx.deadlines)
+        finally:
+            await close_quietly(src)
+    source.remove_instance(name)
+    return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
+
+
+async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source: str) -> tuple[Started, int]:
+    ports = target.spec.migration_ports
+    reserved = ctx.reserved_ports.setdefault(target.name, set())
+    last = ""
+    for port in range(ports.first, ports.last + 1):
+        if port in reserved or not target.port_free(port):
+            continue
+        reserved.add(port)
+        try:
+            incoming = IncomingSpec(target.spec.address, port)
+            return await launch_instance(ctx, target, spec, incoming=incoming, peer=source), port
+        except PortInUse as err:
+            last = f" (last: {err.detail})"
+        finally:
+            reserved.discard(port)
+    raise ActionFailed(f"no free migration port on {target.name} in {ports.first}-{ports.last}{last}")
+
+
+async def _run(ctx: Context, src: QmpSession, target: Node, name: str, started: Started, port: int,
+               settings: Migration, spec: InstanceSpec, offline: bool) -> tuple[Watched, bool]:
+    """Configure, start and follow the migration; (how it ended, whether we paused the source)."""
+    q = ctx.deadlines.qmp
+    paused = False
+    try:
+        caps = [{"capability": "events", "state": True},
+                {"capability": "auto-converge", "state": settings.auto_converge},
+                {"capability": "postcopy-ram", "state": settings.post_copy}]
+        await src.execute("migrate-set-capabilities", {"capabilities": caps}, timeout=q)
+        if settings.post_copy:
+            tgt = await target.qmp(name, q)
+            try:
+                postcopy = [{"capability": "postcopy-ram", "state": True}]
+                await tgt.execute("migrate-set-capabilities", {"capabilities": postcopy}, timeout=q)
+            finally:
+                await close_quietly(tgt)
+        params: dict[str, object] = {"downtime-limit": settings.max_downtime_ms}
+        if settings.max_bandwidth > 0:
+            params["max-bandwidth"] = settings.max_bandwidth
+        await src.execute("migrate-set-parameters", params, timeout=q)
+        if offline:
+            await src.execute("stop", timeout=q)
+            paused = True
+        await src.execute("migrate", {"uri": migrate_uri(target.spec.address, port)}, timeout=q)
+        return await watch(ctx, src, name, settings, spec.memory_mib), paused
+    except QmpError as err:
+        return Watched(End.FAILED, str(err)), paused
+
+
+async def watch(ctx: Context, src: QmpSession, name: str, settings: Migration, memory_mib: int) -> Watched:
+    """Follow a started migration until it completes, fails, or we cancel it (deadlines in the module doc)."""
+    q = ctx.deadlines.qmp
+    t0 = time.monotonic()
+    deadline = t0 + settings.completion_timeout(memory_mib)
+    best: int | None = None
+    progressed = t0
+    postcopy = False
+    while True:
+        now = time.monotonic()
+        stall_at = progressed + settings.progress_timeout
+        wait = min(ctx.deadlines.progress_report, deadline - now, stall_at - now)
+        if postcopy:
+            wait = min(ctx.deadlines.progress_report, deadline - now)
+        if wait > 0:
+            with contextlib.suppress(QmpTimeout):
+                await src.wait_event(["MIGRATION", "MIGRATION_PASS"], wait)
+        # Whatever woke us (an event or the report deadline), query-migrate has the status, the figures
+        # and the error text.
+        info = await src.execute("query-migrate", timeout=q)
+        info = info if isinstance(info, dict) else {}
+        status = str(info.get("status", ""))
+        if status == "completed":
+            return Watched(End.COMPLETED, "", info)
+        if status in ("failed", "cancelled"):
+            return Watched(End(status), str(info.get("error-desc", status)), info)
+        pct = percent(info)
+        if pct is not None:
+            ctx.progress.percent(name, "migrating" + (" (post-copy)" if postcopy else ""), pct)
+        remaining = (info.get("ram") or {}).get("remaining")
+        now = time.monotonic()
+        if isinstance(remaining, int) and (best is None or remaining < best):
+            best, progressed = remaining, now
+        if postcopy:
+            if now >= deadline:
+                return Watched(End.FAILED, "post-copy did not complete in time; QEMU keeps both halves "
+                               "(not cancelled: the guest's memory is split between the nodes)", info)
+            continue
+        why = ""
+        if now >= deadline:
+            why = f"not completed within {settings.completion_timeout(memory_mib):g}s"
+        elif now - progressed >= settings.progress_timeout:
+            why = f"no progress for {settings.progress_timeout:g}s"
+        if not why:
+            continue
+        if settings.post_copy and status == "active":
+            ctx.progress.event(name, f"{why}: switching to post-copy")
+            await src.execute("migrate-start-postcopy", timeout=q)
+            postcopy = True
+            deadline = now + settings.completion_timeout(memory_mib)
+            continue
+        ctx.progress.event(name, f"{why}: cancelling the migration")
+        return await _cancel(ctx, src, why)
+
+
+async def _cancel(ctx: Context, src: QmpSession, why: str) -> Watched:
+    await src.execute("migrate_cancel", timeout=ctx.deadlines.qmp)
+    end = time.monotonic() + ctx.deadlines.cancel
+    while (left := end - time.monotonic()) > 0:
+        try:
+            event = await src.wait_event(["MIGRATION"], left)
+        except QmpTimeout:
+            break
+        status = event.data.get("status")
+        if status == "completed":  # it finished before the cancel landed
+            info = await src.execute("query-migrate", timeout=ctx.deadlines.qmp)
+            return Watched(End.COMPLETED, "", info if isinstance(info, dict) else None)
+        if status in ("cancelled", "failed"):
+            return Watched(End.CANCELLED, why)
+    raise ActionFailed(f"migrate_cancel: no cancelled event within {ctx.deadlines.cancel:g}s")
+
+
+async def _resume(ctx: Context, src: QmpSession) -> str:
+    try:
+        await src.execute("cont", timeout=ctx.deadlines.qmp)
+    except QmpError as err:
+        return f" (paused: cont failed: {err})"
+    return " (resumed)"
+
+
+async def _finish_target(ctx: Context, target: Node, name: str, started: Started) -> None:
+    """Make sure the target runs (an offline migration leaves it paused)."""
+    session = await target.qmp(name, ctx.deadlines.qmp)
+    try:
+        status = await query_status(session, ctx.deadlines.qmp)
+        if status in ("paused", "postmigrate", "prelaunch"):
+            await session.execute("cont", timeout=ctx.deadlines.qmp)
+            status = await query_status(session, ctx.deadlines.qmp)
+        if status != "running":
+            raise ActionFailed(f"migration completed but the target on {target.name} is {status}")
+    finally:
+        await close_quietly(session)
+
+
+def _facts(info: dict[str, Any] | None) -> str:
+    if not info:
+        return ""
+    parts = []
+    if isinstance(info.get("downtime"), int):
+        parts.append(f"downtime {info['downtime']} ms")
+    ram = info.get("ram")
+    if isinstance(ram, dict) and isinstance(ram.get("transferred"), int):
+        parts.append(f"{ram['transferred'] / MIB:.1f} MiB sent")
+    return f" ({', '.join(parts)})" if parts else ""

@@ -1,0 +1,63 @@
+"""What each action came to, and the run's summary: the executor's only output besides progress lines."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from reconciler.planner.actions import Action, ActionKind
+
+
+class Status(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # an earlier action on the same instance failed
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    status: Status
+    detail: str = ""  # one line: what happened, or why it failed
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    results: tuple[ActionResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def done(self, kind: ActionKind) -> int:
+        return sum(1 for r in self.results if r.ok and r.action.kind is kind)
+
+    @property
+    def failed(self) -> tuple[ActionResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+    def line(self) -> str:
+        """"Apply complete: 2 started, 1 stopped, 0 restarted, 1 migrated." (+ failures)."""
+        words = [(ActionKind.START, "started"), (ActionKind.STOP, "stopped"),
+                 (ActionKind.RESTART, "restarted"), (ActionKind.MIGRATE, "migrated")]
+        counts = ", ".join(f"{self.done(k)} {w}" for k, w in words)
+        bad = self.failed
+        if not bad:
+            return f"Apply complete: {counts}."
+        nfail = sum(1 for r in bad if r.status is Status.FAILED)
+        nskip = len(bad) - nfail
+        tail = f"{nfail} failed" + (f", {nskip} skipped" if nskip else "")
+        return f"Apply finished with errors: {counts}; {tail}."
+
+
+class ActionFailed(Exception):
+    """Raised inside an action with the one line the user sees; the scheduler turns it into a result."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

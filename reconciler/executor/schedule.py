@@ -1,0 +1,76 @@
+"""Running a plan: phases in order; within a phase, different instances in parallel (at most `parallel`
+actions at once), one instance's actions strictly in order. A failed action fails only its instance:
+that instance's later actions are skipped, everything else goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from reconciler.errors import ReconcilerError
+from reconciler.executor.context import Context
+from reconciler.executor.outcome import ActionFailed, ActionResult, Status, Summary
+from reconciler.planner.actions import Action, ActionKind, Plan, Reason
+
+_KEEP_RECORD = frozenset({Reason.WANTED_STOPPED})  # other stops discard the copy (prune, duplicate)
+
+
+async def run_plan(plan: Plan, ctx: Context, parallel: int = 4) -> Summary:
+    slots = asyncio.Semaphore(max(parallel, 1))
+    failed: set[str] = set()
+    results: list[ActionResult] = []
+    for phase in plan.phases:
+        groups: dict[str, list[Action]] = {}
+        for action in phase:
+            if action.kind is not ActionKind.NOOP:
+                groups.setdefault(action.name, []).append(action)
+
+        async def run_group(actions: Sequence[Action]) -> None:
+            for action in actions:
+                if action.name in failed:
+                    results.append(ActionResult(action, Status.SKIPPED, "an earlier action failed"))
+                    continue
+                async with slots:
+                    result = await run_action(ctx, action)
+                results.append(result)
+                if not result.ok:
+                    failed.add(action.name)
+
+        await asyncio.gather(*(run_group(g) for g in groups.values()))
+    return Summary(tuple(results))
+
+
+async def run_action(ctx: Context, action: Action) -> ActionResult:
+    t0 = time.monotonic()
+    try:
+        detail = await _dispatch(ctx, action)
+    except ActionFailed as err:
+        return _failed(ctx, action, err.detail, t0)
+    except ReconcilerError as err:
+        return _failed(ctx, action, str(err), t0)
+    except Exception as err:  # a bug must not abandon the other instances' actions
+        return _failed(ctx, action, f"internal error: {type(err).__name__}: {err}", t0)
+    ctx.progress.event(action.name, detail)
+    return ActionResult(action, Status.DONE, detail, time.monotonic() - t0)
+
+
+def _failed(ctx: Context, action: Action, detail: str, t0: float) -> ActionResult:
+    ctx.progress.event(action.name, f"{action.kind.value} FAILED: {detail}")
+    return ActionResult(action, Status.FAILED, detail, time.monotonic() - t0)
+
+
+async def _dispatch(ctx: Context, action: Action) -> str:
+    from reconciler.executor import migrate, restart, start, stop
+
+    if action.kind is ActionKind.START:
+        return await start.start(ctx, ctx.node(action.node), ctx.spec(action.name))
+    if action.kind is ActionKind.STOP:
+        node = ctx.node(action.node)
+        done = await stop.stop(ctx, node, action.name, keep_record=action.reason in _KEEP_RECORD)
+        return f"stopped on {node.name} ({done.step.value}) in {done.seconds:.2f}s"
+    if action.kind is ActionKind.RESTART:
+        return await restart.restart(ctx, action)
+    if action.kind is ActionKind.MIGRATE:
+        return await migrate.migrate(ctx, action)
+    raise ActionFailed(f"unknown action {action.kind.value}")

@@ -1,0 +1,151 @@
+"""Start: launch QEMU from the built argv, make sure it runs, write the applied record.
+
+Order matters for crash safety: the refusal check (no QEMU of this instance alive on any node), then
+the intent with the exact argv, then the launch, then the record, then the intent goes. A launch that
+fails is undone here: what was started is killed (launch.launch already kills a process whose QMP never
+answered), the instance's runtime files are removed, and QEMU's own error line is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+
+from reconciler.argv import IncomingSpec, Launch, build_launch
+from reconciler.errors import ArgvError, LaunchError, QmpError
+from reconciler.executor.context import Context
+from reconciler.executor.intent import IntentKind
+from reconciler.executor.outcome import ActionFailed
+from reconciler.launch import Launched
+from reconciler.model import InstanceSpec
+from reconciler.node import Node
+from reconciler.qmp import QmpSession
+from reconciler.records import AppliedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    launch: Launch
+    launched: Launched
+    qemu_version: str
+    status: str  # QEMU's run state right after the start (running, or inmigrate for a target)
+
+    def record(self, spec: InstanceSpec, node: str, revision: str | None) -> AppliedRecord:
+        ld = self.launched
+        return AppliedRecord.create(spec, node, ld.argv, self.qemu_version, ld.pid, ld.create_time,
+                                    ld.started_at, revision)
+
+
+class PortInUse(ActionFailed):
+    """The migration listener's port was taken between our bind test and QEMU's listen."""
+
+
+def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
+    """Fail unless no QEMU of `name` is alive on any node (checked right before launching)."""
+    for node in ctx.nodes.values():
+        if node.name == except_node:
+            continue
+        pids = node.live_pids(name)
+        if pids:
+            raise ActionFailed(f"already running on node {node.name} (pid {pids[0]}); "
+                               "refusing to start a second QEMU")
+
+
+async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
+                          incoming: IncomingSpec | None = None, peer: str | None = None) -> Started:
+    """Launch `spec` on `node` (as a migration target when `incoming` is set); the caller writes the
+    record. Raises ActionFailed (PortInUse for a taken migration port) with nothing left running."""
+    try:
+        built = build_launch(spec, node.spec, incoming=incoming)
+    except ArgvError as err:
+        raise ActionFailed(str(err)) from None
+    kind = IntentKind.START if incoming is None else IntentKind.MIGRATE_TARGET
+    refuse_if_running(ctx, spec.name, except_node=peer)
+    ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
+    had_record = _has_record(node, spec.name)
+    version = asyncio.ensure_future(asyncio.to_thread(node.qemu_version))
+    try:
+        launched = await node.launch(spec.name, built, ctx.deadlines.launch)
+        status = await _settle(ctx, node, spec.name, launched, expect_incoming=incoming is not None)
+        qemu_version = await version
+    except (LaunchError, QmpError, ActionFailed) as err:
+        version.cancel()
+        _clean_failed(node, spec.name, had_record)
+        detail = err.detail if isinstance(err, LaunchError | ActionFailed) else str(err)
+        if incoming is not None and "Address already in use" in detail:
+            raise PortInUse(detail) from None
+        raise ActionFailed(detail) from None
+    return Started(built, launched, qemu_version, status)
+
+
+async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
+    """The whole start action; returns the line the user sees."""
+    t0 = time.monotonic()
+    ctx.progress.event(spec.name, f"starting on {node.name}")
+    started = await launch_instance(ctx, node, spec)
+    node.write_record(started.record(spec, node.name, ctx.revision))
+    node.remove_intent(spec.name)
+    return f"started on {node.name} (pid {started.launched.pid}) in {time.monotonic() - t0:.2f}s"
+
+
+async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool) -> str:
+    """QEMU's run state after launching: running (continued if it came up paused) or inmigrate."""
+    session = await node.qmp(name, ctx.deadlines.qmp)
+    try:
+        status = await query_status(session, ctx.deadlines.qmp)
+        if expect_incoming:
+            if status != "inmigrate":
+                await _kill(ctx, node, launched)
+                raise ActionFailed(f"migration target came up {status}, not inmigrate")
+            return status
+        if status in ("paused", "prelaunch"):
+            await session.execute("cont", timeout=ctx.deadlines.qmp)
+            status = await query_status(session, ctx.deadlines.qmp)
+        if status != "running":
+            await _kill(ctx, node, launched)
+            raise ActionFailed(f"QEMU came up {status}, not running")
+        return status
+    finally:
+        await close_quietly(session)
+
+
+async def query_status(session: QmpSession, timeout: float) -> str:
+    result = await session.execute("query-status", timeout=timeout)
+    return str(result.get("status", "")) if isinstance(result, dict) else ""
+
+
+async def _kill(ctx: Context, node: Node, launched: Launched) -> None:
+    handle = node.process(launched.pid, launched.create_time, launched.argv)
+    if handle is None:
+        return
+    with handle:
+        handle.send_signal(signal.SIGKILL)
+        await handle.wait_exit(ctx.deadlines.kill)
+
+
+async def kill_started(ctx: Context, node: Node, name: str, started: Started) -> None:
+    """Kill a process this run launched (a failed migration target) and remove its files."""
+    await _kill(ctx, node, started.launched)
+    node.remove_instance(name)
+
+
+def _has_record(node: Node, name: str) -> bool:
+    try:
+        return node.read_record(name) is not None
+    except Exception:  # an unreadable record is still a record: keep it
+        return True
+
+
+def _clean_failed(node: Node, name: str, had_record: bool) -> None:
+    if had_record:
+        node.clean_runtime_files(name)  # the previous record (with its stop cause) stays
+    else:
+        node.remove_instance(name)
+
+
+async def close_quietly(session: QmpSession) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(session.close(), 1.0)

@@ -1,0 +1,169 @@
+"""Stop: graceful first, then ever harder, only ever to the verified process, returning the moment it is gone.
+
+Escalation: `system_powerdown` (ACPI) and wait for the guest's SHUTDOWN event or the process's exit, up to
+the instance's shutdown timeout; then `quit`; then SIGTERM; then SIGKILL. ACPI off, or --force, starts at
+`quit`. QEMU runs with -no-shutdown, so after the guest's SHUTDOWN event the process stays: `quit` is sent
+at once. Signals go through a pidfd opened and verified (start time + argv) before use; every wait is on
+that pidfd (readable the instant the process exits; a zombie counts) under a deadline.
+
+Afterwards the runtime files go. The record is kept, marked with why the instance stopped (so a Halted
+instance plans as no-op and `status` can say "stopped by the reconciler"), unless the copy is being
+discarded (a duplicate, a pruned orphan, a migration or relocation source): then it goes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import signal
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from reconciler.actual import StopCause
+from reconciler.errors import QmpDisconnected, QmpError, RecordError
+from reconciler.executor.context import Context, Deadlines
+from reconciler.executor.intent import IntentKind
+from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.start import close_quietly, query_status
+from reconciler.node import Node
+from reconciler.pidfd import ProcessHandle
+from reconciler.qmp import QmpSession
+from reconciler.records import AppliedRecord
+
+T = TypeVar("T")
+_NO_GUEST = frozenset({"inmigrate", "postmigrate", "shutdown", "guest-panicked", "internal-error"})
+
+
+class Step(enum.StrEnum):
+    """The step of the escalation that ended the process."""
+
+    ACPI = "ACPI power-off"
+    QUIT = "quit"
+    SIGTERM = "SIGTERM"
+    SIGKILL = "SIGKILL"
+    ALREADY_GONE = "already gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    step: Step
+    cause: StopCause
+    seconds: float
+
+
+async def first(*aws: Awaitable[T]) -> tuple[int, T | BaseException]:
+    """Run awaitables concurrently; the index and result (or exception) of the first to finish. The
+    others are cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        i = next(i for i, t in enumerate(tasks) if t in done)
+        exc = tasks[i].exception()
+        return i, (exc if exc is not None else tasks[i].result())
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def escalate(handle: ProcessHandle, session: QmpSession | None, *, graceful: float | None,
+                   d: Deadlines) -> Step:
+    """End the pinned process: ACPI (if `graceful` seconds are given), quit, SIGTERM, SIGKILL."""
+    if session is not None and graceful is not None:
+        try:
+            await session.execute("system_powerdown", timeout=d.qmp)
+        except QmpError:
+            pass  # fall through to quit
+        else:
+            _i, _ = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
+            if handle.exited():
+                return Step.ACPI
+            # i == 1 and no exception: the guest is off and QEMU lingers (-no-shutdown): quit at once
+    if session is not None:
+        try:
+            await session.execute("quit", timeout=d.qmp)
+        except QmpDisconnected:
+            pass  # it exited before answering
+        except QmpError:
+            pass
+        if await handle.wait_exit(d.quit):
+            return Step.QUIT
+    handle.send_signal(signal.SIGTERM)
+    if await handle.wait_exit(d.term):
+        return Step.SIGTERM
+    handle.send_signal(signal.SIGKILL)
+    if await handle.wait_exit(d.kill):
+        return Step.SIGKILL
+    raise ActionFailed(f"pid {handle.pid} survived SIGKILL for {d.kill:g}s")
+
+
+async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
+                       shutdown_timeout: float) -> Stopped:
+    """Stop the instance's recorded process on `node` (no file changes). ActionFailed if it cannot."""
+    t0 = time.monotonic()
+    try:
+        rec = node.read_record(name)
+    except RecordError as err:
+        raise ActionFailed(f"cannot verify the process: {err}") from None
+    if rec is None:
+        pids = node.live_pids(name)
+        if pids:
+            raise ActionFailed(f"pid {pids[0]} runs without an applied record; not touching it")
+        return Stopped(Step.ALREADY_GONE, StopCause.UNKNOWN, 0.0)
+    handle = node.process(rec.pid, rec.create_time, rec.argv)
+    if handle is None:
+        return Stopped(Step.ALREADY_GONE, rec.stop_cause or StopCause.UNKNOWN, 0.0)
+    with handle:
+        session: QmpSession | None
+        try:
+            session = await node.qmp(name, ctx.deadlines.qmp)
+        except QmpError:
+            session = None
+        try:
+            status = ""
+            if session is not None:
+                try:
+                    status = await query_status(session, ctx.deadlines.qmp)
+                except QmpError:
+                    status = ""
+            cause = StopCause.GUEST if status == "shutdown" else StopCause.RECONCILER
+            graceful = shutdown_timeout if acpi and not ctx.force and status not in _NO_GUEST else None
+            step = await escalate(handle, session, graceful=graceful, d=ctx.deadlines)
+        finally:
+            if session is not None:
+                await close_quietly(session)
+    return Stopped(step, cause, time.monotonic() - t0)
+
+
+async def stop(ctx: Context, node: Node, name: str, *, keep_record: bool) -> Stopped:
+    """The stop action on one node: intent, escalation, files. Returns how it ended."""
+    spec = ctx.specs.get(name)
+    rec = _record_or_none(node, name)
+    used = spec or (rec.spec if rec is not None else None)
+    acpi = used.acpi if used is not None else True
+    timeout = used.shutdown_timeout if used is not None else 30.0
+    ctx.progress.event(name, f"stopping on {node.name}" + (" (forced)" if ctx.force else ""))
+    ctx.intent(IntentKind.STOP, name, node)
+    stopped = await stop_process(ctx, node, name, acpi=acpi, shutdown_timeout=timeout)
+    finish(node, name, stopped.cause, keep_record=keep_record)
+    return stopped
+
+
+def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool) -> None:
+    """After the process is gone: clean its files; keep the record marked with `cause`, or drop it."""
+    if not keep_record:
+        node.remove_instance(name)
+        return
+    rec = _record_or_none(node, name)
+    node.clean_runtime_files(name)
+    if rec is not None and rec.stop_cause is None:
+        node.write_record(rec.stopped(cause, time.time()))
+
+
+def _record_or_none(node: Node, name: str) -> AppliedRecord | None:
+    try:
+        return node.read_record(name)
+    except RecordError:
+        return None

@@ -1,0 +1,184 @@
+"""Shared pieces of the apply end-to-end tests: a throwaway world (two TCG nodes with short state dirs,
+manifests in a temp dir), running the CLI (in-process or as a subprocess), reading serial logs, and a
+reaper that kills every QEMU the test's nodes hold, verified and pinned before any signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from reconciler import cli, discovery, layout, procs, statedir
+from reconciler.actual import ActualInstance, ActualState
+from reconciler.model import Accelerator, NodeSpec, PortRange
+from reconciler.pidfd import ProcessHandle
+
+CLI_TIMEOUT = 120.0
+BOOT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@dataclass
+class World:
+    """Two nodes (node-a, node-b) on this machine and a manifest directory."""
+
+    root: Path  # short: unix socket paths must fit 108 bytes
+    manifests: Path
+    kernel: str
+    initrd: str
+    ports: int  # first migration port of node-a; node-b has the next 16
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def node(self, name: str) -> NodeSpec:
+        first = self.ports if name == "node-a" else self.ports + 16
+        return NodeSpec(name=name, state_dir=str(self.root / name), accelerator=Accelerator.TCG,
+                        migration_ports=PortRange(first, first + 15))
+
+    @property
+    def nodes(self) -> list[NodeSpec]:
+        return [self.node("node-a"), self.node("node-b")]
+
+    def write_nodes(self) -> None:
+        docs = []
+        for n in self.nodes:
+            docs.append({"apiVersion": "reconciler/v1", "kind": "Node", "metadata": {"name": n.name},
+                         "spec": {"address": "127.0.0.1", "stateDir": n.state_dir, "accelerator": "tcg",
+                                  "migrationPorts": {"first": n.migration_ports.first,
+                                                     "last": n.migration_ports.last},
+                                  "memory": "4G"}})
+        (self.manifests / "nodes.yaml").write_text(yaml.safe_dump_all(docs))
+
+    def instance(self, name: str, node: str | None = "node-a", *, tag: str | None = None,
+                 ignore_acpi: bool = False, **spec: Any) -> None:
+        """Declare (or redeclare) an instance booting the test guest; extra spec fields as in YAML."""
+        words = [f"reconciler.tag={tag or name}"] + (["reconciler.ignore_acpi=1"] if ignore_acpi else [])
+        body: dict[str, Any] = {
+            "memory": "128M", "vcpus": 1, "shutdownTimeout": "10s",
+            "kernel": {"path": self.kernel, "initrd": self.initrd, "root": "/dev/ram0",
+                       "cmdline": " ".join(["quiet", "panic=-1", *words])},
+            "serialConsole": True, "nics": [{"mode": "user", "mac": _mac(name)}],
+        }
+        if node is not None:
+            body["node"] = node
+        body.update(spec)
+        self.instances[name] = body
+        doc = {"apiVersion": "reconciler/v1", "kind": "Instance", "metadata": {"name": name}, "spec": body}
+        (self.manifests / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+
+    def remove(self, name: str) -> None:
+        self.instances.pop(name, None)
+        (self.manifests / f"{name}.yaml").unlink()
+
+    def paths(self, node: str, name: str) -> layout.InstancePaths:
+        return layout.instance_paths(self.node(node), name)
+
+    def serial_log(self, node: str, name: str) -> Path:
+        return Path(self.paths(node, name).serial_log)
+
+    # --- running the CLI ----------------------------------------------------------------------------
+
+    def cli(self, *args: str) -> CliResult:
+        """`reconciler <args> <manifests>` in this process."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main([*args, str(self.manifests)])
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    def apply(self, *args: str) -> CliResult:
+        return self.cli("apply", "--yes", *args)
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """`reconciler <args> <manifests>` as a child process (stdout+stderr piped together)."""
+        return subprocess.Popen([sys.executable, "-m", "reconciler", *args, str(self.manifests)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    # --- looking -------------------------------------------------------------------------------------
+
+    def actual(self) -> ActualState:
+        return discovery.discover(self.nodes)
+
+    def live(self, name: str) -> list[ActualInstance]:
+        return [i for i in self.actual().find(name) if i.state.has_process]
+
+    def qemu_pids(self, name: str | None = None) -> list[int]:
+        """Every live QEMU whose command line points into this world's state dirs (optionally one name)."""
+        found = []
+        for p in procs.qemu_processes():
+            joined = "\0".join(p.cmdline)
+            if str(self.root) + "/" in joined and (name is None or f"/instances/{name}/" in joined):
+                found.append(p.pid)
+        return sorted(found)
+
+    # --- cleanup -------------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """SIGKILL every QEMU of this world: a process counts only if its argv names our state dirs (we
+        made them, uniquely, for this test) and it is pinned by a pidfd before the signal."""
+        for pid in self.qemu_pids():
+            try:
+                want = tuple(psutil.Process(pid).cmdline())
+            except psutil.Error:
+                continue
+
+            def verify(p: int, argv: tuple[str, ...] = want) -> bool:
+                try:
+                    return tuple(psutil.Process(p).cmdline()) == argv
+                except psutil.Error:
+                    return False
+
+            handle = ProcessHandle.open_verified(pid, verify)
+            if handle is None:
+                continue
+            with handle:
+                handle.send_signal(signal.SIGKILL)
+                asyncio.run(handle.wait_exit(10.0))
+
+
+def _mac(name: str) -> str:
+    h = hashlib.sha256(name.encode()).digest()
+    return f"52:54:00:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
+
+
+@contextlib.contextmanager
+def make_world(tmp_path: Path, kernel: str, initrd: str) -> Iterator[World]:
+    root = Path(tempfile.mkdtemp(prefix="ra-", dir="/tmp"))
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    world = World(root=root, manifests=manifests, kernel=kernel, initrd=initrd,
+                  ports=random.randrange(20000, 40000, 32))
+    world.write_nodes()
+    try:
+        yield world
+    finally:
+        world.reap()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def record_of(world: World, node: str, name: str) -> Any:
+    return statedir.read_record(world.paths(node, name))
+
