@@ -12,9 +12,9 @@ import re
 
 # Binary multiples, as QEMU's -m understands them. "K"/"KiB"/"k" are all accepted.
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(?:([KMGTkmgt])(?:i?B)?|B)?$")
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(?:([KMGTkmgt])(?:i?B)?|(B))?")  # as the schema's pattern
 _DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
 
 SIZE_HINT = "a size like 512M or 2G"
 DURATION_HINT = "a duration like 30s, 2m or 300ms"
@@ -33,7 +33,7 @@ def parse_bytes(value: object, *, default_unit: str = "") -> int:
         unit = default_unit
     elif isinstance(value, str) and (match := _SIZE_RE.fullmatch(value)):
         number = float(match.group(1)) if "." in match.group(1) else int(match.group(1))
-        unit = (match.group(2) or "").upper() or default_unit
+        unit = "" if match.group(3) else (match.group(2) or "").upper() or default_unit
     else:
         raise _reject(value, SIZE_HINT)
     if number < 0:

@@ -72,7 +72,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     for doc in valid:
         if doc.kind not in ("Node", "Instance"):
             continue
-        name_issue = build.check_name(doc.name)
+        name_issue = build.check_name(doc.body["metadata"]["name"])
         if name_issue:
             violations.append(rules.Violation(doc, name_issue.path, name_issue.message))
             continue

@@ -67,7 +67,7 @@ class _Builder:
 
     def in_range(self, path: FieldPath, value: float, low: float, high: float, unit: str = "") -> None:
         if not low <= value <= high:
-            self.fail(path, f"{value:g}{unit} is out of range ({low:g}{unit} to {high:g}{unit})")
+            self.fail(path, f"{_num(value)}{unit} is out of range ({_num(low)}{unit} to {_num(high)}{unit})")
 
     def absolute(self, path: FieldPath, value: str, what: str) -> None:
         if "\0" in value:
@@ -82,13 +82,17 @@ class _Builder:
             self.fail(path, f"{show(value)} is not a valid IP address")
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def labels_of(metadata: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((metadata.get("labels") or {}).items()))
 
 
-def check_name(name: str) -> Issue | None:
+def check_name(name: object) -> Issue | None:
     """The name becomes a file name: re-check it strictly (the schema's `$` allows a trailing newline)."""
-    if _DNS_RE.fullmatch(name) and len(name) <= 63:
+    if isinstance(name, str) and _DNS_RE.fullmatch(name) and len(name) <= 63:
         return None
     return Issue(("metadata", "name"), f"{show(name)} is not a DNS label")
 
@@ -102,8 +106,8 @@ def build_instance(
         b.fail(("spec", "memory"), "required field is missing (here or in Defaults)")
         memory = 0
     else:
-        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, 0)
-        if memory:
+        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, -1)
+        if memory >= 0:
             b.in_range(("spec", "memory"), memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")
     kernel = _kernel(b, spec.get("kernel"))
     disks = _disks(b, spec.get("disks") or [], has_kernel="kernel" in spec)
@@ -282,8 +286,8 @@ def build_node(
         b.fail(("spec", "stateDir"), "stateDir contains a NUL character")
     memory = None
     if "memory" in spec:
-        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, 0)
-        if memory:
+        memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, -1)
+        if memory >= 0:
             b.in_range(("spec", "memory"), memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB * 16, " MiB")
     ports = model.PortRange(49152, 49215)
     if "migrationPorts" in spec:

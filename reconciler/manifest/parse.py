@@ -8,6 +8,7 @@ one file (unique names, node references, Defaults) happens later, in `assemble`.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,12 +134,21 @@ def _check_document(
 
 
 def read_file(path: str) -> tuple[bytes | None, Problem | None]:
-    """The file's bytes (at most MAX_FILE_BYTES + 1 of them), or why it cannot be read."""
+    """The file's bytes (at most MAX_FILE_BYTES + 1 of them), or why it cannot be read. Never blocks on
+    a FIFO or device: only regular files are read."""
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as err:
+        return None, Problem(path, message=f"cannot read: {getattr(err, 'strerror', None) or err}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, Problem(path, message="not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read(MAX_FILE_BYTES + 1), None
     except OSError as err:
         return None, Problem(path, message=f"cannot read: {err.strerror or err}")
+    finally:
+        os.close(fd)
 
 
 FANOUT_MIN_BYTES = 1024 * 1024  # about 1,500 instances: below that, forking costs more than it saves

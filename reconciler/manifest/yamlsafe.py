@@ -123,7 +123,7 @@ class _Converter:
         elif type(node) is SequenceNode and tag == _SEQ:
             value = [self.convert(item) for item in node.value]
         else:
-            self.issue(node, f"tag {tag!r} is not allowed (plain data only)")
+            self.issue(node, _bad_tag(tag))
             value = None
         if self._may_alias:
             self._done[id(node)] = value
@@ -151,7 +151,7 @@ class _Converter:
         if tag in (_NULL, _BOOL, _INT, _FLOAT):
             self.issue(node, f"{text!r} is not a valid {tag.rsplit(':', 1)[1]}")
         else:
-            self.issue(node, f"tag {tag!r} is not allowed (plain data only)")
+            self.issue(node, _bad_tag(tag))
         return None
 
     def _mapping(self, node: MappingNode) -> dict[str, Any]:
@@ -172,6 +172,11 @@ class _Converter:
             else:
                 mapping[key] = self.convert(value_node)
         return mapping
+
+
+def _bad_tag(tag: str) -> str:
+    shown = "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+    return f"tag {shown} is not allowed (plain data only)"
 
 
 def _short(value: object) -> str:
@@ -288,7 +293,7 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
                 data = None
             docs.append(YamlDocument(len(docs), mark.line, mark.column, data, tuple(converter.issues)))
     except yaml.MarkedYAMLError as err:
-        return docs, YamlFileError(_issue(err))
+        return docs, YamlFileError(_issue(err, text))
     except yaml.YAMLError as err:  # ReaderError: a character YAML does not allow
         return docs, YamlFileError(_reader_issue(err, text))
     except RecursionError:
@@ -298,10 +303,14 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
     return docs, None
 
 
-def _issue(err: yaml.MarkedYAMLError) -> YamlIssue:
+def _issue(err: yaml.MarkedYAMLError, text: str) -> YamlIssue:
     mark = err.problem_mark or err.context_mark
-    text = " ".join(str(p) for p in (err.context, err.problem) if p) or "invalid YAML"
-    return YamlIssue(mark.line if mark else 0, mark.column if mark else 0, text)
+    line, column = (mark.line, mark.column) if mark else (0, 0)
+    lines = text.split("\n")
+    if line < len(lines) and lines[line][column : column + 1] == "\t":
+        return YamlIssue(line, column, "a tab character; YAML is indented with spaces only")
+    message = " ".join(str(p) for p in (err.context, err.problem) if p) or "invalid YAML"
+    return YamlIssue(line, column, message)
 
 
 def _reader_issue(err: yaml.YAMLError, text: str) -> YamlIssue:
