@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from reconciler import model
 from reconciler.manifest.build import FieldPath
 from reconciler.manifest.parse import ParsedDocument
+from reconciler.manifest.problems import field_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +77,13 @@ def _claims(
     out = []
     for key, path, doc in items:
         if key in first:
-            _, other = first[key]
-            owner = f"instance {other.name}" if other.kind == "Instance" else f"{other.kind} {other.name}"
-            out.append(Violation(doc, path, f"{what} {key!r} is also used by {owner} ({where(other)})"))
+            other_path, other = first[key]
+            if other is doc:
+                twice = f"{what} {key!r} is used twice here (also {field_path(other_path)})"
+                out.append(Violation(doc, path, twice))
+            else:
+                owner = f"{other.kind.lower()} {other.name}"
+                out.append(Violation(doc, path, f"{what} {key!r} is also used by {owner} ({where(other)})"))
         else:
             first[key] = (path, doc)
     return out
