@@ -71,16 +71,18 @@ async def first(*aws: Awaitable[T]) -> tuple[int, T | BaseException]:
 async def escalate(handle: ProcessHandle, session: QmpSession | None, *, graceful: float | None,
                    d: Deadlines) -> Step:
     """End the pinned process: ACPI (if `graceful` seconds are given), quit, SIGTERM, SIGKILL."""
+    guest_off = False
     if session is not None and graceful is not None:
         try:
             await session.execute("system_powerdown", timeout=d.qmp)
         except QmpError:
             pass  # fall through to quit
         else:
-            _i, _ = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
+            i, res = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
             if handle.exited():
                 return Step.ACPI
-            # i == 1 and no exception: the guest is off and QEMU lingers (-no-shutdown): quit at once
+            # The guest is off and QEMU lingers (-no-shutdown): quit at once; still an ACPI stop.
+            guest_off = i == 1 and not isinstance(res, BaseException)
     if session is not None:
         try:
             await session.execute("quit", timeout=d.qmp)
@@ -89,7 +91,7 @@ async def escalate(handle: ProcessHandle, session: QmpSession | None, *, gracefu
         except QmpError:
             pass
         if await handle.wait_exit(d.quit):
-            return Step.QUIT
+            return Step.ACPI if guest_off else Step.QUIT
     handle.send_signal(signal.SIGTERM)
     if await handle.wait_exit(d.term):
         return Step.SIGTERM
