@@ -69,6 +69,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
 
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
     instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
+    references: list[tuple[str | None, ParsedDocument]] = []
     for doc in valid:
         if doc.kind not in ("Node", "Instance"):
             continue
@@ -83,13 +84,14 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
                 nodes[doc.name] = (node, doc)
         else:
             spec = build.deep_merge(defaults_spec, doc.body["spec"]) if defaults_spec else doc.body["spec"]
+            references.append((spec.get("node"), doc))
             instance, issues = build.build_instance(doc.name, labels, spec)
             if instance is not None:
                 instances[doc.name] = (instance, doc)
         violations += [rules.Violation(doc, i.path, i.message) for i in issues]
 
     declared_nodes = {d.name for d in documents if d.kind == "Node" and d.name}
-    violations += rules.node_references(instances, declared_nodes)
+    violations += rules.node_references(references, declared_nodes)
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
     violations += rules.unique_vnc_displays(instances, positions.where)

@@ -57,15 +57,14 @@ def single_defaults(defaults: list[ParsedDocument], where: Where) -> list[Violat
 
 
 def node_references(
-    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], node_names: set[str]
+    references: Iterable[tuple[str | None, ParsedDocument]], node_names: set[str]
 ) -> list[Violation]:
+    """Each instance's node (even of an instance that failed other rules) must be declared."""
     out = []
-    for spec, doc in instances.values():
-        if spec.node is not None and spec.node not in node_names:
+    for node, doc in references:
+        if node is not None and node not in node_names:
             known = ", ".join(sorted(node_names)) or "none declared"
-            out.append(
-                Violation(doc, ("spec", "node"), f"node {spec.node!r} is not declared (nodes: {known})")
-            )
+            out.append(Violation(doc, ("spec", "node"), f"node {node!r} is not declared (nodes: {known})"))
     return out
 
 
