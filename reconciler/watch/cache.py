@@ -1,0 +1,186 @@
+"""The daemon's manifest cache: re-parse only what changed, and let a broken file keep its last good version.
+
+`plan` and `apply` are all-or-nothing: one bad file and nothing happens. A daemon cannot work that way,
+since a half-written file during a `git pull`, or a typo pushed by someone, would stop every VM's
+reconciliation. The finer rule here, per file: the last good parse of a file stands in for a broken one,
+so the instances it declared keep their last good spec, while the rest of the tree reconciles. Pruning
+is suspended while any file is broken (a file that does not parse would otherwise look like deleted
+instances). The errors are kept with the time they were first seen, for the log, `status` and metrics.
+
+Each refresh walks the roots (`manifest.discover`) and compares each file's (mtime_ns, size, inode) with
+what it saw; only files whose stamp moved are read, and only those whose content hash moved are parsed.
+Timestamps are coarse (a few ms), so a file modified within `RACY_SECONDS` of being read is re-hashed on
+every refresh until its stamp is old enough to be trusted (git's "racy clean" rule). The cross-file step
+is incremental (`watch.assembly`); when it finds a rule broken, the full `manifest.assemble` names the
+problems, the files they are in that changed since the last good tree are held back to their last good
+version (or left out, if new), and assembly is tried again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.manifest import ParsedFile, Problem, assemble, discover, parse_file, read_file
+from reconciler.model import DesiredState
+from reconciler.watch.assembly import Assembly
+
+RACY_SECONDS = 2.0
+MAX_PROBLEMS_PER_FILE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    mtime_ns: int
+    size: int
+    ino: int
+
+
+@dataclass(slots=True)
+class _Entry:
+    stamp: Stamp | None
+    digest: bytes | None
+    parsed: ParsedFile
+    racy: bool = False  # the stamp is too recent to prove the content unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class FileError:
+    """A manifest file that cannot be used as it is now."""
+
+    path: str
+    problems: tuple[str, ...]  # one line each, as `reconciler validate` prints them
+    held: bool  # True: its last good version stands in; False: it contributes nothing
+    since: float  # epoch seconds when this file was first seen broken
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "problems": list(self.problems), "held": self.held, "since": self.since}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The desired state as the daemon should use it now."""
+
+    desired: DesiredState | None  # None only when no consistent tree could be made at all
+    errors: tuple[FileError, ...] = ()
+    files: int = 0
+    reparsed: tuple[str, ...] = ()  # files parsed by this refresh
+    rebuilt: int = 0  # files whose objects were rebuilt
+    blocked: tuple[str, ...] = ()  # problems when `desired` is None
+
+    @property
+    def degraded(self) -> bool:
+        """Some file is broken: its instances keep their last good spec and pruning is suspended."""
+        return bool(self.errors)
+
+
+@dataclass(slots=True)
+class ManifestCache:
+    roots: Sequence[str]
+    clock: Callable[[], float] = time.time
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _good: dict[str, ParsedFile] = field(default_factory=dict)  # the last tree that assembled cleanly
+    _since: dict[str, float] = field(default_factory=dict)
+    _assembly: Assembly = field(default_factory=Assembly)
+
+    def refresh(self) -> Snapshot:
+        found = discover(self.roots)
+        reparsed: list[str] = []
+        fresh: dict[str, ParsedFile] = {}
+        for path in found.files:
+            fresh[path] = self._current(path, reparsed)
+        for path in [p for p in self._entries if p not in fresh]:
+            del self._entries[path]
+        for problem in found.problems:  # broken symlinks, unreadable directories, missing roots
+            fresh[problem.path] = ParsedFile(problem.path, (), (problem,))
+        desired, errors, rebuilt, blocked = self._resolve(fresh)
+        now = self.clock()
+        self._since = {e.path: self._since.get(e.path, now) for e in errors}
+        stamped = tuple(FileError(e.path, e.problems, e.held, self._since[e.path])
+                        for e in sorted(errors, key=lambda e: e.path))
+        return Snapshot(desired, stamped, len(found.files), tuple(reparsed), rebuilt, blocked)
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def _current(self, path: str, reparsed: list[str]) -> ParsedFile:
+        entry = self._entries.get(path)
+        stamp = _stamp(path)
+        if entry is not None and stamp is not None and entry.stamp == stamp and not entry.racy:
+            return entry.parsed
+        read_at = time.time()  # compared with the file system's clock, whatever `clock` is
+        data, problem = read_file(path)
+        if data is None:
+            parsed = ParsedFile(path, (), (problem or Problem(path, message="cannot read"),))
+            self._entries[path] = _Entry(stamp, None, parsed)
+            return parsed
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        racy = stamp is None or read_at - stamp.mtime_ns / 1e9 < RACY_SECONDS
+        if entry is not None and entry.digest == digest:
+            entry.stamp, entry.racy = stamp, racy
+            return entry.parsed
+        parsed = parse_file(path, data)
+        reparsed.append(path)
+        self._entries[path] = _Entry(stamp, digest, parsed, racy)
+        return parsed
+
+    # --- last good substitution ----------------------------------------------------------------------
+
+    def _resolve(
+        self, fresh: Mapping[str, ParsedFile]
+    ) -> tuple[DesiredState | None, list[FileError], int, tuple[str, ...]]:
+        candidate: dict[str, ParsedFile] = {}
+        errors: dict[str, FileError] = {}
+        for path, parsed in fresh.items():
+            if not parsed.problems:
+                candidate[path] = parsed
+                continue
+            last = self._good.get(path)
+            if last is not None:
+                candidate[path] = last
+            errors[path] = FileError(path, _lines(parsed.problems), last is not None, 0.0)
+        rebuilt = 0
+        for _ in range(len(candidate) + len(self._good) + 2):
+            rebuilt += self._assembly.update(candidate)
+            desired = self._assembly.desired()
+            if desired is not None:
+                self._good = candidate
+                return desired, list(errors.values()), rebuilt, ()
+            problems = assemble(list(candidate.values())).problems  # the slow path: exact problems
+            changed = {p for p in candidate.keys() | self._good.keys()
+                       if candidate.get(p) is not self._good.get(p)}
+            blamed = {p.path for p in problems} & changed
+            if not blamed and not changed:
+                return None, list(errors.values()), rebuilt, _lines(problems)
+            for path in blamed or changed:
+                own = tuple(p for p in problems if p.path == path)
+                if own:
+                    lines = _lines(own)
+                elif path in candidate:
+                    lines = ("held back: the tree is not consistent with this version: " + str(problems[0]),)
+                else:
+                    lines = ("deleted, but the rest of the tree still needs it: " + str(problems[0]),)
+                last = self._good.get(path)
+                if last is not None:
+                    candidate[path] = last
+                else:
+                    candidate.pop(path, None)
+                errors[path] = FileError(path, lines, last is not None, 0.0)
+        return None, list(errors.values()), rebuilt, ("the manifests did not settle",)
+
+
+def _stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _lines(problems: Sequence[Problem]) -> tuple[str, ...]:
+    shown = [str(p) for p in problems[:MAX_PROBLEMS_PER_FILE]]
+    if len(problems) > MAX_PROBLEMS_PER_FILE:
+        shown.append(f"... and {len(problems) - MAX_PROBLEMS_PER_FILE} more")
+    return tuple(shown)

@@ -1,0 +1,268 @@
+"""What wakes the daemon: file events, QEMU events and exits, SIGHUP, a jittered periodic resync.
+
+Every source only puts a `Trigger` on one asyncio queue; the daemon answers each burst with the same full
+reconcile (level-triggered: a trigger says when to look, never what to do). So a lost or duplicated
+event costs at most a pass, and the periodic resync bounds how long anything can go unnoticed.
+
+- `FileWatcher`: watchdog's inotify observer on the manifest roots. Its thread hands events to the loop
+  with `call_soon_threadsafe`; hidden paths (.git, editor swap files) and non-YAML files are ignored.
+- `ExitWatchers`: per live instance, a pidfd (the process exit, at once, even for SIGKILL) and a
+  connection to the instance's *watcher* QMP socket (`qmp-watch.sock`; the control socket is the
+  executor's and QEMU serves one client per socket) for SHUTDOWN, STOP and GUEST_PANICKED. What was
+  seen is kept, so an exit can be told apart: a guest power-off (SHUTDOWN with guest: true), a panic,
+  a stop asked over QMP, or an exit with no event at all (a crash or a kill).
+- `jittered`: the resync interval, spread so many daemons do not wake in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+from reconciler import qmp
+from reconciler.errors import QmpError, QmpTimeout
+from reconciler.manifest.discovery import SUFFIXES
+from reconciler.pidfd import ProcessHandle
+
+
+class TriggerSource(enum.StrEnum):
+    STARTUP = "startup"
+    FILE = "file"  # a manifest file changed
+    QEMU = "qemu"  # an instance's QEMU sent an event or exited
+    RESYNC = "resync"  # the periodic resync
+    SIGHUP = "sighup"
+    BACKOFF = "backoff"  # a restart held back by the crash-loop backoff may now happen
+    FOLLOWUP = "followup"  # the previous pass changed things: look again until nothing is left to do
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    source: TriggerSource
+    detail: str = ""
+
+
+Emit = Callable[[Trigger], None]  # must be safe to call from the loop's thread
+
+
+def jittered(interval: float, fraction: float = 0.1, rng: random.Random | None = None) -> float:
+    """`interval` spread uniformly by +/- `fraction` of itself."""
+    r = rng or random
+    return interval * (1.0 + r.uniform(-fraction, fraction))
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def relevant_path(path: str, root: str) -> bool:
+    """Whether a change at `path` (under `root`) can change the manifests: a YAML file or a directory,
+    with no hidden component below the root."""
+    rel = os.path.relpath(path, root) if path != root else ""
+    parts = [p for p in rel.split(os.sep) if p and p != "."]
+    if any(p.startswith(".") for p in parts):
+        return False
+    return not parts or parts[-1].endswith(SUFFIXES) or "." not in parts[-1]
+
+
+class FileWatcher:
+    """watchdog observer on the manifest roots; emits FILE triggers from its own thread via the loop."""
+
+    def __init__(self, roots: Sequence[str], loop: asyncio.AbstractEventLoop, emit: Emit) -> None:
+        self._roots = [os.path.abspath(r) for r in roots]
+        self._loop = loop
+        self._emit = emit
+        self._observer: object | None = None
+        self.watched: list[str] = []
+
+    def start(self) -> list[str]:
+        """Start watching; returns the roots that could not be watched (missing), for the log."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        outer = self
+
+        class _Handler(FileSystemEventHandler):
+            def __init__(self, root: str) -> None:
+                self.root = root
+
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                paths = [os.fsdecode(event.src_path)]
+                if getattr(event, "dest_path", ""):
+                    paths.append(os.fsdecode(event.dest_path))
+                hits = [p for p in paths if relevant_path(p, self.root)]
+                if hits:
+                    outer._loop.call_soon_threadsafe(
+                        outer._emit, Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}"))
+
+        observer = Observer()
+        missing = []
+        for root in self._roots:
+            if os.path.isdir(root):
+                observer.schedule(_Handler(root), root, recursive=True)
+                self.watched.append(root)
+            elif os.path.exists(os.path.dirname(root)):
+                observer.schedule(_Handler(os.path.dirname(root)), os.path.dirname(root), recursive=False)
+                self.watched.append(root)
+            else:
+                missing.append(root)
+        observer.start()
+        self._observer = observer
+        return missing
+
+    def stop(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()  # type: ignore[attr-defined]
+            observer.join(5.0)  # type: ignore[attr-defined]
+
+
+# --- QEMU processes ---------------------------------------------------------------------------------
+
+
+class ExitKind(enum.StrEnum):
+    """How a QEMU process ended (or why its guest stopped), as far as the watcher saw it."""
+
+    GUEST_POWEROFF = "guest-poweroff"  # SHUTDOWN with guest: true (QEMU lives on with -no-shutdown)
+    PANIC = "guest-panicked"
+    HOST_STOP = "stopped-by-host"  # SHUTDOWN with guest: false (a QMP quit, a signal QEMU handled)
+    CRASH = "crash"  # the process ended with no SHUTDOWN event: killed or crashed
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A live instance to watch: identity of its process and where its watcher socket is."""
+
+    name: str
+    node: str
+    pid: int
+    started_at: float | None  # psutil create_time recorded at launch (None: do not verify)
+    qmp_watch: str
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.name, self.node, self.pid)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The last thing a watcher saw on an instance."""
+
+    name: str
+    node: str
+    pid: int
+    kind: ExitKind
+    exited: bool  # the process is gone (False: a SHUTDOWN/panic with QEMU still alive)
+    detail: str = ""
+
+
+WATCH_EVENTS = ("SHUTDOWN", "STOP", "GUEST_PANICKED")
+QMP_CONNECT_TIMEOUT = 2.0
+_LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
+
+
+class ExitWatchers:
+    """One task per watched process; `sync` starts and cancels them to follow discovery."""
+
+    def __init__(self, emit: Emit, on_observation: Callable[[Observation], None]) -> None:
+        self._emit = emit
+        self._observe = on_observation
+        self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+
+    @property
+    def watching(self) -> int:
+        return len(self._tasks)
+
+    def sync(self, live: Iterable[Watched]) -> None:
+        wanted = {w.key: w for w in live}
+        for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
+            task = self._tasks.pop(key)
+            if key not in wanted:
+                task.cancel()
+        for key, w in wanted.items():
+            if key not in self._tasks:
+                self._tasks[key] = asyncio.create_task(self._watch(w), name=f"watch {w.name}@{w.node}")
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, w: Watched) -> None:
+        handle = ProcessHandle.open_verified(w.pid, lambda pid: _same_process(pid, w.started_at))
+        if handle is None:
+            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone"))
+            return
+        seen: list[qmp.QmpEvent] = []
+        events = asyncio.create_task(self._events(w, seen), name=f"qmp-watch {w.name}@{w.node}")
+        try:
+            with handle:
+                while not await handle.wait_exit(_LONG_WAIT):
+                    pass
+            kind, detail = classify_exit(seen)
+            self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
+            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
+        finally:
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
+
+    async def _events(self, w: Watched, seen: list[qmp.QmpEvent]) -> None:
+        try:
+            session = await qmp.connect(w.qmp_watch, QMP_CONNECT_TIMEOUT, name="reconciler-watch")
+        except QmpError:
+            return  # the pidfd still reports the exit; the next pass retries the connection
+        try:
+            while True:
+                try:
+                    event = await session.wait_event(WATCH_EVENTS, _LONG_WAIT)
+                except QmpTimeout:
+                    continue
+                seen.append(event)
+                if event.name in ("SHUTDOWN", "GUEST_PANICKED"):
+                    kind, detail = classify_exit(seen)
+                    self._observe(Observation(w.name, w.node, w.pid, kind, False, detail))
+                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}"))
+        except QmpError:
+            return
+        finally:
+            await session.close()
+
+
+def describe_event(event: qmp.QmpEvent) -> str:
+    if event.name == "SHUTDOWN":
+        return f"SHUTDOWN guest={str(bool(event.data.get('guest'))).lower()} " \
+               f"reason={event.data.get('reason', '?')}"
+    return event.name
+
+
+def classify_exit(seen: Sequence[qmp.QmpEvent]) -> tuple[ExitKind, str]:
+    """Why the guest stopped / QEMU ended, from the events seen before (pure)."""
+    for event in reversed(seen):
+        if event.name == "GUEST_PANICKED":
+            return ExitKind.PANIC, "GUEST_PANICKED"
+        if event.name == "SHUTDOWN":
+            reason = str(event.data.get("reason", ""))
+            if event.data.get("guest"):
+                return ExitKind.GUEST_POWEROFF, f"SHUTDOWN by the guest ({reason})"
+            return ExitKind.HOST_STOP, f"SHUTDOWN by the host ({reason})"
+    return ExitKind.CRASH, "exited without a SHUTDOWN event"
+
+
+def _same_process(pid: int, started_at: float | None) -> bool:
+    """Watching only (never signalling): the start time is enough to refuse a reused PID."""
+    if started_at is None:
+        return True
+    try:
+        return abs(psutil.Process(pid).create_time() - started_at) < 0.05
+    except psutil.Error:
+        return False
