@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import queue
 import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,3 +185,63 @@ def make_world(tmp_path: Path, kernel: str, initrd: str) -> Iterator[World]:
 def record_of(world: World, node: str, name: str) -> Any:
     return statedir.read_record(world.paths(node, name))
 
+
+
+class Lines:
+    """The output lines of a child process, read by a thread; `wait_for` blocks on a queue with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line with {needle!r} within {timeout}s:\n" + "\n".join(self.lines))
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"output ended without {needle!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if needle in line:
+                return line
+
+    def finish(self, timeout: float = CLI_TIMEOUT) -> tuple[int, str]:
+        """Wait for the exit; (exit code, whole output)."""
+        code = self.proc.wait(timeout)
+        self._thread.join(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return code, "\n".join(self.lines)
+
+
+def kill_verified(pid: int, must_contain: str) -> None:
+    """SIGKILL `pid` (pinned by a pidfd) only if its command line contains `must_contain`; wait for it."""
+    def verify(p: int) -> bool:
+        try:
+            return must_contain in "\0".join(psutil.Process(p).cmdline())
+        except psutil.Error:
+            return False
+
+    handle = ProcessHandle.open_verified(pid, verify)
+    assert handle is not None, f"pid {pid} is gone or not ours"
+    with handle:
+        handle.send_signal(signal.SIGKILL)
+        assert asyncio.run(handle.wait_exit(10.0))
