@@ -15,13 +15,17 @@ cmdline only) to find unmanaged QEMUs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+import psutil
+
 from reconciler import layout, procs, qmp, statedir
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause, UnmanagedProcess
-from reconciler.errors import QmpError, QmpTimeout, RecordError
+from reconciler.errors import LaunchError, QmpError, QmpTimeout, RecordError, StateDirError
+from reconciler.executor import intent as intents
 from reconciler.model import NodeSpec
 from reconciler.records import AppliedRecord
 
@@ -64,13 +68,14 @@ def discover(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> Act
 async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> ActualState:
     found: list[ActualInstance] = []
     live: list[_Live] = []
+    host = _HostProcesses()
     for node in nodes:
         for name in statedir.instance_names(node):
             try:
                 paths = layout.instance_paths(node, name)
             except layout.InvalidInstanceName:
                 continue  # not a directory we could have created
-            item = _inspect(node, name, paths)
+            item = adopt_intent(node, name, paths, host) or _inspect(node, name, paths)
             if isinstance(item, _Live):
                 live.append(item)
             elif item is not None:
@@ -80,7 +85,7 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
     ours = {lv.base.pid for lv in live}
     unmanaged = [
         UnmanagedProcess(pid=p.pid, name=p.guest_name, cmdline=p.cmdline)
-        for p in procs.qemu_processes() if p.pid not in ours
+        for p in host.get() if p.pid not in ours
     ]
     found.sort(key=lambda i: (i.name, i.node))
     unmanaged.sort(key=lambda u: u.pid)
@@ -141,3 +146,97 @@ def _with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance
     state = QMP_STATES.get(status, RunState.UNKNOWN)
     cause = StopCause.CRASH if state is RunState.CRASHED else None
     return replace(base, state=state, qmp_status=status, stop_cause=cause)
+
+
+# --- intents: closing the gap between launching QEMU and writing its record -----------------------------
+
+
+class _HostProcesses:
+    """The host's QEMU processes, listed once per discovery and only when needed."""
+
+    def __init__(self) -> None:
+        self._list: list[procs.QemuProcess] | None = None
+
+    def get(self) -> list[procs.QemuProcess]:
+        if self._list is None:
+            self._list = procs.qemu_processes()
+        return self._list
+
+
+def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
+                 host: _HostProcesses) -> _Live | None:
+    """Resolve an instance's intent.json (see reconciler.executor.intent), or None to inspect it as usual.
+
+    A live process whose command line is exactly the intent's argv, started after the intent was written,
+    is the instance (an apply was killed between launching it and writing the record): it is reported
+    live, and once the intent's writer is gone its record is written and the intent removed. An intent
+    whose process is not alive and whose writer is gone is stale: it is removed, with the runtime files
+    of an instance that never got a record.
+    """
+    try:
+        raw = statedir.read_json(paths.intent)
+    except StateDirError:
+        return None
+    if raw is None:
+        return None
+    try:
+        it = intents.from_jsonable(raw)
+    except intents.IntentError:
+        return None  # not ours to interpret; left for a person
+    writer_alive = intents.owner_alive(it)
+    match = _intent_process(it, host) if it.argv and it.spec is not None else None
+    if match is None:
+        if not writer_alive:
+            _clean_stale_intent(paths)
+        return None
+    pid, create_time = match
+    assert it.spec is not None
+    try:
+        record = statedir.read_record(paths)
+    except RecordError:
+        record = None
+    same = record is not None and record.pid == pid and record.argv == it.argv
+    if record is None or not same:
+        from reconciler.launch import qemu_version
+
+        try:
+            version = qemu_version(it.argv[0])
+        except LaunchError:
+            version = "unknown"
+        record = AppliedRecord.create(it.spec, node.name, it.argv, version, pid, create_time, it.time,
+                                      it.revision)
+        if not writer_alive:
+            statedir.write_record(paths, record)
+    if not writer_alive:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.intent)
+    detail = "" if not writer_alive else "being started by another run"
+    base = ActualInstance(name=record.name, node=node.name, state=RunState.UNKNOWN, spec=record.spec,
+                          spec_hash=record.spec_hash, revision=record.revision, pid=pid,
+                          started_at=create_time, detail=detail)
+    return _Live(base, paths.qmp)
+
+
+def _intent_process(it: intents.Intent, host: _HostProcesses) -> tuple[int, float] | None:
+    for p in host.get():
+        if p.cmdline != it.argv:
+            continue
+        try:
+            create_time = psutil.Process(p.pid).create_time()
+        except psutil.Error:
+            continue
+        if it.matches(p.cmdline, create_time):
+            return p.pid, create_time
+    return None
+
+
+def _clean_stale_intent(paths: layout.InstancePaths) -> None:
+    try:
+        has_record = statedir.read_record(paths) is not None
+    except RecordError:
+        has_record = True
+    if has_record:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.intent)
+    else:
+        statedir.remove_instance_files(paths)  # a launch that never got a record: nothing of it is alive

@@ -42,6 +42,7 @@ from reconciler.planner.actions import Action
 from reconciler.qmp import QmpSession
 
 MIB = 1024 * 1024
+QEMU_DEFAULT_BANDWIDTH = 128 * MIB  # bytes/s: QEMU's own default (MAX_THROTTLE)
 
 
 class End(enum.StrEnum):
@@ -164,9 +165,9 @@ async def _run(ctx: Context, src: QmpSession, target: Node, name: str, started: 
                 await tgt.execute("migrate-set-capabilities", {"capabilities": postcopy}, timeout=q)
             finally:
                 await close_quietly(tgt)
-        params: dict[str, object] = {"downtime-limit": settings.max_downtime_ms}
-        if settings.max_bandwidth > 0:
-            params["max-bandwidth"] = settings.max_bandwidth
+        # Always set: a QEMU keeps the value of an earlier (interrupted) migration otherwise.
+        bandwidth = settings.max_bandwidth if settings.max_bandwidth > 0 else QEMU_DEFAULT_BANDWIDTH
+        params: dict[str, object] = {"downtime-limit": settings.max_downtime_ms, "max-bandwidth": bandwidth}
         await src.execute("migrate-set-parameters", params, timeout=q)
         if offline:
             await src.execute("stop", timeout=q)
