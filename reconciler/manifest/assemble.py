@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from reconciler import model
-from reconciler.manifest import build, rules
+from reconciler.manifest import build, rules, salvage
 from reconciler.manifest.parse import ParsedDocument, ParsedFile
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, field_path
@@ -62,33 +62,39 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     defaults_docs = [d for d in documents if d.kind == "Defaults"]
     violations += rules.single_defaults(defaults_docs, positions.where)
 
-    valid = [d for d in documents if d.valid and id(d) not in duplicate_docs]
-    defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].valid else None
-    defaults_spec = dict(defaults_doc.body["spec"]) if defaults_doc else {}
+    buildable = [d for d in documents if d.cuts is not None and id(d) not in duplicate_docs]
+    defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].cuts is not None else None
+    defaults_cuts = defaults_doc.cuts or () if defaults_doc else ()
+    defaults_spec = dict(salvage.without(defaults_doc.body, defaults_cuts)["spec"]) if defaults_doc else {}
     prune = bool(defaults_spec.pop("prune", False))
 
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
     instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
     references: list[tuple[str | None, ParsedDocument]] = []
-    for doc in valid:
+    for doc in buildable:
         if doc.kind not in ("Node", "Instance"):
             continue
+        cuts = doc.cuts or ()
+        body = salvage.without(doc.body, cuts)
         name_issue = build.check_name(doc.body["metadata"]["name"])
         if name_issue:
             violations.append(rules.Violation(doc, name_issue.path, name_issue.message))
             continue
-        labels = build.labels_of(doc.body["metadata"])
+        labels = build.labels_of(body["metadata"])
         if doc.kind == "Node":
-            node, issues = build.build_node(doc.name, labels, doc.body["spec"], doc.path)
+            node, issues = build.build_node(doc.name, labels, body["spec"], doc.path)
             if node is not None:
                 nodes[doc.name] = (node, doc)
         else:
-            spec = build.deep_merge(defaults_spec, doc.body["spec"]) if defaults_spec else doc.body["spec"]
+            spec = build.deep_merge(defaults_spec, body["spec"]) if defaults_spec else body["spec"]
+            cuts += defaults_cuts
             references.append((spec.get("node"), doc))
             instance, issues = build.build_instance(doc.name, labels, spec)
             if instance is not None:
                 instances[doc.name] = (instance, doc)
-        violations += [rules.Violation(doc, i.path, i.message) for i in issues]
+        violations += [
+            rules.Violation(doc, i.path, i.message) for i in issues if not salvage.inside(i.path, cuts)
+        ]
 
     declared_nodes = {d.name for d in documents if d.kind == "Node" and d.name}
     violations += rules.node_references(references, declared_nodes)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.manifest import schema, yamlsafe
+from reconciler.manifest import salvage, schema, yamlsafe
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, field_path
 
@@ -32,6 +32,8 @@ class ParsedDocument:
     name: str  # "" when the document has no usable name
     body: dict[str, Any] = field(hash=False, compare=False)  # {} when not a mapping
     valid: bool = False
+    # Schema-invalid but still buildable after cutting these fields out (see salvage.py); None: not buildable
+    cuts: tuple[tuple[str | int, ...], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ def _check_document(
     kind, name = _identity(raw.data)
     line, column = raw.line + 1, raw.column + 1
     problems = [Problem(path, i.line + 1, i.column + 1, kind, name, message=i.message) for i in raw.issues]
+    cuts = None
     body: dict[str, Any] = raw.data if isinstance(raw.data, dict) else {}
     if not problems:
         if raw.data is None:
@@ -124,12 +127,18 @@ def _check_document(
                 )
             )
         else:
-            for issue in schema.validate(raw.data):
+            schema_issues = schema.validate(raw.data)
+            cuts = salvage.cut_points(
+                [i.path for i in schema_issues if not i.missing], [i.path for i in schema_issues if i.missing]
+            )
+            for issue in schema_issues:
                 at_line, at_column = locator.find(raw.index, issue.path)
                 problems.append(
                     Problem(path, at_line, at_column, kind, name, field_path(issue.path), issue.message)
                 )
-    document = ParsedDocument(path, raw.index, line, column, kind, name, body, valid=not problems)
+    document = ParsedDocument(
+        path, raw.index, line, column, kind, name, body, valid=not problems, cuts=() if not problems else cuts
+    )
     return document, problems
 
 
@@ -179,7 +188,7 @@ def _size(path: str) -> int:
 
 
 def _encode(parsed: ParsedFile) -> object:
-    docs = [(d.index, d.line, d.column, d.kind, d.name, d.body, d.valid) for d in parsed.documents]
+    docs = [(d.index, d.line, d.column, d.kind, d.name, d.body, d.valid, d.cuts) for d in parsed.documents]
     problems = [(p.line, p.column, p.kind, p.name, p.field, p.message, p.path) for p in parsed.problems]
     return (parsed.path, parsed.text, docs, problems)
 

@@ -29,6 +29,7 @@ class SchemaIssue:
 
     path: tuple[str | int, ...]
     message: str
+    missing: bool = False  # a required field is missing at `path`
 
 
 def schema_path() -> Path:
@@ -90,7 +91,7 @@ def validate(document: Any) -> list[SchemaIssue]:
         if error.validator == "required":  # one issue per missing field
             for missing in (k for k in error.validator_value if k not in error.instance):
                 path = (*error.absolute_path, missing)
-                issues.setdefault(path, SchemaIssue(path, "required field is missing"))
+                issues.setdefault(path, SchemaIssue(path, "required field is missing", missing=True))
             continue
         issue = _word(error)
         issues.setdefault(issue.path, issue)

@@ -173,7 +173,10 @@ CASES = [
     ),
     pytest.param(
         instance(extra="  migration: {maxBandwidth: fast, maxDowntime: 0ms}\n"),
-        ["m/x.yaml:11:15: instance web1: spec.migration.maxBandwidth: 'fast' is not a size like 512M or 2G"],
+        [
+            "m/x.yaml:11:15: instance web1: spec.migration.maxBandwidth: 'fast' is not a size like 512M or 2G",
+            "m/x.yaml:11:35: instance web1: spec.migration.maxDowntime: 0ms is out of range (1ms to 3600000ms)",
+        ],
         id="migration_bad",
     ),
     pytest.param(
@@ -329,7 +332,7 @@ def test_all_problems_of_all_documents_in_one_run(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     bad1 = instance("web1").replace("memory: 128M", "memory: 12X")
     bad2 = instance("web2", mac="52:54:00:00:00:02", extra="  vcpus: 0\n")
-    write_tree(tmp_path, {"m/a.yaml": bad1 + "---\n" + bad2, "m/b.yaml": "[1, 2]\n"})
+    write_tree(tmp_path, {"m/a.yaml": bad1 + "---\n" + bad2, "m/b.yaml": "[1, 2]\n", "m/n.yaml": NODE_A})
     assert problem_lines(["m"]) == [
         "m/a.yaml:7:3: instance web1: spec.memory: '12X' is not a size like 512M or 2G",
         "m/a.yaml:22:3: instance web2: spec.vcpus: 0 is below the minimum of 1",
