@@ -89,7 +89,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
             spec = build.deep_merge(defaults_spec, body["spec"]) if defaults_spec else body["spec"]
             cuts += defaults_cuts
             references.append((spec.get("node"), doc))
-            instance, issues = build.build_instance(doc.name, labels, spec)
+            instance, issues = build.build_instance(doc.name, labels, spec, partial=bool(cuts))
             if instance is not None:
                 instances[doc.name] = (instance, doc)
         violations += [

@@ -98,9 +98,10 @@ def check_name(name: object) -> Issue | None:
 
 
 def build_instance(
-    name: str, labels: tuple[tuple[str, str], ...], spec: Mapping[str, Any]
+    name: str, labels: tuple[tuple[str, str], ...], spec: Mapping[str, Any], partial: bool = False
 ) -> tuple[model.InstanceSpec | None, list[Issue]]:
-    """An InstanceSpec from a merged, schema-valid spec; None with issues when a rule is broken."""
+    """An InstanceSpec from a merged, schema-valid spec; None with issues when a rule is broken.
+    `partial`: return the object even then (fallback values), so cross-object rules can still run."""
     b = _Builder()
     if "memory" not in spec:
         b.fail(("spec", "memory"), "required field is missing (here or in Defaults)")
@@ -127,7 +128,7 @@ def build_instance(
         if "\0" in arg:
             b.fail(("spec", "qemuExtraArgs", i), "contains a NUL character")
     migration = _migration(b, spec.get("migration") or {})
-    if b.issues:
+    if b.issues and not partial:
         return None, b.issues
     instance = model.InstanceSpec(
         name=name,
@@ -150,7 +151,7 @@ def build_instance(
         migration=migration,
         extra_args=extra,
     )
-    return instance, []
+    return instance, b.issues
 
 
 def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | None:

@@ -1,5 +1,6 @@
 """`reconciler validate` and `reconciler schema`, run in-process through the real CLI entry point."""
 
+# ruff: noqa: E501  (expected output lines are kept whole, as users see them)
 from __future__ import annotations
 
 import json
