@@ -16,10 +16,14 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from reconciler import discovery, model
 from reconciler.actual import ActualInstance, ActualState, RunState, UnmanagedProcess
 from reconciler.errors import InstanceNotFound
+
+if TYPE_CHECKING:
+    from reconciler.watch.statusfile import WatchStatus
 
 DEFAULT_MANIFESTS = "manifests"
 JSON_FORMAT_VERSION = 1
@@ -59,17 +63,50 @@ def run(args: argparse.Namespace) -> int:
     names, paths = split_targets(args.targets)
     desired, nodes = load_desired(paths)
     actual = discovery.discover(nodes)
-    rows = build_rows(desired, actual, time.time())
+    now = time.time()
+    rows = build_rows(desired, actual, now)
     if names:
         missing = sorted(set(names) - {r.name for r in rows})
         if missing:
             raise InstanceNotFound(missing[0])
         rows = [r for r in rows if r.name in names]
+    watch = _watch_status(nodes)  # what a `reconciler watch` daemon reported, if one ran
+    if watch is not None:
+        rows = _with_watch_details(rows, watch, now)
     if args.json:
-        print(render_json(rows))
+        print(render_json(rows) if watch is None else _with_watch_json(render_json(rows), watch))
     else:
         print(render_table(rows), end="")
+        if watch is not None:
+            from reconciler.watch import statusfile
+
+            print("\n".join(["", *statusfile.summary_lines(watch, now, statusfile.daemon_alive(watch))]))
     return 0
+
+
+def _watch_status(nodes: Sequence[model.NodeSpec]) -> WatchStatus | None:
+    from reconciler.watch import statusfile
+
+    path = statusfile.default_path(nodes)
+    return statusfile.read(path) if path is not None else None
+
+
+def _with_watch_details(rows: list[Row], watch: WatchStatus, now: float) -> list[Row]:
+    from dataclasses import replace
+
+    from reconciler.watch import statusfile
+
+    details = statusfile.row_details(watch, now)
+    return [replace(r, detail="; ".join(filter(None, [r.detail, details[r.name]])))
+            if r.name in details else r for r in rows]
+
+
+def _with_watch_json(text: str, watch: WatchStatus) -> str:
+    from reconciler.watch import statusfile
+
+    doc = json.loads(text)
+    doc["watch"] = {**statusfile.to_json(watch), "alive": statusfile.daemon_alive(watch)}
+    return json.dumps(doc, indent=2, sort_keys=True)
 
 
 # --- shared with console and node-info ------------------------------------------------------------------

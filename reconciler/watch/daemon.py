@@ -1,0 +1,353 @@
+"""The daemon's loop: wait for triggers, debounce, run one reconcile pass, report, repeat; stop cleanly.
+
+Everything runs on one asyncio loop: the file observer's thread and the signal handlers only put
+triggers on the queue, QEMU watchers are tasks, and passes run one at a time (triggers that come during
+a pass are gathered into the next one, which is correct because passes are level-triggered).
+
+After each pass: metrics, the state file for `status`, one log line per event (actions, manifest errors
+as they appear and disappear, held restarts, plan errors), sd_notify (READY=1 after the first pass,
+STATUS= after each), QEMU watchers following the instances discovery found alive, a timer for the next
+held restart, and a follow-up pass when actions succeeded (to watch the new processes and check that
+nothing is left to do; at most `MAX_FOLLOWUPS` in a row so a plan that never converges cannot spin).
+
+SIGTERM/SIGINT: no new pass starts; a pass in flight may finish within `shutdown_grace` seconds (a
+second signal abandons it at once); then it is cancelled (the executor's intents make that safe: the
+next start adopts or cleans what it left). QEMU processes are not the daemon's children (they run in
+their own sessions), so they keep running; the next daemon picks them up without touching them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from reconciler import gitinfo
+from reconciler.errors import ReconcilerError
+from reconciler.lock import Holder
+from reconciler.watch import statusfile
+from reconciler.watch.backoff import BackoffPolicy, CrashLoops
+from reconciler.watch.cache import ManifestCache
+from reconciler.watch.debounce import Debounce, collect
+from reconciler.watch.logfmt import EventLog
+from reconciler.watch.metrics import Metrics, MetricsServer
+from reconciler.watch.notify import Notifier
+from reconciler.watch.reconcile import ApplyPlan, Discover, PassResult, Reconciler
+from reconciler.watch.triggers import (
+    ExitWatchers,
+    FileWatcher,
+    Observation,
+    Trigger,
+    TriggerSource,
+    Watched,
+    jittered,
+)
+
+MAX_FOLLOWUPS = 5
+CANCEL_TIMEOUT = 15.0  # seconds for a cancelled pass to unwind
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    roots: tuple[str, ...]
+    debounce: Debounce = field(default_factory=Debounce)
+    resync_interval: float = 60.0
+    lock_timeout: float = 120.0
+    shutdown_grace: float = 30.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    status_file: str | None = None
+    metrics_address: tuple[str, int] | None = None
+    parallel: int = 4
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, log: EventLog, *, apply_plan: ApplyPlan | None = None,
+                 discover: Discover | None = None, notifier: Notifier | None = None,
+                 metrics: Metrics | None = None) -> None:
+        from reconciler.watch.execute import ExecutorApply, discover_nodes
+
+        self.config = config
+        self.log = log
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.loops = CrashLoops(config.backoff)
+        self.reconciler = Reconciler(
+            cache=ManifestCache(config.roots), apply_plan=apply_plan or ExecutorApply(log, config.parallel),
+            discover=discover or discover_nodes, revision=self._git_revision, loops=self.loops,
+            lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait)
+        self.metrics_server: MetricsServer | None = None
+        self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._watchers = ExitWatchers(self.emit, self._observed)
+        self._backoff_timer: asyncio.TimerHandle | None = None
+        self._followups = 0
+        self._ready = False
+        self._last_success: float | None = None
+        self._status_path = config.status_file
+        self._shown_errors: dict[str, tuple[str, ...]] = {}
+        self._shown_plan_errors: tuple[str, ...] = ()
+
+    def emit(self, trigger: Trigger) -> None:
+        self._queue.put_nowait(trigger)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
+        if self.config.metrics_address is not None:
+            host, port = self.config.metrics_address
+            self.metrics_server = self.metrics.serve(host, port)
+            self.log.info("metrics-listening", address=f"{host}:{self.metrics_server.port}")
+        files = FileWatcher(self.config.roots, loop, self.emit)
+        for missing in files.start():
+            self.log.warning("watch-missing-root", path=missing, note="noticed by the periodic resync")
+        resync = asyncio.create_task(self._resync_loop(), name="resync")
+        self.log.info("started", pid=os.getpid(), roots=",".join(self.config.roots),
+                      resync=self.config.resync_interval, debounce=self.config.debounce.quiet)
+        self.emit(Trigger(TriggerSource.STARTUP))
+        try:
+            while not self._stop.is_set():
+                triggers = await self._next_triggers()
+                if triggers is None:
+                    break
+                result = await self._run_pass(triggers)
+                if result is not None:
+                    self._after(result)
+        finally:
+            resync.cancel()
+            if self._backoff_timer is not None:
+                self._backoff_timer.cancel()
+            files.stop()
+            await self._watchers.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self._write_status(None, stopped=True)
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+            self.log.info("stopped", passes=self.reconciler.passes)
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- the loop's steps ---------------------------------------------------------------------------
+
+    async def _next_triggers(self) -> list[Trigger] | None:
+        gather = asyncio.create_task(collect(self._queue, self.config.debounce))
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({gather, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not gather.done():
+            gather.cancel()
+            return None
+        return gather.result()
+
+    async def _run_pass(self, triggers: Sequence[Trigger]) -> PassResult | None:
+        for t in triggers:
+            self.metrics.triggers.labels(source=t.source.value).inc()
+        task = asyncio.create_task(self.reconciler.step(triggers), name="reconcile")
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            grace = self.config.shutdown_grace
+            self.log.warning("stopping-during-pass", grace=grace, note="letting in-flight actions finish")
+            abandon = asyncio.create_task(self._abandon.wait())
+            await asyncio.wait({task, abandon}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            abandon.cancel()
+            if not task.done():
+                self.log.warning("abandoning-pass", note="in-flight actions cancelled; intents recover them")
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_TIMEOUT)
+        if task.cancelled() or not task.done():
+            return None
+        err = task.exception()
+        if err is not None:  # a bug: log it and keep the daemon alive
+            self.metrics.reconciles.labels(result="error").inc()
+            self.log.error("reconcile-crashed", error=f"{type(err).__name__}: {err}")
+            return None
+        return task.result()
+
+    def _after(self, result: PassResult) -> None:
+        now = time.time()
+        snap = result.snapshot
+        self.metrics.reconciles.labels(result="ok" if result.ok else "error").inc()
+        self.metrics.duration.observe(result.seconds)
+        self.metrics.manifest_errors.set(len(snap.errors))
+        self.metrics.pruning_suspended.set(1 if snap.degraded else 0)
+        self.metrics.backoff.set(len(self.loops.holds(now)))
+        self.metrics.set_revision(result.revision)
+        if result.actual is not None:
+            self.metrics.set_instances(i.state for i in result.actual.instances)
+        for o in result.outcomes:
+            self.metrics.actions.labels(kind=o.action.kind.value, outcome=o.word).inc()
+        if result.ok:
+            self._last_success = now
+            self.metrics.last_success.set(now)
+        self._log_pass(result, now)
+        if result.actual is not None:
+            self._watch(result)
+        self._arm_backoff_timer(now)
+        if result.changed and self._followups < MAX_FOLLOWUPS:
+            self._followups += 1
+            self.emit(Trigger(TriggerSource.FOLLOWUP, f"after pass {result.number}"))
+        elif not result.changed:
+            self._followups = 0
+        self._write_status(result)
+        summary = _summary(result)
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(summary)
+            self.log.info("ready", status=summary)
+        else:
+            self.notifier.status(summary)
+
+    def _watch(self, result: PassResult) -> None:
+        from reconciler import layout
+
+        assert result.actual is not None
+        desired = result.snapshot.desired
+        nodes = desired.nodes if desired is not None else {}
+        live = []
+        for inst in result.actual.instances:
+            node = nodes.get(inst.node)
+            if inst.state.has_process and inst.pid is not None and node is not None:
+                paths = layout.instance_paths(node, inst.name)
+                live.append(Watched(inst.name, inst.node, inst.pid, inst.started_at, paths.qmp_watch))
+        self._watchers.sync(live)
+
+    def _arm_backoff_timer(self, now: float) -> None:
+        if self._backoff_timer is not None:
+            self._backoff_timer.cancel()
+            self._backoff_timer = None
+        expiry = self.loops.next_expiry(now)
+        if expiry is not None:
+            loop = asyncio.get_running_loop()
+            self._backoff_timer = loop.call_later(
+                expiry - now + 0.01, self.emit, Trigger(TriggerSource.BACKOFF, "a held restart is due"))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(jittered(self.config.resync_interval))  # a timer, not a poll
+            self.emit(Trigger(TriggerSource.RESYNC))
+
+    # --- callbacks ----------------------------------------------------------------------------------
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            self.log.warning("signal", signal=sig.name, note="second signal: abandoning in-flight actions")
+            self._abandon.set()
+            return
+        self.log.info("signal", signal=sig.name, note="stopping; the VMs keep running")
+        self.notifier.stopping(f"stopping on {sig.name}")
+        self._stop.set()
+
+    def _observed(self, obs: Observation) -> None:
+        self.metrics.exits.labels(kind=obs.kind.value).inc()
+        event = "qemu-exit" if obs.exited else "guest-stop"
+        self.log.info(event, instance=obs.name, node=obs.node, pid=obs.pid, kind=obs.kind.value,
+                      detail=obs.detail)
+
+    def _lock_wait(self, path: str, holder: Holder | None) -> None:
+        self.log.info("lock-wait", lock=path, holder=holder.describe() if holder else "another process")
+
+    async def _git_revision(self) -> str | None:
+        info = await asyncio.to_thread(gitinfo.describe, list(self.config.roots))
+        return None if info is None else info.commit + ("-dirty" if info.dirty else "")
+
+    # --- reporting ----------------------------------------------------------------------------------
+
+    def _log_pass(self, result: PassResult, now: float) -> None:
+        log = self.log
+        current = {e.path: e.problems for e in result.snapshot.errors}
+        for err in result.snapshot.errors:
+            if self._shown_errors.get(err.path) != err.problems:
+                for line in err.problems:
+                    log.warning("manifest-error", path=err.path, held=err.held, problem=line)
+        for path in self._shown_errors.keys() - current.keys():
+            log.info("manifest-fixed", path=path)
+        self._shown_errors = current
+        plan_errors = tuple(e.message for e in result.plan.errors) if result.plan is not None else ()
+        if plan_errors != self._shown_plan_errors:
+            for msg in plan_errors:
+                log.error("plan-error", error=msg, blocked=result.plan_blocked)
+            self._shown_plan_errors = plan_errors
+        for hold in result.held:
+            log.warning("restart-held", instance=hold.name, restarts=hold.restarts,
+                        seconds_left=round(hold.remaining(now), 1), note="crash loop: backing off")
+        for o in result.outcomes:
+            a = o.action
+            (log.info if o.ok else log.error)(
+                "action", instance=a.name, kind=a.kind.value, reason=a.reason.value, node=a.node,
+                outcome=o.word, seconds=round(o.seconds, 3), detail=o.detail)
+        if result.error is not None:
+            log.error("reconcile-failed", number=result.number, error=result.error)
+        log.info("reconcile", number=result.number,
+                 triggers=",".join(sorted({t.source.value for t in result.triggers})),
+                 actions=len(result.outcomes), failed=sum(1 for o in result.outcomes if not o.ok),
+                 held=len(result.held), manifest_errors=len(result.snapshot.errors),
+                 reparsed=len(result.snapshot.reparsed), revision=result.revision,
+                 seconds=round(result.seconds, 3), ok=result.ok)
+
+    def _write_status(self, result: PassResult | None, stopped: bool = False) -> None:
+        desired = result.snapshot.desired if result is not None else None
+        if desired is not None and self.config.status_file is None:
+            nodes = [desired.nodes[n] for n in sorted(desired.nodes)]
+            self._status_path = statusfile.default_path(nodes) or self._status_path
+        if self._status_path is None:
+            return
+        now = time.time()
+        status: statusfile.WatchStatus | None = None
+        if result is not None:
+            status = status_of(result, self.loops, self.reconciler.passes, self._last_success, now)
+        else:
+            previous = statusfile.read(self._status_path)
+            if previous is not None and previous.pid == os.getpid():
+                status = replace(previous, stopped=stopped, updated_at=now)
+        if status is None:
+            return
+        try:
+            statusfile.write(self._status_path, status)
+        except ReconcilerError as err:  # StateDirError: a status file must never stop reconciling
+            self.log.warning("status-file-error", path=self._status_path, error=str(err))
+
+
+def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: float | None,
+              now: float) -> statusfile.WatchStatus:
+    """What the state file says after `result` (pure)."""
+    snap = result.snapshot
+    return statusfile.WatchStatus(
+        pid=os.getpid(), updated_at=now, passes=passes, last_success_at=last_success,
+        revision=result.revision,
+        manifest_errors=tuple(statusfile.BrokenFile(e.path, e.problems, e.held, e.since)
+                              for e in snap.errors),
+        pruning_suspended=snap.degraded,
+        backoff=tuple(statusfile.HeldRestart(h.name, h.restarts, h.not_before) for h in loops.holds(now)),
+        plan_errors=tuple(e.message for e in result.plan.errors) if result.plan is not None else (),
+        failed_actions=tuple(f"{o.action.name}: {o.action.kind.value} {o.word}: {o.detail}"
+                             for o in result.outcomes if not o.ok),
+        last_error=result.error,
+    )
+
+
+def _summary(result: PassResult) -> str:
+    """The STATUS= line for systemd."""
+    parts = [f"pass {result.number}"]
+    if result.actual is not None:
+        running = sum(1 for i in result.actual.instances if i.state.has_process)
+        parts.append(f"{running} instances up")
+    if result.outcomes:
+        parts.append(f"{len(result.outcomes)} actions")
+    if result.snapshot.errors:
+        parts.append(f"{len(result.snapshot.errors)} broken manifest files (pruning suspended)")
+    if result.held:
+        parts.append(f"{len(result.held)} restarts held back (crash loop)")
+    if result.error:
+        parts.append(f"error: {result.error}")
+    return "; ".join(parts)
+

@@ -1,0 +1,208 @@
+"""One reconcile pass: load desired state, take the node locks, discover, plan, hold back, apply.
+
+Every trigger leads here, and the pass never looks at what the trigger was (level-triggered). The pieces
+with I/O are parameters (`discover`, `apply_plan`), so the pass's decisions can be tested with fakes and
+the executor is reached through one seam, `ApplyPlan`.
+
+Decisions that make the daemon differ from `apply`:
+- A broken manifest file does not stop the pass: the cache hands in the last good version and says the
+  tree is degraded; pruning is then off for this pass.
+- Plan errors about one instance (split brain, unknown node, protected) drop that instance's actions
+  only. Any other plan error (capacity, ordering, an empty tree with pruning on) applies nothing.
+- The crash-loop backoff holds back automatic restarts of an instance that keeps dying: a START or
+  RESTART of an instance under a hold waits, unless it carries a spec change (a fix should be tried
+  at once). Failed starts count as exits.
+- The node locks are held for the pass only (so a person can run `apply` between passes), taken in
+  sorted order, waiting at most `lock_timeout`; the waiting happens on a thread so the loop keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from reconciler.actual import ActualState
+from reconciler.errors import ReconcilerError
+from reconciler.lock import Holder, LockTimeout, NodeLock
+from reconciler.model import DesiredState, NodeSpec
+from reconciler.planner import Action, ActionKind, Plan, Reason, make_plan
+from reconciler.watch.backoff import CrashLoops, Hold
+from reconciler.watch.cache import ManifestCache, Snapshot
+from reconciler.watch.triggers import Trigger
+
+EXIT_REASONS = frozenset({Reason.CRASHED, Reason.STALE_PIDFILE, Reason.GUEST_POWERED_OFF})
+_STARTS = frozenset({ActionKind.START, ActionKind.RESTART})
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    action: Action
+    ok: bool
+    detail: str = ""
+    seconds: float = 0.0
+    outcome: str = ""  # the executor's word ("done", "failed", "skipped"); defaults from `ok`
+
+    @property
+    def word(self) -> str:
+        return self.outcome or ("done" if self.ok else "failed")
+
+
+class ApplyPlan(Protocol):
+    """The seam to the executor: carry out `plan`; one outcome per action attempted."""
+
+    def __call__(self, plan: Plan, desired: DesiredState, revision: str | None) -> Awaitable[
+            Sequence[ActionOutcome]]: ...
+
+
+Discover = Callable[[Sequence[NodeSpec]], Awaitable[ActualState]]
+Revision = Callable[[], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    number: int
+    triggers: tuple[Trigger, ...]
+    snapshot: Snapshot
+    started: float  # epoch seconds
+    seconds: float = 0.0
+    actual: ActualState | None = None
+    plan: Plan | None = None  # as the planner made it
+    applied: tuple[Action, ...] = ()  # what was handed to the executor
+    outcomes: tuple[ActionOutcome, ...] = ()
+    held: tuple[Hold, ...] = ()  # restarts held back by the backoff
+    dropped: tuple[Action, ...] = ()  # actions left out because of plan errors
+    plan_blocked: bool = False  # a plan error that is not about one instance: nothing applied
+    revision: str | None = None
+    error: str | None = None  # the pass could not complete
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(o.ok for o in self.outcomes) and not (
+            self.plan is not None and self.plan.errors)
+
+    @property
+    def changed(self) -> bool:
+        return any(o.ok for o in self.outcomes)
+
+
+@dataclass(slots=True)
+class Reconciler:
+    cache: ManifestCache
+    apply_plan: ApplyPlan
+    discover: Discover
+    revision: Revision
+    loops: CrashLoops
+    lock_timeout: float = 120.0
+    on_lock_wait: Callable[[str, Holder | None], None] | None = None
+    clock: Callable[[], float] = time.time
+    passes: int = 0
+    _revision: str | None = field(default=None, init=False)
+
+    async def step(self, triggers: Sequence[Trigger]) -> PassResult:
+        self.passes += 1
+        t0 = self.clock()
+        snapshot = self.cache.refresh()
+        base = PassResult(self.passes, tuple(triggers), snapshot, t0, revision=self._revision)
+        desired = snapshot.desired
+        if desired is None:
+            return replace(base, seconds=self.clock() - t0,
+                           error="no consistent set of manifests: " + "; ".join(snapshot.blocked[:3]))
+        if snapshot.reparsed or self._revision is None or self.passes == 1:
+            self._revision = await self.revision()
+        base = replace(base, revision=self._revision)
+        nodes = [desired.nodes[n] for n in sorted(desired.nodes)]
+        try:
+            async with self._locks(nodes):
+                result = await self._locked(base, desired, nodes, snapshot)
+        except ReconcilerError as err:
+            result = replace(base, error=str(err))
+        return replace(result, seconds=self.clock() - t0)
+
+    async def _locked(self, base: PassResult, desired: DesiredState, nodes: list[NodeSpec],
+                      snapshot: Snapshot) -> PassResult:
+        actual = await self.discover(nodes)
+        plan = make_plan(desired, actual, prune=False if snapshot.degraded else None)
+        now = self.clock()
+        running = {i.name for i in actual.instances if i.state.has_process}
+        self.loops.forgive(running, now)
+        todo, dropped, blocked = drop_unappliable(plan)
+        todo, held = self.hold_back(todo, now)
+        result = replace(base, actual=actual, plan=plan, applied=tuple(todo), held=tuple(held),
+                         dropped=tuple(dropped), plan_blocked=blocked)
+        if not todo:
+            return result
+        for action in todo:
+            if action.kind in _STARTS and action.reason in EXIT_REASONS:
+                self.loops.restarted(action.name, now)
+        outcomes = tuple(await self.apply_plan(replace(plan, actions=tuple(todo)), desired, self._revision))
+        for o in outcomes:
+            if not o.ok and o.action.kind in _STARTS and o.word == "failed":
+                self.loops.failed(o.action.name, self.clock())
+        return replace(result, outcomes=outcomes)
+
+    def hold_back(self, actions: Sequence[Action], now: float) -> tuple[list[Action], list[Hold]]:
+        """Split actions into those to run now and the restarts the crash-loop backoff holds back."""
+        keep: list[Action] = []
+        held: list[Hold] = []
+        for action in actions:
+            hold = self.loops.hold(action.name, now) if action.kind in _STARTS else None
+            if hold is not None and not action.changes:
+                held.append(hold)
+            else:
+                keep.append(action)
+        return keep, held
+
+    @contextlib.asynccontextmanager
+    async def _locks(self, nodes: Sequence[NodeSpec]) -> AsyncIterator[None]:
+        from reconciler import layout, statedir
+
+        held: list[NodeLock] = []
+        deadline = time.monotonic() + self.lock_timeout
+        try:
+            for node in sorted(nodes, key=lambda n: layout.node_lock(n)):
+                statedir.ensure_dir(node.state_dir)
+                lock = NodeLock(layout.node_lock(node), "watch")
+                await _acquire(lock, deadline, self.on_lock_wait)
+                held.append(lock)
+            yield
+        finally:
+            for lock in reversed(held):
+                lock.release()
+
+
+async def _acquire(lock: NodeLock, deadline: float,
+                   on_wait: Callable[[str, Holder | None], None] | None) -> None:
+    try:
+        lock.acquire(0)  # the usual case: free, no thread needed
+        return
+    except LockTimeout as err:
+        if on_wait is not None:
+            on_wait(lock.path, err.holder)
+    # Wait on a thread; if we are cancelled meanwhile, let it finish (bounded by the deadline) and
+    # release what it got, so a cancelled pass never leaves a node locked.
+    waiting = asyncio.ensure_future(asyncio.to_thread(lock.acquire, max(deadline - time.monotonic(), 0.0)))
+    try:
+        await asyncio.shield(waiting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await waiting
+            lock.release()
+        raise
+
+
+def drop_unappliable(plan: Plan) -> tuple[list[Action], list[Action], bool]:
+    """(actions to run, actions dropped, blocked): see the module doc for the rule."""
+    if not plan.errors:
+        return list(plan.actions), [], False
+    names = set()
+    for err in plan.errors:
+        kind, _, name = err.subject.partition(" ")
+        if kind != "instance" or not name:
+            return [], list(plan.actions), True
+        names.add(name)
+    keep = [a for a in plan.actions if a.name not in names]
+    return keep, [a for a in plan.actions if a.name in names], False
