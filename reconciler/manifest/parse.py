@@ -131,6 +131,8 @@ def _check_document(
             cuts = salvage.cut_points(
                 [i.path for i in schema_issues if not i.missing], [i.path for i in schema_issues if i.missing]
             )
+            if cuts:
+                cuts = salvage.settle(raw.data, cuts, schema.validate)
             for issue in schema_issues:
                 at_line, at_column = locator.find(raw.index, issue.path)
                 problems.append(

@@ -10,8 +10,8 @@ schema already reported that spot.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 FieldPath = tuple[str | int, ...]
 
@@ -48,3 +48,27 @@ def without(body: dict[str, Any], cuts: Sequence[FieldPath]) -> dict[str, Any]:
 def inside(path: FieldPath, cuts: Iterable[FieldPath]) -> bool:
     """Whether `path` is in, or contains, a cut part (an issue there is already reported)."""
     return any(path[: len(c)] == c or c[: len(path)] == path for c in cuts)
+
+
+class _Issue(Protocol):
+    @property
+    def path(self) -> FieldPath: ...
+    @property
+    def missing(self) -> bool: ...
+
+
+def settle(
+    body: dict[str, Any], cuts: tuple[FieldPath, ...], validate: Callable[[Any], Sequence[_Issue]],
+    rounds: int = 4,
+) -> tuple[FieldPath, ...] | None:
+    """Cuts after which the rest of `body` is schema-valid, or None. Cutting a wrong-typed required field
+    (`stateDir: 5`) leaves it missing, which cuts its parent in the next round (or gives up)."""
+    for _ in range(rounds):
+        left = validate(without(body, cuts))
+        if not left:
+            return cuts
+        more = cut_points([i.path for i in left if not i.missing], [i.path for i in left if i.missing])
+        if more is None:
+            return None
+        cuts = tuple(sorted(set(cuts) | set(more), key=str))
+    return None
