@@ -59,11 +59,9 @@ def test_stops_acpi_forced_and_escalated(world: World) -> None:
     logs = {n: wait_ready(world, node, n) for n, node in
             (("grace", "node-a"), ("noacpi", "node-a"), ("deaf", "node-b"), ("forced", "node-b"))}
 
-    for name in ("grace", "noacpi", "deaf"):
-        world.instance(name, "node-a" if name != "deaf" else "node-b", runStrategy="Halted",
-                       **({"acpi": False} if name == "noacpi" else {}),
-                       **({"shutdownTimeout": "2s"} if name == "deaf" else {}),
-                       ignore_acpi=name == "deaf")
+    world.instance("grace", "node-a", runStrategy="Halted")
+    world.instance("noacpi", "node-a", acpi=False, runStrategy="Halted")
+    world.instance("deaf", "node-b", ignore_acpi=True, shutdownTimeout="2s", runStrategy="Halted")
     t0 = time.monotonic()
     done = world.apply("--target", "grace", "--target", "noacpi", "--target", "deaf")
     elapsed = time.monotonic() - t0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Guest, SerialLog
@@ -26,7 +27,7 @@ def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
         yield w
 
 
-def _booted(world: World, name: str, node: str = "node-a", **spec: object) -> int:
+def _booted(world: World, name: str, node: str = "node-a", **spec: Any) -> int:
     """Start `name` on `node`, wait for its first tick; its pid."""
     world.instance(name, node, **spec)
     assert world.apply("--target", name).code == 0
