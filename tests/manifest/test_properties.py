@@ -16,6 +16,16 @@ from reconciler.manifest import assemble, parse_file
 from tests.manifest.helpers import NODE_A, instance
 
 PATH = "dir/x.yaml"
+DEFAULTS = """\
+apiVersion: reconciler/v1
+kind: Defaults
+metadata: {name: defaults}
+spec:
+  prune: true
+  memory: 256M
+  kernel: {path: /boot/vmlinuz, root: /dev/vda}
+  nics: [{mac: "52:54:00:00:00:09", mode: user}]
+"""
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -48,9 +58,15 @@ def test_random_yamlish_text(text: str) -> None:
     _check(text.encode("utf-8"))
 
 
-VALID = yaml.safe_load(
-    instance(extra="  disks: [{path: /srv/a.img}]\n  vnc: {display: 1}\n  migration: {maxDowntime: 300ms}\n")
-)
+VALID = [
+    yaml.safe_load(
+        instance(
+            extra="  disks: [{path: /srv/a.img}]\n  vnc: {display: 1}\n  migration: {maxDowntime: 300ms}\n"
+        )
+    ),
+    yaml.safe_load(NODE_A.replace("node-a", "node-b") + "  memory: 2G\n"),
+    yaml.safe_load(DEFAULTS),
+]
 
 LEAVES: st.SearchStrategy[Any] = st.one_of(
     st.none(),
@@ -83,7 +99,8 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @SETTINGS
 @given(st.data())
 def test_mutated_valid_manifests(data: st.DataObject) -> None:
-    doc = yaml.safe_load(yaml.safe_dump(VALID))
+    which = data.draw(st.integers(0, len(VALID) - 1))
+    doc = yaml.safe_load(yaml.safe_dump(VALID[which]))
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(_paths(doc)))
         action = data.draw(st.sampled_from(["replace", "delete", "add"]))
@@ -98,8 +115,8 @@ def test_mutated_valid_manifests(data: st.DataObject) -> None:
             del parent[path[-1]]
         elif isinstance(parent[path[-1]], dict):
             parent[path[-1]][data.draw(st.text(max_size=10))] = data.draw(VALUES)
-    text = yaml.safe_dump(doc, allow_unicode=True)
-    _check(text.encode("utf-8"))
+    docs = [doc if i == which else VALID[i] for i in range(len(VALID))]
+    _check(yaml.safe_dump_all(docs, allow_unicode=True).encode("utf-8"))
 
 
 @SETTINGS
