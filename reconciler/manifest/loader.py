@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from reconciler.manifest.assemble import LoadResult, assemble
 from reconciler.manifest.discovery import discover
-from reconciler.manifest.parse import ParsedFile, parse_paths
+from reconciler.manifest.parse import parse_paths
 from reconciler.manifest.problems import Problem
 
 DEFAULT_PATHS = ("manifests",)
@@ -15,11 +15,11 @@ DEFAULT_PATHS = ("manifests",)
 def load(paths: Sequence[str] = DEFAULT_PATHS) -> LoadResult:
     """Load every manifest under `paths` (files or directories). Never raises for bad input."""
     found = discover(paths)
-    parsed = parse_paths(found.files)
-    if found.problems:
-        parsed.append(ParsedFile("", (), found.problems))
+    result = assemble(parse_paths(found.files))
+    extra = list(found.problems)
     if not found.files and not found.problems:
-        parsed.append(
-            ParsedFile("", (), tuple(Problem(p, message="no .yaml or .yml files found") for p in paths))
-        )
-    return assemble(parsed)
+        extra = [Problem(p, message="no .yaml or .yml files found") for p in paths]
+    if not extra:
+        return result
+    problems = sorted({*result.problems, *extra}, key=Problem.sort_key)
+    return LoadResult(None, tuple(problems), result.files)

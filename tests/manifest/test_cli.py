@@ -78,6 +78,12 @@ def test_several_paths_and_a_missing_one(
     assert cli.main(["validate", "a", "b/web1.yaml"]) == ExitCode.OK
     assert cli.main(["validate", "a", "missing"]) == ExitCode.ERROR
     assert capsys.readouterr().out.splitlines()[-1] == "missing: no such file or directory"
+    assert cli.main(["validate", "--json", "a", "missing"]) == ExitCode.ERROR
+    report = json.loads(capsys.readouterr().out)
+    assert (report["files"], [p["text"] for p in report["problems"]]) == (
+        ["a/nodes.yaml"],
+        ["missing: no such file or directory"],
+    )
 
 
 def test_empty_directory(
