@@ -187,3 +187,31 @@ def merge_states(states: Sequence[ActualState]) -> ActualState:
     ours = {i.pid for i in instances if i.pid is not None and i.state.has_process}
     unmanaged = {u.pid: u for s in states for u in s.unmanaged if u.pid not in ours}
     return ActualState(instances=tuple(instances), unmanaged=tuple(unmanaged[p] for p in sorted(unmanaged)))
+
+
+async def discover_all(nodes: Sequence[Node]) -> ActualState:
+    """Discover every node: local ones in one pass (one scan of the host's processes), others each alone."""
+    import asyncio
+
+    from reconciler import discovery
+
+    local = [n.spec for n in nodes if isinstance(n, LocalNode)]
+    others = [n for n in nodes if not isinstance(n, LocalNode)]
+    states = await asyncio.gather(discovery.discover_async(local), *(n.discover() for n in others))
+    return merge_states(states)
+
+
+def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:
+    """(node, pid) of every live QEMU of `instance` on `nodes`; local nodes share one process scan."""
+    found: list[tuple[str, int]] = []
+    local = [n for n in nodes if isinstance(n, LocalNode)]
+    if local:
+        pidfiles = {n.paths(instance).pidfile: n.name for n in local}
+        for p in procs.qemu_processes():
+            for a, b in itertools.pairwise(p.cmdline):
+                if a == "-pidfile" and b in pidfiles:
+                    found.append((pidfiles[b], p.pid))
+    for n in nodes:
+        if not isinstance(n, LocalNode):
+            found += [(n.name, pid) for pid in n.live_pids(instance)]
+    return found

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from reconciler.actual import ActualState
     from reconciler.lock import Holder
     from reconciler.model import DesiredState
     from reconciler.node import Node
@@ -85,15 +84,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
-    from reconciler import gitinfo, planfile
+    from reconciler import gitinfo
     from reconciler.commands.plan import use_color
-    from reconciler.node import merge_states
+    from reconciler.node import discover_all
     from reconciler.planner import make_plan
     from reconciler.render.text import RenderOptions, render_text
 
-    actual = merge_states(asyncio.run(_discover(nodes)))
+    actual = asyncio.run(discover_all(list(nodes.values())))
     git = gitinfo.describe(paths)
     if args.plan:
+        from reconciler import planfile  # only saved plans need it (import time counts for every apply)
+
         saved = planfile.load_plan(args.plan)
         reasons = planfile.check_fresh(saved, desired, actual)
         if reasons:
@@ -115,10 +116,6 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         return ExitCode.ERROR
     revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
     return _execute(plan, desired, nodes, revision, args)
-
-
-async def _discover(nodes: dict[str, Node]) -> list[ActualState]:
-    return list(await asyncio.gather(*(n.discover() for n in nodes.values())))
 
 
 def _confirm() -> bool:

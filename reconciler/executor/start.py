@@ -21,7 +21,7 @@ from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.launch import Launched
 from reconciler.model import InstanceSpec
-from reconciler.node import Node
+from reconciler.node import Node, live_copies
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
@@ -45,13 +45,9 @@ class PortInUse(ActionFailed):
 
 def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
     """Fail unless no QEMU of `name` is alive on any node (checked right before launching)."""
-    for node in ctx.nodes.values():
-        if node.name == except_node:
-            continue
-        pids = node.live_pids(name)
-        if pids:
-            raise ActionFailed(f"already running on node {node.name} (pid {pids[0]}); "
-                               "refusing to start a second QEMU")
+    others = [n for n in ctx.nodes.values() if n.name != except_node]
+    for node, pid in live_copies(others, name)[:1]:
+        raise ActionFailed(f"already running on node {node} (pid {pid}); refusing to start a second QEMU")
 
 
 async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,

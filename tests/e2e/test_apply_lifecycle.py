@@ -41,7 +41,11 @@ def test_apply_from_nothing_boots_instances_then_no_changes(world: World) -> Non
     wait_ready(world, "node-a", "web1")
     wait_ready(world, "node-b", "db1")
     status = world.cli("status")
-    rows = {line.split()[0]: line.split() for line in status.out.splitlines()[1:] if line.strip()}
+    # The host may run other QEMUs with the same names (listed as unmanaged): ours come first.
+    rows: dict[str, list[str]] = {}
+    for line in status.out.splitlines()[1:]:
+        if line.strip():
+            rows.setdefault(line.split()[0], line.split())
     assert rows["web1"][1:4] == ["node-a", "running", "running"], status.out
     assert rows["db1"][1:4] == ["node-b", "running", "running"], status.out
     again = world.apply()
