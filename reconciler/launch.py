@@ -57,7 +57,7 @@ async def launch(
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, env={**os.environ, **dict(env)} if env else None)
+            start_new_session=True, umask=0o077, env={**os.environ, **dict(env)} if env else None)
     except OSError as err:
         raise LaunchError(name, f"{argv[0]}: {err.strerror or err}") from None
     try:
@@ -78,12 +78,23 @@ async def launch(
     except psutil.Error:
         raise LaunchError(name, f"QEMU (pid {pid}) exited right after starting") from None
     launched = Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv)
+    _restrict(paths)
     try:
         await qmp.query_status(paths.qmp, _left(deadline))
     except QmpError as err:
         _kill_launched(launched)
         raise LaunchError(name, f"QEMU (pid {pid}) started but QMP did not answer: {err}") from None
     return launched
+
+
+def _restrict(paths: layout.InstancePaths) -> None:
+    """Sockets and the serial log 0600: QEMU's daemonize sets its own umask (027) before creating them.
+
+    The instance directory is 0700 already; this keeps each file private even if it is moved or linked.
+    """
+    for path in (*paths.sockets, paths.serial_log):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
 
 
 def _left(deadline: float) -> float:
