@@ -112,36 +112,42 @@ def _check_document(
     kind, name = _identity(raw.data)
     line, column = raw.line + 1, raw.column + 1
     problems = [Problem(path, i.line + 1, i.column + 1, kind, name, message=i.message) for i in raw.issues]
-    cuts = None
+    cuts: tuple[tuple[str | int, ...], ...] | None = None
     body: dict[str, Any] = raw.data if isinstance(raw.data, dict) else {}
-    if not problems:
-        if raw.data is None:
-            problems.append(Problem(path, line, column, message="empty document"))
-        elif not isinstance(raw.data, dict):
-            problems.append(
-                Problem(
-                    path,
-                    line,
-                    column,
-                    message="document is not a mapping (expected apiVersion, kind, metadata, spec)",
-                )
-            )
-        else:
-            schema_issues = schema.validate(raw.data)
-            cuts = salvage.cut_points(
-                [i.path for i in schema_issues if not i.missing], [i.path for i in schema_issues if i.missing]
-            )
-            if cuts:
-                cuts = salvage.settle(raw.data, cuts, schema.validate)
-            for issue in schema_issues:
-                at_line, at_column = locator.find(raw.index, issue.path)
+    if raw.data is None and not problems:
+        problems.append(Problem(path, line, column, message="empty document"))
+    elif not isinstance(raw.data, dict) and not problems:
+        problems.append(Problem(path, line, column, message=_NOT_A_MAPPING))
+    elif isinstance(raw.data, dict):
+        yaml_lines = {p.line for p in problems}  # a refused value (bad tag) is not reported twice
+        schema_issues = schema.validate(raw.data)
+        for issue in schema_issues:
+            at_line, at_column = locator.find(raw.index, issue.path)
+            if at_line not in yaml_lines:
                 problems.append(
                     Problem(path, at_line, at_column, kind, name, field_path(issue.path), issue.message)
                 )
+        if not raw.issues:  # build from what the YAML says only when it said it unambiguously
+            cuts = _cuts(raw.data, schema_issues)
     document = ParsedDocument(
         path, raw.index, line, column, kind, name, body, valid=not problems, cuts=() if not problems else cuts
     )
     return document, problems
+
+
+_NOT_A_MAPPING = "document is not a mapping (expected apiVersion, kind, metadata, spec)"
+
+
+def _cuts(
+    data: dict[str, Any], issues: Sequence[schema.SchemaIssue]
+) -> tuple[tuple[str | int, ...], ...] | None:
+    """Where to cut a schema-invalid document so the rest can still be built (see salvage.py)."""
+    if not issues:
+        return ()
+    cuts = salvage.cut_points(
+        [i.path for i in issues if not i.missing], [i.path for i in issues if i.missing]
+    )
+    return salvage.settle(data, cuts, schema.validate) if cuts else cuts
 
 
 def read_file(path: str) -> tuple[bytes | None, Problem | None]:

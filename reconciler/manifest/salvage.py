@@ -58,7 +58,9 @@ class _Issue(Protocol):
 
 
 def settle(
-    body: dict[str, Any], cuts: tuple[FieldPath, ...], validate: Callable[[Any], Sequence[_Issue]],
+    body: dict[str, Any],
+    cuts: tuple[FieldPath, ...],
+    validate: Callable[[Any], Sequence[_Issue]],
     rounds: int = 4,
 ) -> tuple[FieldPath, ...] | None:
     """Cuts after which the rest of `body` is schema-valid, or None. Cutting a wrong-typed required field

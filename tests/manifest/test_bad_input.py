@@ -103,6 +103,15 @@ CASES = [
         id="dup_key",
     ),
     pytest.param(
+        instance(extra="  memory: 1G\n  vcpus: 0\n  machine: !!binary aGVsbG8=\n"),
+        [
+            "m/x.yaml:11:3: instance web1: duplicate key 'memory' (first at line 7)",
+            "m/x.yaml:12:3: instance web1: spec.vcpus: 0 is below the minimum of 1",
+            "m/x.yaml:13:12: instance web1: tag !!binary is not allowed (plain data only)",
+        ],
+        id="yaml_and_schema_problems_together",
+    ),
+    pytest.param(
         instance(extra="  1: x\n"),
         ["m/x.yaml:11:3: instance web1: key 1 is not a string"],
         id="nonstr_key",
