@@ -1,7 +1,8 @@
 """Line and column of a field, found only when a problem needs them.
 
 Loading keeps plain data, not YAML nodes (cheap for 10,000 documents). When a document has a problem,
-its text is composed again and the failing field path is walked through the node tree.
+its file is composed again (once, whatever the number of problems) and the failing field path is walked
+through the node tree.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from reconciler.manifest.yamlsafe import StrictParser
 
 
-def compose_document(text: str, index: int) -> Node | None:
-    """The node tree of document `index` in `text` (None if it cannot be composed)."""
+def compose_documents(text: str) -> list[Node | None]:
+    """The node trees of all documents in `text`, as far as they can be composed."""
+    roots: list[Node | None] = []
     loader = StrictParser(text)
     try:
-        for _ in range(index):
-            if not loader.check_node():
-                return None
-            loader.get_node()
-        return loader.get_node() if loader.check_node() else None
+        while loader.check_node():
+            roots.append(loader.get_node())
     except (yaml.YAMLError, RecursionError):
-        return None
+        pass
     finally:
         loader.dispose()
+    return roots
 
 
 def locate(root: Node, path: Sequence[str | int]) -> tuple[int, int]:
@@ -50,14 +50,15 @@ def locate(root: Node, path: Sequence[str | int]) -> tuple[int, int]:
 
 
 class Locator:
-    """Positions in one file's documents, composing each document at most once."""
+    """Positions in one file's documents, composing the file at most once (and only if asked)."""
 
     def __init__(self, text: str) -> None:
         self._text = text
-        self._roots: dict[int, Node | None] = {}
+        self._roots: list[Node | None] | None = None
 
     def find(self, index: int, path: Sequence[str | int]) -> tuple[int, int]:
-        if index not in self._roots:
-            self._roots[index] = compose_document(self._text, index)
-        root = self._roots[index]
+        if self._roots is None:
+            # only documents that loaded are located, so the text already passed the nesting check
+            self._roots = compose_documents(self._text)
+        root = self._roots[index] if index < len(self._roots) else None
         return locate(root, path) if root is not None else (0, 0)
