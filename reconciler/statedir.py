@@ -30,6 +30,13 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     """Create `path` (and missing parents) with mode 0700; an existing directory is tightened to 0700."""
     p = Path(path)
     try:
+        missing = []  # mkdir(parents=True) would create parents with the umask's mode (0755): not ours
+        for parent in p.parents:
+            if parent.exists():
+                break
+            missing.append(parent)
+        for parent in reversed(missing):
+            parent.mkdir(mode=DIR_MODE, exist_ok=True)
         p.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         if p.stat().st_mode & 0o777 != DIR_MODE:
             p.chmod(DIR_MODE)
