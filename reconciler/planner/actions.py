@@ -105,6 +105,7 @@ class Action:
     clean_stale: bool = False  # START: remove the stale pidfile first
     migration_mode: MigrationMode | None = None  # MIGRATE only
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
+    extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
 
 
 @dataclass(frozen=True, slots=True)

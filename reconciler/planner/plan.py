@@ -250,7 +250,7 @@ def _node_change(old: str, new: str) -> tuple[FieldChange, ...]:
 def _start(spec: InstanceSpec, node: str | None, reason: Reason, changes: tuple[FieldChange, ...],
            out: _Outcome, *, clean_stale: bool = False) -> None:
     action = Action(spec.name, ActionKind.START, reason, node or UNPLACED, changes=changes,
-                    clean_stale=clean_stale, memory_mib=spec.memory_mib)
+                    clean_stale=clean_stale, memory_mib=spec.memory_mib, extra_args=spec.extra_args)
     if node is None:
         out.unplaced.append(action)
     else:
@@ -263,7 +263,7 @@ def _restart(spec: InstanceSpec, rec: ActualInstance, node: str, reason: Reason,
     action = Action(spec.name, ActionKind.RESTART, reason, node,
                     source_node=rec.node if node != rec.node else None,
                     changes=_node_change(rec.node, node) + changes, in_place=in_place,
-                    memory_mib=spec.memory_mib)
+                    memory_mib=spec.memory_mib, extra_args=() if in_place else spec.extra_args)
     if node == rec.node:
         deltas: tuple[tuple[str, int], ...] = ((node, spec.memory_mib - old_mib),)
     else:

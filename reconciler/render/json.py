@@ -37,6 +37,7 @@ def _change(c: FieldChange) -> dict[str, Any]:
 
 
 def _action(a: Action) -> dict[str, Any]:
+    extra = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # only when the escape hatch is used
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -51,6 +52,7 @@ def _action(a: Action) -> dict[str, Any]:
         "migration_mode": a.migration_mode.value if a.migration_mode else None,
         "memory_mib": a.memory_mib,
         "changes": [_change(c) for c in a.changes],
+        **extra,
     }
 
 
@@ -103,6 +105,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         source_node=_str_or_none(d["source_node"]), changes=tuple(_change_from(c) for c in d["changes"]),
         phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
+        extra_args=tuple(str(x) for x in d.get("extra_args", ())),
     )
 
 

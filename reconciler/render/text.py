@@ -5,6 +5,7 @@ Pure: the caller decides about colour (RenderOptions) and passes the git header 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -78,6 +79,8 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         symbol = paint(_COLORS[a.kind], a.kind.symbol)
         phase = f"  [phase {a.phase}]" if phased else ""
         lines += ["", f"  {symbol} {paint(_BOLD, _header(a))}{phase}", f"      # {a.reason.words}"]
+        if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
+            lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
         lines += _changes(a.changes, paint)
     return lines
 
