@@ -8,9 +8,15 @@ only the ones it rejects are explained by jsonschema. Both validators are built 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import hashlib
 import json
+import marshal
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +73,7 @@ def _fast_check() -> Callable[[Any], bool]:
     except ImportError:  # still correct, only slower
         validator = _full_validator()
         return validator.is_valid  # type: ignore[no-any-return]
-    draft7 = {k: v for k, v in schema().items() if k not in ("$schema", "$id")}
-    draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
-    compiled = fastjsonschema.compile(draft7, use_default=False, use_formats=False)
+    compiled = _compiled_fast_validator(fastjsonschema.VERSION)
     error = fastjsonschema.JsonSchemaException
 
     def check(document: Any) -> bool:
@@ -80,6 +84,51 @@ def _fast_check() -> Callable[[Any], bool]:
         return True
 
     return check
+
+
+def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
+    """fastjsonschema's validator, its byte code cached on disk.
+
+    Generating and compiling the validator's ~270 KB of Python costs ~80 ms, more than the rest of a
+    small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema text,
+    the fastjsonschema version and the Python version, so a stale entry is never used.
+    """
+    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}".encode()).hexdigest()[:24]
+    cache = _cache_dir() / f"schema-check-{key}.marshal"
+    code = None
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        code = marshal.loads(cache.read_bytes())
+    if code is None:
+        import fastjsonschema
+
+        draft7 = {k: v for k, v in schema().items() if k not in ("$schema", "$id")}
+        draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
+        source = fastjsonschema.compile_to_code(draft7, use_default=False, use_formats=False)
+        code = compile(source, "<manifest schema check>", "exec")
+        with contextlib.suppress(OSError):
+            _write_atomically(cache, marshal.dumps(code))
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    validator: Callable[[Any], Any] = namespace["validate"]
+    return validator
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "reconciler"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def validate(document: Any) -> list[SchemaIssue]:
