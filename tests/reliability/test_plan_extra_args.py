@@ -70,7 +70,8 @@ def test_reconciler_plan_command_shows_them(tmp_path: Path, capsys: pytest.Captu
         "apiVersion: reconciler/v1\nkind: Instance\nmetadata: {name: web}\n"
         "spec: {memory: 64M, node: n1, qemuExtraArgs: ['-device', 'virtio-rng-pci']}\n")
     cli.main(["plan", "--no-color", str(tmp_path)])
-    assert '# qemuExtraArgs (passed to QEMU unchecked): ["-device", "virtio-rng-pci"]' in capsys.readouterr().out
+    line = '# qemuExtraArgs (passed to QEMU unchecked): ["-device", "virtio-rng-pci"]'
+    assert line in capsys.readouterr().out
     cli.main(["plan", "--json", str(tmp_path)])
     out = json.loads(capsys.readouterr().out)
     assert out["actions"][0]["extra_args"] == ["-device", "virtio-rng-pci"]
