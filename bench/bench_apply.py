@@ -194,6 +194,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--fleet", type=int, default=20)
+    parser.add_argument("--only", default="start,stop,migration,fleet",
+                        help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
     runs = args.runs
 
@@ -216,8 +218,10 @@ def main() -> None:
                 f"{bare:.2f} s (goal: no slower)")
 
     print(f"medians of {runs} runs (fleet: one run each)")
+    wanted = set(args.only.split(","))
     for title, fn in (("start", start), ("stop", stop), ("migration", migrate), ("fleet", fleet)):
-        _section(title, fn)
+        if title in wanted:
+            _section(title, fn)
 
 
 if __name__ == "__main__":
