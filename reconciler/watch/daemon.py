@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from reconciler import gitinfo
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
+from reconciler.planner import Action
 from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
@@ -77,7 +78,7 @@ class Daemon:
         self.reconciler = Reconciler(
             cache=ManifestCache(config.roots), apply_plan=apply_plan or ExecutorApply(log, config.parallel),
             discover=discover or discover_nodes, revision=self._git_revision, loops=self.loops,
-            lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait)
+            lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()
@@ -85,6 +86,7 @@ class Daemon:
         self._watchers = ExitWatchers(self.emit, self._observed)
         self._backoff_timer: asyncio.TimerHandle | None = None
         self._followups = 0
+        self._acting: set[str] = set()  # instances the pass in flight is acting on
         self._ready = False
         self._last_success: float | None = None
         self._status_path = config.status_file
@@ -162,8 +164,8 @@ class Daemon:
             abandon.cancel()
             if not task.done():
                 self.log.warning("abandoning-pass", note="in-flight actions cancelled; intents recover them")
-                task.cancel()
-                await asyncio.wait({task}, timeout=CANCEL_TIMEOUT)
+                await self._cancel(task)
+        self._acting.clear()
         if task.cancelled() or not task.done():
             return None
         err = task.exception()
@@ -172,6 +174,16 @@ class Daemon:
             self.log.error("reconcile-crashed", error=f"{type(err).__name__}: {err}")
             return None
         return task.result()
+
+    async def _cancel(self, task: asyncio.Task[PassResult]) -> None:
+        """Cancel the pass, again every second while it runs on: a cancellation can be lost in a race
+        (asyncio.wait_for in Python 3.11 returns the inner result when both happen at once)."""
+        deadline = time.monotonic() + CANCEL_TIMEOUT
+        while not task.done() and time.monotonic() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+            if not task.done():
+                self.log.warning("pass-still-running", where=_where(task), note="cancelling again")
 
     def _after(self, result: PassResult) -> None:
         now = time.time()
@@ -247,11 +259,19 @@ class Daemon:
         self.notifier.stopping(f"stopping on {sig.name}")
         self._stop.set()
 
+    def _applying(self, actions: Sequence[Action]) -> None:
+        self._acting = {a.name for a in actions}
+
     def _observed(self, obs: Observation) -> None:
-        self.metrics.exits.labels(kind=obs.kind.value).inc()
+        """A watcher saw a guest stop or a QEMU exit. Those the daemon caused itself (a stop, a restart,
+        a migration's source) are logged as such and not counted as exits."""
+        ours = obs.name in self._acting
+        if not ours:
+            self.metrics.exits.labels(kind=obs.kind.value).inc()
         event = "qemu-exit" if obs.exited else "guest-stop"
-        self.log.info(event, instance=obs.name, node=obs.node, pid=obs.pid, kind=obs.kind.value,
-                      detail=obs.detail)
+        (self.log.debug if ours else self.log.info)(
+            event, instance=obs.name, node=obs.node, pid=obs.pid, kind=obs.kind.value, detail=obs.detail,
+            during_action=ours)
 
     def _lock_wait(self, path: str, holder: Holder | None) -> None:
         self.log.info("lock-wait", lock=path, holder=holder.describe() if holder else "another process")
@@ -333,6 +353,18 @@ def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: 
                              for o in result.outcomes if not o.ok),
         last_error=result.error,
     )
+
+
+def _where(task: asyncio.Task[object]) -> str:
+    """Where a task is suspended, innermost last, as one line (for a pass that ignores cancellation)."""
+    names: list[str] = []
+    coro: object = task.get_coro()
+    while coro is not None and len(names) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            names.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(names[-8:]) or "?"
 
 
 def _summary(result: PassResult) -> str:

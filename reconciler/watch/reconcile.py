@@ -98,6 +98,7 @@ class Reconciler:
     loops: CrashLoops
     lock_timeout: float = 120.0
     on_lock_wait: Callable[[str, Holder | None], None] | None = None
+    on_apply: Callable[[Sequence[Action]], None] | None = None  # told what is about to be carried out
     clock: Callable[[], float] = time.time
     passes: int = 0
     _revision: str | None = field(default=None, init=False)
@@ -138,6 +139,8 @@ class Reconciler:
         for action in todo:
             if action.kind in _STARTS and action.reason in EXIT_REASONS:
                 self.loops.restarted(action.name, now)
+        if self.on_apply is not None:
+            self.on_apply(todo)
         outcomes = tuple(await self.apply_plan(replace(plan, actions=tuple(todo)), desired, self._revision))
         for o in outcomes:
             if not o.ok and o.action.kind in _STARTS and o.word == "failed":

@@ -163,7 +163,8 @@ class Observation:
     detail: str = ""
 
 
-WATCH_EVENTS = ("SHUTDOWN", "STOP", "GUEST_PANICKED")
+WATCH_EVENTS = ("SHUTDOWN", "STOP", "GUEST_PANICKED", "RESET", "RESUME")
+TRIGGERING = frozenset({"SHUTDOWN", "STOP", "GUEST_PANICKED"})  # RESET/RESUME: only remembered
 QMP_CONNECT_TIMEOUT = 2.0
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
@@ -228,10 +229,12 @@ class ExitWatchers:
                 except QmpTimeout:
                     continue
                 seen.append(event)
+                del seen[:-8]  # only the latest events matter
                 if event.name in ("SHUTDOWN", "GUEST_PANICKED"):
                     kind, detail = classify_exit(seen)
                     self._observe(Observation(w.name, w.node, w.pid, kind, False, detail))
-                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}"))
+                if event.name in TRIGGERING:
+                    self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}"))
         except QmpError:
             return
         finally:
@@ -246,8 +249,11 @@ def describe_event(event: qmp.QmpEvent) -> str:
 
 
 def classify_exit(seen: Sequence[qmp.QmpEvent]) -> tuple[ExitKind, str]:
-    """Why the guest stopped / QEMU ended, from the events seen before (pure)."""
+    """Why the guest stopped / QEMU ended, from the events seen before (pure). A RESET or RESUME after a
+    SHUTDOWN means the guest ran again (an in-place restart): that SHUTDOWN no longer explains an exit."""
     for event in reversed(seen):
+        if event.name in ("RESET", "RESUME"):
+            break
         if event.name == "GUEST_PANICKED":
             return ExitKind.PANIC, "GUEST_PANICKED"
         if event.name == "SHUTDOWN":

@@ -55,7 +55,12 @@ def reap(state_dirs: Iterable[str]) -> int:
                 continue
             if rec is not None and (h := _ours(rec.pid, rec.create_time, rec.argv)) is not None:
                 handles.append(h)
-    handles += _under(dirs)
+    pinned = {h.pid for h in handles}
+    for h in _under(dirs):
+        if h.pid in pinned:
+            h.close()
+        else:
+            handles.append(h)
     killed = 0
     for handle in handles:
         with handle:
