@@ -120,16 +120,33 @@ def _lock_free(path: Path) -> bool:
     return True
 
 
-def assert_no_leaks(state_dirs: Iterable[str]) -> None:
+def _qmp_status(p: QemuProc) -> str | None:
+    """QEMU's run state over the instance's control socket; None when it does not answer."""
+    import asyncio
+
+    from reconciler import layout, qmp
+    from reconciler.errors import QmpError
+    from reconciler.model import NodeSpec
+
+    sock = layout.instance_paths(NodeSpec(name="-", state_dir=p.state_dir), p.name).qmp
+    try:
+        return asyncio.run(qmp.query_status(sock, 5.0))
+    except QmpError:
+        return None
+
+
+def assert_no_leaks(state_dirs: Iterable[str], ignore: Iterable[str | Path] = ()) -> None:
     """Invariant 5: once converged, every leftover is explained by a live QEMU of ours.
 
     No intent files, no temporary files of interrupted writes, no incoming-migration targets, no held
-    node lock; pidfiles and sockets only in directories of instances whose QEMU is alive."""
+    node lock; pidfiles and sockets only in directories of instances whose QEMU is alive. `ignore`: files
+    the test planted itself (a decoy's pidfile)."""
     dirs = list(state_dirs)
+    planted = {Path(p) for p in ignore}
     live = assert_single_qemu(dirs)
     problems = []
     for p in live.values():
-        if p.incoming:
+        if p.incoming and _qmp_status(p) in ("inmigrate", None):  # a completed target keeps -incoming
             problems.append(f"incoming migration target left: {p.name} (pid {p.pid})")
     for state in map(Path, dirs):
         lock = state / "node.lock"
@@ -139,6 +156,8 @@ def assert_no_leaks(state_dirs: Iterable[str]) -> None:
         for d in sorted(instances.iterdir()) if instances.is_dir() else []:
             alive = d.name in live and live[d.name].state_dir == str(state.resolve())
             for f in sorted(d.iterdir()):
+                if f in planted:
+                    continue
                 mode = f.lstat().st_mode
                 if f.name == "intent.json" or f.name.endswith(".tmp"):
                     problems.append(f"leftover {f}")
