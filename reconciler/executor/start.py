@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from reconciler.argv import IncomingSpec, Launch, build_launch
-from reconciler.errors import ArgvError, LaunchError, QmpError
+from reconciler.errors import ArgvError, LaunchError, QmpError, StateDirError
 from reconciler.executor.context import Context
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
@@ -81,8 +81,16 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
     """The whole start action; returns the line the user sees."""
     t0 = time.monotonic()
     ctx.progress.event(spec.name, f"starting on {node.name}")
+    had_record = _has_record(node, spec.name)
     started = await launch_instance(ctx, node, spec)
-    node.write_record(started.record(spec, node.name, ctx.revision))
+    try:
+        node.write_record(started.record(spec, node.name, ctx.revision))
+    except StateDirError as err:
+        # A QEMU without a record would look unmanaged once the intent is gone: take it down again.
+        await _kill(ctx, node, started.launched)
+        _clean_failed(node, spec.name, had_record)
+        detail = f"QEMU started but its record could not be written, so it was stopped: {err}"
+        raise ActionFailed(detail) from None
     node.remove_intent(spec.name)
     return f"started on {node.name} (pid {started.launched.pid}) in {time.monotonic() - t0:.2f}s"
 
