@@ -75,6 +75,7 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
                 paths = layout.instance_paths(node, name)
             except layout.InvalidInstanceName:
                 continue  # not a directory we could have created
+            statedir.remove_dead_temps(paths.dir)  # left by a writer killed mid-write
             item = adopt_intent(node, name, paths, host) or _inspect(node, name, paths)
             if isinstance(item, _Live):
                 live.append(item)

@@ -49,7 +49,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace `path` with `data` atomically (temp file + fsync + rename + directory fsync), mode 0600."""
     target = Path(path)
     directory = ensure_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    # The writer's PID in the name lets `remove_dead_temps` clean up after a writer killed mid-write.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
             f.write(data)
@@ -61,6 +62,29 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(tmp)
         raise StateDirError(str(target), f"cannot write: {err.strerror or err}") from None
     _fsync_dir(directory)
+
+
+def remove_dead_temps(directory: str | os.PathLike[str]) -> None:
+    """Remove temporary files of `atomic_write` calls whose writer is gone (killed between creating the
+    temporary file and renaming it). A live writer's (or a reused PID's) file is kept."""
+    try:
+        with os.scandir(directory) as it:
+            names = [e.name for e in it if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = _temp_writer(name)
+        if pid is not None and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+
+
+def _temp_writer(name: str) -> int | None:
+    """The writer PID in ".<target>.<pid>.<random>.tmp", None for other names."""
+    parts = name[1:-len(".tmp")].split(".")
+    if len(parts) < 3 or not parts[-2].isdigit():
+        return None
+    return int(parts[-2])
 
 
 def write_json(path: str | os.PathLike[str], value: Any) -> None:
