@@ -312,7 +312,8 @@ class Daemon:
                  actions=len(result.outcomes), failed=sum(1 for o in result.outcomes if not o.ok),
                  held=len(result.held), manifest_errors=len(result.snapshot.errors),
                  reparsed=len(result.snapshot.reparsed), revision=result.revision,
-                 seconds=round(result.seconds, 3), ok=result.ok)
+                 seconds=round(result.seconds, 3), ok=result.ok,
+                 **{f"t_{phase}": round(sec, 3) for phase, sec in result.timings})
 
     def _write_status(self, result: PassResult | None, stopped: bool = False) -> None:
         desired = result.snapshot.desired if result is not None else None

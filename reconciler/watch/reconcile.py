@@ -78,6 +78,7 @@ class PassResult:
     plan_blocked: bool = False  # a plan error that is not about one instance: nothing applied
     revision: str | None = None
     error: str | None = None  # the pass could not complete
+    timings: tuple[tuple[str, float], ...] = ()  # (phase, seconds): load, revision, lock, discover, ...
 
     @property
     def ok(self) -> bool:
@@ -106,27 +107,33 @@ class Reconciler:
     async def step(self, triggers: Sequence[Trigger]) -> PassResult:
         self.passes += 1
         t0 = self.clock()
+        timer = _Timer()
         snapshot = self.cache.refresh()
+        timer.lap("load")
         base = PassResult(self.passes, tuple(triggers), snapshot, t0, revision=self._revision)
         desired = snapshot.desired
         if desired is None:
-            return replace(base, seconds=self.clock() - t0,
+            return replace(base, seconds=self.clock() - t0, timings=timer.laps,
                            error="no consistent set of manifests: " + "; ".join(snapshot.blocked[:3]))
-        if snapshot.reparsed or self._revision is None or self.passes == 1:
+        if snapshot.reparsed or self.passes == 1:
             self._revision = await self.revision()
+            timer.lap("revision")
         base = replace(base, revision=self._revision)
         nodes = [desired.nodes[n] for n in sorted(desired.nodes)]
         try:
             async with self._locks(nodes):
-                result = await self._locked(base, desired, nodes, snapshot)
+                timer.lap("lock")
+                result = await self._locked(base, desired, nodes, snapshot, timer)
         except ReconcilerError as err:
             result = replace(base, error=str(err))
-        return replace(result, seconds=self.clock() - t0)
+        return replace(result, seconds=self.clock() - t0, timings=timer.laps)
 
     async def _locked(self, base: PassResult, desired: DesiredState, nodes: list[NodeSpec],
-                      snapshot: Snapshot) -> PassResult:
+                      snapshot: Snapshot, timer: _Timer) -> PassResult:
         actual = await self.discover(nodes)
+        timer.lap("discover")
         plan = make_plan(desired, actual, prune=False if snapshot.degraded else None)
+        timer.lap("plan")
         now = self.clock()
         running = {i.name for i in actual.instances if i.state.has_process}
         self.loops.forgive(running, now)
@@ -142,6 +149,7 @@ class Reconciler:
         if self.on_apply is not None:
             self.on_apply(todo)
         outcomes = tuple(await self.apply_plan(replace(plan, actions=tuple(todo)), desired, self._revision))
+        timer.lap("apply")
         for o in outcomes:
             if not o.ok and o.action.kind in _STARTS and o.word == "failed":
                 self.loops.failed(o.action.name, self.clock())
@@ -195,6 +203,19 @@ async def _acquire(lock: NodeLock, deadline: float,
             await waiting
             lock.release()
         raise
+
+
+class _Timer:
+    """Phase durations of one pass, for the log line (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.laps: tuple[tuple[str, float], ...] = ()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.laps += ((phase, now - self._last),)
+        self._last = now
 
 
 def drop_unappliable(plan: Plan) -> tuple[list[Action], list[Action], bool]:
