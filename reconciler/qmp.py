@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+from qemu.qmp.qmp_client import NegotiationError
 
 from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
 
@@ -96,19 +97,47 @@ def _event(msg: Mapping[str, Any]) -> QmpEvent:
                     timestamp=stamp)
 
 
+NEGOTIATION_ATTEMPTS = 3
+
+
 async def connect(socket_path: str, timeout: float = 5.0, name: str = "reconciler") -> QemuQmpSession:
-    """Connect and negotiate capabilities within `timeout`; QmpConnectError or QmpTimeout on failure."""
+    """Connect and negotiate capabilities within `timeout`; QmpConnectError or QmpTimeout on failure.
+
+    QEMU may send an event before its reply to `qmp_capabilities` (the command switches the monitor to
+    command mode before the reply is queued; an event emitted in between goes first: seen right after a
+    migration completes, when the target emits RESUME). qemu.qmp then fails the negotiation; a fresh
+    connection, at once, within the same deadline, succeeds."""
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, NEGOTIATION_ATTEMPTS + 1):
+        try:
+            return await _connect_once(socket_path, max(deadline - time.monotonic(), 0.001), name)
+        except _EventBeforeReply as err:
+            if attempt == NEGOTIATION_ATTEMPTS or time.monotonic() >= deadline:
+                raise QmpConnectError(socket_path, f"negotiation failed: {err.detail}") from None
+    raise AssertionError("unreachable")
+
+
+class _EventBeforeReply(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+async def _connect_once(socket_path: str, timeout: float, name: str) -> QemuQmpSession:
     client = QMPClient(name)
     try:
         await asyncio.wait_for(client.connect(socket_path), timeout)
-    except TimeoutError:
-        await _abandon(client)
-        raise QmpTimeout(socket_path, f"no greeting within {timeout:g}s") from None
     except ConnectError as err:
         cause = err.exc
+        if isinstance(cause, NegotiationError) and isinstance(cause.exc, AssertionError):
+            await _abandon(client)
+            raise _EventBeforeReply("an event came before the capabilities reply") from None
         detail = (cause.strerror if isinstance(cause, OSError) and cause.strerror
                   else str(cause) or type(cause).__name__)
         raise QmpConnectError(socket_path, detail) from None
+    except TimeoutError:
+        await _abandon(client)
+        raise QmpTimeout(socket_path, f"no greeting within {timeout:g}s") from None
     except (QMPError, OSError) as err:
         raise QmpConnectError(socket_path, str(err) or type(err).__name__) from None
     return QemuQmpSession(client, socket_path)
