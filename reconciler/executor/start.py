@@ -92,6 +92,7 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
         detail = f"QEMU started but its record could not be written, so it was stopped: {err}"
         raise ActionFailed(detail) from None
     node.remove_intent(spec.name)
+    _forget_elsewhere(ctx, node, spec.name)
     return f"started on {node.name} (pid {started.launched.pid}) in {time.monotonic() - t0:.2f}s"
 
 
@@ -134,6 +135,14 @@ async def kill_started(ctx: Context, node: Node, name: str, started: Started) ->
     """Kill a process this run launched (a failed migration target) and remove its files."""
     await _kill(ctx, node, started.launched)
     node.remove_instance(name)
+
+
+def _forget_elsewhere(ctx: Context, node: Node, name: str) -> None:
+    """The instance now runs on `node`: drop the files of a dead copy on another node (a crashed or stale
+    record, its pidfile and sockets), which nothing else would ever clean. Never where a QEMU lives."""
+    for other in ctx.nodes.values():
+        if other.name != node.name and _has_record(other, name) and not other.live_pids(name):
+            other.remove_instance(name)
 
 
 def _has_record(node: Node, name: str) -> bool:
