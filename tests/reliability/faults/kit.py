@@ -196,7 +196,7 @@ class Rig:
     def spawn(self, *args: str) -> Lines:
         return Lines(self.world.spawn(*args))
 
-    def spawn_watch(self) -> Lines:
+    def spawn_watch(self, wait_ready: bool = True) -> Lines:
         """`reconciler watch` as a child (text log on the merged output), once it reports ready."""
         status = self.tmp / "watch-status.json"
         proc = subprocess.Popen(
@@ -204,7 +204,8 @@ class Rig:
              "--status-file", str(status), "--debounce", "0.05", "--shutdown-grace", "5"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = Lines(proc)
-        lines.wait_for(" ready ", CLI_DEADLINE)
+        if wait_ready:
+            lines.wait_for(" ready ", CLI_DEADLINE)
         return lines
 
 
