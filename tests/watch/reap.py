@@ -20,7 +20,10 @@ EXIT_TIMEOUT = 10.0
 
 
 def _ours(pid: int, ctime: float, argv: tuple[str, ...]) -> ProcessHandle | None:
-    return ProcessHandle.open_verified(pid, lambda p: procs.check(p, ctime, argv).ours)
+    def verify(p: int) -> bool:
+        return procs.check(p, ctime, argv).ours
+
+    return ProcessHandle.open_verified(pid, verify)
 
 
 def _under(state_dirs: list[str]) -> list[ProcessHandle]:

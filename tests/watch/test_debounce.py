@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from reconciler.watch.debounce import Debounce, collect
 from reconciler.watch.triggers import Trigger, TriggerSource
 
+T = TypeVar("T")
 FILE = Trigger(TriggerSource.FILE, "modified a.yaml")
 
 
@@ -22,8 +25,8 @@ def test_fire_at(first: float, last: float, fire: float) -> None:
     assert Debounce(0.1, 2.0).fire_at(first, last) == pytest.approx(fire)
 
 
-def run(coro: object) -> object:
-    return asyncio.run(asyncio.wait_for(coro, 10.0))  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 10.0))
 
 
 def test_burst_is_one_collection() -> None:
@@ -36,7 +39,7 @@ def test_burst_is_one_collection() -> None:
         got = await collect(q, Debounce(0.1, 2.0))
         return got, loop.time() - t0
 
-    got, took = run(main())  # type: ignore[misc]
+    got, took = run(main())
     assert len(got) == 5
     assert 0.18 <= took < 1.0  # last event at 80 ms + 100 ms quiet
 
@@ -65,7 +68,7 @@ def test_max_delay_bounds_an_endless_burst() -> None:
         return loop.time() - t0
 
     took = run(main())
-    assert 0.24 <= took < 0.5  # type: ignore[operator]
+    assert 0.24 <= took < 0.5
 
 
 def test_non_file_trigger_ends_the_wait_at_once() -> None:
@@ -78,6 +81,6 @@ def test_non_file_trigger_ends_the_wait_at_once() -> None:
         got = await collect(q, Debounce(5.0, 10.0))
         return [t.source for t in got], loop.time() - t0
 
-    sources, took = run(main())  # type: ignore[misc]
+    sources, took = run(main())
     assert sources == [TriggerSource.FILE, TriggerSource.QEMU]
     assert took < 1.0
