@@ -178,6 +178,15 @@ def test_broken_manifests_hold_last_good_and_suspend_pruning(world: World, daemo
     assert metric(d.metrics(), "reconciler_manifest_errors") == 0
     assert d.stop() == 0
 
+    # A new daemon picks everything up without touching the healthy VMs.
+    pids = {n: record_of(world, "node-a", n).pid for n in ("vm1", "vm2", "vm3")}
+    again = start(daemons, world)
+    first = again.wait("reconcile")
+    assert first["actions"] == 0 and first["ok"], first
+    assert {n: record_of(world, "node-a", n).pid for n in pids} == pids
+    assert all(live_nodes(world, n) == ["node-a"] for n in pids)
+    assert again.stop() == 0
+
 
 def test_exits_restart_policies_and_crash_loop_backoff(world: World, daemons: list[Daemon]) -> None:
     for name, strategy in (("alw", "Always"), ("rer", "RerunOnFailure"), ("onc", "Once")):
@@ -247,6 +256,7 @@ def test_sigterm_during_migration_then_restart_leaves_one_copy(world: World, dae
     assert events_named(d.events, "abandoning-pass"), d.transcript()
     assert world.qemu_pids("mig"), "the VM must survive the daemon"
 
+    world.instance("mig", "node-b", memory="128M")  # no bandwidth cap: the redo is quick
     again = start(daemons, world)
     again.wait("reconcile", timeout=120, where=lambda e: e["actions"] == 0 and e["ok"])
     assert len(live_nodes(world, "mig")) == 1
