@@ -120,6 +120,8 @@ class Daemon:
                 result = await self._run_pass(triggers)
                 if result is not None:
                     self._after(result)
+                for root in files.recheck():
+                    self.log.info("watch-rearmed", path=root, note="the root was replaced")
         finally:
             resync.cancel()
             if self._backoff_timer is not None:
@@ -373,7 +375,7 @@ def _summary(result: PassResult) -> str:
     parts = [f"pass {result.number}"]
     if result.actual is not None:
         running = sum(1 for i in result.actual.instances if i.state.has_process)
-        parts.append(f"{running} instances up")
+        parts.append(f"{running} QEMU processes found")
     if result.outcomes:
         parts.append(f"{len(result.outcomes)} actions")
     if result.snapshot.errors:

@@ -32,10 +32,12 @@ from reconciler.model import DesiredState, NodeSpec
 from reconciler.planner import Action, ActionKind, Plan, Reason, make_plan
 from reconciler.watch.backoff import CrashLoops, Hold
 from reconciler.watch.cache import ManifestCache, Snapshot
-from reconciler.watch.triggers import Trigger
+from reconciler.watch.triggers import Trigger, TriggerSource
 
 EXIT_REASONS = frozenset({Reason.CRASHED, Reason.STALE_PIDFILE, Reason.GUEST_POWERED_OFF})
 _STARTS = frozenset({ActionKind.START, ActionKind.RESTART})
+# A `git pull` may move HEAD without changing a manifest: look at the revision on these too.
+_REVISION_TRIGGERS = frozenset({TriggerSource.RESYNC, TriggerSource.SIGHUP, TriggerSource.STARTUP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,8 @@ class Reconciler:
         if desired is None:
             return replace(base, seconds=self.clock() - t0, timings=timer.laps,
                            error="no consistent set of manifests: " + "; ".join(snapshot.blocked[:3]))
-        if snapshot.reparsed or self.passes == 1:
+        looked = {t.source for t in triggers}
+        if snapshot.reparsed or self.passes == 1 or looked & _REVISION_TRIGGERS:
             self._revision = await self.revision()
             timer.lap("revision")
         base = replace(base, revision=self._revision)

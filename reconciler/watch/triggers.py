@@ -23,6 +23,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -71,57 +72,95 @@ def relevant_path(path: str, root: str) -> bool:
 
 
 class FileWatcher:
-    """watchdog observer on the manifest roots; emits FILE triggers from its own thread via the loop."""
+    """watchdog observer on the manifest roots; emits FILE triggers from its own thread via the loop.
+
+    inotify watches an inode: a root that is replaced (deleted and recreated, or a symlink swapped to a
+    new checkout) would go deaf. `recheck()` (called after every pass) re-arms a root whose inode moved
+    and emits a FILE trigger, so the next pass looks at the new tree.
+    """
 
     def __init__(self, roots: Sequence[str], loop: asyncio.AbstractEventLoop, emit: Emit) -> None:
         self._roots = [os.path.abspath(r) for r in roots]
         self._loop = loop
         self._emit = emit
-        self._observer: object | None = None
-        self.watched: list[str] = []
+        self._observer: Any = None
+        self._watches: dict[str, tuple[Any, int | None]] = {}  # root -> (watch, inode when armed)
 
     def start(self) -> list[str]:
-        """Start watching; returns the roots that could not be watched (missing), for the log."""
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        """Start watching; returns the roots that cannot be watched now (missing), for the log."""
         from watchdog.observers import Observer
 
+        self._observer = Observer()
+        for root in self._roots:
+            self._arm(root)  # a missing root is watched through its parent, if that exists
+        self._observer.start()
+        return [root for root in self._roots if not os.path.exists(root)]
+
+    def recheck(self) -> list[str]:
+        """Re-arm roots that were replaced or appeared since; returns them."""
+        if self._observer is None:
+            return []
+        moved = []
+        for root in self._roots:
+            watch, inode = self._watches.get(root, (None, None))
+            if _inode(_watched_dir(root)) != inode:
+                if watch is not None:
+                    with contextlib.suppress(KeyError, OSError):
+                        self._observer.unschedule(watch)
+                    del self._watches[root]
+                if self._arm(root):
+                    moved.append(root)
+                    self._emit(Trigger(TriggerSource.FILE, f"re-armed the watch on {root}"))
+        return moved
+
+    def _arm(self, root: str) -> bool:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
         outer = self
+        # inotify on the resolved directory: watchdog does not follow a symlinked root itself.
+        target = os.path.realpath(_watched_dir(root))
 
         class _Handler(FileSystemEventHandler):
-            def __init__(self, root: str) -> None:
-                self.root = root
-
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return
+                if event.is_directory and event.event_type in ("modified", "attrib"):
+                    return  # an entry changed inside: that entry's own event follows if it matters
                 paths = [os.fsdecode(event.src_path)]
                 if getattr(event, "dest_path", ""):
                     paths.append(os.fsdecode(event.dest_path))
-                hits = [p for p in paths if relevant_path(p, self.root)]
+                hits = [p for p in paths if relevant_path(p, target)]
                 if hits:
                     outer._loop.call_soon_threadsafe(
                         outer._emit, Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}"))
 
-        observer = Observer()
-        missing = []
-        for root in self._roots:
-            if os.path.isdir(root):
-                observer.schedule(_Handler(root), root, recursive=True)
-                self.watched.append(root)
-            elif os.path.exists(os.path.dirname(root)):
-                observer.schedule(_Handler(os.path.dirname(root)), os.path.dirname(root), recursive=False)
-                self.watched.append(root)
-            else:
-                missing.append(root)
-        observer.start()
-        self._observer = observer
-        return missing
+        if not os.path.isdir(target):
+            return False
+        try:
+            watch = self._observer.schedule(_Handler(), target, recursive=os.path.isdir(root))
+        except OSError:
+            return False
+        self._watches[root] = (watch, _inode(target))
+        return True
 
     def stop(self) -> None:
         observer, self._observer = self._observer, None
         if observer is not None:
-            observer.stop()  # type: ignore[attr-defined]
-            observer.join(5.0)  # type: ignore[attr-defined]
+            observer.stop()
+            observer.join(5.0)
+
+
+def _watched_dir(root: str) -> str:
+    """A directory root is watched recursively; a file root through its directory."""
+    return root if os.path.isdir(root) else os.path.dirname(root)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino
 
 
 # --- QEMU processes ---------------------------------------------------------------------------------
