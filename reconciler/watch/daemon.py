@@ -19,7 +19,9 @@ their own sessions), so they keep running; the next daemon picks them up without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import signal
 import time
 from collections.abc import Sequence
@@ -97,6 +99,7 @@ class Daemon:
         self._queue.put_nowait(trigger)
 
     async def run(self) -> int:
+        _raise_fd_limit()  # two descriptors per watched instance (pidfd + QMP)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
@@ -356,6 +359,13 @@ def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: 
                              for o in result.outcomes if not o.ok),
         last_error=result.error,
     )
+
+
+def _raise_fd_limit() -> None:
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _where(task: asyncio.Task[object]) -> str:

@@ -205,6 +205,7 @@ class Observation:
 WATCH_EVENTS = ("SHUTDOWN", "STOP", "GUEST_PANICKED", "RESET", "RESUME")
 TRIGGERING = frozenset({"SHUTDOWN", "STOP", "GUEST_PANICKED"})  # RESET/RESUME: only remembered
 QMP_CONNECT_TIMEOUT = 2.0
+QMP_RETRY_MAX = 30.0
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
@@ -257,10 +258,16 @@ class ExitWatchers:
                 await events
 
     async def _events(self, w: Watched, seen: list[qmp.QmpEvent]) -> None:
-        try:
-            session = await qmp.connect(w.qmp_watch, QMP_CONNECT_TIMEOUT, name="reconciler-watch")
-        except QmpError:
-            return  # the pidfd still reports the exit; the next pass retries the connection
+        # QEMU serves one client per socket: right after a daemon restart the old connection may not be
+        # closed yet. Retry with a growing delay while the process lives (the pidfd reports its exit).
+        delay = 0.5
+        while True:
+            try:
+                session = await qmp.connect(w.qmp_watch, QMP_CONNECT_TIMEOUT, name="reconciler-watch")
+                break
+            except QmpError:
+                await asyncio.sleep(delay)  # a retry timer, not a poll: the exit comes via the pidfd
+                delay = min(delay * 2, QMP_RETRY_MAX)
         try:
             while True:
                 try:

@@ -60,6 +60,16 @@ async def _next_file_trigger(q: asyncio.Queue[Trigger], timeout: float = 5.0) ->
     return t
 
 
+async def _until(q: asyncio.Queue[Trigger], needle: str, timeout: float = 5.0) -> Trigger:
+    """The first FILE trigger mentioning `needle` (earlier ones, e.g. the directory's creation, skipped)."""
+    async def look() -> Trigger:
+        while needle not in (t := await _next_file_trigger(q, timeout)).detail:
+            pass
+        return t
+
+    return await asyncio.wait_for(look(), timeout)
+
+
 async def _quiet(q: asyncio.Queue[Trigger], seconds: float = 0.3) -> bool:
     try:
         await asyncio.wait_for(q.get(), seconds)
@@ -81,7 +91,7 @@ def test_file_watcher_reports_yaml_changes_only(tmp_path: Path) -> None:
             (root / "notes.txt").write_text("x")
             assert await _quiet(q)
             (root / "a.yaml").write_text("x")
-            assert "a.yaml" in (await _next_file_trigger(q)).detail
+            await _until(q, "a.yaml")
         finally:
             w.stop()
 
@@ -107,7 +117,7 @@ def test_file_watcher_rearms_a_replaced_root(tmp_path: Path) -> None:
             assert w.recheck() == [str(current)]
             assert "re-armed" in (await _next_file_trigger(q)).detail
             (tmp_path / "r2" / "b.yaml").write_text("x")
-            assert "b.yaml" in (await _next_file_trigger(q)).detail
+            await _until(q, "b.yaml")
         finally:
             w.stop()
 
@@ -126,7 +136,7 @@ def test_missing_root_is_armed_when_it_appears(tmp_path: Path) -> None:
             assert w.recheck() == [str(root)]
             await _next_file_trigger(q)
             (root / "c.yaml").write_text("x")
-            assert "c.yaml" in (await _next_file_trigger(q)).detail
+            await _until(q, "c.yaml")
         finally:
             w.stop()
 
