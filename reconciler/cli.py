@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except ReconcilerError as err:
+        for line in err.details:
+            print(line, file=sys.stderr)
         print(f"error: {err}", file=sys.stderr)
         return int(err.exit_code)
     except KeyboardInterrupt:

@@ -23,9 +23,14 @@ class ExitCode(enum.IntEnum):
 
 
 class ReconcilerError(Exception):
-    """Base of every error the CLI reports as one line."""
+    """Base of every error the CLI reports as one line (after its `details` lines, if any)."""
 
     exit_code: ExitCode = ExitCode.ERROR
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """Lines printed before the error line, each complete on its own (e.g. one per manifest problem)."""
+        return ()
 
     def __str__(self) -> str:  # subclasses are dataclasses with a `message` property
         msg = getattr(self, "message", None)
@@ -47,11 +52,17 @@ class ManifestLoadError(ReconcilerError):
     """Manifests could not be loaded or validated; `problems` holds one line each."""
 
     problems: tuple[str, ...]
+    consequence: str = ""  # what did not happen, e.g. "no plan made"
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        return self.problems
 
     @property
     def message(self) -> str:
         n = len(self.problems)
-        return "\n".join(self.problems) + f"\n{n} problem{'s' if n != 1 else ''} found in the manifests"
+        tail = f"; {self.consequence}" if self.consequence else ""
+        return f"{n} problem{'s' if n != 1 else ''} found in the manifests{tail}"
 
 
 @dataclass(eq=False)

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -66,13 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--plan applies the saved plan as it is; --target/--prune/--allow-empty belong to "
                          "`reconciler plan`")
     paths = args.paths or list(manifest.DEFAULT_PATHS)
-    result = manifest.load(paths)
-    if result.desired is None:
-        sys.stderr.write("".join(f"{p}\n" for p in result.problems))
-        n = len(result.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found in the manifests; nothing applied", file=sys.stderr)
-        return ExitCode.ERROR
-    desired = result.desired
+    desired = load_desired(paths, "nothing applied")
     nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
 
     def waiting(path: str, holder: Holder | None) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from reconciler.actual import ActualState
+from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode
 from reconciler.model import DesiredState
 
@@ -60,13 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.render.text import RenderOptions, render_text
 
     paths = args.paths or list(manifest.DEFAULT_PATHS)
-    result = manifest.load(paths)
-    if result.desired is None:
-        sys.stderr.write("".join(f"{p}\n" for p in result.problems))
-        n = len(result.problems)
-        print(f"{n} problem{'s' if n != 1 else ''} found in the manifests; no plan made", file=sys.stderr)
-        return ExitCode.ERROR
-    desired = result.desired
+    desired = load_desired(paths, "no plan made")
     actual = discover_actual(desired)
     targets = frozenset(args.target) if args.target else None
     plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)

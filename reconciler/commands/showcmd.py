@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = manifest.load(list(args.paths) or [DEFAULT_MANIFESTS])
     if result.problems or result.desired is None:
-        raise ManifestLoadError(tuple(str(p) for p in result.problems) or ("the manifests declare nothing",))
+        raise ManifestLoadError(tuple(str(p) for p in result.problems), "no command line shown")
     spec, node = select(result.desired, args.name, args.node)
     launch = qemu_argv.build_launch(spec, node, incoming=parse_incoming(args.incoming))
     print(render(launch.argv, launch.env, pretty=not args.oneline))
