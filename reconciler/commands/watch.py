@@ -9,8 +9,14 @@ SIGTERM/SIGINT stop it; the VMs keep running. See docs/watch.md.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from reconciler.errors import ExitCode
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from reconciler.watch.logfmt import EventLog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,5 +96,26 @@ def run(args: argparse.Namespace) -> int:
         parallel=args.parallel,
     )
     log = EventLog(LogFormat(args.log_format), Level(args.log_level))
-    code = asyncio.run(Daemon(config, log).run())
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(Daemon(config, log).run())
+        _cancel_leftovers(loop, log)
+    finally:
+        loop.close()
     return ExitCode.OK if code == 0 else ExitCode.ERROR
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop, log: EventLog, timeout: float = 5.0) -> None:
+    """Like asyncio.run's cleanup, but bounded: a task stuck in a library (a QMP client that does not
+    close) must not keep the daemon from exiting; the VMs do not depend on it."""
+    import asyncio
+
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        _, stuck = loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+        for t in stuck:
+            log.warning("task-abandoned-at-exit", task=t.get_name())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())

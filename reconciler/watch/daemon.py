@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from reconciler import gitinfo
 from reconciler.errors import ReconcilerError
@@ -130,7 +131,8 @@ class Daemon:
             if self._backoff_timer is not None:
                 self._backoff_timer.cancel()
             files.stop()
-            await self._watchers.close()
+            for task in await self._watchers.close():
+                self.log.warning("watcher-stuck", task=task.get_name(), where=_where(task))
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self._write_status(None, stopped=True)
@@ -368,7 +370,7 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _where(task: asyncio.Task[object]) -> str:
+def _where(task: asyncio.Task[Any]) -> str:
     """Where a task is suspended, innermost last, as one line (for a pass that ignores cancellation)."""
     names: list[str] = []
     coro: object = task.get_coro()

@@ -206,6 +206,7 @@ WATCH_EVENTS = ("SHUTDOWN", "STOP", "GUEST_PANICKED", "RESET", "RESUME")
 TRIGGERING = frozenset({"SHUTDOWN", "STOP", "GUEST_PANICKED"})  # RESET/RESUME: only remembered
 QMP_CONNECT_TIMEOUT = 2.0
 QMP_RETRY_MAX = 30.0
+CLOSE_TIMEOUT = 2.0
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
@@ -231,12 +232,16 @@ class ExitWatchers:
             if key not in self._tasks:
                 self._tasks[key] = asyncio.create_task(self._watch(w), name=f"watch {w.name}@{w.node}")
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> list[asyncio.Task[None]]:
+        """Cancel every watcher; returns those still running after `timeout` (abandoned)."""
         tasks = list(self._tasks.values())
         self._tasks.clear()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return list(pending)
 
     async def _watch(self, w: Watched) -> None:
         handle = ProcessHandle.open_verified(w.pid, lambda pid: _same_process(pid, w.started_at))
@@ -254,8 +259,7 @@ class ExitWatchers:
             self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
         finally:
             events.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await events
+            await asyncio.wait({events}, timeout=CLOSE_TIMEOUT)  # never hang on a stuck QMP client
 
     async def _events(self, w: Watched, seen: list[qmp.QmpEvent]) -> None:
         # QEMU serves one client per socket: right after a daemon restart the old connection may not be
@@ -284,7 +288,8 @@ class ExitWatchers:
         except QmpError:
             return
         finally:
-            await session.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
 
 
 def describe_event(event: qmp.QmpEvent) -> str:
