@@ -118,23 +118,30 @@ class Reconciler:
             return replace(base, seconds=self.clock() - t0, timings=timer.laps,
                            error="no consistent set of manifests: " + "; ".join(snapshot.blocked[:3]))
         looked = {t.source for t in triggers}
+        revision: asyncio.Future[str | None] | None = None
         if snapshot.reparsed or self.passes == 1 or looked & _REVISION_TRIGGERS:
-            self._revision = await self.revision()
-            timer.lap("revision")
-        base = replace(base, revision=self._revision)
+            revision = asyncio.ensure_future(self.revision())  # git runs while we lock and discover
         nodes = [desired.nodes[n] for n in sorted(desired.nodes)]
         try:
             async with self._locks(nodes):
                 timer.lap("lock")
-                result = await self._locked(base, desired, nodes, snapshot, timer)
+                result = await self._locked(base, desired, nodes, snapshot, timer, revision)
         except ReconcilerError as err:
             result = replace(base, error=str(err))
+        finally:
+            if revision is not None and not revision.done():
+                revision.cancel()
         return replace(result, seconds=self.clock() - t0, timings=timer.laps)
 
     async def _locked(self, base: PassResult, desired: DesiredState, nodes: list[NodeSpec],
-                      snapshot: Snapshot, timer: _Timer) -> PassResult:
+                      snapshot: Snapshot, timer: _Timer,
+                      revision: asyncio.Future[str | None] | None) -> PassResult:
         actual = await self.discover(nodes)
         timer.lap("discover")
+        if revision is not None:
+            self._revision = await revision
+            timer.lap("revision")
+        base = replace(base, revision=self._revision)
         plan = make_plan(desired, actual, prune=False if snapshot.degraded else None)
         timer.lap("plan")
         now = self.clock()
