@@ -76,6 +76,17 @@ class DaemonLog:
                 return item, time.perf_counter()
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM our daemon; SIGKILL it if it does not exit in time (the VMs are reaped separately)."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        print("warning: the daemon did not stop within 30 s of SIGTERM; killed", file=sys.stderr)
+        proc.kill()
+        proc.wait(10)
+
+
 def instance_doc(name: str) -> str:
     kernel = (f"{{path: {GUEST / 'vmlinuz'}, initrd: {GUEST / 'initrd.img'}, root: /dev/ram0, "
               f"cmdline: quiet}}")
@@ -138,8 +149,7 @@ def latency() -> None:
         print("  pass phases, median ms: " + ", ".join(
             f"{n} {statistics.median(p.get(n, 0.0) for p in phases):.0f}" for n in names))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
         reap(state)
         shutil.rmtree(root, ignore_errors=True)
 
@@ -209,8 +219,7 @@ def rss() -> None:
             print(f"daemon with 10,000 instances loaded: RSS {mib:.0f} MiB (goal <= 150 MB), "
                   f"ready after {t1 - t0:.1f} s; {ev.get('status')}")
         finally:
-            proc.terminate()
-            proc.wait(60)
+            stop(proc)
 
 
 def main() -> None:
