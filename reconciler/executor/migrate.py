@@ -37,7 +37,7 @@ from reconciler.executor.start import (
 )
 from reconciler.executor.stop import escalate
 from reconciler.model import InstanceSpec, Migration, MigrationMode
-from reconciler.node import Node
+from reconciler.node import Node, live_copies
 from reconciler.planner.actions import Action
 from reconciler.qmp import QmpSession
 
@@ -82,9 +82,18 @@ async def migrate(ctx: Context, action: Action) -> str:
         return await _migrate(ctx, action, source, target)
 
 
+def already_there(source: Node, target: Node, name: str) -> bool:
+    """The instance runs on the target and not on the source: an interrupted migration that completed
+    (see executor.duplicate) already did this action's work."""
+    copies = {node for node, _ in live_copies([source, target], name)}
+    return copies == {target.name}
+
+
 async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> str:
     t0 = time.monotonic()
     name = action.name
+    if already_there(source, target, name):
+        return f"already on {target.name} (an interrupted migration completed)"
     try:
         rec = source.read_record(name)
     except RecordError as err:

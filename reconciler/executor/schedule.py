@@ -61,10 +61,12 @@ def _failed(ctx: Context, action: Action, detail: str, t0: float) -> ActionResul
 
 
 async def _dispatch(ctx: Context, action: Action) -> str:
-    from reconciler.executor import migrate, restart, start, stop
+    from reconciler.executor import duplicate, migrate, restart, start, stop
 
     if action.kind is ActionKind.START:
         return await start.start(ctx, ctx.node(action.node), ctx.spec(action.name))
+    if action.kind is ActionKind.STOP and action.reason is Reason.DUPLICATE:
+        return await duplicate.stop_duplicate(ctx, ctx.node(action.node), action.name)
     if action.kind is ActionKind.STOP:
         node = ctx.node(action.node)
         done = await stop.stop(ctx, node, action.name, keep_record=action.reason in _KEEP_RECORD)

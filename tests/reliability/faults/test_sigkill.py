@@ -124,20 +124,8 @@ def _watch(rig: Rig, extra: tuple[str, ...], change: Callable[[], None]) -> Line
     return lines
 
 
-# Open bug (docs/reliability.md): a killed offline migration can complete inside QEMU between the next
-# apply's discovery and its stop of the "duplicate" target; that apply then fails ("Can't migrate the vm
-# that was paused due to previous migration") and only the one after converges. Not strict: most trials pass.
-OPEN_OFFLINE_RACE = pytest.mark.xfail(reason="open: offline migration completing between discovery and "
-                                      "the duplicate stop", strict=False)
-
-
-def _marks(kind: str, seed: int) -> list[Any]:
-    offline = kind == "migrate" and _options(kind, seed)[0]["mode"] == "offline"
-    return [OPEN_OFFLINE_RACE] if offline else []
-
-
 def _ids(ci: int, long: int) -> list[Any]:
-    return [pytest.param(kind, seed, id=f"{kind}-seed{seed}", marks=_marks(kind, seed))
+    return [pytest.param(kind, seed, id=f"{kind}-seed{seed}")
             for kind in SCENARIOS for seed in trials(ci, long)]
 
 
