@@ -102,13 +102,13 @@ class Daemon:
     async def run(self) -> int:
         _raise_fd_limit()  # two descriptors per watched instance (pidfd + QMP)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
-        if self.config.metrics_address is not None:
+        if self.config.metrics_address is not None:  # first: a bad address fails before anything runs
             host, port = self.config.metrics_address
             self.metrics_server = self.metrics.serve(host, port)
             self.log.info("metrics-listening", address=f"{host}:{self.metrics_server.port}")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
         files = FileWatcher(self.config.roots, loop, self.emit)
         for missing in files.start():
             self.log.warning("watch-missing-root", path=missing, note="noticed by the periodic resync")

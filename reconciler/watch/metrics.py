@@ -20,10 +20,12 @@ durations, `_timestamp_seconds`). The HTTP server is prometheus-client's own thr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from reconciler.actual import RunState
+from reconciler.errors import ReconcilerError
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -78,8 +80,23 @@ class Metrics:
         self._revision = revision
 
     def serve(self, host: str, port: int) -> MetricsServer:
-        server, thread = start_http_server(port, host, registry=self.registry)
+        try:
+            server, thread = start_http_server(port, host, registry=self.registry)
+        except OSError as err:
+            raise MetricsAddressError(f"{host}:{port}", err.strerror or str(err)) from None
         return MetricsServer(server, thread)
+
+
+@dataclass(eq=False)
+class MetricsAddressError(ReconcilerError):
+    """`--metrics-address` cannot be served (in use, not an address of this host, ...)."""
+
+    address: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"metrics address {self.address}: {self.detail}"
 
 
 class MetricsServer:

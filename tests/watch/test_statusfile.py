@@ -1,9 +1,13 @@
-"""The daemon's state file: round trip, tolerant reading, and the lines `status` prints (pure, exact)."""
+"""The daemon's state file: round trip, tolerant reading, and the lines `status` prints (pure, exact);
+and the one-line error for an unusable metrics address."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+import pytest
 
 from reconciler.model import NodeSpec
 from reconciler.watch import statusfile
@@ -66,3 +70,16 @@ def test_row_details_only_for_holds_in_force() -> None:
 def test_daemon_alive() -> None:
     assert statusfile.daemon_alive(WatchStatus(pid=os.getpid(), updated_at=0.0, passes=0))
     assert not statusfile.daemon_alive(WatchStatus(pid=os.getpid(), updated_at=0.0, passes=0, stopped=True))
+
+
+def test_metrics_address_in_use_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        code = cli.main(["watch", str(tmp_path), "--metrics-address", f"127.0.0.1:{port}"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"error: metrics address 127.0.0.1:{port}: Address already in use\n")
