@@ -110,13 +110,14 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
         files = FileWatcher(self.config.roots, loop, self.emit)
-        for missing in files.start():
-            self.log.warning("watch-missing-root", path=missing, note="noticed by the periodic resync")
-        resync = asyncio.create_task(self._resync_loop(), name="resync")
-        self.log.info("started", pid=os.getpid(), roots=",".join(self.config.roots),
-                      resync=self.config.resync_interval, debounce=self.config.debounce.quiet)
-        self.emit(Trigger(TriggerSource.STARTUP))
+        resync: asyncio.Task[None] | None = None
         try:
+            for missing in files.start():
+                self.log.warning("watch-missing-root", path=missing, note="watched once it appears")
+            resync = asyncio.create_task(self._resync_loop(), name="resync")
+            self.log.info("started", pid=os.getpid(), roots=",".join(self.config.roots),
+                          resync=self.config.resync_interval, debounce=self.config.debounce.quiet)
+            self.emit(Trigger(TriggerSource.STARTUP))
             while not self._stop.is_set():
                 triggers = await self._next_triggers()
                 if triggers is None:
@@ -127,7 +128,8 @@ class Daemon:
                 for root in files.recheck():
                     self.log.info("watch-rearmed", path=root, note="the root was replaced")
         finally:
-            resync.cancel()
+            if resync is not None:
+                resync.cancel()
             if self._backoff_timer is not None:
                 self._backoff_timer.cancel()
             files.stop()
