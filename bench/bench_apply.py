@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -88,7 +89,7 @@ def bench_start(world: World, runs: int) -> tuple[float, float]:
     node = world.node("node-a")
     for i in range(runs):
         world.instance(f"s{i}", "node-a")
-        ours.append(cli(world, "apply", "--yes")[0])
+        ours.append(cli(world, "apply", "--yes")[0])  # exactly one start: the world is empty again
         spec = model.InstanceSpec(name=f"bare{i}", memory_mib=128, kernel=model.KernelBoot(
             str(GUEST / "vmlinuz"), "/dev/ram0", str(GUEST / "initrd.img")))
         built = argv.build_launch(spec, node)
@@ -96,6 +97,9 @@ def bench_start(world: World, runs: int) -> tuple[float, float]:
         asyncio.run(launch.launch(spec.name, built.argv, built.paths, 30.0))
         bare.append(time.perf_counter() - t0)
         world.reap()
+        world.remove(f"s{i}")  # else the next apply restarts every earlier (killed) instance too
+        for name in (f"s{i}", f"bare{i}"):
+            shutil.rmtree(world.paths("node-a", name).dir, ignore_errors=True)
     return statistics.median(ours), statistics.median(bare)
 
 

@@ -8,7 +8,9 @@ pay for the planner's or the executor's imports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -49,6 +51,20 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 def _selected_command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
+
+
+def entry() -> NoReturn:
+    """The console script: `main`, then a fast exit.
+
+    Interpreter finalization (tearing down ~400 modules) costs ~13 ms after the work is done, which is
+    a third of a stop's latency budget. Every resource is closed by the time `main` returns; flush the
+    standard streams and leave without it.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
