@@ -34,7 +34,9 @@ async def stop_duplicate(ctx: Context, node: Node, name: str) -> str:
     The copies' run states are read again now: discovery may be a migration's completion ago.
     - this copy is still `inmigrate`: settle the other copies' outgoing migrations first (cancel);
     - this copy runs and another is `postmigrate`: the migration completed since discovery.
-    Either way, when the guest ended up here, the other copy is the one stopped.
+    Either way, when the guest ended up here, the other copy is the one stopped. And when this copy is
+    the `postmigrate` source of a completed offline migration, the other copy got the guest paused, as
+    the source was: it is continued before this one goes.
     """
     others = [ctx.node(n) for n, _ in live_copies([n for n in ctx.nodes.values() if n.name != node.name],
                                                   name)]
@@ -48,6 +50,8 @@ async def stop_duplicate(ctx: Context, node: Node, name: str) -> str:
             done = await stop(ctx, other, name, keep_record=False)
             return (f"an interrupted migration had completed: kept the copy on {node.name}, "
                     f"stopped the one on {other.name} ({done.step.value}) in {done.seconds:.2f}s")
+        if here == "postmigrate" and there == "paused":
+            await _resume_target(ctx, other, name)  # this copy's completed offline migration paused it
     done = await stop(ctx, node, name, keep_record=False)
     return f"stopped on {node.name} ({done.step.value}) in {done.seconds:.2f}s"
 

@@ -35,12 +35,12 @@ def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
         yield w
 
 
-def _interrupted_migration(world: World) -> None:
+def _interrupted_migration(world: World, mode: str = "live") -> None:
     """web1 migrating node-a -> node-b inside QEMU, the apply that started it killed."""
-    world.instance("web1", "node-a", migration=SLOW)
+    world.instance("web1", "node-a", migration={**SLOW, "mode": mode})
     assert world.apply().code == 0
     SerialLog(world.serial_log("node-a", "web1")).wait_for(TICK, BOOT_TIMEOUT)
-    world.instance("web1", "node-b", migration=SLOW)
+    world.instance("web1", "node-b", migration={**SLOW, "mode": mode})
     out = Lines(world.spawn("apply", "--yes"))
     out.wait_for("%", 30)
     out.proc.kill()  # our own child
@@ -105,3 +105,16 @@ def test_migration_completed_since_discovery_keeps_the_target(world: World) -> N
     assert converge.code == 0, converge.text
     assert world.qemu_pids("web1") == [pid]
     assert world.cli("plan").out.rstrip().endswith("No changes. The nodes match the manifests.")
+
+
+def test_completed_offline_migration_found_by_the_next_apply_resumes_the_target(world: World) -> None:
+    _interrupted_migration(world, "offline")
+    asyncio.run(_let_it_complete(world.paths("node-a", "web1").qmp))  # before the next discovery
+    assert asyncio.run(_status(world.paths("node-b", "web1").qmp)) == "paused"  # as its source was
+    converge = world.apply()
+    assert converge.code == 0, converge.text
+    [pid] = world.qemu_pids("web1")
+    assert asyncio.run(_status(world.paths("node-b", "web1").qmp)) == "running"
+    assert _tick(SerialLog(world.serial_log("node-b", "web1")).wait_for(TICK, 10)) > 1
+    assert world.cli("plan").out.rstrip().endswith("No changes. The nodes match the manifests.")
+    assert world.qemu_pids("web1") == [pid]
