@@ -207,6 +207,9 @@ class DesiredState:
     nodes: Mapping[str, NodeSpec]
     prune: bool = False
     sources: Mapping[str, SourceRef] = field(default_factory=dict)  # "Kind/name" -> where declared
+    # spec_hash() of instances, where known: the watch daemon keeps them (each computed once, when its
+    # file changes) so a replan compares digests with the applied records instead of whole specs.
+    spec_hashes: Mapping[str, str] = field(default_factory=dict, compare=False)  # derived: not compared
 
 
 def to_jsonable(value: Any) -> Any:

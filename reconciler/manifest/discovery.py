@@ -20,6 +20,7 @@ SUFFIXES = (".yaml", ".yml")
 class Discovery:
     files: tuple[str, ...]  # paths as the user would write them (joined onto the given roots)
     problems: tuple[Problem, ...]
+    symlinks: bool = False  # the walk met a symlink: a file may be known under another name
 
 
 def discover(paths: Sequence[str]) -> Discovery:
@@ -27,6 +28,7 @@ def discover(paths: Sequence[str]) -> Discovery:
     files: list[str] = []
     problems: list[Problem] = []
     seen: set[str] = set()  # real paths of files already taken
+    links: list[str] = []  # symlinks met on the way
     for root in paths:
         try:
             is_dir = os.path.isdir(root)
@@ -34,15 +36,19 @@ def discover(paths: Sequence[str]) -> Discovery:
         except (OSError, ValueError):
             is_dir = exists = False
         if is_dir:
-            _walk(root, os.path.realpath(root), [os.path.realpath(root)], files, problems, seen)
+            if os.path.islink(root):
+                links.append(root)
+            _walk(root, os.path.realpath(root), [os.path.realpath(root)], files, problems, seen, links)
         elif exists:
+            if os.path.islink(root):
+                links.append(root)
             real = os.path.realpath(root)
             if real not in seen:
                 seen.add(real)
                 files.append(root)
         else:
             problems.append(Problem(root, message=_missing_reason(root)))
-    return Discovery(tuple(files), tuple(problems))
+    return Discovery(tuple(files), tuple(problems), bool(links))
 
 
 def _missing_reason(path: str) -> str:
@@ -66,7 +72,8 @@ def _inside(real: str, tree: str) -> bool:
 
 
 def _walk(
-    directory: str, tree: str, stack: list[str], files: list[str], problems: list[Problem], seen: set[str]
+    directory: str, tree: str, stack: list[str], files: list[str], problems: list[Problem], seen: set[str],
+    links: list[str],
 ) -> None:
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -79,6 +86,7 @@ def _walk(
         path = entry.path
         is_yaml = entry.name.endswith(SUFFIXES)
         if entry.is_symlink():
+            links.append(path)
             real = os.path.realpath(path)
             try:
                 os.stat(path)
@@ -106,7 +114,7 @@ def _walk(
                 problems.append(Problem(path, message="symlink loop (the directory contains itself)"))
                 continue
             stack.append(real)
-            _walk(path, tree, stack, files, problems, seen)
+            _walk(path, tree, stack, files, problems, seen, links)
             stack.pop()
         elif is_yaml:
             key = real if entry.is_symlink() else os.path.join(stack[-1], entry.name)  # no syscall

@@ -128,8 +128,9 @@ def assign_phases(
             if want > phases[i]:
                 phases[i], changed = want, True
         if not changed:
-            pairs = zip(moves, phases, strict=True)
-            return tuple(replace(m, action=replace(m.action, phase=p)) for m, p in pairs), None
+            pairs = zip(moves, phases, strict=True)  # replace() is slow: only where the phase changes
+            return tuple(m if m.action.phase == p else replace(m, action=replace(m.action, phase=p))
+                         for m, p in pairs), None
     stuck = sorted({moves[i].action.name for i in range(len(moves)) if adds_on[i]})
     return moves, PlanProblem(
         ProblemKind.ORDERING, "plan",

@@ -98,8 +98,11 @@ def make_plan(
     for name in sorted(desired.instances.keys() | records.keys()):
         if targets is not None and name not in targets:
             continue
-        recs = sorted(records.get(name, ()), key=lambda r: r.node)
+        recs = records.get(name, [])
         spec = desired.instances.get(name)
+        if spec is not None and len(recs) == 1 and _settled(spec, recs[0], desired):
+            continue  # the common case, decided without the general machinery
+        recs.sort(key=lambda r: r.node)
         if spec is None:
             _orphan(name, recs, prune_on, out)
         else:
@@ -120,6 +123,23 @@ def make_plan(
         prune=prune_on,
         targets=tuple(sorted(targets)) if targets is not None else None,
     )
+
+
+def _settled(spec: InstanceSpec, rec: ActualInstance, desired: DesiredState) -> bool:
+    """Up where it is declared, with the declared spec, and wanted up: `_instance` would plan nothing.
+
+    Most instances are like this on most passes; deciding it in one expression keeps a 10,000-instance
+    replan cheap for the watch daemon. Equal digests mean equal specs; unequal ones (or none known) leave
+    it to the field-by-field comparison.
+    """
+    if rec.state not in _UP or spec.run_strategy is RunStrategy.HALTED:
+        return False
+    if spec.node is not None and (spec.node != rec.node or spec.node not in desired.nodes):
+        return False
+    known = desired.spec_hashes.get(spec.name)
+    if known is not None and known == rec.spec_hash:
+        return True
+    return rec.spec == spec
 
 
 def _current_usage(actual: ActualState, specs: Mapping[str, InstanceSpec]) -> dict[str, int]:

@@ -110,7 +110,7 @@ class Reconciler:
         self.passes += 1
         t0 = self.clock()
         timer = _Timer()
-        snapshot = self.cache.refresh()
+        snapshot = self.cache.refresh(changed_paths(triggers))
         timer.lap("load")
         base = PassResult(self.passes, tuple(triggers), snapshot, t0, revision=self._revision)
         desired = snapshot.desired
@@ -240,3 +240,21 @@ def drop_unappliable(plan: Plan) -> tuple[list[Action], list[Action], bool]:
         names.add(name)
     keep = [a for a in plan.actions if a.name not in names]
     return keep, [a for a in plan.actions if a.name in names], False
+
+
+
+def changed_paths(triggers: Sequence[Trigger]) -> frozenset[str] | None:
+    """The manifest paths these triggers say changed; None when the whole tree must be looked at.
+
+    The triggers that look at the git revision again also look at every file.
+
+    Only file events change files: a pass for a QEMU exit or a backoff looks at no file at all. The
+    startup, the periodic resync and SIGHUP look at everything (and so repair any missed event).
+    """
+    paths: set[str] = set()
+    for t in triggers:
+        if t.source in _REVISION_TRIGGERS or (t.source is TriggerSource.FILE and t.paths is None):
+            return None
+        if t.source is TriggerSource.FILE and t.paths is not None:
+            paths.update(t.paths)
+    return frozenset(paths)

@@ -47,6 +47,7 @@ class TriggerSource(enum.StrEnum):
 class Trigger:
     source: TriggerSource
     detail: str = ""
+    paths: tuple[str, ...] | None = None  # FILE: the paths the event named (None: unknown)
 
 
 Emit = Callable[[Trigger], None]  # must be safe to call from the loop's thread
@@ -131,8 +132,8 @@ class FileWatcher:
                     paths.append(os.fsdecode(event.dest_path))
                 hits = [p for p in paths if relevant_path(p, target)]
                 if hits:
-                    outer._loop.call_soon_threadsafe(
-                        outer._emit, Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}"))
+                    trigger = Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}", tuple(hits))
+                    outer._loop.call_soon_threadsafe(outer._emit, trigger)
 
         if not os.path.isdir(target):
             return False
