@@ -11,7 +11,7 @@
 3. The daemon's RSS with those 10,000 instances loaded (runStrategy Manual: nothing is started).
    Goal: <= 150 MB.
 
-Run: python3 bench/bench_watch.py [--skip-latency] [--skip-rss]
+Run: python3 bench/bench_watch.py [--skip-latency] [--skip-replan] [--skip-rss]
 """
 
 from __future__ import annotations
@@ -237,11 +237,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-replan", action="store_true")
     args = ap.parse_args()
     if not args.skip_latency:
         latency()
-    replan(50)
-    replan(1)
+    if not args.skip_replan:
+        replan(50)
+        replan(1)
     if not args.skip_rss:
         rss()
 
