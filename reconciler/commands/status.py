@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import discovery, model
 from reconciler.actual import ActualInstance, ActualState, RunState, UnmanagedProcess
-from reconciler.errors import InstanceNotFound
+from reconciler.errors import InstanceNotFound, UsageError
 
 if TYPE_CHECKING:
     from reconciler.watch.statusfile import WatchStatus
@@ -54,6 +54,9 @@ class Row:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output (stable format)")
+    parser.add_argument("--status-file", metavar="FILE",
+                        help="the watch daemon's status file, when it runs with --status-file "
+                        "(default: <first node's stateDir>/watch-status.json)")
     parser.add_argument("targets", nargs="*", metavar="NAME|PATH",
                         help="instance names to show, and manifest files/directories "
                         f"(default ./{DEFAULT_MANIFESTS})")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise InstanceNotFound(missing[0])
         rows = [r for r in rows if r.name in names]
-    watch = _watch_status(nodes)  # what a `reconciler watch` daemon reported, if one ran
+    watch = _watch_status(nodes, args.status_file)  # what a `reconciler watch` daemon reported, if one ran
     if watch is not None:
         rows = _with_watch_details(rows, watch, now)
     if args.json:
@@ -84,11 +87,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch_status(nodes: Sequence[model.NodeSpec]) -> WatchStatus | None:
+def _watch_status(nodes: Sequence[model.NodeSpec], explicit: str | None) -> WatchStatus | None:
     from reconciler.watch import statusfile
 
-    path = statusfile.default_path(nodes)
-    return statusfile.read(path) if path is not None else None
+    if explicit is None:
+        path = statusfile.default_path(nodes)
+        return statusfile.read(path) if path is not None else None
+    status = statusfile.read(explicit)
+    if status is None:
+        raise UsageError(f"--status-file {explicit}: not a readable watch status file")
+    return status
 
 
 def _with_watch_details(rows: list[Row], watch: WatchStatus, now: float) -> list[Row]:

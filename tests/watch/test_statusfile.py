@@ -83,3 +83,19 @@ def test_metrics_address_in_use_is_one_line(tmp_path: Path, capsys: pytest.Captu
     assert code == 1
     assert capsys.readouterr().err == (
         f"error: metrics address 127.0.0.1:{port}: Address already in use\n")
+
+
+def test_status_reads_a_custom_status_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reconciler import cli
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "node.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Node\nmetadata:\n  name: n1\n"
+        f"spec:\n  stateDir: {tmp_path / 'state'}\n")
+    custom = tmp_path / "elsewhere.json"
+    statusfile.write(str(custom), STATUS)
+    assert cli.main(["status", "--json", "--status-file", str(custom), str(tmp_path / "m")]) == 0
+    assert '"passes": 7' in capsys.readouterr().out
+    assert cli.main(["status", "--status-file", str(tmp_path / "absent.json"), str(tmp_path / "m")]) == 64
+    assert capsys.readouterr().err == (
+        f"error: --status-file {tmp_path / 'absent.json'}: not a readable watch status file\n")
