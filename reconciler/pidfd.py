@@ -70,7 +70,8 @@ class ProcessHandle:
 
         loop.add_reader(fd, on_readable)
         try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
+            async with asyncio.timeout(timeout):
+                await done
         except TimeoutError:
             return False
         finally:

@@ -3,7 +3,9 @@
 qemu.qmp is 0.0.x and its API may change; everything else in the reconciler talks to the `QmpSession`
 Protocol defined here, so executor unit tests can use a fake and a library upgrade touches one module.
 Every qemu.qmp / OS error is wrapped into a typed `errors.QmpError` subclass carrying the socket path.
-Nothing here waits without a deadline: a hung monitor socket raises `QmpTimeout`.
+Nothing here waits without a deadline: a hung monitor socket raises `QmpTimeout`. Deadlines use
+`asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11, wait_for drops a cancellation that lands in
+the loop iteration where the awaited call completes, so a Ctrl-C could be lost mid-migration.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class QemuQmpSession:
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
                       timeout: float = 5.0) -> Any:
         try:
-            return await asyncio.wait_for(self._client.execute(command, arguments), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._client.execute(command, arguments)
         except TimeoutError:
             raise QmpTimeout(self._path, f"{command}: no answer within {timeout:g}s") from None
         except ExecuteError as err:
@@ -78,7 +81,8 @@ class QemuQmpSession:
             if remaining <= 0:
                 raise QmpTimeout(self._path, f"no {'/'.join(sorted(wanted))} event within {timeout:g}s")
             try:
-                msg = await asyncio.wait_for(self._client.events.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    msg = await self._client.events.get()
             except TimeoutError:
                 continue  # loop once more to raise with the message above
             if msg["event"] in wanted:
@@ -110,7 +114,7 @@ async def connect(socket_path: str, timeout: float = 5.0, name: str = "reconcile
     deadline = time.monotonic() + timeout
     for attempt in range(1, NEGOTIATION_ATTEMPTS + 1):
         try:
-            return await _connect_once(socket_path, max(deadline - time.monotonic(), 0.001), name)
+            return await _connect_once(socket_path, max(deadline - time.monotonic(), 0.001), name, timeout)
         except _EventBeforeReply as err:
             if attempt == NEGOTIATION_ATTEMPTS or time.monotonic() >= deadline:
                 raise QmpConnectError(socket_path, f"negotiation failed: {err.detail}") from None
@@ -123,10 +127,12 @@ class _EventBeforeReply(Exception):
         self.detail = detail
 
 
-async def _connect_once(socket_path: str, timeout: float, name: str) -> QemuQmpSession:
+async def _connect_once(socket_path: str, timeout: float, name: str, budget: float) -> QemuQmpSession:
+    """One attempt with `timeout` seconds left of the caller's `budget` (which errors name)."""
     client = QMPClient(name)
     try:
-        await asyncio.wait_for(client.connect(socket_path), timeout)
+        async with asyncio.timeout(timeout):
+            await client.connect(socket_path)
     except ConnectError as err:
         cause = err.exc
         if isinstance(cause, NegotiationError) and isinstance(cause.exc, AssertionError):
@@ -137,7 +143,7 @@ async def _connect_once(socket_path: str, timeout: float, name: str) -> QemuQmpS
         raise QmpConnectError(socket_path, detail) from None
     except TimeoutError:
         await _abandon(client)
-        raise QmpTimeout(socket_path, f"no greeting within {timeout:g}s") from None
+        raise QmpTimeout(socket_path, f"no greeting within {budget:g}s") from None
     except (QMPError, OSError) as err:
         raise QmpConnectError(socket_path, str(err) or type(err).__name__) from None
     return QemuQmpSession(client, socket_path)
@@ -167,4 +173,5 @@ async def query_status(socket_path: str, timeout: float) -> str:
 
 async def _abandon(client: QMPClient) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.disconnect(), 0.5)
+        async with asyncio.timeout(0.5):
+            await client.disconnect()

@@ -9,13 +9,15 @@
    the percentage and the remaining RAM. When the completion timeout or the no-progress timeout runs out:
    `migrate-start-postcopy` if the spec allows it, else `migrate_cancel`.
 4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
-   paused it. Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
+   paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown).
+   Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
 
 At most `Context.outgoing_limit` (2) migrations leave one node at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import time
@@ -122,7 +124,11 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             except ActionFailed:
                 source.remove_intent(name)
                 raise
-            watched, paused = await _run(ctx, src, target, name, started, port, settings, spec, offline)
+            try:
+                watched, paused = await _run(ctx, src, target, name, started, port, settings, spec, offline)
+            except asyncio.CancelledError:
+                await _unwind(ctx, src, source, target, name, started, offline)
+                raise
             if watched.end is not End.COMPLETED:
                 await kill_started(ctx, target, name, started)
                 resumed = await _resume(ctx, src) if paused else ""
@@ -257,6 +263,51 @@ async def _cancel(ctx: Context, src: QmpSession, why: str) -> Watched:
         if status in ("cancelled", "failed"):
             return Watched(End.CANCELLED, why)
     raise ActionFailed(f"migrate_cancel: no cancelled event within {ctx.deadlines.cancel:g}s")
+
+
+async def _unwind(ctx: Context, src: QmpSession, source: Node, target: Node, name: str, started: Started,
+                  offline: bool) -> None:
+    """Interrupted mid-migration (Ctrl-C in `apply`, or the daemon's shutdown grace ran out): abort it as
+    `virsh migrate` does, leaving the instance on the source alone, as after a failed migration. When QEMU
+    completed it already, cannot say, or a second cancellation cuts this short, the intents on both nodes
+    stay and the next run settles it (executor.duplicate)."""
+    ctx.progress.event(name, "interrupted: cancelling the migration")
+    try:
+        end = await _abort(ctx, src)
+    except (QmpError, ActionFailed):
+        return
+    if end is not End.CANCELLED:
+        return
+    await kill_started(ctx, target, name, started)
+    if offline:
+        await _resume(ctx, src)
+    source.remove_intent(name)
+
+
+async def _abort(ctx: Context, src: QmpSession) -> End | None:
+    """`migrate_cancel`, then how the migration ended (None: still going at the deadline). Works at any
+    point of `_run`, even before `migrate` was sent (no migration: nothing to undo on the source)."""
+    q = ctx.deadlines.qmp
+    if (await _status(src, q)).startswith("postcopy"):
+        return None  # never cancelled: the guest's memory is split between the nodes
+    await src.execute("migrate_cancel", timeout=q)
+    end = time.monotonic() + ctx.deadlines.cancel
+    while True:
+        status = await _status(src, q)
+        if status == "completed":
+            return End.COMPLETED
+        if status in ("none", "cancelled", "failed"):
+            return End.CANCELLED
+        left = end - time.monotonic()
+        if left <= 0:
+            return None
+        with contextlib.suppress(QmpTimeout):
+            await src.wait_event(["MIGRATION"], left)
+
+
+async def _status(src: QmpSession, timeout: float) -> str:
+    info = await src.execute("query-migrate", timeout=timeout)
+    return str(info.get("status", "none")) if isinstance(info, dict) else "none"
 
 
 async def _resume(ctx: Context, src: QmpSession) -> str:

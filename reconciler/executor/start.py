@@ -161,4 +161,5 @@ def _clean_failed(node: Node, name: str, had_record: bool) -> None:
 
 async def close_quietly(session: QmpSession) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(session.close(), 1.0)
+        async with asyncio.timeout(1.0):
+            await session.close()

@@ -43,7 +43,8 @@ async def collect(queue: asyncio.Queue[Trigger], debounce: Debounce,
         if remaining <= 0:
             return got
         try:
-            trigger = await asyncio.wait_for(queue.get(), remaining)
+            async with asyncio.timeout(remaining):
+                trigger = await queue.get()
         except TimeoutError:
             return got
         got.append(trigger)

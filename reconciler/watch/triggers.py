@@ -290,7 +290,8 @@ class ExitWatchers:
             return
         finally:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await session.close()
 
 
 def describe_event(event: qmp.QmpEvent) -> str:

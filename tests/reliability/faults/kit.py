@@ -196,12 +196,12 @@ class Rig:
     def spawn(self, *args: str) -> Lines:
         return Lines(self.world.spawn(*args))
 
-    def spawn_watch(self, wait_ready: bool = True) -> Lines:
+    def spawn_watch(self, wait_ready: bool = True, grace: float = 5.0) -> Lines:
         """`reconciler watch` as a child (text log on the merged output), once it reports ready."""
         status = self.tmp / "watch-status.json"
         proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "watch", str(self.world.manifests), "--resync", "30",
-             "--status-file", str(status), "--debounce", "0.05", "--shutdown-grace", "5"],
+             "--status-file", str(status), "--debounce", "0.05", "--shutdown-grace", str(grace)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = Lines(proc)
         if wait_ready:
