@@ -30,6 +30,7 @@ from reconciler.executor.context import Context
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import (
+    LaunchCancelled,
     PortInUse,
     Started,
     close_quietly,
@@ -122,6 +123,12 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             try:
                 started, port = await _launch_target(ctx, target, spec, source.name)
             except ActionFailed:
+                source.remove_intent(name)
+                raise
+            except LaunchCancelled as cancelled:  # no migration began: the target goes, the source stays
+                ctx.progress.event(name, "interrupted: the migration target is stopped")
+                if cancelled.started is not None:
+                    await kill_started(ctx, target, name, cancelled.started)
                 source.remove_intent(name)
                 raise
             try:

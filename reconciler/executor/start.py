@@ -50,10 +50,22 @@ def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None
         raise ActionFailed(f"already running on node {node} (pid {pid}); refusing to start a second QEMU")
 
 
+class LaunchCancelled(asyncio.CancelledError):
+    """The action was cancelled (Ctrl-C, daemon shutdown) while QEMU was launching. The launch was let
+    finish first, so nothing is left half-started: `started` is what now runs (None if the launch failed,
+    in which case it was cleaned up as any failed launch). The caller keeps it or kills it, then lets
+    the cancellation go on (this is a CancelledError)."""
+
+    def __init__(self, started: Started | None) -> None:
+        super().__init__()
+        self.started = started
+
+
 async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
                           incoming: IncomingSpec | None = None, peer: str | None = None) -> Started:
     """Launch `spec` on `node` (as a migration target when `incoming` is set); the caller writes the
-    record. Raises ActionFailed (PortInUse for a taken migration port) with nothing left running."""
+    record. Raises ActionFailed (PortInUse for a taken migration port) with nothing left running, or
+    LaunchCancelled."""
     try:
         built = build_launch(spec, node.spec, incoming=incoming)
     except ArgvError as err:
@@ -61,6 +73,23 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     kind = IntentKind.START if incoming is None else IntentKind.MIGRATE_TARGET
     refuse_if_running(ctx, spec.name, except_node=peer)
     ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
+    work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, peer))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        pass
+    # Cancelled: a QEMU killed mid-daemonize could leave its daemon behind, unrecorded. Let the launch
+    # end (it has its own deadlines; repeated cancellations meanwhile are absorbed), then hand over.
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(work)
+    if work.cancelled() or work.exception() is not None:
+        raise LaunchCancelled(None)
+    raise LaunchCancelled(work.result())
+
+
+async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, incoming: IncomingSpec | None,
+                  peer: str | None) -> Started:
     had_record = _has_record(node, spec.name)
     version = asyncio.ensure_future(asyncio.to_thread(node.qemu_version))
     try:
@@ -82,7 +111,19 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
     t0 = time.monotonic()
     ctx.progress.event(spec.name, f"starting on {node.name}")
     had_record = _has_record(node, spec.name)
-    started = await launch_instance(ctx, node, spec)
+    try:
+        started = await launch_instance(ctx, node, spec)
+    except LaunchCancelled as cancelled:
+        if cancelled.started is not None:  # it runs: finish the start (record, no intent), then stop
+            with contextlib.suppress(ActionFailed):
+                await _commit(ctx, node, spec, cancelled.started, had_record)
+        raise
+    await _commit(ctx, node, spec, started, had_record)
+    return f"started on {node.name} (pid {started.launched.pid}) in {time.monotonic() - t0:.2f}s"
+
+
+async def _commit(ctx: Context, node: Node, spec: InstanceSpec, started: Started, had_record: bool) -> None:
+    """Record what runs and drop the intent."""
     try:
         node.write_record(started.record(spec, node.name, ctx.revision))
     except StateDirError as err:
@@ -93,7 +134,6 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
         raise ActionFailed(detail) from None
     node.remove_intent(spec.name)
     _forget_elsewhere(ctx, node, spec.name)
-    return f"started on {node.name} (pid {started.launched.pid}) in {time.monotonic() - t0:.2f}s"
 
 
 async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool) -> str:

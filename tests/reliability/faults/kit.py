@@ -21,6 +21,7 @@ import contextlib
 import os
 import random
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -231,13 +232,20 @@ def settle_launches(state_dirs: list[str], timeout: float = 15.0) -> None:
 def sigkill_after(lines: Lines, needle: str | None, delay: float) -> tuple[bool, str]:
     """Wait for a line containing `needle` (None: start the clock now), sleep `delay` (the seeded random
     point of the fault), SIGKILL the child (our own). (whether the kill landed before it exited, output)."""
+    return signal_after(lines, needle, delay, signal.SIGKILL)
+
+
+def signal_after(lines: Lines, needle: str | None, delay: float, sig: signal.Signals) -> tuple[bool, str]:
+    """`sigkill_after` with any signal; after SIGINT/SIGTERM the child must exit by itself within the CLI
+    deadline (`apply` with 130, `watch` with 0). (whether the signal landed before it exited, output)."""
     if needle is not None:
         lines.wait_for(needle, CLI_DEADLINE)
     time.sleep(delay)
     landed = lines.proc.poll() is None
-    lines.proc.kill()
+    lines.proc.send_signal(sig)
     code, out = lines.finish(CLI_DEADLINE)
-    return landed and code == -9, out
+    expected = {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 0}[sig]
+    return landed and code == expected, out
 
 
 def start_decoy(name: str) -> subprocess.Popen[bytes]:

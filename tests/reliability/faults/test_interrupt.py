@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from reconciler.errors import ExitCode
 
 from ..invariants import qemu_by_instance
 from .kit import CLI_DEADLINE, Rig, make_rig
+from .wrapper import Wrapper
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -78,3 +80,43 @@ def test_watch_sigterm_after_the_grace_cancels_the_migration(rig: Rig) -> None:
     _left_on_the_source(rig, pid)
     rig.declare("web1", "node-b")
     rig.converge({"web1": "node-b", "keep": "node-a"})
+
+
+def _slow_node_b(rig: Rig, seconds: float) -> None:
+    wrapper = Wrapper(rig.tmp / "bin")
+    rig.set_node("node-b", qemuBinary=str(wrapper.path))
+    wrapper.set(f"slow:{seconds}")
+
+
+def _interrupt_during_launch(rig: Rig, needle: str) -> str:
+    lines = rig.spawn("apply", "--yes")
+    lines.wait_for(needle, CLI_DEADLINE)
+    time.sleep(0.3)  # the test's fault point: inside the 1.5 s launch on node-b
+    lines.proc.send_signal(signal.SIGINT)
+    code, out = lines.finish(CLI_DEADLINE)
+    assert code == ExitCode.INTERRUPTED and "Traceback" not in out, out
+    return out
+
+
+def test_ctrl_c_while_the_migration_target_launches(rig: Rig) -> None:
+    """The launch is let finish (a QEMU killed mid-daemonize could leave its daemon behind), then the
+    target is stopped: no migration ever began."""
+    pid = _booted(rig, "live")
+    _slow_node_b(rig, 1.5)
+    rig.declare("web1", "node-b", migration={"mode": "live", **SLOW})
+    out = _interrupt_during_launch(rig, "web1: migrating node-a")
+    assert "interrupted: the migration target is stopped" in out, out
+    _left_on_the_source(rig, pid)
+    rig.declare("web1", "node-b")
+    rig.converge({"web1": "node-b", "keep": "node-a"})
+
+
+def test_ctrl_c_while_a_start_launches_finishes_that_start(rig: Rig) -> None:
+    _slow_node_b(rig, 1.5)
+    rig.declare("web1", "node-b")
+    _interrupt_during_launch(rig, "web1: starting on node-b")
+    rig.check_fault()
+    assert [p.state_dir for p in qemu_by_instance(rig.state_dirs)["web1"]] == [rig.node("node-b").state_dir]
+    rig.assert_no_leaks()  # recorded, no intent left
+    text = rig.converge({"web1": "node-b", "keep": "node-a"})
+    assert "No changes" in text, text

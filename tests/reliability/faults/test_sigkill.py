@@ -6,10 +6,12 @@ manifests changed, the reconciler spawned, a seeded delay after the action's fir
 for one trial in five, from the spawn: lock, discovery and planning), SIGKILL. The id carries the seed:
 `pytest 'tests/reliability/faults/test_sigkill.py::test_sigkill_apply[migrate-seed7]'` replays the
 same delay. CI runs 3 seeds per action kind for apply and 1 for watch; RECONCILER_LONG=1 runs 50 each.
+`test_sigint_apply` sends Ctrl-C (SIGINT) instead, at the same points: 1 seed per kind in CI, 12 long.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from conftest import Guest
 from executor.kit import Lines
 
-from .kit import Rig, make_rig, rng_for, sigkill_after, trials
+from .kit import Rig, make_rig, rng_for, signal_after, trials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -99,14 +101,17 @@ def _options(kind: str, seed: int) -> tuple[dict[str, object], str | None, float
 Spawn = Callable[[Rig, tuple[str, ...], Callable[[], None]], Lines]
 
 
-def _trial(rig: Rig, kind: str, seed: int, spawn: Spawn) -> None:
+def _trial(rig: Rig, kind: str, seed: int, spawn: Spawn, sig: signal.Signals = signal.SIGKILL) -> None:
     scenario = SCENARIOS[kind]
     opts, needle, delay, extra = _options(kind, seed)
     scenario.before(rig, opts)
     rig.check_fault()
     lines = spawn(rig, extra, lambda: scenario.change(rig, opts))
-    landed, _ = sigkill_after(lines, needle, delay)
-    print(f"{kind} seed {seed}: delay {delay:.3f}s after {needle or 'spawn'}; kill landed: {landed}")
+    landed, out = signal_after(lines, needle, delay, sig)
+    print(f"{kind} seed {seed}: delay {delay:.3f}s after {needle or 'spawn'}; {sig.name} landed: {landed}")
+    if sig is signal.SIGINT:  # an interrupted action unwinds: a migration is aborted, never half-left
+        assert "internal error" not in out, out
+        rig.check_fault()
     rig.check_fault(scenario.migrating)
     if kind == "migrate":  # the instance is never lost: one copy runs the guest
         assert len(rig.guests("web1")) == 1, rig.guests("web1")
@@ -132,6 +137,12 @@ def _ids(ci: int, long: int) -> list[Any]:
 @pytest.mark.parametrize(("kind", "seed"), _ids(3, 50))
 def test_sigkill_apply(rig: Rig, kind: str, seed: int) -> None:
     _trial(rig, kind, seed, _apply)
+
+
+@pytest.mark.parametrize(("kind", "seed"), _ids(1, 12))
+def test_sigint_apply(rig: Rig, kind: str, seed: int) -> None:
+    """Ctrl-C instead of SIGKILL: `apply` exits by itself (130) and leaves no migration target behind."""
+    _trial(rig, kind, seed, _apply, signal.SIGINT)
 
 
 @pytest.mark.parametrize(("kind", "seed"), _ids(1, 50))

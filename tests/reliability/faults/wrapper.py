@@ -7,6 +7,7 @@ fault named in the file `fault-mode` next to it:
   kill        SIGKILL the daemon once it is set up: QEMU dies before QMP answers
   stop        SIGSTOP the daemon: a monitor that accepts connections and never answers
   fill:PATH   write PATH until the disk is full: the reconciler's next write (the record) fails
+  slow:SECS   wait SECS before running QEMU: a launch long enough to interrupt the reconciler during it
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from pathlib import Path
 REAL_QEMU = "/usr/bin/qemu-system-x86_64"
 
 _SCRIPT = r'''#!{python}
-import os, signal, subprocess, sys
+import os, signal, subprocess, sys, time
 REAL = {real!r}
 here = os.path.dirname(os.path.abspath(sys.argv[0]))
 with open(os.path.join(here, "fault-mode")) as f:
     mode = f.read().strip()
 if "--version" in sys.argv or mode == "pass":
+    os.execv(REAL, sys.argv)
+if mode.startswith("slow:"):
+    time.sleep(float(mode[5:]))
     os.execv(REAL, sys.argv)
 done = subprocess.run(sys.argv, executable=REAL)
 if done.returncode == 0 and mode in ("kill", "stop"):
