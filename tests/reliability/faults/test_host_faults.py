@@ -6,25 +6,16 @@ QEMU without a record, never touches a user disk, and the next reconcile converg
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Guest
 
 from reconciler.errors import ExitCode
 
 from ..invariants import qemu_by_instance
-from .kit import Rig, cli_argv, make_rig
+from .kit import Rig, cli_argv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, guest: Guest) -> Iterator[Rig]:
-    with make_rig(tmp_path, str(guest.kernel), str(guest.initrd)) as r:
-        r.start_bystander()
-        yield r
 
 
 def _failed_start(rig: Rig, needle: str) -> None:

@@ -8,29 +8,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import Guest
 
 from reconciler import qmp
 from reconciler.errors import ExitCode
 
 from ..invariants import qemu_by_instance
-from .kit import CLI_DEADLINE, Rig, make_rig
+from .kit import CLI_DEADLINE, Rig
 from .wrapper import Wrapper
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 SLOW = {"maxBandwidth": "2M"}  # 128 MiB at 2 MiB/s: still migrating when the interrupt lands
-
-
-@pytest.fixture
-def rig(tmp_path: Path, guest: Guest) -> Iterator[Rig]:
-    with make_rig(tmp_path, str(guest.kernel), str(guest.initrd)) as r:
-        r.start_bystander()
-        yield r
 
 
 def _booted(rig: Rig, mode: str) -> int:
@@ -82,12 +72,6 @@ def test_watch_sigterm_after_the_grace_cancels_the_migration(rig: Rig) -> None:
     rig.converge({"web1": "node-b", "keep": "node-a"})
 
 
-def _slow_node_b(rig: Rig, seconds: float) -> None:
-    wrapper = Wrapper(rig.tmp / "bin")
-    rig.set_node("node-b", qemuBinary=str(wrapper.path))
-    wrapper.set(f"slow:{seconds}")
-
-
 def _interrupt_during_launch(rig: Rig, needle: str) -> str:
     lines = rig.spawn("apply", "--yes")
     lines.wait_for(needle, CLI_DEADLINE)
@@ -98,11 +82,11 @@ def _interrupt_during_launch(rig: Rig, needle: str) -> str:
     return out
 
 
-def test_ctrl_c_while_the_migration_target_launches(rig: Rig) -> None:
+def test_ctrl_c_while_the_migration_target_launches(rig: Rig, wrapper: Wrapper) -> None:
     """The launch is let finish (a QEMU killed mid-daemonize could leave its daemon behind), then the
     target is stopped: no migration ever began."""
     pid = _booted(rig, "live")
-    _slow_node_b(rig, 1.5)
+    wrapper.set("slow:1.5")
     rig.declare("web1", "node-b", migration={"mode": "live", **SLOW})
     out = _interrupt_during_launch(rig, "web1: migrating node-a")
     assert "interrupted: the migration target is stopped" in out, out
@@ -111,8 +95,8 @@ def test_ctrl_c_while_the_migration_target_launches(rig: Rig) -> None:
     rig.converge({"web1": "node-b", "keep": "node-a"})
 
 
-def test_ctrl_c_while_a_start_launches_finishes_that_start(rig: Rig) -> None:
-    _slow_node_b(rig, 1.5)
+def test_ctrl_c_while_a_start_launches_finishes_that_start(rig: Rig, wrapper: Wrapper) -> None:
+    wrapper.set("slow:1.5")
     rig.declare("web1", "node-b")
     _interrupt_during_launch(rig, "web1: starting on node-b")
     rig.check_fault()

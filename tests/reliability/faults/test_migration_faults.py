@@ -9,26 +9,17 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import Guest
 from executor.kit import kill_verified
 
 from reconciler import qmp
 from reconciler.errors import ExitCode, QmpTimeout
 
 from ..invariants import qemu_by_instance
-from .kit import Rig, make_rig, sigkill_after
+from .kit import Rig, sigkill_after
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, guest: Guest) -> Iterator[Rig]:
-    with make_rig(tmp_path, str(guest.kernel), str(guest.initrd)) as r:
-        r.start_bystander()
-        yield r
 
 
 def _booted(rig: Rig, **migration: object) -> int:

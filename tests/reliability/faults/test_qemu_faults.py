@@ -9,32 +9,16 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Guest
 from executor.kit import kill_verified
 
 from ..invariants import qemu_by_instance
-from .kit import Rig, cli_argv, deadline_run, make_rig
+from .kit import Rig, cli_argv, deadline_run
 from .wrapper import Wrapper
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, guest: Guest) -> Iterator[Rig]:
-    with make_rig(tmp_path, str(guest.kernel), str(guest.initrd)) as r:
-        r.start_bystander()
-        yield r
-
-
-@pytest.fixture
-def wrapper(rig: Rig) -> Wrapper:
-    w = Wrapper(rig.tmp / "bin")
-    rig.set_node("node-b", qemuBinary=str(w.path))
-    return w
 
 
 def _one_error_line(stderr: str, needle: str) -> None:

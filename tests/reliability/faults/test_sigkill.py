@@ -12,25 +12,16 @@ same delay. CI runs 3 seeds per action kind for apply and 1 for watch; RECONCILE
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Guest
 from executor.kit import Lines
 
-from .kit import Rig, make_rig, rng_for, signal_after, trials
+from .kit import Rig, rng_for, signal_after, trials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def rig(tmp_path: Path, guest: Guest) -> Iterator[Rig]:
-    with make_rig(tmp_path, str(guest.kernel), str(guest.initrd)) as r:
-        r.start_bystander()
-        yield r
 
 
 @dataclass(frozen=True)
