@@ -9,7 +9,8 @@
    the percentage and the remaining RAM. When the completion timeout or the no-progress timeout runs out:
    `migrate-start-postcopy` if the spec allows it, else `migrate_cancel`.
 4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
-   paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown).
+   paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown),
+   unless QEMU completed the migration first: then the move is completed as in a success.
    Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
 
 At most `Context.outgoing_limit` (2) migrations leave one node at once.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.argv import IncomingSpec
-from reconciler.errors import QmpError, QmpTimeout, RecordError
+from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
@@ -41,6 +42,7 @@ from reconciler.executor.start import (
 from reconciler.executor.stop import escalate
 from reconciler.model import InstanceSpec, Migration, MigrationMode
 from reconciler.node import Node, live_copies
+from reconciler.pidfd import ProcessHandle
 from reconciler.planner.actions import Action
 from reconciler.qmp import QmpSession
 
@@ -134,7 +136,9 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             try:
                 watched, paused = await _run(ctx, src, target, name, started, port, settings, spec, offline)
             except asyncio.CancelledError:
-                await _unwind(ctx, src, source, target, name, started, offline)
+                if await _unwind(ctx, src, source, target, name, started, offline) is End.COMPLETED:
+                    with contextlib.suppress(ActionFailed, ReconcilerError):  # else the intents recover it
+                        await _complete(ctx, handle, src, source, target, name, started, spec)
                 raise
             if watched.end is not End.COMPLETED:
                 await kill_started(ctx, target, name, started)
@@ -142,14 +146,20 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
                 source.remove_intent(name)
                 raise ActionFailed(f"migration {watched.end.value}: {watched.detail}; the instance stays on "
                                    f"{source.name}{resumed}")
-            await _finish_target(ctx, target, name, started)
-            target.write_record(started.record(spec, target.name, ctx.revision))
-            target.remove_intent(name)
-            await escalate(handle, src, graceful=None, d=ctx.deadlines)
+            await _complete(ctx, handle, src, source, target, name, started, spec)
         finally:
             await close_quietly(src)
-    source.remove_instance(name)
     return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
+
+
+async def _complete(ctx: Context, handle: ProcessHandle, src: QmpSession, source: Node, target: Node,
+                    name: str, started: Started, spec: InstanceSpec) -> None:
+    """QEMU completed the migration: the target runs and is recorded, the source's shell goes."""
+    await _finish_target(ctx, target, name, started)
+    target.write_record(started.record(spec, target.name, ctx.revision))
+    target.remove_intent(name)
+    await escalate(handle, src, graceful=None, d=ctx.deadlines)
+    source.remove_instance(name)
 
 
 async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source: str) -> tuple[Started, int]:
@@ -273,22 +283,23 @@ async def _cancel(ctx: Context, src: QmpSession, why: str) -> Watched:
 
 
 async def _unwind(ctx: Context, src: QmpSession, source: Node, target: Node, name: str, started: Started,
-                  offline: bool) -> None:
+                  offline: bool) -> End | None:
     """Interrupted mid-migration (Ctrl-C in `apply`, or the daemon's shutdown grace ran out): abort it as
-    `virsh migrate` does, leaving the instance on the source alone, as after a failed migration. When QEMU
-    completed it already, cannot say, or a second cancellation cuts this short, the intents on both nodes
-    stay and the next run settles it (executor.duplicate)."""
+    `virsh migrate` does, leaving the instance on the source alone, as after a failed migration. Returns
+    how the migration ended: COMPLETED if QEMU finished it first (the caller completes the move). When
+    QEMU cannot say, or a second cancellation cuts this short, the intents on both nodes stay and the
+    next run settles it (executor.duplicate)."""
     ctx.progress.event(name, "interrupted: cancelling the migration")
     try:
         end = await _abort(ctx, src)
     except (QmpError, ActionFailed):
-        return
-    if end is not End.CANCELLED:
-        return
-    await kill_started(ctx, target, name, started)
-    if offline:
-        await _resume(ctx, src)
-    source.remove_intent(name)
+        return None
+    if end is End.CANCELLED:
+        await kill_started(ctx, target, name, started)
+        if offline:
+            await _resume(ctx, src)
+        source.remove_intent(name)
+    return end
 
 
 async def _abort(ctx: Context, src: QmpSession) -> End | None:
