@@ -6,7 +6,8 @@ manifests changed, the reconciler spawned, a seeded delay after the action's fir
 for one trial in five, from the spawn: lock, discovery and planning), SIGKILL. The id carries the seed:
 `pytest 'tests/reliability/faults/test_sigkill.py::test_sigkill_apply[migrate-seed7]'` replays the
 same delay. CI runs 3 seeds per action kind for apply and 1 for watch; RECONCILER_LONG=1 runs 50 each.
-`test_sigint_apply` sends Ctrl-C (SIGINT) instead, at the same points: 1 seed per kind in CI, 12 long.
+`test_sigint_apply` sends Ctrl-C (SIGINT) instead, at the same points, and `test_sigterm_watch` SIGTERM to
+a daemon with a 0.2 s shutdown grace: 1 seed per kind in CI, 12 long.
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ def _trial(rig: Rig, kind: str, seed: int, spawn: Spawn, sig: signal.Signals = s
     rig.check_fault()
     lines = spawn(rig, extra, lambda: scenario.change(rig, opts))
     landed, out = signal_after(lines, needle, delay, sig)
-    print(f"{kind} seed {seed}: delay {delay:.3f}s after {needle or 'spawn'}; {sig.name} landed: {landed}")
-    if sig is signal.SIGINT:  # an interrupted action unwinds: a migration is aborted, never half-left
+    cut = " (pass cancelled)" if "abandoning-pass" in out else ""
+    where = needle or "spawn"
+    print(f"{kind} seed {seed}: delay {delay:.3f}s after {where}; {sig.name} landed: {landed}{cut}")
+    if sig is not signal.SIGKILL:  # an interrupted action unwinds: a migration is aborted, never half-left
         assert "internal error" not in out, out
         rig.check_fault()
     rig.check_fault(scenario.migrating)
@@ -117,6 +120,12 @@ def _apply(rig: Rig, extra: tuple[str, ...], change: Callable[[], None]) -> Line
 def _watch(rig: Rig, extra: tuple[str, ...], change: Callable[[], None]) -> Lines:
     lines = rig.spawn_watch()  # converged already: its first pass does nothing
     change()  # the file event starts the pass we kill
+    return lines
+
+
+def _watch_short_grace(rig: Rig, extra: tuple[str, ...], change: Callable[[], None]) -> Lines:
+    lines = rig.spawn_watch(grace=0.2)  # a SIGTERM mid-action usually outlasts it: the pass is cancelled
+    change()
     return lines
 
 
@@ -139,3 +148,10 @@ def test_sigint_apply(rig: Rig, kind: str, seed: int) -> None:
 @pytest.mark.parametrize(("kind", "seed"), _ids(1, 50))
 def test_sigkill_watch(rig: Rig, kind: str, seed: int) -> None:
     _trial(rig, kind, seed, _watch)
+
+
+@pytest.mark.parametrize(("kind", "seed"), _ids(1, 12))
+def test_sigterm_watch(rig: Rig, kind: str, seed: int) -> None:
+    """SIGTERM to the daemon with a 0.2 s shutdown grace: it exits 0 by itself, its cancelled pass leaves
+    no migration target behind."""
+    _trial(rig, kind, seed, _watch_short_grace, signal.SIGTERM)
