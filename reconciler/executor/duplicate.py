@@ -13,19 +13,14 @@ for the instance then finds it already where it should be (`migrate.already_ther
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
-from reconciler.errors import QmpError, QmpTimeout
+from reconciler.errors import QmpError
 from reconciler.executor.context import Context
+from reconciler.executor.migrate import cancel_migration
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status
 from reconciler.executor.stop import stop
 from reconciler.node import Node, live_copies
 from reconciler.qmp import QmpSession
-
-IN_FLIGHT = frozenset({"setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling",
-                       "postcopy-active", "postcopy-paused", "postcopy-recover"})
 
 
 async def stop_duplicate(ctx: Context, node: Node, name: str) -> str:
@@ -91,21 +86,10 @@ async def _settle_migration(ctx: Context, source: Node, name: str) -> str:
     except QmpError as err:
         raise ActionFailed(f"cannot reach the migration source on {source.name}: {err}") from None
     try:
-        status = await _migration_status(session, ctx)
-        if status not in IN_FLIGHT:
-            return status
-        with contextlib.suppress(QmpError):
-            await session.execute("migrate_cancel", timeout=ctx.deadlines.qmp)
-        while status in IN_FLIGHT:
-            try:
-                await session.wait_event(["MIGRATION"], ctx.deadlines.cancel)
-            except QmpTimeout:
-                status = await _migration_status(session, ctx)
-                if status in IN_FLIGHT:
-                    raise ActionFailed(f"the migration from {source.name} did not end within "
-                                       f"{ctx.deadlines.cancel:g}s of migrate_cancel") from None
-                break
-            status = await _migration_status(session, ctx)
+        status = await cancel_migration(session, ctx)
+        if status is None:
+            raise ActionFailed(f"the migration from {source.name} did not end within "
+                               f"{ctx.deadlines.cancel:g}s of migrate_cancel")
         if status != "completed":
             await _resume_if_paused(session, ctx)
         return status
@@ -113,11 +97,6 @@ async def _settle_migration(ctx: Context, source: Node, name: str) -> str:
         raise ActionFailed(f"migration source on {source.name}: {err}") from None
     finally:
         await close_quietly(session)
-
-
-async def _migration_status(session: QmpSession, ctx: Context) -> str:
-    info: Any = await session.execute("query-migrate", timeout=ctx.deadlines.qmp)
-    return str(info.get("status", "none")) if isinstance(info, dict) else "none"
 
 
 async def _resume_if_paused(session: QmpSession, ctx: Context) -> None:

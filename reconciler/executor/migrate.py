@@ -291,9 +291,10 @@ async def _unwind(ctx: Context, src: QmpSession, source: Node, target: Node, nam
     next run settles it (executor.duplicate)."""
     ctx.progress.event(name, "interrupted: cancelling the migration")
     try:
-        end = await _abort(ctx, src)
-    except (QmpError, ActionFailed):
+        status = await cancel_migration(src, ctx, keep_postcopy=True)
+    except QmpError:
         return None
+    end = End.COMPLETED if status == "completed" else End.CANCELLED if status in _CANCELLED else None
     if end is End.CANCELLED:
         await kill_started(ctx, target, name, started)
         if offline:
@@ -302,30 +303,40 @@ async def _unwind(ctx: Context, src: QmpSession, source: Node, target: Node, nam
     return end
 
 
-async def _abort(ctx: Context, src: QmpSession) -> End | None:
-    """`migrate_cancel`, then how the migration ended (None: still going at the deadline). Works at any
-    point of `_run`, even before `migrate` was sent (no migration: nothing to undo on the source)."""
-    q = ctx.deadlines.qmp
-    if (await _status(src, q)).startswith("postcopy"):
-        return None  # never cancelled: the guest's memory is split between the nodes
-    await src.execute("migrate_cancel", timeout=q)
+IN_FLIGHT = frozenset({"setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling",
+                       "postcopy-active", "postcopy-paused", "postcopy-recover"})
+_CANCELLED = frozenset({"none", "cancelled", "failed"})  # nothing runs or ran: the source keeps the guest
+
+
+async def migration_status(session: QmpSession, timeout: float) -> str:
+    """The status `query-migrate` reports for the session's outgoing migration ("none" when none ran)."""
+    info: Any = await session.execute("query-migrate", timeout=timeout)
+    return str(info.get("status", "none")) if isinstance(info, dict) else "none"
+
+
+async def cancel_migration(session: QmpSession, ctx: Context, *, keep_postcopy: bool = False) -> str | None:
+    """`migrate_cancel` the session's outgoing migration if one is in flight, and wait for its end.
+
+    Returns the final status: "cancelled" or "failed", "completed" when it finished before the cancel
+    landed, "none" when none ran; None when it is still in flight `ctx.deadlines.cancel` seconds after
+    the cancel, or (with `keep_postcopy`) is in post-copy, where cancelling would split the guest's memory
+    between the nodes. QmpError propagates."""
+    status = await migration_status(session, ctx.deadlines.qmp)
+    if status not in IN_FLIGHT:
+        return status
+    if keep_postcopy and status.startswith("postcopy"):
+        return None
+    with contextlib.suppress(QmpError):
+        await session.execute("migrate_cancel", timeout=ctx.deadlines.qmp)
     end = time.monotonic() + ctx.deadlines.cancel
-    while True:
-        status = await _status(src, q)
-        if status == "completed":
-            return End.COMPLETED
-        if status in ("none", "cancelled", "failed"):
-            return End.CANCELLED
+    while status in IN_FLIGHT:
         left = end - time.monotonic()
         if left <= 0:
             return None
         with contextlib.suppress(QmpTimeout):
-            await src.wait_event(["MIGRATION"], left)
-
-
-async def _status(src: QmpSession, timeout: float) -> str:
-    info = await src.execute("query-migrate", timeout=timeout)
-    return str(info.get("status", "none")) if isinstance(info, dict) else "none"
+            await session.wait_event(["MIGRATION"], left)
+        status = await migration_status(session, ctx.deadlines.qmp)
+    return status
 
 
 async def _resume(ctx: Context, src: QmpSession) -> str:
