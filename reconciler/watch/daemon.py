@@ -185,8 +185,8 @@ class Daemon:
         return task.result()
 
     async def _cancel(self, task: asyncio.Task[PassResult]) -> None:
-        """Cancel the pass, again every second while it runs on: a cancellation can be lost in a race
-        (asyncio.wait_for in Python 3.11 returns the inner result when both happen at once)."""
+        """Cancel the pass, again every second while it runs on: a safety net for code that swallows a
+        cancellation (the package itself avoids Python 3.11's lossy asyncio.wait_for; a library may not)."""
         deadline = time.monotonic() + CANCEL_TIMEOUT
         while not task.done() and time.monotonic() < deadline:
             task.cancel()
