@@ -6,8 +6,8 @@ start/stop/restart subresources, `virsh reboot`). Each verb is a plan of one act
 the executor under the node locks (operation: the verb), exactly as apply carries out its plans. Where the
 next reconcile would undo the verb (stopping an Always instance, starting a Halted one), the plan says so.
 
-Exit codes: 0 done (or nothing to do), 1 a failed action, a plan error, or an unknown NAME, 4 lock timeout,
-64 usage.
+Exit codes: 0 done (or nothing to do); 1 a failed action, a plan error, or an unknown NAME; 4 lock timeout;
+64 usage (no terminal and no --yes, too); 130 interrupted.
 """
 
 from __future__ import annotations
