@@ -61,8 +61,7 @@ def test_per_instance_series_follow_start_crash_and_prune(world: World, daemons:
     d = Daemon(world.manifests, "--backoff-base", "2")
     daemons.append(d)
     d.ready()
-    for name in ("vm1", "once1"):
-        d.action(name, "start")
+    d.actions("start", ["vm1", "once1"])
     d.wait("reconcile", where=lambda e: e["actions"] == 0 and e["ok"])
     SerialLog(world.serial_log("node-a", "once1")).wait_for("reconciler-guest: ready once1", BOOT_TIMEOUT)
 
