@@ -100,7 +100,8 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.node_references(references, declared_nodes)
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
-    violations += rules.unique_vnc_displays(instances, positions.where)
+    violations += rules.unique_fixed_ports(instances, {n: spec for n, (spec, _) in nodes.items()},
+                                           positions.where)
     violations += rules.host_cpu_needs_kvm(instances, {n: spec for n, (spec, _) in nodes.items()})
     violations += rules.node_resources(nodes, positions.where)
 

@@ -1,0 +1,57 @@
+"""Fixed TCP ports an instance listens on, and when two listeners on one host clash.
+
+A VNC display is a fixed port (5900 + display) that QEMU binds on the instance's `vnc.bind` address of the
+host that runs it. Nodes with the same `address` are taken to be one host (as for migration ports), so a
+port may be claimed once per address, across nodes: two instances on nodes that share an address cannot
+use the same display, nor can a migration between such nodes keep the display (the source holds it until
+the migration ends). Two binds clash when they are the same address or one of them is a wildcard
+(0.0.0.0, ::), as the kernel sees it. Pure functions, shared by validate, the watch daemon and the planner.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from reconciler.model import InstanceSpec
+
+VNC_BASE_PORT = 5900
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One fixed port an instance binds: `what` names it for messages ("VNC display 1")."""
+
+    what: str
+    bind: str
+    port: int
+
+
+def vnc_port(display: int) -> int:
+    return VNC_BASE_PORT + display
+
+
+def fixed_listeners(spec: InstanceSpec) -> tuple[Listener, ...]:
+    """The fixed ports `spec` binds (the migration listener's port is chosen per migration, not fixed)."""
+    if spec.vnc is None:
+        return ()
+    return (Listener(f"VNC display {spec.vnc.display}", spec.vnc.bind, vnc_port(spec.vnc.display)),)
+
+
+def is_wildcard(bind: str) -> bool:
+    """Whether `bind` means every address of the host (0.0.0.0, ::); an unparsable one counts as yes."""
+    try:
+        return ipaddress.ip_address(bind).is_unspecified
+    except ValueError:
+        return True
+
+
+def binds_overlap(a: str, b: str) -> bool:
+    """Whether listeners on `a` and `b` (same port, same host) would clash."""
+    if is_wildcard(a) or is_wildcard(b):
+        return True
+    return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+
+
+def clash(a: Listener, b: Listener) -> bool:
+    return a.port == b.port and binds_overlap(a.bind, b.bind)
