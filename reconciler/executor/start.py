@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 from dataclasses import dataclass
 
+from reconciler import hostports
 from reconciler.argv import IncomingSpec, Launch, build_launch
 from reconciler.errors import ArgvError, LaunchError, QmpError, StateDirError
 from reconciler.executor.context import Context
@@ -41,6 +43,32 @@ class Started:
 
 class PortInUse(ActionFailed):
     """The migration listener's port was taken between our bind test and QEMU's listen."""
+
+
+_FAILED_OPTION = re.compile(r"(?:^|/ )[^\s:]+: (-[a-z][a-z0-9-]*) ")  # "qemu-system-x86_64: -vnc ...: ..."
+
+
+def failed_option(detail: str) -> str | None:
+    """The command-line option QEMU's error names ("-incoming", "-vnc"), if it names one."""
+    m = _FAILED_OPTION.search(detail)
+    return m.group(1) if m else None
+
+
+def bind_failure(spec: InstanceSpec, node: str, incoming: IncomingSpec | None,
+                 detail: str) -> ActionFailed | None:
+    """A launch that failed on "Address already in use", told apart by which listener QEMU could not bind:
+    only the migration listener's port is worth another try (PortInUse); a fixed port (the VNC display)
+    stays taken whatever the migration port, so that is one clear error."""
+    if "Address already in use" not in detail:
+        return None
+    option = failed_option(detail)
+    if option == "-incoming" and incoming is not None:
+        return PortInUse(detail)
+    if option == "-vnc" and spec.vnc is not None:
+        port = hostports.vnc_port(spec.vnc.display)
+        return ActionFailed(f"VNC display {spec.vnc.display} ({spec.vnc.bind} port {port}) is already in use "
+                            f"on node {node}'s host: {detail}")
+    return ActionFailed(f"a port QEMU listens on is already in use on node {node}'s host: {detail}")
 
 
 def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
@@ -100,9 +128,7 @@ async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, i
         version.cancel()
         _clean_failed(node, spec.name, had_record)
         detail = err.detail if isinstance(err, LaunchError | ActionFailed) else str(err)
-        if incoming is not None and "Address already in use" in detail:
-            raise PortInUse(detail) from None
-        raise ActionFailed(detail) from None
+        raise bind_failure(spec, node.name, incoming, detail) or ActionFailed(detail) from None
     return Started(built, launched, qemu_version, status)
 
 
