@@ -143,6 +143,7 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_TARGET = "unknown_target"
     ORDERING = "ordering"
+    PORT_IN_USE = "port_in_use"  # a migration target could not bind a fixed port (a VNC display)
 
 
 @dataclass(frozen=True, slots=True)
