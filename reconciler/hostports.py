@@ -39,18 +39,20 @@ def fixed_listeners(spec: InstanceSpec) -> tuple[Listener, ...]:
 
 
 def is_wildcard(bind: str) -> bool:
-    """Whether `bind` means every address of the host (0.0.0.0, ::); an unparsable one counts as yes."""
+    """Whether `bind` is an address meaning every address of the host (0.0.0.0, ::)."""
     try:
         return ipaddress.ip_address(bind).is_unspecified
     except ValueError:
-        return True
+        return False
 
 
 def binds_overlap(a: str, b: str) -> bool:
-    """Whether listeners on `a` and `b` (same port, same host) would clash."""
-    if is_wildcard(a) or is_wildcard(b):
+    """Whether listeners on `a` and `b` (same port, same host) would clash; unparsable ones are assumed to."""
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
         return True
-    return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    return x.is_unspecified or y.is_unspecified or x == y
 
 
 def clash(a: Listener, b: Listener) -> bool:

@@ -189,6 +189,21 @@ def port_clashes(
     return out
 
 
+def open_vnc(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]]) -> list[Violation]:
+    """Warnings: a VNC display on every address (0.0.0.0, ::) that neither a password nor TLS guards."""
+    out = []
+    for spec, doc in instances.values():
+        vnc = spec.vnc
+        if vnc is None or vnc.password_file is not None or vnc.tls is not None:
+            continue
+        if hostports.is_wildcard(vnc.bind):
+            port = hostports.vnc_port(vnc.display)
+            out.append(Violation(doc, ("spec", "vnc", "bind"),
+                                 f"VNC display {vnc.display} listens on every address ({vnc.bind}) without "
+                                 f"a passwordFile or tls: anyone who reaches port {port} gets the console"))
+    return out
+
+
 def host_cpu_needs_kvm(
     instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], nodes: Mapping[str, model.NodeSpec]
 ) -> list[Violation]:
