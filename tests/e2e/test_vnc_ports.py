@@ -19,6 +19,7 @@ import yaml
 from conftest import Guest
 from executor.kit import World, make_world
 
+from e2e.vncauth import authenticate, des_encrypt_block, security_types
 from reconciler.actual import RunState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -85,18 +86,6 @@ def test_vnc_display_taken_on_the_target_is_one_clear_error(world: World, tmp_pa
     assert (inst.node, inst.state) == ("node-a", RunState.RUNNING)
 
 
-def _security_types(port: int) -> list[int]:
-    """The RFB handshake up to the server's list of security types (RFC 6143 7.1.1-7.1.2)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        f = s.makefile("rb")
-        version = f.read(12)
-        assert version.startswith(b"RFB 003."), version
-        s.sendall(b"RFB 003.008\n")
-        (count,) = f.read(1)
-        assert count > 0, f.read()
-        return list(f.read(count))
-
-
 def test_vnc_password_file_offers_vnc_authentication(world: World, tmp_path: Path) -> None:
     secret = tmp_path / "web1.pass"
     secret.write_text("s3cret\n")
@@ -108,11 +97,19 @@ def test_vnc_password_file_offers_vnc_authentication(world: World, tmp_path: Pat
     world.instance("guarded", "node-a", vnc={"display": guarded, "passwordFile": str(secret)})
     done = world.apply()
     assert done.code == 0, done.text
-    assert _security_types(5900 + plain) == [1]  # None: anyone may connect
-    assert _security_types(5900 + guarded) == [2]  # VNC authentication only
+    assert security_types(5900 + plain) == [1]  # None: anyone may connect
+    assert security_types(5900 + guarded) == [2]  # VNC authentication only
+    assert authenticate(5900 + guarded, "s3cret")  # the file's password (without its newline) was set
+    assert not authenticate(5900 + guarded, "wrong")
     argv = Path(f"/proc/{world.qemu_pids('guarded')[0]}/cmdline").read_bytes().split(b"\0")
     assert not any(b"s3cret" in a for a in argv)
     assert f"127.0.0.1:{guarded},password=on".encode() in argv
+
+
+def test_des_known_answer() -> None:
+    """The test's DES (FIPS 46 worked example), so a failed authentication above means the server."""
+    key, block = bytes.fromhex("133457799BBCDFF1"), bytes.fromhex("0123456789ABCDEF")
+    assert des_encrypt_block(key, block).hex() == "85e813540f0ab405"
 
 
 def test_vnc_password_file_readable_by_others_is_refused_before_launch(world: World, tmp_path: Path) -> None:
