@@ -121,3 +121,20 @@ def test_vnc_password_file_readable_by_others_is_refused_before_launch(world: Wo
     assert done.code == 1, done.text
     assert f"vnc.passwordFile {secret}: mode 0644 lets others read it; use chmod 600" in done.text
     assert world.qemu_pids("guarded") == []
+
+
+def test_plan_refuses_a_migration_between_nodes_sharing_an_address(world: World) -> None:
+    display = _free_display()
+    world.instance("web1", "node-a", vnc={"display": display})
+    assert world.apply().code == 0
+    (pid,) = world.qemu_pids("web1")
+    world.instance("web1", "node-b", vnc={"display": display})
+    line = (f"  x instance web1: cannot migrate node-a -> node-b: VNC display {display} (port {5900 + display} "
+            "on 127.0.0.1) stays held by the source until the migration ends (node-a and node-b share the "
+            "address); change vnc.display with the node to move it by a restart")
+    plan = world.cli("plan")
+    assert plan.code == 1 and line in plan.out.splitlines(), plan.text
+    applied = world.apply()
+    assert applied.code == 1 and line in applied.out.splitlines(), applied.text
+    assert world.qemu_pids("web1") == [pid]
+    assert not Path(world.paths("node-b", "web1").dir).exists()
