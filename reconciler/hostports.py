@@ -20,11 +20,16 @@ VNC_BASE_PORT = 5900
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """One fixed port an instance binds: `what` names it for messages ("VNC display 1")."""
+    """One fixed port an instance binds (today only a VNC display's)."""
 
-    what: str
     bind: str
     port: int
+    display: int
+
+    @property
+    def what(self) -> str:
+        """For messages: "VNC display 1"."""
+        return f"VNC display {self.display}"
 
 
 def vnc_port(display: int) -> int:
@@ -33,9 +38,10 @@ def vnc_port(display: int) -> int:
 
 def fixed_listeners(spec: InstanceSpec) -> tuple[Listener, ...]:
     """The fixed ports `spec` binds (the migration listener's port is chosen per migration, not fixed)."""
-    if spec.vnc is None:
+    vnc = spec.vnc
+    if vnc is None:
         return ()
-    return (Listener(f"VNC display {spec.vnc.display}", spec.vnc.bind, vnc_port(spec.vnc.display)),)
+    return (Listener(vnc.bind, VNC_BASE_PORT + vnc.display, vnc.display),)
 
 
 def is_wildcard(bind: str) -> bool:

@@ -162,29 +162,37 @@ class PortClash(Generic[D]):
 def port_clashes(
     instances: Iterable[tuple[model.InstanceSpec, D]], nodes: Mapping[str, model.NodeSpec]
 ) -> list[PortClash[D]]:
-    """Every later claim of a fixed port already claimed on the same node address, in order."""
+    """Every later claim of a fixed port already claimed on the same node address, in order.
+    Plain loops: the watch daemon runs this over every instance with a VNC display on a replan."""
     sharing: dict[str, list[model.NodeSpec]] = defaultdict(list)
     for n in nodes.values():
         sharing[n.address].append(n)
-    seen: dict[tuple[str, int], list[tuple[hostports.Listener, model.InstanceSpec, D]]] = defaultdict(list)
+    seen: dict[tuple[str, int], list[tuple[hostports.Listener, model.InstanceSpec, D]]] = {}
     out: list[PortClash[D]] = []
     for spec, doc in instances:
-        node = nodes.get(spec.node or "")
+        node = nodes.get(spec.node) if spec.node is not None else None
         if node is None:
             continue  # unplaced, or an undeclared node (reported elsewhere)
+        address = node.address
         for listener in hostports.fixed_listeners(spec):
-            claims = seen[(node.address, listener.port)]
-            other = next(((s, d) for held, s, d in claims if hostports.clash(held, listener)), None)
-            if other is not None:
-                out.append(PortClash(spec, doc, listener, node.address, other=other))
-            else:
-                taken = next(
-                    (n for n in sharing[node.address] if listener.port in n.migration_ports
-                     and hostports.binds_overlap(listener.bind, n.address)),
-                    None,
-                )
-                if taken is not None:
-                    out.append(PortClash(spec, doc, listener, node.address, node=taken))
+            key = (address, listener.port)
+            claims = seen.get(key)
+            if claims is None:
+                claims = seen[key] = []
+            clash: PortClash[D] | None = None
+            for held, other_spec, other_doc in claims:
+                if hostports.clash(held, listener):
+                    clash = PortClash(spec, doc, listener, address, other=(other_spec, other_doc))
+                    break
+            if clash is None:
+                for n in sharing[address]:
+                    ports = n.migration_ports
+                    if ports.first <= listener.port <= ports.last and hostports.binds_overlap(
+                            listener.bind, n.address):
+                        clash = PortClash(spec, doc, listener, address, node=n)
+                        break
+            if clash is not None:
+                out.append(clash)
             claims.append((listener, spec, doc))
     return out
 

@@ -67,6 +67,7 @@ class Assembly:
         self._files: dict[str, _Built] = {}
         self._unique = _Claims()
         self._ports: dict[str, list[model.InstanceSpec]] = {}  # per file: instances with fixed ports
+        self._ports_ok: bool | None = None  # their verdict; None: files with them or with nodes changed
         self._refs: Counter[tuple[str, str]] = Counter()
         self._broken: set[str] = set()  # files with a document that failed to build
         self._defaults_docs: dict[str, list[ParsedDocument]] = {}
@@ -130,6 +131,8 @@ class Assembly:
             return
         self._unique.add(built.unique, -1)
         self._ports.pop(path, None)
+        if built.ports or built.nodes:
+            self._ports_ok = None
         self._refs.subtract(built.refs)
         self._broken.discard(path)
 
@@ -139,6 +142,8 @@ class Assembly:
         self._unique.add(built.unique, +1)
         if built.ports:
             self._ports[path] = built.ports
+        if built.ports or built.nodes:
+            self._ports_ok = None
         self._refs.update(built.refs)
         if built.broken:
             self._broken.add(path)
@@ -159,9 +164,11 @@ class Assembly:
                 return False
         if rules.node_resources(nodes, lambda d: ""):
             return False
-        specs = {name: node for name, (node, _) in nodes.items()}
-        claims = ((s, None) for path in sorted(self._ports) for s in self._ports[path])
-        return not rules.port_clashes(claims, specs)
+        if self._ports_ok is None:  # an edit that touches no VNC display and no node costs nothing here
+            specs = {name: node for name, (node, _) in nodes.items()}
+            claims = ((s, None) for path in sorted(self._ports) for s in self._ports[path])
+            self._ports_ok = not rules.port_clashes(claims, specs)
+        return self._ports_ok
 
     def _build(self) -> model.DesiredState:
         built = self._patched() if not (self._structural or self._names_changed) else None

@@ -129,9 +129,9 @@ def test_plan_refuses_a_migration_between_nodes_sharing_an_address(world: World)
     assert world.apply().code == 0
     (pid,) = world.qemu_pids("web1")
     world.instance("web1", "node-b", vnc={"display": display})
-    line = (f"  x instance web1: cannot migrate node-a -> node-b: VNC display {display} (port {5900 + display} "
-            "on 127.0.0.1) stays held by the source until the migration ends (node-a and node-b share the "
-            "address); change vnc.display with the node to move it by a restart")
+    line = (f"  x instance web1: cannot migrate node-a -> node-b: VNC display {display} "
+            f"(port {5900 + display} on 127.0.0.1) stays held by the source until the migration ends "
+            "(node-a and node-b share the address); change vnc.display with the node to move it by a restart")
     plan = world.cli("plan")
     assert plan.code == 1 and line in plan.out.splitlines(), plan.text
     applied = world.apply()
