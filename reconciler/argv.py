@@ -22,7 +22,9 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
 - No ACPI is `-machine ...,acpi=off` (`-no-acpi` is deprecated after 7.2).
 - Headless is `-display none` + `-vga none`; never `-nographic` (it grabs stdio). VNC adds `-vga std`, a USB
   tablet (absolute pointer, as the seed had) and `-vnc <spec's bind>:<display>` (the seed used the name
-  of its bind-address constant instead of its value).
+  of its bind-address constant instead of its value). A password file adds `password=on` only: the
+  password itself is set over QMP after the start (argv is world-readable in /proc). TLS adds an
+  `-object tls-creds-x509` (server endpoint) and `tls-creds=` on the display.
 - Serial console on a unix socket, `server=on,wait=off`, with `console=ttyS0,115200` on the kernel command
   line (the seed used 38400), and optionally a log file of the current process's serial output.
 - Tap NICs run ONE fixed hook (reconciler/hooks/ifup.py) instead of a generated script per start; its
@@ -62,6 +64,7 @@ from reconciler.model import (
 
 DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "ifup.py")
 SERIAL_BAUD = 115200
+VNC_TLS_ID = "vnc-tls0"
 
 _NIC_DEVICE = {NicModel.VIRTIO: "virtio-net-pci", NicModel.E1000: "e1000", NicModel.RTL8139: "rtl8139"}
 _DISK_DEVICE = {DiskBus.VIRTIO: "virtio-blk-pci", DiskBus.SCSI: "scsi-hd", DiskBus.IDE: "ide-hd"}
@@ -202,11 +205,22 @@ def _serial(spec: InstanceSpec, paths: InstancePaths, serial_log: bool) -> list[
 
 def _display(spec: InstanceSpec) -> list[str]:
     out = ["-display", "none"]
-    if spec.vnc is None:
+    vnc = spec.vnc
+    if vnc is None:
         return [*out, "-vga", "none"]
-    if not 0 <= spec.vnc.display <= 65535 - 5900:
-        raise q.BadValue("vnc.display", f"must be 0-{65535 - 5900}, not {spec.vnc.display}")
-    out += ["-vga", "std", "-vnc", f"{q.host('vnc.bind', spec.vnc.bind)}:{spec.vnc.display}"]
+    if not 0 <= vnc.display <= 65535 - 5900:
+        raise q.BadValue("vnc.display", f"must be 0-{65535 - 5900}, not {vnc.display}")
+    out += ["-vga", "std"]
+    opts: list[tuple[str, str]] = []
+    if vnc.password_file is not None:
+        q.path("vnc.password_file", vnc.password_file)  # read by the executor, never passed to QEMU
+        opts.append(("password", "on"))
+    if vnc.tls is not None:
+        x509_dir = q.path("vnc.tls.x509_dir", vnc.tls.x509_dir)
+        x509 = [("id", VNC_TLS_ID), ("dir", x509_dir), ("endpoint", "server")]
+        out += ["-object", q.join("tls-creds-x509", x509)]
+        opts.append(("tls-creds", VNC_TLS_ID))
+    out += ["-vnc", q.join(f"{q.host('vnc.bind', vnc.bind)}:{vnc.display}", opts)]
     return [*out, "-device", "qemu-xhci,id=usb", "-device", "usb-tablet,bus=usb.0"]
 
 

@@ -79,6 +79,19 @@ class ArgvError(ReconcilerError):
 
 
 @dataclass(eq=False)
+class SecretFileError(ReconcilerError):
+    """A secret file (vnc.passwordFile) on a node is missing, unreadable, too open or empty."""
+
+    field: str  # the manifest's field name, e.g. "vnc.passwordFile"
+    path: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.field} {self.path}: {self.detail}"
+
+
+@dataclass(eq=False)
 class StateDirError(ReconcilerError):
     path: str
     detail: str

@@ -108,9 +108,18 @@ class KernelBoot:
 
 
 @dataclass(frozen=True, slots=True)
+class VncTls:
+    """TLS for the VNC server: a directory of x509 files (ca-cert.pem, server-cert.pem, server-key.pem)."""
+
+    x509_dir: str
+
+
+@dataclass(frozen=True, slots=True)
 class Vnc:
     bind: str = "127.0.0.1"
     display: int = 0
+    password_file: str | None = None  # on the node; read at each start and set over QMP, never in argv
+    tls: VncTls | None = None
 
 
 @dataclass(frozen=True, slots=True)

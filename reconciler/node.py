@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from reconciler import launch as launch_mod
-from reconciler import layout, procs, qmp, statedir
+from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
 from reconciler.model import NodeSpec
@@ -64,6 +64,10 @@ class Node(Protocol):
 
     def port_free(self, port: int) -> bool:
         """Whether a migration listener could bind `port` on the node's address right now."""
+        ...
+
+    def read_secret(self, path: str, field: str) -> str:
+        """A secret file on the node (vnc.passwordFile): SecretFileError naming `field` when unfit."""
         ...
 
     def read_record(self, instance: str) -> AppliedRecord | None: ...
@@ -147,6 +151,9 @@ class LocalNode:
                     return False
                 raise
         return True
+
+    def read_secret(self, path: str, field: str) -> str:
+        return secretfile.read_secret(path, field)
 
     def read_record(self, instance: str) -> AppliedRecord | None:
         return statedir.read_record(self.paths(instance))

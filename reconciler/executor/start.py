@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 from dataclasses import dataclass
 
+from reconciler import hostports
 from reconciler.argv import IncomingSpec, Launch, build_launch
-from reconciler.errors import ArgvError, LaunchError, QmpError, StateDirError
+from reconciler.errors import ArgvError, LaunchError, QmpError, SecretFileError, StateDirError
 from reconciler.executor.context import Context
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
@@ -41,6 +43,32 @@ class Started:
 
 class PortInUse(ActionFailed):
     """The migration listener's port was taken between our bind test and QEMU's listen."""
+
+
+_FAILED_OPTION = re.compile(r"(?:^|/ )[^\s:]+: (-[a-z][a-z0-9-]*) ")  # "qemu-system-x86_64: -vnc ...: ..."
+
+
+def failed_option(detail: str) -> str | None:
+    """The command-line option QEMU's error names ("-incoming", "-vnc"), if it names one."""
+    m = _FAILED_OPTION.search(detail)
+    return m.group(1) if m else None
+
+
+def bind_failure(spec: InstanceSpec, node: str, incoming: IncomingSpec | None,
+                 detail: str) -> ActionFailed | None:
+    """A launch that failed on "Address already in use", told apart by which listener QEMU could not bind:
+    only the migration listener's port is worth another try (PortInUse); a fixed port (the VNC display)
+    stays taken whatever the migration port, so that is one clear error."""
+    if "Address already in use" not in detail:
+        return None
+    option = failed_option(detail)
+    if option == "-incoming" and incoming is not None:
+        return PortInUse(detail)
+    if option == "-vnc" and spec.vnc is not None:
+        port = hostports.vnc_port(spec.vnc.display)
+        return ActionFailed(f"VNC display {spec.vnc.display} ({spec.vnc.bind} port {port}) is already in use "
+                            f"on node {node}'s host: {detail}")
+    return ActionFailed(f"a port QEMU listens on is already in use on node {node}'s host: {detail}")
 
 
 def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
@@ -70,10 +98,11 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
         built = build_launch(spec, node.spec, incoming=incoming)
     except ArgvError as err:
         raise ActionFailed(str(err)) from None
+    password = _vnc_password(node, spec)
     kind = IntentKind.START if incoming is None else IntentKind.MIGRATE_TARGET
     refuse_if_running(ctx, spec.name, except_node=peer)
     ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
-    work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, peer))
+    work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, password))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -88,21 +117,30 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     raise LaunchCancelled(work.result())
 
 
+def _vnc_password(node: Node, spec: InstanceSpec) -> str | None:
+    """The VNC password, read on the node before anything is launched (a bad file starts nothing)."""
+    if spec.vnc is None or spec.vnc.password_file is None:
+        return None
+    try:
+        return node.read_secret(spec.vnc.password_file, "vnc.passwordFile")
+    except SecretFileError as err:
+        raise ActionFailed(str(err)) from None
+
+
 async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, incoming: IncomingSpec | None,
-                  peer: str | None) -> Started:
+                  password: str | None) -> Started:
     had_record = _has_record(node, spec.name)
     version = asyncio.ensure_future(asyncio.to_thread(node.qemu_version))
     try:
         launched = await node.launch(spec.name, built, ctx.deadlines.launch)
-        status = await _settle(ctx, node, spec.name, launched, expect_incoming=incoming is not None)
+        status = await _settle(ctx, node, spec.name, launched, expect_incoming=incoming is not None,
+                               vnc_password=password)
         qemu_version = await version
     except (LaunchError, QmpError, ActionFailed) as err:
         version.cancel()
         _clean_failed(node, spec.name, had_record)
         detail = err.detail if isinstance(err, LaunchError | ActionFailed) else str(err)
-        if incoming is not None and "Address already in use" in detail:
-            raise PortInUse(detail) from None
-        raise ActionFailed(detail) from None
+        raise bind_failure(spec, node.name, incoming, detail) or ActionFailed(detail) from None
     return Started(built, launched, qemu_version, status)
 
 
@@ -136,10 +174,19 @@ async def _commit(ctx: Context, node: Node, spec: InstanceSpec, started: Started
     _forget_elsewhere(ctx, node, spec.name)
 
 
-async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool) -> str:
-    """QEMU's run state after launching: running (continued if it came up paused) or inmigrate."""
+async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool,
+                  vnc_password: str | None = None) -> str:
+    """QEMU's run state after launching: running (continued if it came up paused) or inmigrate. The VNC
+    password is set first; until then a `password=on` display lets nobody in."""
     session = await node.qmp(name, ctx.deadlines.qmp)
     try:
+        if vnc_password is not None:
+            try:
+                await session.execute("change-vnc-password", {"password": vnc_password},
+                                      timeout=ctx.deadlines.qmp)
+            except QmpError as err:
+                await _kill(ctx, node, launched)
+                raise ActionFailed(f"the VNC password could not be set, so QEMU was stopped: {err}") from None
         status = await query_status(session, ctx.deadlines.qmp)
         if expect_incoming:
             if status != "inmigrate":

@@ -6,6 +6,7 @@ Stable API (other modules and the watch daemon rely on it):
   `result.desired` is a `model.DesiredState`, or None exactly when `result.problems` is not empty.
   `result.problems` is a sorted tuple of `Problem` (frozen: path, line, column, kind, name, field,
   message); `str(problem)` is one line: `file.yaml:12:5: instance web1: spec.memory: '12X' is not ...`.
+  `result.warnings` (same type, severity warning) never make `desired` None.
 - `parse_file(path, data: bytes) -> ParsedFile`: the per-file work (decode, YAML, schema), pure.
 - `assemble(parsed_files) -> LoadResult`: the cross-file work (unique names, references, Defaults
   merge, building model objects), pure. A daemon re-parses only changed files and re-assembles.

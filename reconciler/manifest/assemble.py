@@ -14,16 +14,17 @@ from reconciler import model
 from reconciler.manifest import build, rules, salvage
 from reconciler.manifest.parse import ParsedDocument, ParsedFile
 from reconciler.manifest.positions import Locator
-from reconciler.manifest.problems import Problem, field_path
+from reconciler.manifest.problems import Problem, Severity, field_path
 
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
-    """`desired` is None exactly when `problems` is not empty."""
+    """`desired` is None exactly when `problems` is not empty; `warnings` never make it None."""
 
     desired: model.DesiredState | None
     problems: tuple[Problem, ...]
     files: tuple[str, ...] = ()  # the manifest files that were read
+    warnings: tuple[Problem, ...] = ()  # Severity.WARNING, sorted
 
     @property
     def ok(self) -> bool:
@@ -40,14 +41,15 @@ class _Positions:
     def where(self, doc: ParsedDocument) -> str:
         return f"{doc.path}:{doc.line}:{doc.column}"
 
-    def problem(self, doc: ParsedDocument, path: build.FieldPath, message: str) -> Problem:
+    def problem(self, doc: ParsedDocument, path: build.FieldPath, message: str,
+                severity: Severity = Severity.ERROR) -> Problem:
         locator = self._locators.get(doc.path)
         if locator is None:
             locator = self._locators[doc.path] = Locator(self._text.get(doc.path, ""))
         line, column = locator.find(doc.index, path)
         if not line:
             line, column = doc.line, doc.column
-        return Problem(doc.path, line, column, doc.kind, doc.name, field_path(path), message)
+        return Problem(doc.path, line, column, doc.kind, doc.name, field_path(path), message, severity)
 
 
 def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
@@ -100,14 +102,20 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.node_references(references, declared_nodes)
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
-    violations += rules.unique_vnc_displays(instances, positions.where)
+    violations += rules.unique_fixed_ports(instances, {n: spec for n, (spec, _) in nodes.items()},
+                                           positions.where)
     violations += rules.host_cpu_needs_kvm(instances, {n: spec for n, (spec, _) in nodes.items()})
     violations += rules.node_resources(nodes, positions.where)
 
     problems += [positions.problem(v.document, v.path, v.message) for v in violations]
+    warnings = tuple(sorted(
+        (positions.problem(v.document, v.path, v.message, Severity.WARNING)
+         for v in rules.open_vnc(instances)),
+        key=Problem.sort_key,
+    ))
     paths = tuple(f.path for f in files)
     if problems:
-        return LoadResult(None, tuple(sorted(set(problems), key=Problem.sort_key)), paths)
+        return LoadResult(None, tuple(sorted(set(problems), key=Problem.sort_key)), paths, warnings)
     sources = {
         f"{doc.kind}/{doc.name}": model.SourceRef(doc.path, doc.line, doc.column)
         for doc in documents
@@ -119,4 +127,4 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
         prune=prune,
         sources=sources,
     )
-    return LoadResult(desired, (), paths)
+    return LoadResult(desired, (), paths, warnings)

@@ -113,10 +113,7 @@ def build_instance(
     kernel = _kernel(b, spec.get("kernel"))
     disks = _disks(b, spec.get("disks") or [], has_kernel="kernel" in spec)
     nics = tuple(_nic(b, ("spec", "nics", i), n) for i, n in enumerate(spec.get("nics") or []))
-    vnc = None
-    if "vnc" in spec:
-        vnc = model.Vnc(bind=spec["vnc"].get("bind", "127.0.0.1"), display=spec["vnc"].get("display", 0))
-        b.ip(("spec", "vnc", "bind"), vnc.bind)
+    vnc = _vnc(b, spec["vnc"]) if "vnc" in spec else None
     shutdown = DEFAULT_SHUTDOWN_TIMEOUT
     if "shutdownTimeout" in spec:
         shutdown = b.convert(
@@ -168,6 +165,20 @@ def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | No
     if root is None:
         b.fail((*at, "root"), "a root device is required with a kernel")
     return model.KernelBoot(kernel=path or "", root=root or "", initrd=initrd, cmdline=raw.get("cmdline", ""))
+
+
+def _vnc(b: _Builder, raw: Mapping[str, Any]) -> model.Vnc:
+    at: FieldPath = ("spec", "vnc")
+    bind = raw.get("bind", "127.0.0.1")
+    b.ip((*at, "bind"), bind)
+    password = raw.get("passwordFile")
+    if password is not None:
+        b.absolute((*at, "passwordFile"), password, "passwordFile")
+    tls = None
+    if raw.get("tls") is not None:
+        tls = model.VncTls(x509_dir=raw["tls"]["x509Dir"])
+        b.absolute((*at, "tls", "x509Dir"), tls.x509_dir, "x509Dir")
+    return model.Vnc(bind=bind, display=raw.get("display", 0), password_file=password, tls=tls)
 
 
 def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple[model.Disk, ...]:

@@ -22,4 +22,4 @@ def load(paths: Sequence[str] = DEFAULT_PATHS) -> LoadResult:
     if not extra:
         return result
     problems = sorted({*result.problems, *extra}, key=Problem.sort_key)
-    return LoadResult(None, tuple(problems), result.files)
+    return LoadResult(None, tuple(problems), result.files, result.warnings)

@@ -8,6 +8,7 @@ CLI can print all problems of a run at once, sorted, in the compiler-style forma
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,9 +39,15 @@ def field_path(path: Sequence[str | int]) -> str:
     return out
 
 
+class Severity(enum.StrEnum):
+    ERROR = "error"  # the manifests cannot be used
+    WARNING = "warning"  # printed, but the manifests are valid (validate exits 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One error in the manifests. `line`/`column` are 1-based (0 = unknown); `kind` is "Instance" etc."""
+    """One error (or warning) in the manifests. `line`/`column` are 1-based (0 = unknown); `kind` is
+    "Instance" etc. A warning prints as `file:line:col: warning: ...`."""
 
     path: str
     line: int = 0
@@ -49,10 +56,13 @@ class Problem:
     name: str = ""
     field: str = ""
     message: str = ""
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}:{self.column}" if self.line else self.path
         parts = [one_line(where, 4096)]
+        if self.severity is Severity.WARNING:
+            parts.append("warning")
         if self.kind:
             parts.append(f"{self.kind.lower()} {self.name}" if self.name else self.kind.lower())
         if self.field:
@@ -72,5 +82,6 @@ class Problem:
             "name": self.name,
             "field": self.field,
             "message": self.message,
+            "severity": self.severity.value,
             "text": str(self),
         }

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from reconciler import model
+from reconciler import hostports, model
 from reconciler.manifest.build import FieldPath
 from reconciler.manifest.parse import ParsedDocument
 from reconciler.manifest.problems import field_path
@@ -24,6 +25,8 @@ class Violation:
     path: FieldPath
     message: str
 
+
+D = TypeVar("D")  # what a claim carries back in a clash: its document, or nothing
 
 Where = Callable[[ParsedDocument], str]  # "file.yaml:3:1", for messages that name another place
 
@@ -116,18 +119,97 @@ def unique_disks(
     )
 
 
-def unique_vnc_displays(
-    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
+def unique_fixed_ports(
+    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]],
+    nodes: Mapping[str, model.NodeSpec],
+    where: Where,
 ) -> list[Violation]:
-    return _claims(
-        (
-            (f"{spec.node}:{spec.vnc.display}", ("spec", "vnc", "display"), doc)
-            for spec, doc in instances.values()
-            if spec.vnc is not None and spec.node is not None
-        ),
-        "VNC display (node:display)",
-        where,
-    )
+    """A fixed port (a VNC display) is claimed once per node address, across the nodes sharing it, and
+    lies outside those nodes' migration ports (see reconciler.hostports)."""
+    out = []
+    for clash in port_clashes(
+        ((spec, doc) for spec, doc in instances.values() if spec.vnc is not None), nodes
+    ):
+        spec, doc, listener, address = clash.spec, clash.document, clash.listener, clash.address
+        at = f"port {listener.port} on {address}"
+        if clash.other is not None:
+            other_spec, other_doc = clash.other
+            owner = f"instance {other_spec.name}"
+            if other_spec.node != spec.node:
+                owner += f" on node {other_spec.node}, which has the same address"
+            message = f"{listener.what} ({at}) is also used by {owner} ({where(other_doc)})"
+        else:
+            assert clash.node is not None
+            ports = clash.node.migration_ports
+            message = (f"{listener.what} ({at}) is in node {clash.node.name}'s migration ports "
+                       f"{ports.first}-{ports.last}")
+        out.append(Violation(doc, ("spec", "vnc", "display"), message))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PortClash(Generic[D]):
+    """`spec`'s `listener` clashes with another instance's (`other`) or a node's migration ports."""
+
+    spec: model.InstanceSpec
+    document: D
+    listener: hostports.Listener
+    address: str
+    other: tuple[model.InstanceSpec, D] | None = None
+    node: model.NodeSpec | None = None
+
+
+def port_clashes(
+    instances: Iterable[tuple[model.InstanceSpec, D]], nodes: Mapping[str, model.NodeSpec]
+) -> list[PortClash[D]]:
+    """Every later claim of a fixed port already claimed on the same node address, in order.
+    Plain loops: the watch daemon runs this over every instance with a VNC display on a replan."""
+    sharing: dict[str, list[model.NodeSpec]] = defaultdict(list)
+    for n in nodes.values():
+        sharing[n.address].append(n)
+    seen: dict[tuple[str, int], list[tuple[hostports.Listener, model.InstanceSpec, D]]] = {}
+    out: list[PortClash[D]] = []
+    for spec, doc in instances:
+        node = nodes.get(spec.node) if spec.node is not None else None
+        if node is None:
+            continue  # unplaced, or an undeclared node (reported elsewhere)
+        address = node.address
+        for listener in hostports.fixed_listeners(spec):
+            key = (address, listener.port)
+            claims = seen.get(key)
+            if claims is None:
+                claims = seen[key] = []
+            clash: PortClash[D] | None = None
+            for held, other_spec, other_doc in claims:
+                if hostports.clash(held, listener):
+                    clash = PortClash(spec, doc, listener, address, other=(other_spec, other_doc))
+                    break
+            if clash is None:
+                for n in sharing[address]:
+                    ports = n.migration_ports
+                    if ports.first <= listener.port <= ports.last and hostports.binds_overlap(
+                            listener.bind, n.address):
+                        clash = PortClash(spec, doc, listener, address, node=n)
+                        break
+            if clash is not None:
+                out.append(clash)
+            claims.append((listener, spec, doc))
+    return out
+
+
+def open_vnc(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]]) -> list[Violation]:
+    """Warnings: a VNC display on every address (0.0.0.0, ::) that neither a password nor TLS guards."""
+    out = []
+    for spec, doc in instances.values():
+        vnc = spec.vnc
+        if vnc is None or vnc.password_file is not None or vnc.tls is not None:
+            continue
+        if hostports.is_wildcard(vnc.bind):
+            port = hostports.vnc_port(vnc.display)
+            out.append(Violation(doc, ("spec", "vnc", "bind"),
+                                 f"VNC display {vnc.display} listens on every address ({vnc.bind}) without "
+                                 f"a passwordFile or tls: anyone who reaches port {port} gets the console"))
+    return out
 
 
 def host_cpu_needs_kvm(

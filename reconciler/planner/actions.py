@@ -148,6 +148,7 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_TARGET = "unknown_target"
     ORDERING = "ordering"
     REFUSED = "refused"  # an imperative verb that cannot be done in the instance's current state
+    PORT_IN_USE = "port_in_use"  # a migration target could not bind a fixed port (a VNC display)
 
 
 @dataclass(frozen=True, slots=True)

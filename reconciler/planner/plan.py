@@ -24,6 +24,8 @@ same plan byte for byte. Decisions, in order:
    restarts and migrations of protected instances are allowed (the instance stays up).
 6. Unscheduled instances go to the node with the most free memory (placement); capacity and phases
    follow (placement module). Instances with no `node` that already have a record stay where they are.
+7. A migration whose target could not bind the instance's VNC display (nodes sharing an address, or a
+   live holder there) is an error (planner.binds), not a launch that fails at apply time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
 from reconciler.model import DesiredState, InstanceSpec, NodeSpec, RunStrategy, UpdatePolicy
-from reconciler.planner import placement
+from reconciler.planner import binds, placement
 from reconciler.planner.actions import (
     Action,
     ActionKind,
@@ -114,6 +116,7 @@ def make_plan(
     if cycle is not None:
         out.errors.append(cycle)
     actions = sorted((m.action for m in moves), key=lambda a: (a.phase, a.name, a.node))
+    out.errors.extend(binds.migration_problems(actions, actual, desired.nodes))
     return Plan(
         actions=tuple(actions),
         pending=tuple(out.pending),

@@ -3,9 +3,10 @@
 `manifest.assemble` rebuilds every model object and re-runs every cross-file rule on each call: about half
 a second for 10,000 instances, too slow for a daemon that should replan a one-line edit in milliseconds.
 This keeps, per file, the objects built from its documents and what they claim (names, MACs, disk paths,
-VNC displays, node references), plus counters of every claim across files. Replacing one file rebuilds
-only that file's objects and adjusts the counters, so "is the tree still consistent" is a look at a few
-sets instead of a pass over everything. A change of the Defaults document rebuilds every instance.
+node references), plus counters of every claim across files. Replacing one file rebuilds only that file's
+objects and adjusts the counters, so "is the tree still consistent" is a look at a few sets instead of a
+pass over everything (and over the instances with a VNC display, whose ports clash per node address).
+A change of the Defaults document rebuilds every instance.
 
 When a rule is broken, `desired()` returns None and the caller runs the full `manifest.assemble` for the
 exact, positioned problems (the slow path is only taken when something is wrong). For a consistent tree
@@ -34,6 +35,7 @@ class _Built:
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = field(default_factory=dict)
     sources: dict[str, model.SourceRef] = field(default_factory=dict)
     unique: list[tuple[str, str]] = field(default_factory=list)  # claims that must be unique: (what, key)
+    ports: list[model.InstanceSpec] = field(default_factory=list)  # instances with fixed ports (VNC)
     refs: list[tuple[str, str]] = field(default_factory=list)  # ("node", name) / ("host-cpu", node name)
     broken: bool = False  # a document failed to build (a name or a single-object rule)
 
@@ -64,6 +66,8 @@ class Assembly:
     def __init__(self) -> None:
         self._files: dict[str, _Built] = {}
         self._unique = _Claims()
+        self._ports: dict[str, list[model.InstanceSpec]] = {}  # per file: instances with fixed ports
+        self._ports_ok: bool | None = None  # their verdict; None: files with them or with nodes changed
         self._refs: Counter[tuple[str, str]] = Counter()
         self._broken: set[str] = set()  # files with a document that failed to build
         self._defaults_docs: dict[str, list[ParsedDocument]] = {}
@@ -126,6 +130,9 @@ class Assembly:
         if built is None:
             return
         self._unique.add(built.unique, -1)
+        self._ports.pop(path, None)
+        if built.ports or built.nodes:
+            self._ports_ok = None
         self._refs.subtract(built.refs)
         self._broken.discard(path)
 
@@ -133,6 +140,10 @@ class Assembly:
         built = _build_file(parsed, self._defaults)
         self._files[path] = built
         self._unique.add(built.unique, +1)
+        if built.ports:
+            self._ports[path] = built.ports
+        if built.ports or built.nodes:
+            self._ports_ok = None
         self._refs.update(built.refs)
         if built.broken:
             self._broken.add(path)
@@ -151,7 +162,13 @@ class Assembly:
                 return False
             if what == "host-cpu" and node is not None and node[0].accelerator is not model.Accelerator.KVM:
                 return False
-        return not rules.node_resources(nodes, lambda d: "")
+        if rules.node_resources(nodes, lambda d: ""):
+            return False
+        if self._ports_ok is None:  # an edit that touches no VNC display and no node costs nothing here
+            specs = {name: node for name, (node, _) in nodes.items()}
+            claims = ((s, None) for path in sorted(self._ports) for s in self._ports[path])
+            self._ports_ok = not rules.port_clashes(claims, specs)
+        return self._ports_ok
 
     def _build(self) -> model.DesiredState:
         built = self._patched() if not (self._structural or self._names_changed) else None
@@ -220,6 +237,8 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
                 built.instances[instance.name] = instance
                 built.hashes[instance.name] = model.spec_hash(instance)
                 built.unique.extend(_unique_claims(instance))
+                if instance.vnc is not None and instance.node is not None:
+                    built.ports.append(instance)
                 if instance.node is not None:
                     built.refs.append(("node", instance.node))
                     if instance.cpu_model == "host":
@@ -229,7 +248,4 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
 
 
 def _unique_claims(spec: model.InstanceSpec) -> list[tuple[str, str]]:
-    claims = [("mac", nic.mac) for nic in spec.nics] + [("disk", d.path) for d in spec.disks]
-    if spec.vnc is not None and spec.node is not None:
-        claims.append(("vnc", f"{spec.node}:{spec.vnc.display}"))
-    return claims
+    return [("mac", nic.mac) for nic in spec.nics] + [("disk", d.path) for d in spec.disks]

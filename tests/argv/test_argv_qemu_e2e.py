@@ -39,6 +39,7 @@ from reconciler.model import (
     NicMode,
     NodeSpec,
     Vnc,
+    VncTls,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -192,6 +193,37 @@ def test_vnc_on_the_bind_address(node: NodeSpec) -> None:
     with running(build_launch(spec, node)) as qmp:
         vnc = qmp.cmd("query-vnc")
         assert (vnc["enabled"], vnc["host"], vnc["service"]) == (True, "127.0.0.1", str(port))
+
+
+def _x509_dir(d: Path) -> None:
+    """A CA and a server certificate signed by it, as QEMU's tls-creds-x509 wants them in `d`."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=d)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca-cert.pem",
+            "-days", "2", "-subj", "/CN=test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server-key.pem", "-out", "server.csr",
+            "-subj", "/CN=localhost")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-out", "server-cert.pem", "-days", "2")
+
+
+def test_vnc_tls_and_password(node: NodeSpec, tmp_path: Path) -> None:
+    x509 = tmp_path / "pki, vnc"  # a comma: doubled in dir=
+    x509.mkdir()
+    _x509_dir(x509)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vnc = Vnc(bind="127.0.0.1", display=port - 5900, password_file="/nonexistent/never-read",
+              tls=VncTls(x509_dir=str(x509)))
+    spec = InstanceSpec(name="vnctls", memory_mib=64, vnc=vnc)
+    with running(build_launch(spec, node)) as qmp:
+        (server,) = qmp.cmd("query-vnc-servers")
+        assert (server["auth"], server["vencrypt"]) == ("vencrypt", "x509-vnc")  # TLS + VNC password auth
+        assert [(s["host"], s["service"]) for s in server["server"]] == [("127.0.0.1", str(port))]
+        assert qmp.cmd("qom-get", path="/objects/vnc-tls0", property="dir") == str(x509)
+        assert qmp.cmd("qom-get", path="/objects/vnc-tls0", property="endpoint") == "server"
 
 
 def test_kernel_boot_serial_log_and_no_shutdown(node: NodeSpec, guest: Guest, tmp_path: Path) -> None:

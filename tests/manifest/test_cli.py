@@ -58,9 +58,11 @@ def test_json_output(
                 "name": "web1",
                 "field": "spec.node",
                 "message": "node 'node-z' is not declared (nodes: none declared)",
+                "severity": "error",
                 "text": "m/web1.yaml:6:3: instance web1: spec.node: node 'node-z' is not declared (nodes: none declared)",
             }
         ],
+        "warnings": [],
     }
 
 

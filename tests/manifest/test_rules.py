@@ -95,9 +95,44 @@ CASES = [
             + instance("web3", node="node-b", mac="52:54:00:00:00:03", extra="  vnc: {display: 1}\n"),
         },
         [
-            "m/b.yaml:23:9: instance web2: spec.vnc.display: VNC display (node:display) 'node-a:1' is also used by instance web1 (m/b.yaml:1:1)"
+            "m/b.yaml:23:9: instance web2: spec.vnc.display: VNC display 1 (port 5901 on 127.0.0.1) is also used by instance web1 (m/b.yaml:1:1)",
+            "m/b.yaml:35:9: instance web3: spec.vnc.display: VNC display 1 (port 5901 on 127.0.0.1) is also used by instance web1 on node node-a, which has the same address (m/b.yaml:1:1)",
         ],
         id="vnc_display",
+    ),
+    pytest.param(
+        {
+            "a.yaml": NODE_A + "---\n" + NODE_B.replace("  accelerator", "  address: 127.0.0.2\n  accelerator"),
+            "b.yaml": instance("web1", extra="  vnc: {display: 1}\n")
+            + "---\n"
+            + instance("web3", node="node-b", mac="52:54:00:00:00:03", extra="  vnc: {display: 1}\n"),
+        },
+        [],
+        id="vnc_display_other_address",
+    ),
+    pytest.param(
+        {
+            "a.yaml": NODE_A,
+            "b.yaml": instance("web1", extra="  vnc: {bind: 127.0.0.1, display: 1}\n")
+            + "---\n"
+            + instance("web2", mac="52:54:00:00:00:02", extra="  vnc: {bind: 127.0.0.2, display: 1}\n")
+            + "---\n"
+            + instance("web3", mac="52:54:00:00:00:03", extra="  vnc: {bind: '::', display: 1, passwordFile: /etc/pw}\n"),
+        },
+        [
+            "m/b.yaml:35:21: instance web3: spec.vnc.display: VNC display 1 (port 5901 on 127.0.0.1) is also used by instance web1 (m/b.yaml:1:1)"
+        ],
+        id="vnc_display_binds",
+    ),
+    pytest.param(
+        {
+            "a.yaml": NODE_A + "---\n" + NODE_B.replace("{first: 49184, last: 49215}", "{first: 5900, last: 5909}"),
+            "b.yaml": instance("web1", extra="  vnc: {display: 3}\n"),
+        },
+        [
+            "m/b.yaml:11:9: instance web1: spec.vnc.display: VNC display 3 (port 5903 on 127.0.0.1) is in node node-b's migration ports 5900-5909"
+        ],
+        id="vnc_display_in_migration_ports",
     ),
     pytest.param(
         {"a.yaml": NODE_A + "---\n" + DEFAULTS, "b.yaml": DEFAULTS.replace("name: defaults", "name: other")},

@@ -189,6 +189,7 @@ NODES = NODE + ("---\napiVersion: reconciler/v1\nkind: Node\nmetadata: {name: n2
                 "spec: {stateDir: /srv/n2, migrationPorts: {first: 50000, last: 50010}}\n")
 GOOD = [inst("a"), inst("a", "128M"), inst("b", node="n2"), inst("h"), inst("i", node="n2"), inst("j"),
         inst("d", extra=", nics: [{mac: '52:54:00:00:00:01', mode: user}]"),
+        inst("v", node="n2", extra=", vnc: {display: 3}"),
         "apiVersion: reconciler/v1\nkind: Defaults\nmetadata: {name: d}\nspec: {vcpus: 3}\n"]
 CLASHING = [
     "apiVersion: reconciler/v1\nkind: Node\nmetadata: {name: n3}\nspec: {stateDir: /srv/n1}\n",
@@ -197,6 +198,10 @@ CLASHING = [
     inst("f", extra=", cpuModel: host"),
     inst("g", extra=", disks: [{path: /x/g.img}], vnc: {display: 1}"),
     inst("k", extra=", disks: [{path: /x/g.img}], vnc: {display: 1}"),
+    inst("l", node="n2", extra=", vnc: {display: 2}"),  # n1 and n2 share an address: one host
+    inst("m", extra=", vnc: {display: 2}"),
+    "apiVersion: reconciler/v1\nkind: Node\nmetadata: {name: n4}\n"
+    "spec: {stateDir: /srv/n4, migrationPorts: {first: 5901, last: 5903}}\n",  # holds displays 1-3
 ]
 DOC = st.one_of(*[st.sampled_from(GOOD)] * 3, st.sampled_from(CLASHING))
 
