@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -199,6 +200,51 @@ def _with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance
     state = QMP_STATES.get(status, RunState.UNKNOWN)
     cause = StopCause.CRASH if state is RunState.CRASHED else None
     return replace(base, state=state, qmp_status=status, stop_cause=cause)
+
+
+# --- nodes without manifests ---------------------------------------------------------------------------
+
+
+def nodes_of_processes(known: Iterable[NodeSpec] = ()) -> list[NodeSpec]:
+    """Nodes found from running QEMU processes, for when the manifests (or their Node documents) are
+    missing: a QEMU we started has `-pidfile <stateDir>/instances/<name>/qemu.pid`, and its applied record
+    next to the pidfile names the node. Only the state directories not in `known` are returned, each
+    once, named after the first record found in it. Discovery still proves each process ours as usual.
+    """
+    seen = {os.path.realpath(n.state_dir) for n in known}
+    found: list[NodeSpec] = []
+    for proc in sorted(procs.qemu_processes(), key=lambda p: p.pid):
+        located = _state_dir_of(proc.cmdline)
+        if located is None or os.path.realpath(located[0]) in seen:
+            continue
+        state_dir, name = located
+        probe = NodeSpec(name="-", state_dir=state_dir)
+        try:
+            record = statedir.read_record(layout.instance_paths(probe, name))
+        except (RecordError, layout.InvalidInstanceName):
+            continue
+        if record is None:
+            continue
+        seen.add(os.path.realpath(state_dir))
+        found.append(NodeSpec(name=record.node, state_dir=state_dir))
+    return sorted(found, key=lambda n: (n.name, n.state_dir))
+
+
+def _state_dir_of(cmdline: Iterable[str]) -> tuple[str, str] | None:
+    """(state dir, instance name) from `-pidfile <stateDir>/instances/<name>/qemu.pid` (pure)."""
+    args = list(cmdline)
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-pidfile", "--pidfile") and os.path.isabs(value):
+            pidfile = os.path.normpath(value)
+            inst_dir = os.path.dirname(pidfile)
+            name = os.path.basename(inst_dir)
+            state_dir = os.path.dirname(os.path.dirname(inst_dir))
+            try:
+                expected = layout.instance_paths(NodeSpec(name="-", state_dir=state_dir), name).pidfile
+            except layout.InvalidInstanceName:
+                return None
+            return (state_dir, name) if expected == pidfile else None
+    return None
 
 
 # --- intents: closing the gap between launching QEMU and writing its record -----------------------------
