@@ -57,7 +57,7 @@ _CAUSE_WORDS = {
     StopCause.GUEST: "the guest powered off",
     StopCause.CRASH: "crashed",
     StopCause.KILLED: "stopped outside the reconciler",
-    StopCause.UNKNOWN: "stopped for an unknown reason",
+    StopCause.UNKNOWN: "no cause recorded",
 }
 
 

@@ -118,8 +118,11 @@ def _inspect(node: NodeSpec, name: str, paths: layout.InstancePaths) -> ActualIn
     if record is None:
         if not pidfile_exists:
             return None  # an empty or foreign directory
+        alive = pidfile_pid is not None and procs.is_alive(pidfile_pid)
+        detail = "pidfile without an applied record" + (f"; pid {pidfile_pid} is another process"
+                                                        if alive else "")
         return ActualInstance(name=name, node=node.name, state=RunState.STALE, spec=None, pid=pidfile_pid,
-                              detail="pidfile without an applied record")
+                              detail=detail, pidfile_foreign=alive)
     return _classify(node, record, paths, pidfile_pid, pidfile_exists)
 
 
