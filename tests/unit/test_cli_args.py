@@ -11,6 +11,14 @@ import pytest
 
 from reconciler import cli
 
+# A value the parser wrongly accepts would run the command: never where it could find ./manifests.
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True)
+def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
 MANIFESTS = """\
 apiVersion: reconciler/v1
 kind: Node
