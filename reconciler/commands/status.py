@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         desired, nodes = load_desired(paths)
     actual = discovery.discover(nodes)
-    found = discovery.nodes_of_processes(nodes)  # state dirs the manifests do not name (or no manifests)
+    # No Node manifests (no ./manifests, or they are gone): the state dirs of running QEMUs we started.
+    found = discovery.nodes_of_processes() if not nodes else []
     plan = _plan(desired, actual)
     if found:
         extra = discovery.discover(found)
