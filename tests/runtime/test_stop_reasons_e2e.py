@@ -170,7 +170,7 @@ def test_status_without_manifests_finds_our_instances(mdir: Path, reaper: Reaper
     monkeypatch.chdir(tmp_path)  # no ./manifests here
     rc, out, err = _run(capsys, "status", "--json")
     assert rc == 0
-    assert "no ./manifests" in err
     rows = json.loads(out)["instances"]
     (vm1,) = [r for r in rows if r["pid"] == rec.pid]
     assert (vm1["name"], vm1["node"], vm1["actual"], vm1["desired"]) == ("vm1", "n1", "paused", "?")
+    assert "no ./manifests" in err
