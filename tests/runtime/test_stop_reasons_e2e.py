@@ -85,7 +85,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def _status_row(capsys: pytest.CaptureFixture[str], *paths: str) -> dict[str, object]:
     rc, out, _ = _run(capsys, "status", "--json", "vm1", *paths)
     assert rc == 0
-    (row,) = json.loads(out)["instances"]
+    # Other runs on this host may have QEMUs named vm1 too: they are unmanaged rows, without a node.
+    (row,) = [r for r in json.loads(out)["instances"] if r["node"] == "n1"]
     assert isinstance(row, dict)
     return row
 
