@@ -86,10 +86,11 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
             except layout.InvalidInstanceName:
                 continue  # not a directory we could have created
             statedir.remove_dead_temps(paths.dir)  # left by a writer killed mid-write
-            flight = in_flight(node, name, paths)
+            it = read_intent(paths)
+            flight = in_flight(node, name, it) if it is not None else None
             if flight is not None:
                 flights.append(flight)
-            item = adopt_intent(node, name, paths, host) or _inspect(node, name, paths)
+            item = (_adopt(node, paths, host, it) if it is not None else None) or _inspect(node, name, paths)
             if isinstance(item, _Live):
                 live.append(item)
             elif item is not None:
@@ -275,16 +276,22 @@ def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
     whose process is not alive and whose writer is gone is stale: it is removed, with the runtime files
     of an instance that never got a record.
     """
+    it = read_intent(paths)
+    return _adopt(node, paths, host, it) if it is not None else None
+
+
+def read_intent(paths: layout.InstancePaths) -> intents.Intent | None:
+    """The instance's intent, or None when there is none or it does not decode (then it is not ours to
+    interpret: it is left for a person)."""
     try:
         raw = statedir.read_json(paths.intent)
-    except StateDirError:
+        return intents.from_jsonable(raw) if raw is not None else None
+    except (StateDirError, intents.IntentError):
         return None
-    if raw is None:
-        return None
-    try:
-        it = intents.from_jsonable(raw)
-    except intents.IntentError:
-        return None  # not ours to interpret; left for a person
+
+
+def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
+           it: intents.Intent) -> _Live | None:
     writer_alive = intents.owner_alive(it)
     match = _intent_process(it, host) if it.argv and it.spec is not None else None
     if match is None:
@@ -328,14 +335,9 @@ _ACTIVITIES = {
 }
 
 
-def in_flight(node: NodeSpec, name: str, paths: layout.InstancePaths) -> InFlight | None:
+def in_flight(node: NodeSpec, name: str, it: intents.Intent) -> InFlight | None:
     """The action another live run is carrying out on the instance, from its intent (None if none)."""
-    try:
-        raw = statedir.read_json(paths.intent)
-        it = intents.from_jsonable(raw) if raw is not None else None
-    except (StateDirError, intents.IntentError):
-        return None
-    if it is None or it.owner_pid == os.getpid() or not intents.owner_alive(it):
+    if it.owner_pid == os.getpid() or not intents.owner_alive(it):
         return None
     return InFlight(name=name, node=node.name, activity=_ACTIVITIES[it.kind],
                     command=_command_of(it.owner_pid), pid=it.owner_pid, peer_node=it.peer_node)
