@@ -145,7 +145,9 @@ def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths
     ev = exit_evidence(check, record.pid, pidfile_pid, pidfile_exists)
     if ev.state is RunState.STALE:
         return replace(base, state=ev.state, pid=pidfile_pid, detail=ev.detail, pidfile_foreign=ev.foreign)
-    return _stopped(base, record.stop_cause or ev.cause or StopCause.UNKNOWN, ev.detail)
+    if record.stop_cause is not None:  # what we recorded when it stopped beats what is left behind
+        return _stopped(base, record.stop_cause, "")
+    return _stopped(base, ev.cause or StopCause.UNKNOWN, ev.detail)
 
 
 @dataclass(frozen=True, slots=True)
