@@ -89,11 +89,9 @@ def run(args: argparse.Namespace) -> int:
     found = discovery.nodes_of_processes() if not nodes else []
     plan = _plan(desired, actual)
     if found:
-        extra = discovery.discover(found)
-        actual = ActualState(instances=tuple(sorted((*actual.instances, *extra.instances),
-                                                    key=lambda i: (i.name, i.node))),
-                             unmanaged=tuple(u for u in actual.unmanaged if u in extra.unmanaged),
-                             in_flight=(*actual.in_flight, *extra.in_flight))
+        from reconciler.node import merge_states
+
+        actual = merge_states([actual, discovery.discover(found)])
     now = time.time()
     rows = build_rows(desired, actual, now, plan)
     if names:
