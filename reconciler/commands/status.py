@@ -2,8 +2,11 @@
 
 Shows what the manifests want next to what discovery finds, including what the manifests do not know:
 instances with a record but no manifest (orphans) and QEMU processes we did not start (unmanaged). Broken
-manifests do not hide the actual state: it is still shown, and the problems' count goes to stderr.
-Rows are built by a pure function (`build_rows`) and rendered as an aligned table or stable JSON.
+manifests do not hide the actual state: it is still shown, and the problems' count goes to stderr. Without
+Node manifests (no ./manifests), the state directories come from the running QEMUs we started. Each row
+says why a stopped instance stopped, what the next apply would do (the plan), and which action another run
+is carrying out on it (its intent). Rows are built by a pure function (`build_rows`) and rendered as an
+aligned table or stable JSON (docs/status.md).
 """
 
 from __future__ import annotations
