@@ -38,13 +38,56 @@ _ALIVE = frozenset(
 
 
 class StopCause(enum.StrEnum):
-    """Why an instance is not running, as recorded or inferred."""
+    """Why an instance is not running, as recorded (a stop by us, a guest power-off) or inferred by discovery
+    from what QEMU left behind. Kept in the record (`stop_cause`) and shown by `status`."""
 
     RECONCILER = "reconciler"  # we stopped it (apply, prune, migration source)
     GUEST = "guest"  # the guest powered itself off
-    CRASH = "crash"  # QEMU exited abnormally or the guest panicked
-    KILLED = "killed"  # someone else signalled QEMU
+    CRASH = "crash"  # QEMU ended without removing its pidfile (SIGKILL, a crash), or the guest panicked
+    KILLED = "killed"  # QEMU exited cleanly, not by us: a signal it handled (SIGTERM...) or another's quit
     UNKNOWN = "unknown"
+
+    @property
+    def words(self) -> str:
+        return _CAUSE_WORDS[self]
+
+
+_CAUSE_WORDS = {
+    StopCause.RECONCILER: "stopped by the reconciler",
+    StopCause.GUEST: "the guest powered off",
+    StopCause.CRASH: "crashed",
+    StopCause.KILLED: "stopped outside the reconciler",
+    StopCause.UNKNOWN: "no cause recorded",
+}
+
+
+class Activity(enum.StrEnum):
+    """What an unfinished action (an intent whose writer still runs) is doing to an instance."""
+
+    STARTING = "starting"
+    STOPPING = "stopping"
+    RESETTING = "resetting"  # in-place restart: system_reset + cont
+    MIGRATING_OUT = "migrating out"
+    MIGRATING_IN = "migrating in"
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """An action in progress on an instance, from its intent: what, by which program, and its PID."""
+
+    name: str
+    node: str
+    activity: Activity
+    command: str  # the writer's reconciler command ("apply", "watch", ...), or "reconciler" if unknown
+    pid: int
+    peer_node: str | None = None  # the other end of a migration
+
+    @property
+    def label(self) -> str:
+        """E.g. "stopping (apply, PID 123)"."""
+        peer = f" {'to' if self.activity is Activity.MIGRATING_OUT else 'from'} {self.peer_node}" \
+            if self.peer_node and self.activity in (Activity.MIGRATING_OUT, Activity.MIGRATING_IN) else ""
+        return f"{self.activity.value}{peer} ({self.command}, PID {self.pid})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +105,8 @@ class ActualInstance:
     revision: str | None = None  # git revision of the manifests it was applied from
     detail: str = ""  # one line for humans, e.g. why a pidfile is stale
     qmp_status: str | None = None  # QEMU's own run state from query-status (e.g. "finish-migrate")
+    pidfile_foreign: bool = False  # STALE: the pidfile names a live process that is not ours
+    stopped_at: float | None = None  # epoch seconds, when the record says when it stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +122,15 @@ class UnmanagedProcess:
 class ActualState:
     instances: tuple[ActualInstance, ...] = ()
     unmanaged: tuple[UnmanagedProcess, ...] = ()
+    in_flight: tuple[InFlight, ...] = ()  # actions other runs are carrying out right now (their intents)
 
     def find(self, name: str) -> tuple[ActualInstance, ...]:
         """Every record of `name` (more than one means it exists on several nodes)."""
         return tuple(i for i in self.instances if i.name == name)
+
+    def flight(self, name: str, node: str | None) -> InFlight | None:
+        """The action in progress on `name` (on `node`, when given)."""
+        return next((f for f in self.in_flight if f.name == name and node in (None, f.node)), None)
 
     def __iter__(self) -> Iterator[ActualInstance]:
         return iter(self.instances)

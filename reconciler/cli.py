@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -40,7 +41,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {usage_message(message)}\n")
+
+
+_INVALID = re.compile(r"argument (?P<opt>\S+): invalid \S+ value: (?P<value>.*)", re.DOTALL)
+
+
+def usage_message(message: str) -> str:
+    """argparse's message in our words: `--option: ...`, never the name of a Python function."""
+    invalid = _INVALID.fullmatch(message)
+    if invalid:
+        return f"{invalid['opt']}: {invalid['value']} is not a valid value"
+    return message.removeprefix("argument ")
 
 
 def _build_parser(selected: str | None) -> argparse.ArgumentParser:
@@ -56,6 +68,29 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 def _selected_command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _parse(args_list: list[str]) -> argparse.Namespace:
+    """Parse `reconciler COMMAND ARGS...` with options and positionals in any order.
+
+    argparse alone stops taking positionals at the first option after them (`showcmd web1 --node n1
+    PATH` would leave PATH unrecognized), so a command's own arguments are parsed by its parser with
+    `parse_intermixed_args`; only a command line that does not start with a command goes to the top
+    level parser (help, --version, errors).
+    """
+    if args_list and args_list[0] in COMMANDS:
+        name = args_list[0]
+        module_name, help_text = COMMANDS[name]
+        cmd = _Parser(prog=f"reconciler {name}", description=help_text)
+        importlib.import_module(module_name).add_arguments(cmd)
+        try:
+            ns = cmd.parse_intermixed_args(args_list[1:])
+        except TypeError:  # a parser that intermixing cannot handle (argparse.REMAINDER and such)
+            ns = cmd.parse_args(args_list[1:])
+        ns.command = name
+        return ns
+    selected = _selected_command(args_list)
+    return _build_parser(selected if selected in COMMANDS else None).parse_args(args_list)
 
 
 def entry() -> NoReturn:
@@ -74,11 +109,9 @@ def entry() -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    selected = _selected_command(args_list)
-    parser = _build_parser(selected if selected in COMMANDS else None)
-    args = parser.parse_args(args_list)
+    args = _parse(args_list)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        _build_parser(None).print_help(sys.stderr)
         return ExitCode.USAGE
     module = importlib.import_module(COMMANDS[args.command][0])
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -23,7 +24,15 @@ from dataclasses import dataclass, replace
 import psutil
 
 from reconciler import layout, procs, qmp, statedir
-from reconciler.actual import ActualInstance, ActualState, RunState, StopCause, UnmanagedProcess
+from reconciler.actual import (
+    Activity,
+    ActualInstance,
+    ActualState,
+    InFlight,
+    RunState,
+    StopCause,
+    UnmanagedProcess,
+)
 from reconciler.errors import LaunchError, QmpError, QmpTimeout, RecordError, StateDirError
 from reconciler.executor import intent as intents
 from reconciler.model import NodeSpec
@@ -68,6 +77,7 @@ def discover(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> Act
 async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> ActualState:
     found: list[ActualInstance] = []
     live: list[_Live] = []
+    flights: list[InFlight] = []
     host = _HostProcesses()
     for node in nodes:
         for name in statedir.instance_names(node):
@@ -76,7 +86,11 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
             except layout.InvalidInstanceName:
                 continue  # not a directory we could have created
             statedir.remove_dead_temps(paths.dir)  # left by a writer killed mid-write
-            item = adopt_intent(node, name, paths, host) or _inspect(node, name, paths)
+            it = read_intent(paths)
+            flight = in_flight(node, name, it) if it is not None else None
+            if flight is not None:
+                flights.append(flight)
+            item = (_adopt(node, paths, host, it) if it is not None else None) or _inspect(node, name, paths)
             if isinstance(item, _Live):
                 live.append(item)
             elif item is not None:
@@ -90,7 +104,7 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
     ]
     found.sort(key=lambda i: (i.name, i.node))
     unmanaged.sort(key=lambda u: u.pid)
-    return ActualState(instances=tuple(found), unmanaged=tuple(unmanaged))
+    return ActualState(instances=tuple(found), unmanaged=tuple(unmanaged), in_flight=tuple(flights))
 
 
 def _inspect(node: NodeSpec, name: str, paths: layout.InstancePaths) -> ActualInstance | _Live | None:
@@ -105,31 +119,76 @@ def _inspect(node: NodeSpec, name: str, paths: layout.InstancePaths) -> ActualIn
     if record is None:
         if not pidfile_exists:
             return None  # an empty or foreign directory
+        alive = pidfile_pid is not None and procs.is_alive(pidfile_pid)
+        detail = "pidfile without an applied record" + (f"; pid {pidfile_pid} is another process"
+                                                        if alive else "")
         return ActualInstance(name=name, node=node.name, state=RunState.STALE, spec=None, pid=pidfile_pid,
-                              detail="pidfile without an applied record")
+                              detail=detail, pidfile_foreign=alive)
     return _classify(node, record, paths, pidfile_pid, pidfile_exists)
 
 
 def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths, pidfile_pid: int | None,
               pidfile_exists: bool) -> ActualInstance | _Live:
     base = ActualInstance(name=record.name, node=node.name, state=RunState.UNKNOWN, spec=record.spec,
-                          spec_hash=record.spec_hash, revision=record.revision)
+                          spec_hash=record.spec_hash, revision=record.revision, stopped_at=record.stopped_at)
     if record.stop_cause is not None and not pidfile_exists:
         return _stopped(base, record.stop_cause, "")
     # The pidfile names the process; without one, the record's PID may still be alive (pidfile removed
     # by hand): treating that as gone would let a planner start a second QEMU on the same disks.
     check = procs.check(pidfile_pid or record.pid, record.create_time, record.argv)
+    if not check.ours and pidfile_pid is not None and pidfile_pid != record.pid:
+        recorded = procs.check(record.pid, record.create_time, record.argv)  # a pidfile edited by hand
+        check = recorded if recorded.ours else check
     if check.ours:
         detail = "" if pidfile_exists else "pidfile missing"
         return _Live(replace(base, pid=check.pid, started_at=record.create_time, detail=detail), paths.qmp)
-    if pidfile_exists:
-        why = check.detail if pidfile_pid is not None else "pidfile unreadable"
-        return replace(base, state=RunState.STALE, pid=pidfile_pid, detail=why)
-    return _stopped(base, record.stop_cause or StopCause.UNKNOWN, "QEMU exited without a recorded cause")
+    ev = exit_evidence(check, record.pid, pidfile_pid, pidfile_exists)
+    if ev.state is RunState.STALE:
+        return replace(base, state=ev.state, pid=pidfile_pid, detail=ev.detail, pidfile_foreign=ev.foreign)
+    if record.stop_cause is not None:  # what we recorded when it stopped beats what is left behind
+        return _stopped(base, record.stop_cause, "")
+    return _stopped(base, ev.cause or StopCause.UNKNOWN, ev.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitEvidence:
+    """What the files a recorded QEMU left behind say about why it is not running."""
+
+    state: RunState  # STOPPED, CRASHED or STALE
+    cause: StopCause | None  # None: STALE, nothing known about how QEMU ended
+    detail: str
+    foreign: bool = False  # the pidfile names a live process that is not ours
+
+
+def exit_evidence(check: procs.Check, recorded_pid: int, pidfile_pid: int | None,
+                  pidfile_exists: bool) -> ExitEvidence:
+    """Why a recorded QEMU is not running (pure; `check` is of the pidfile's PID, or of the record's PID
+    when there is no pidfile).
+
+    QEMU removes its pidfile when it exits cleanly: on a signal it handles (SIGTERM, SIGINT, SIGHUP) or a
+    `quit`. So a pidfile left naming the recorded PID, now gone, means QEMU did not exit cleanly: SIGKILL
+    or a crash. No pidfile and no cause recorded by us means someone else stopped it. A pidfile naming a
+    live process that is not ours says only that the pidfile is stale: that process is never touched.
+    """
+    gone = check.identity in (procs.Identity.GONE, procs.Identity.ZOMBIE)
+    if not pidfile_exists:
+        return ExitEvidence(RunState.STOPPED, StopCause.KILLED,
+                            "QEMU exited cleanly but not by the reconciler (a signal such as SIGTERM, or a "
+                            "quit over QMP)")
+    if pidfile_pid is None:
+        return ExitEvidence(RunState.STALE, None, "pidfile unreadable; the recorded process is gone")
+    if pidfile_pid == recorded_pid and gone:
+        return ExitEvidence(RunState.CRASHED, StopCause.CRASH,
+                            f"QEMU (pid {recorded_pid}) ended without removing its pidfile: killed by "
+                            "SIGKILL, or crashed")
+    if gone:
+        return ExitEvidence(RunState.STALE, None, f"stale pidfile: {check.detail}")
+    return ExitEvidence(RunState.STALE, None, f"pidfile names another process: {check.detail}", foreign=True)
 
 
 def _stopped(base: ActualInstance, cause: StopCause, detail: str) -> ActualInstance:
-    state = RunState.STOPPED if cause in (StopCause.RECONCILER, StopCause.GUEST) else RunState.CRASHED
+    state = RunState.STOPPED if cause in (StopCause.RECONCILER, StopCause.GUEST, StopCause.KILLED) \
+        else RunState.CRASHED
     return replace(base, state=state, stop_cause=cause, detail=detail)
 
 
@@ -147,6 +206,51 @@ def _with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance
     state = QMP_STATES.get(status, RunState.UNKNOWN)
     cause = StopCause.CRASH if state is RunState.CRASHED else None
     return replace(base, state=state, qmp_status=status, stop_cause=cause)
+
+
+# --- nodes without manifests ---------------------------------------------------------------------------
+
+
+def nodes_of_processes(known: Iterable[NodeSpec] = ()) -> list[NodeSpec]:
+    """Nodes found from running QEMU processes, for when the manifests (or their Node documents) are
+    missing: a QEMU we started has `-pidfile <stateDir>/instances/<name>/qemu.pid`, and its applied record
+    next to the pidfile names the node. Only the state directories not in `known` are returned, each
+    once, named after the first record found in it. Discovery still proves each process ours as usual.
+    """
+    seen = {os.path.realpath(n.state_dir) for n in known}
+    found: list[NodeSpec] = []
+    for proc in sorted(procs.qemu_processes(), key=lambda p: p.pid):
+        located = _state_dir_of(proc.cmdline)
+        if located is None or os.path.realpath(located[0]) in seen:
+            continue
+        state_dir, name = located
+        probe = NodeSpec(name="-", state_dir=state_dir)
+        try:
+            record = statedir.read_record(layout.instance_paths(probe, name))
+        except (RecordError, layout.InvalidInstanceName):
+            continue
+        if record is None:
+            continue
+        seen.add(os.path.realpath(state_dir))
+        found.append(NodeSpec(name=record.node, state_dir=state_dir))
+    return sorted(found, key=lambda n: (n.name, n.state_dir))
+
+
+def _state_dir_of(cmdline: Iterable[str]) -> tuple[str, str] | None:
+    """(state dir, instance name) from `-pidfile <stateDir>/instances/<name>/qemu.pid` (pure)."""
+    args = list(cmdline)
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-pidfile", "--pidfile") and os.path.isabs(value):
+            pidfile = os.path.normpath(value)
+            inst_dir = os.path.dirname(pidfile)
+            name = os.path.basename(inst_dir)
+            state_dir = os.path.dirname(os.path.dirname(inst_dir))
+            try:
+                expected = layout.instance_paths(NodeSpec(name="-", state_dir=state_dir), name).pidfile
+            except layout.InvalidInstanceName:
+                return None
+            return (state_dir, name) if expected == pidfile else None
+    return None
 
 
 # --- intents: closing the gap between launching QEMU and writing its record -----------------------------
@@ -174,16 +278,22 @@ def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
     whose process is not alive and whose writer is gone is stale: it is removed, with the runtime files
     of an instance that never got a record.
     """
+    it = read_intent(paths)
+    return _adopt(node, paths, host, it) if it is not None else None
+
+
+def read_intent(paths: layout.InstancePaths) -> intents.Intent | None:
+    """The instance's intent, or None when there is none or it does not decode (then it is not ours to
+    interpret: it is left for a person)."""
     try:
         raw = statedir.read_json(paths.intent)
-    except StateDirError:
+        return intents.from_jsonable(raw) if raw is not None else None
+    except (StateDirError, intents.IntentError):
         return None
-    if raw is None:
-        return None
-    try:
-        it = intents.from_jsonable(raw)
-    except intents.IntentError:
-        return None  # not ours to interpret; left for a person
+
+
+def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
+           it: intents.Intent) -> _Live | None:
     writer_alive = intents.owner_alive(it)
     match = _intent_process(it, host) if it.argv and it.spec is not None else None
     if match is None:
@@ -216,6 +326,41 @@ def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
                           spec_hash=record.spec_hash, revision=record.revision, pid=pid,
                           started_at=create_time, detail=detail)
     return _Live(base, paths.qmp)
+
+
+_ACTIVITIES = {
+    intents.IntentKind.START: Activity.STARTING,
+    intents.IntentKind.STOP: Activity.STOPPING,
+    intents.IntentKind.RESET: Activity.RESETTING,
+    intents.IntentKind.MIGRATE_SOURCE: Activity.MIGRATING_OUT,
+    intents.IntentKind.MIGRATE_TARGET: Activity.MIGRATING_IN,
+}
+
+
+def in_flight(node: NodeSpec, name: str, it: intents.Intent) -> InFlight | None:
+    """The action another live run is carrying out on the instance, from its intent (None if none)."""
+    if it.owner_pid == os.getpid() or not intents.owner_alive(it):
+        return None
+    return InFlight(name=name, node=node.name, activity=_ACTIVITIES[it.kind],
+                    command=_command_of(it.owner_pid), pid=it.owner_pid, peer_node=it.peer_node)
+
+
+def _command_of(pid: int) -> str:
+    """The reconciler subcommand a process runs ("apply", "watch", ...), from its command line."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return "reconciler"
+    return command_in(cmdline)
+
+
+def command_in(cmdline: list[str]) -> str:
+    """The word after `reconciler` (a script, or `-m reconciler`) that is not an option (pure)."""
+    words = iter(cmdline)
+    for word in words:
+        if os.path.basename(word) == "reconciler" or word.endswith("/reconciler/__main__.py"):
+            return next((w for w in words if not w.startswith("-")), "reconciler")
+    return "reconciler"
 
 
 def _intent_process(it: intents.Intent, host: _HostProcesses) -> tuple[int, float] | None:

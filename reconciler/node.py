@@ -193,7 +193,8 @@ def merge_states(states: Sequence[ActualState]) -> ActualState:
     instances = sorted((i for s in states for i in s.instances), key=lambda i: (i.name, i.node))
     ours = {i.pid for i in instances if i.pid is not None and i.state.has_process}
     unmanaged = {u.pid: u for s in states for u in s.unmanaged if u.pid not in ours}
-    return ActualState(instances=tuple(instances), unmanaged=tuple(unmanaged[p] for p in sorted(unmanaged)))
+    return ActualState(instances=tuple(instances), unmanaged=tuple(unmanaged[p] for p in sorted(unmanaged)),
+                       in_flight=tuple(f for s in states for f in s.in_flight))
 
 
 async def discover_all(nodes: Sequence[Node]) -> ActualState:

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from reconciler.commands import argtypes
 from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode, UsageError
 
@@ -31,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="manifest files or directories (default: ./manifests)")
     parser.add_argument("--plan", metavar="FILE", help="apply a plan saved by `plan --out FILE`, exactly")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    parser.add_argument("--parallel", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--parallel", type=argtypes.positive_int, default=4, metavar="N",
                         help="actions on different instances at once (default 4)")
-    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=argtypes.seconds, default=None, metavar="SECONDS",
                         help="wait at most this long for the node locks (default: forever; 0: fail at once)")
     parser.add_argument("--force", action="store_true", help="stop instances without ACPI (quit at once)")
     parser.add_argument("--target", action="append", metavar="NAME",
@@ -43,20 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-empty", action="store_true",
                         help="allow pruning when the manifests declare no instances")
     parser.add_argument("--no-color", action="store_true", help="never colour the output")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

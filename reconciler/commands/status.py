@@ -2,8 +2,11 @@
 
 Shows what the manifests want next to what discovery finds, including what the manifests do not know:
 instances with a record but no manifest (orphans) and QEMU processes we did not start (unmanaged). Broken
-manifests do not hide the actual state: it is still shown, and the problems' count goes to stderr.
-Rows are built by a pure function (`build_rows`) and rendered as an aligned table or stable JSON.
+manifests do not hide the actual state: it is still shown, and the problems' count goes to stderr. Without
+Node manifests (no ./manifests), the state directories come from the running QEMUs we started. Each row
+says why a stopped instance stopped, what the next apply would do (the plan), and which action another run
+is carrying out on it (its intent). Rows are built by a pure function (`build_rows`) and rendered as an
+aligned table or stable JSON (docs/status.md).
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from reconciler import discovery, model
-from reconciler.actual import ActualInstance, ActualState, RunState, UnmanagedProcess
+from reconciler.actual import ActualInstance, ActualState, InFlight, RunState, UnmanagedProcess
 from reconciler.errors import InstanceNotFound, UsageError
 
 if TYPE_CHECKING:
+    from reconciler.planner import Plan
     from reconciler.watch.statusfile import WatchStatus
 
 DEFAULT_MANIFESTS = "manifests"
@@ -39,6 +43,15 @@ _MIGRATING = frozenset({"inmigrate", "finish-migrate"})
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """What the next apply would do to the instance (from the plan), or a change it holds back."""
+
+    action: str  # an ActionKind value ("start", "stop", ...), or "pending" for a held-back change
+    reason: str  # a planner Reason value
+    words: str  # the reason as the plan shows it
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     name: str
     node: str | None
@@ -50,6 +63,10 @@ class Row:
     uptime: float | None  # seconds
     spec_match: bool | None  # running spec == manifest spec; None when either is unknown
     detail: str = ""
+    stop_cause: str | None = None  # a StopCause value when the process is gone (or the guest panicked)
+    stopped_at: float | None = None  # epoch seconds, when the record says
+    in_flight: InFlight | None = None  # an action another run is carrying out now (from its intent)
+    pending: tuple[Pending, ...] = ()  # what the next apply would do (needs valid manifests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +81,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names, paths = split_targets(args.targets)
-    desired, nodes = load_desired(paths)
+    if not paths and not os.path.exists(DEFAULT_MANIFESTS):
+        print(f"note: no ./{DEFAULT_MANIFESTS}; showing the instances found from running QEMU processes",
+              file=sys.stderr)
+        desired, nodes = None, list[model.NodeSpec]()
+    else:
+        desired, nodes = load_desired(paths)
     actual = discovery.discover(nodes)
+    # No Node manifests (no ./manifests, or they are gone): the state dirs of running QEMUs we started.
+    found = discovery.nodes_of_processes() if not nodes else []
+    plan = _plan(desired, actual)
+    if found:
+        from reconciler.node import merge_states
+
+        actual = merge_states([actual, discovery.discover(found)])
     now = time.time()
-    rows = build_rows(desired, actual, now)
+    rows = build_rows(desired, actual, now, plan)
     if names:
         missing = sorted(set(names) - {r.name for r in rows})
         if missing:
             raise InstanceNotFound(missing[0])
         rows = [r for r in rows if r.name in names]
-    watch = _watch_status(nodes, args.status_file)  # what a `reconciler watch` daemon reported, if one ran
+    watch = _watch_status(nodes or found, args.status_file)  # what a `watch` daemon reported, if one ran
     if watch is not None:
         rows = _with_watch_details(rows, watch, now)
     if args.json:
@@ -85,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
 
             print("\n".join(["", *statusfile.summary_lines(watch, now, statusfile.daemon_alive(watch))]))
     return 0
+
+
+def _plan(desired: model.DesiredState | None, actual: ActualState) -> Plan | None:
+    if desired is None:
+        return None
+    from reconciler.planner import make_plan  # imported here: only status with valid manifests needs it
+
+    return make_plan(desired, actual)
 
 
 def _watch_status(nodes: Sequence[model.NodeSpec], explicit: str | None) -> WatchStatus | None:
@@ -100,8 +137,6 @@ def _watch_status(nodes: Sequence[model.NodeSpec], explicit: str | None) -> Watc
 
 
 def _with_watch_details(rows: list[Row], watch: WatchStatus, now: float) -> list[Row]:
-    from dataclasses import replace
-
     from reconciler.watch import statusfile
 
     details = statusfile.row_details(watch, now)
@@ -173,34 +208,58 @@ def actual_label(inst: ActualInstance) -> str:
     return inst.state.value
 
 
-def build_rows(desired: model.DesiredState | None, actual: ActualState, now: float) -> list[Row]:
+def build_rows(desired: model.DesiredState | None, actual: ActualState, now: float,
+               plan: Plan | None = None) -> list[Row]:
     declared = desired.instances if desired is not None else {}
     rows: list[Row] = []
     for name, spec in declared.items():
         found = actual.find(name)
         if not found:
             rows.append(Row(name, spec.node, _DESIRED[spec.run_strategy], RunState.STOPPED.value, None,
-                            spec.memory_mib, spec.vcpus, None, None, "never started"))
-        rows.extend(_row(inst, _DESIRED[spec.run_strategy], spec, now) for inst in found)
+                            spec.memory_mib, spec.vcpus, None, None, "never started",
+                            in_flight=actual.flight(name, spec.node)))
+        rows.extend(_row(inst, _DESIRED[spec.run_strategy], spec, now, actual) for inst in found)
     orphan = "orphan" if desired is not None else "?"  # without manifests we cannot call anything orphan
-    rows.extend(_row(inst, orphan, None, now) for inst in actual if inst.name not in declared)
+    rows.extend(_row(inst, orphan, None, now, actual) for inst in actual if inst.name not in declared)
+    if plan is not None:
+        rows = [replace(r, pending=pending_of(plan, r.name, r.node)) for r in rows]
     rows.sort(key=lambda r: (r.name, r.node or ""))
     rows.extend(_unmanaged_row(u) for u in actual.unmanaged)
     return rows
 
 
-def _row(inst: ActualInstance, desired: str, spec: model.InstanceSpec | None, now: float) -> Row:
+def pending_of(plan: Plan, name: str, node: str | None) -> tuple[Pending, ...]:
+    """The plan's actions and held-back changes for the instance `name` on `node` (any node if None)."""
+    from reconciler.planner import ActionKind
+
+    def here(*nodes: str | None) -> bool:
+        return node is None or node in nodes
+
+    found = [Pending(a.kind.value, a.reason.value, a.reason.words) for a in plan.actions
+             if a.name == name and a.kind is not ActionKind.NOOP and here(a.node, a.source_node)]
+    found += [Pending("pending", p.reason.value, p.reason.words) for p in plan.pending
+              if p.name == name and here(p.node)]
+    return tuple(found)
+
+
+def _row(inst: ActualInstance, desired: str, spec: model.InstanceSpec | None, now: float,
+         actual: ActualState) -> Row:
     shown = inst.spec or spec
     alive = inst.state.has_process and inst.pid is not None
     match = None
     if spec is not None and inst.spec_hash is not None:
         match = inst.spec_hash == model.spec_hash(spec)
+    gone = inst.state in (RunState.STOPPED, RunState.CRASHED)
+    detail = inst.detail or (inst.stop_cause.words if gone and inst.stop_cause is not None else "")
     return Row(
         name=inst.name, node=inst.node, desired=desired, actual=actual_label(inst),
         pid=inst.pid if alive or inst.state is RunState.STALE else None,
         memory_mib=shown.memory_mib if shown else None, vcpus=shown.vcpus if shown else None,
         uptime=round(max(now - inst.started_at, 0.0), 1) if alive and inst.started_at else None,
-        spec_match=match, detail=inst.detail,
+        spec_match=match, detail=detail,
+        stop_cause=inst.stop_cause.value if inst.stop_cause is not None else None,
+        stopped_at=inst.stopped_at if gone else None,
+        in_flight=actual.flight(inst.name, inst.node),
     )
 
 
@@ -236,9 +295,10 @@ _HEADERS = ("NAME", "NODE", "DESIRED", "ACTUAL", "PID", "MEMORY", "VCPUS", "UPTI
 
 def render_table(rows: Iterable[Row]) -> str:
     cells = [_HEADERS] + [
-        (r.name, r.node or "-", r.desired, r.actual, str(r.pid) if r.pid else "-",
-         f"{r.memory_mib}M" if r.memory_mib else "-", str(r.vcpus) if r.vcpus else "-",
-         format_uptime(r.uptime), {True: "match", False: "differs", None: "-"}[r.spec_match], r.detail)
+        (r.name, r.node or "-", r.desired, r.in_flight.label if r.in_flight else r.actual,
+         str(r.pid) if r.pid else "-", f"{r.memory_mib}M" if r.memory_mib else "-",
+         str(r.vcpus) if r.vcpus else "-", format_uptime(r.uptime),
+         {True: "match", False: "differs", None: "-"}[r.spec_match], _detail(r))
         for r in rows
     ]
     if len(cells) == 1:
@@ -246,6 +306,12 @@ def render_table(rows: Iterable[Row]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(_HEADERS))]
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
                    for line in cells)
+
+
+def _detail(r: Row) -> str:
+    return "; ".join(filter(None, [r.detail, *(
+        f"pending: {p.words}" if p.action == "pending" else f"next apply: {p.action} ({p.words})"
+        for p in r.pending)]))
 
 
 def render_json(rows: Iterable[Row]) -> str:

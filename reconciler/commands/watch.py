@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from reconciler.commands import argtypes
 from reconciler.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -30,42 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-file", metavar="FILE",
                         help="where to write the daemon's state for `status` "
                         "(default: <first node's stateDir>/watch-status.json)")
-    parser.add_argument("--resync", type=_seconds, default=60.0, metavar="SECONDS",
+    parser.add_argument("--resync", type=argtypes.seconds, default=60.0, metavar="SECONDS",
                         help="reconcile at least this often, jittered by 10%% (default 60)")
-    parser.add_argument("--debounce", type=_seconds, default=0.1, metavar="SECONDS",
+    parser.add_argument("--debounce", type=argtypes.seconds, default=0.1, metavar="SECONDS",
                         help="quiet period after file events before reconciling (default 0.1)")
-    parser.add_argument("--lock-timeout", type=_seconds, default=120.0, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=argtypes.seconds, default=120.0, metavar="SECONDS",
                         help="wait at most this long for the node locks per pass (default 120)")
-    parser.add_argument("--shutdown-grace", type=_seconds, default=30.0, metavar="SECONDS",
+    parser.add_argument("--shutdown-grace", type=argtypes.seconds, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, let in-flight actions finish this long (default 30)")
-    parser.add_argument("--backoff-base", type=_seconds, default=1.0, metavar="SECONDS",
+    parser.add_argument("--backoff-base", type=argtypes.seconds, default=1.0, metavar="SECONDS",
                         help="crash-loop backoff: wait before the second automatic restart (default 1)")
-    parser.add_argument("--backoff-max", type=_seconds, default=300.0, metavar="SECONDS",
+    parser.add_argument("--backoff-max", type=argtypes.seconds, default=300.0, metavar="SECONDS",
                         help="crash-loop backoff: the longest wait (default 300)")
-    parser.add_argument("--backoff-reset", type=_seconds, default=600.0, metavar="SECONDS",
+    parser.add_argument("--backoff-reset", type=argtypes.seconds, default=600.0, metavar="SECONDS",
                         help="crash-loop backoff: uptime after which the count starts over (default 600)")
-    parser.add_argument("--parallel", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--parallel", type=argtypes.positive_int, default=4, metavar="N",
                         help="actions on different instances at once (default 4)")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -42,7 +42,9 @@ class Reason(enum.StrEnum):
     NEW = "new"
     NOT_RUNNING = "not_running"
     STALE_PIDFILE = "stale_pidfile"
+    PIDFILE_OTHER = "pidfile_other_process"
     CRASHED = "crashed"
+    STOPPED_OUTSIDE = "stopped_outside"
     GUEST_POWERED_OFF = "guest_powered_off"
     SPEC_CHANGED = "spec_changed"
     NODE_CHANGED = "node_changed"
@@ -64,7 +66,11 @@ _WORDS = {
     Reason.NEW: "declared in the manifests, not started yet",
     Reason.NOT_RUNNING: "wanted running, not running",
     Reason.STALE_PIDFILE: "stale pidfile (process gone); cleaned up before the start",
+    Reason.PIDFILE_OTHER: "QEMU is not running and its pidfile names another process (never touched); "
+                          "cleaned up before the start",
     Reason.CRASHED: "QEMU crashed; the run strategy restarts it",
+    Reason.STOPPED_OUTSIDE: "QEMU was stopped outside the reconciler (a signal or a QMP quit); the run "
+                            "strategy restarts it",
     Reason.GUEST_POWERED_OFF: "the guest powered itself off; the run strategy restarts it",
     Reason.SPEC_CHANGED: "the spec changed; a new QEMU process is needed",
     Reason.NODE_CHANGED: "the node changed in the manifests",

@@ -248,7 +248,9 @@ def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str
         if state is RunState.CRASHED or cause is StopCause.CRASH:
             reason = Reason.CRASHED
         elif state is RunState.STALE:
-            reason = Reason.STALE_PIDFILE
+            reason = Reason.PIDFILE_OTHER if primary.pidfile_foreign else Reason.STALE_PIDFILE
+        elif cause is StopCause.KILLED:
+            reason = Reason.STOPPED_OUTSIDE
         else:
             reason = Reason.NOT_RUNNING
         _start(spec, _sticky_node(spec, primary, nodes), reason, _changes(spec, primary), out,

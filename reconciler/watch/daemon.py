@@ -240,7 +240,8 @@ class Daemon:
             node = nodes.get(inst.node)
             if inst.state.has_process and inst.pid is not None and node is not None:
                 paths = layout.instance_paths(node, inst.name)
-                live.append(Watched(inst.name, inst.node, inst.pid, inst.started_at, paths.qmp_watch))
+                live.append(Watched(inst.name, inst.node, inst.pid, inst.started_at, paths.qmp_watch,
+                                    paths.pidfile))
         self._watchers.sync(live)
 
     def _arm_backoff_timer(self, now: float) -> None:

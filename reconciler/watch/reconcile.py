@@ -34,7 +34,8 @@ from reconciler.watch.backoff import CrashLoops, Hold
 from reconciler.watch.cache import ManifestCache, Snapshot
 from reconciler.watch.triggers import Trigger, TriggerSource
 
-EXIT_REASONS = frozenset({Reason.CRASHED, Reason.STALE_PIDFILE, Reason.GUEST_POWERED_OFF})
+EXIT_REASONS = frozenset({Reason.CRASHED, Reason.STALE_PIDFILE, Reason.PIDFILE_OTHER, Reason.STOPPED_OUTSIDE,
+                          Reason.GUEST_POWERED_OFF})
 _STARTS = frozenset({ActionKind.START, ActionKind.RESTART})
 # A `git pull` may move HEAD without changing a manifest: look at the revision on these too.
 _REVISION_TRIGGERS = frozenset({TriggerSource.RESYNC, TriggerSource.SIGHUP, TriggerSource.STARTUP})

@@ -185,6 +185,7 @@ class Watched:
     pid: int
     started_at: float | None  # psutil create_time recorded at launch (None: do not verify)
     qmp_watch: str
+    pidfile: str | None = None  # QEMU removes it on a clean exit: evidence when no event was seen
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -255,7 +256,7 @@ class ExitWatchers:
             with handle:
                 while not await handle.wait_exit(_LONG_WAIT):
                     pass
-            kind, detail = classify_exit(seen)
+            kind, detail = classify_exit(seen, os.path.lexists(w.pidfile) if w.pidfile else None)
             self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
             self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
         finally:
@@ -301,9 +302,11 @@ def describe_event(event: qmp.QmpEvent) -> str:
     return event.name
 
 
-def classify_exit(seen: Sequence[qmp.QmpEvent]) -> tuple[ExitKind, str]:
+def classify_exit(seen: Sequence[qmp.QmpEvent], pidfile_left: bool | None = None) -> tuple[ExitKind, str]:
     """Why the guest stopped / QEMU ended, from the events seen before (pure). A RESET or RESUME after a
-    SHUTDOWN means the guest ran again (an in-place restart): that SHUTDOWN no longer explains an exit."""
+    SHUTDOWN means the guest ran again (an in-place restart): that SHUTDOWN no longer explains an exit.
+    With no event to go by (the watcher's QMP may not have been connected yet), an exited QEMU that removed
+    its pidfile (`pidfile_left` False) exited cleanly: a signal it handled or a quit, not a crash."""
     for event in reversed(seen):
         if event.name in ("RESET", "RESUME"):
             break
@@ -314,6 +317,8 @@ def classify_exit(seen: Sequence[qmp.QmpEvent]) -> tuple[ExitKind, str]:
             if event.data.get("guest"):
                 return ExitKind.GUEST_POWEROFF, f"SHUTDOWN by the guest ({reason})"
             return ExitKind.HOST_STOP, f"SHUTDOWN by the host ({reason})"
+    if pidfile_left is False:
+        return ExitKind.HOST_STOP, "exited cleanly (pidfile removed) without a SHUTDOWN event seen"
     return ExitKind.CRASH, "exited without a SHUTDOWN event"
 
 

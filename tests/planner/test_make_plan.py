@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -63,14 +63,14 @@ _EXPECT_OFF = {
         "crashed": "start web a crashed",
         "crash-stopped": "start web a crashed",
         "stopped-by-us": "start web a not_running",
-        "killed": "start web a not_running",
+        "killed": "start web a stopped_outside",
         "stale": "start web a stale_pidfile clean_stale",
     },
     RunStrategy.RERUN_ON_FAILURE: {
         "crashed": "start web a crashed",
         "crash-stopped": "start web a crashed",
         "stopped-by-us": "start web a not_running",
-        "killed": "start web a not_running",
+        "killed": "start web a stopped_outside",
         "stale": "start web a stale_pidfile clean_stale",
     },
     RunStrategy.ONCE: {},
@@ -92,6 +92,9 @@ STRATEGY_CASES = [
 CASES = [
     Case("in-sync", desired(WEB), actual(rec(WEB, "a")), []),
     Case("new", desired(WEB), actual(), ["start web a new"]),
+    Case("stale-pidfile-names-another-process", desired(WEB),
+         actual(replace(rec(WEB, "a", R.STALE), pidfile_foreign=True)),
+         ["start web a pidfile_other_process clean_stale"]),
     Case("new-once", desired(_strategy(RunStrategy.ONCE)), actual(), ["start web a new"]),
     Case("new-manual", desired(_strategy(RunStrategy.MANUAL)), actual(), []),
     Case("new-halted", desired(_strategy(RunStrategy.HALTED)), actual(), []),

@@ -127,11 +127,12 @@ def test_zombie_counts_as_exited(node: model.NodeSpec, reaper: Reaper) -> None:
     assert procs.check(child.pid, started, ["true"]).identity is procs.Identity.ZOMBIE
     paths = fake_record(node, "vm1", child.pid, started, ("true",))
     (inst,) = discovery.discover([node]).instances
-    assert (inst.state, inst.stop_cause, inst.pid) == (RunState.CRASHED, StopCause.UNKNOWN, None)
-    Path(paths.pidfile).write_text(f"{child.pid}\n")  # a pidfile left behind does not revive it
+    # No pidfile: it exited cleanly, and not by us.
+    assert (inst.state, inst.stop_cause, inst.pid) == (RunState.STOPPED, StopCause.KILLED, None)
+    Path(paths.pidfile).write_text(f"{child.pid}\n")  # a pidfile left behind does not revive it...
     (inst,) = discovery.discover([node]).instances
-    assert inst.state is RunState.STALE
-    assert "zombie" in inst.detail
+    assert (inst.state, inst.stop_cause) == (RunState.CRASHED, StopCause.CRASH)  # ...it says "no clean exit"
+    assert "without removing its pidfile" in inst.detail
 
 
 def test_gone_process_with_recorded_cause_is_stopped(node: model.NodeSpec, reaper: Reaper) -> None:
@@ -142,7 +143,7 @@ def test_gone_process_with_recorded_cause_is_stopped(node: model.NodeSpec, reape
     fake_record(node, "gone", child.pid, started, ("true",))
     by_name = {i.name: i for i in discovery.discover([node]).instances}
     assert (by_name["off"].state, by_name["off"].stop_cause) == (RunState.STOPPED, StopCause.GUEST)
-    assert (by_name["gone"].state, by_name["gone"].stop_cause) == (RunState.CRASHED, StopCause.UNKNOWN)
+    assert (by_name["gone"].state, by_name["gone"].stop_cause) == (RunState.STOPPED, StopCause.KILLED)
 
 
 def test_unmanaged_qemu_is_listed(node: model.NodeSpec, reaper: Reaper, qemu_binary: str) -> None:

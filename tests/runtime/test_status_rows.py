@@ -31,7 +31,7 @@ ACTUAL = ActualState(
 EXPECTED_TABLE = """\
 NAME     NODE  DESIRED  ACTUAL         PID  MEMORY  VCPUS  UPTIME  SPEC     DETAIL
 db       n1    stopped  stale pidfile  77   1024M   1      -       match    pid 77 is not running
-gone     n1    orphan   crashed        -    256M    1      -       -
+gone     n1    orphan   crashed        -    256M    1      -       -        no cause recorded
 new      n2    once     stopped        -    64M     1      -       -        never started
 web      n1    running  running        42   256M    1      1h02m   differs
 web      n2    running  migrating      43   512M    2      5s      match

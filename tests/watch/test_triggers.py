@@ -48,6 +48,20 @@ def test_classify_exit(events: list[QmpEvent], kind: ExitKind) -> None:
     assert classify_exit(events)[0] is kind
 
 
+@pytest.mark.parametrize(("events", "pidfile_left", "expected"), [
+    # No event seen (the watcher was not connected yet): the pidfile tells a SIGTERM from a SIGKILL.
+    ([], False, (ExitKind.HOST_STOP, "exited cleanly (pidfile removed) without a SHUTDOWN event seen")),
+    ([], True, (ExitKind.CRASH, "exited without a SHUTDOWN event")),
+    ([], None, (ExitKind.CRASH, "exited without a SHUTDOWN event")),
+    ([ev("SHUTDOWN", guest=False, reason="host-signal")], False,
+     (ExitKind.HOST_STOP, "SHUTDOWN by the host (host-signal)")),
+    ([ev("GUEST_PANICKED")], False, (ExitKind.PANIC, "GUEST_PANICKED")),
+])
+def test_classify_exit_with_the_pidfile(events: list[QmpEvent], pidfile_left: bool | None,
+                                        expected: tuple[ExitKind, str]) -> None:
+    assert classify_exit(events, pidfile_left) == expected
+
+
 def test_jitter_stays_within_ten_percent() -> None:
     rng = random.Random(7)
     values = [jittered(60.0, 0.1, rng) for _ in range(200)]
