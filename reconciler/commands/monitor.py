@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from reconciler.commands.apply import _seconds
+from reconciler.commands import argtypes
 from reconciler.commands.common import hold_node_locks, load_desired
 from reconciler.errors import InstanceNotFound, InstanceNotRunning, UsageError
 
@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default ./manifests)")
     parser.add_argument("--node", metavar="NODE",
                         help="the node, when the instance has live copies on several (interrupted migration)")
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=argtypes.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"wait at most this long for QEMU's answer (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=argtypes.seconds, default=None, metavar="SECONDS",
                         help="wait at most this long for the node locks (default: forever; 0: fail at once)")
 
 

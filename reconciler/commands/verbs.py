@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from reconciler.commands.apply import _seconds
+from reconciler.commands import argtypes
 from reconciler.commands.common import confirm, hold_node_locks, load_desired
 from reconciler.errors import ExitCode, UsageError
 
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="+", metavar="NAME|PATH",
                         help="instance names, and manifest files/directories (default ./manifests)")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    parser.add_argument("--lock-timeout", type=_seconds, default=None, metavar="SECONDS",
+    parser.add_argument("--lock-timeout", type=argtypes.seconds, default=None, metavar="SECONDS",
                         help="wait at most this long for the node locks (default: forever; 0: fail at once)")
     parser.add_argument("--no-color", action="store_true", help="never colour the output")
     if parser.prog.split()[-1] in ("stop", "restart"):
