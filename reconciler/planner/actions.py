@@ -19,6 +19,7 @@ class ActionKind(enum.StrEnum):
     STOP = "stop"
     RESTART = "restart"
     MIGRATE = "migrate"
+    UPDATE = "update"  # rewrite the applied record only: the changed fields need no new QEMU process
 
     @property
     def symbol(self) -> str:
@@ -31,6 +32,7 @@ _SYMBOLS = {
     ActionKind.STOP: "-",
     ActionKind.RESTART: "-/+",
     ActionKind.MIGRATE: "->",
+    ActionKind.UPDATE: "~",
 }
 
 
@@ -51,6 +53,8 @@ class Reason(enum.StrEnum):
     DUPLICATE = "duplicate"
     UPDATE_PENDING = "update_pending"
     MANUAL = "manual"
+    RECORD_ONLY = "record_only"
+    CHANGED_SINCE_POWEROFF = "changed_since_poweroff"
 
     @property
     def words(self) -> str:
@@ -72,6 +76,9 @@ _WORDS = {
     Reason.DUPLICATE: "also present on another node (interrupted migration); this copy is stopped",
     Reason.UPDATE_PENDING: "update policy Pending: applied at the next restart",
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
+    Reason.RECORD_ONLY: "only fields that QEMU does not read changed; no restart needed",
+    Reason.CHANGED_SINCE_POWEROFF: "the guest powered itself off and the manifests changed since: a new "
+                                   "intent, so RerunOnFailure starts it",
 }
 
 

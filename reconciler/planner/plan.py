@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
 from reconciler.model import DesiredState, InstanceSpec, NodeSpec, RunStrategy, UpdatePolicy
-from reconciler.planner import placement
+from reconciler.planner import handoff, placement
 from reconciler.planner.actions import (
     Action,
     ActionKind,
@@ -48,6 +48,7 @@ from reconciler.planner.actions import (
     Reason,
 )
 from reconciler.planner.diff import as_json, diff_specs, restart_forcing
+from reconciler.planner.policy import record_spec
 
 _RANK = {
     RunState.RUNNING: 0, RunState.PAUSED: 1, RunState.UNKNOWN: 2, RunState.SHUTDOWN: 3,
@@ -108,7 +109,7 @@ def make_plan(
         else:
             _instance(spec, recs, desired.nodes, out)
     current = _current_usage(actual, desired.instances)
-    moves = _place(out, desired.nodes, current)
+    moves = _with_handoffs(_place(out, desired.nodes, current), desired, records)
     out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
     moves, cycle = placement.assign_phases(desired.nodes, current, moves)
     if cycle is not None:
@@ -168,6 +169,29 @@ def _place(
         if problem is not None:
             out.errors.append(problem)
     return tuple(placed)
+
+
+def _with_handoffs(moves: tuple[placement.Move, ...], desired: DesiredState,
+                   records: Mapping[str, list[ActualInstance]]) -> tuple[placement.Move, ...]:
+    """Say what each new process takes and each stopped one frees (planner.handoff), for the phases."""
+    if not any(m.action.kind in (ActionKind.STOP, ActionKind.RESTART) for m in moves):
+        return moves
+    out = []
+    for m in moves:
+        a = m.action
+        relaunch = a.kind is ActionKind.START or (a.kind is ActionKind.RESTART and not a.in_place)
+        takes: frozenset[str] = frozenset()
+        frees: frozenset[str] = frozenset()
+        spec = desired.instances.get(a.name)
+        if relaunch and spec is not None:
+            takes = handoff.held(spec, desired.nodes.get(a.node))
+        if a.kind is ActionKind.STOP or (a.kind is ActionKind.RESTART and not a.in_place):
+            where = a.source_node or a.node
+            rec = next((r for r in records.get(a.name, ()) if r.node == where), None)
+            if rec is not None and rec.spec is not None:
+                frees = handoff.held(rec.spec, desired.nodes.get(where))
+        out.append(replace(m, takes=takes, frees=frees) if takes or frees else m)
+    return tuple(out)
 
 
 # --- orphans -------------------------------------------------------------------------------------
@@ -250,6 +274,8 @@ def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str
             reason = Reason.NOT_RUNNING
         _start(spec, _sticky_node(spec, primary, nodes), reason, _changes(spec, primary), out,
                clean_stale=state is RunState.STALE)
+    elif state is not RunState.STALE:  # left stopped: the record still follows the manifests
+        _record_update(spec, primary, out)
 
 
 def _sticky_node(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec]) -> str | None:
@@ -311,6 +337,7 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
         if forcing or target != rec.node:
             out.pending.append(PendingChange(spec.name, rec.node, Reason.MANUAL,
                                              _node_change(rec.node, target) + held))
+        _record_update(spec, rec, out)
         return
     if forcing and spec.update_policy is UpdatePolicy.PENDING:
         out.pending.append(PendingChange(spec.name, rec.node, Reason.UPDATE_PENDING, held))
@@ -324,6 +351,24 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
                         changes=_node_change(rec.node, target), migration_mode=spec.migration.mode,
                         memory_mib=mib)
         out.moves.append(placement.Move(action, ((rec.node, -mib), (target, mib))))
+    else:
+        _record_update(spec, rec, out)
+
+
+def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome) -> None:
+    """The record kept where the instance stays, rewritten with the changes that need no new process
+    (ActionKind.UPDATE), so that prune sees `protect`, status sees the applied spec, and the next plan
+    starts from what was applied. Nothing when the record already says it (or cannot be read)."""
+    if rec.spec is None:
+        return
+    updated = record_spec(rec.spec, spec, rec.node)
+    if updated == rec.spec:
+        return
+    node = (FieldChange("node", as_json(rec.spec.node), as_json(updated.node), False),) \
+        if rec.spec.node != updated.node else ()
+    changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart)
+    action = Action(spec.name, ActionKind.UPDATE, Reason.RECORD_ONLY, rec.node, changes=node + changes)
+    out.moves.append(placement.Move(action, ()))
 
 
 def _powered_off(
@@ -331,17 +376,23 @@ def _powered_off(
 ) -> None:
     strategy = spec.run_strategy
     alive = rec.state.has_process  # SHUTDOWN: QEMU kept alive by -no-shutdown
-    if strategy is RunStrategy.HALTED and alive:
-        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))
-    if strategy is not RunStrategy.ALWAYS:
+    if strategy is RunStrategy.ALWAYS:
+        reason = Reason.GUEST_POWERED_OFF
+    elif strategy is RunStrategy.RERUN_ON_FAILURE and rec.spec is not None and rec.spec != spec:
+        reason = Reason.CHANGED_SINCE_POWEROFF  # the record is what it last ran with: an edit since
+    elif strategy is RunStrategy.HALTED and alive:
+        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))  # the stop updates the kept record
+        return
+    else:
+        _record_update(spec, rec, out)  # so that a later edit is told from this one
         return
     changes = _changes(spec, rec)
     if not alive:
-        _start(spec, _sticky_node(spec, rec, nodes), Reason.GUEST_POWERED_OFF, changes, out)
+        _start(spec, _sticky_node(spec, rec, nodes), reason, changes, out)
         return
     target = spec.node or rec.node
     in_place = target == rec.node and not restart_forcing(changes)
-    _restart(spec, rec, target, Reason.GUEST_POWERED_OFF, changes, out, in_place=in_place)
+    _restart(spec, rec, target, reason, changes, out, in_place=in_place)
 
 
 def _stranded(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec], out: _Outcome) -> None:

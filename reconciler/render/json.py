@@ -68,7 +68,8 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "prune": plan.prune,
         "targets": list(plan.targets) if plan.targets is not None else None,
         "summary": {k.value: plan.count(k) for k in
-                    (ActionKind.START, ActionKind.RESTART, ActionKind.MIGRATE, ActionKind.STOP)},
+                    (ActionKind.START, ActionKind.RESTART, ActionKind.MIGRATE, ActionKind.STOP,
+                     ActionKind.UPDATE)},
         "empty": plan.empty,
         "actions": [_action(a) for a in plan.actions],
         "pending": [{"name": p.name, "node": p.node, "reason": p.reason.value, "reason_text": p.reason.words,

@@ -23,6 +23,7 @@ _COLORS = {
     ActionKind.STOP: "\x1b[31m",  # red
     ActionKind.RESTART: "\x1b[33m",  # yellow
     ActionKind.MIGRATE: "\x1b[36m",  # cyan
+    ActionKind.UPDATE: "\x1b[33m",  # yellow, as Terraform's update in place
     ActionKind.NOOP: "",
 }
 _BOLD, _RED, _YELLOW = "\x1b[1m", "\x1b[31m", "\x1b[33m"
@@ -50,9 +51,12 @@ class _Painter:
 def summary(plan: Plan) -> str:
     counts = (
         f"{plan.count(ActionKind.START)} to start, {plan.count(ActionKind.RESTART)} to restart, "
-        f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop."
+        f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop"
     )
-    return f"Plan: {counts}"
+    updates = plan.count(ActionKind.UPDATE)
+    if updates:  # named only when there are some: the usual line stays as it was
+        counts += f", {updates} record{'s' if updates != 1 else ''} to update in place (no restart)"
+    return f"Plan: {counts}."
 
 
 def _header(action: Action) -> str:
@@ -60,6 +64,8 @@ def _header(action: Action) -> str:
         mode = action.migration_mode.value if action.migration_mode else "live"
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration)"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
+    if action.kind is ActionKind.UPDATE:
+        return f"{action.name} on {action.node} (record updated in place)"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
     return f"{action.name} {where}{extra}"
 
