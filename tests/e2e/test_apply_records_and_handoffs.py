@@ -90,17 +90,19 @@ def test_rename_with_the_same_disk_starts_after_the_old_name_stops(world: World,
     image = tmp_path / "shared.img"
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(image), "4M"], check=True, timeout=30)
     disk = [{"path": str(image), "format": "raw"}]
-    world.instance("r1", "node-a", disks=disk)
+    # r1 ignores the power button: its stop takes the 2 s grace, then `quit`; a start of r2 in the same
+    # phase would open the image while r1 still holds its write lock.
+    world.instance("r1", "node-a", disks=disk, ignore_acpi=True, shutdownTimeout="2s")
     assert world.apply().code == 0
     wait_ready(world, "node-a", "r1")
 
     world.remove("r1")
     world.instance("r2", "node-a", disks=disk)
-    planned = world.cli("plan", "--prune")
-    assert "  - r1 on node-a  [phase 0]\n" in planned.out, planned.out
-    assert "  + r2 on node-a  [phase 1]\n" in planned.out, planned.out
     renamed = world.apply("--prune")
-    assert renamed.code == 0, renamed.text
+    assert renamed.code == 0, renamed.text  # before the fix: r2 failed on QEMU's "write" lock
+    assert "  - r1 on node-a  [phase 0]\n" in renamed.out, renamed.out
+    assert "  + r2 on node-a  [phase 1]\n" in renamed.out, renamed.out
+    assert renamed.out.index("r1: stopped on node-a") < renamed.out.index("r2: starting on node-a")
     assert "Apply complete: 1 started, 1 stopped, 0 restarted, 0 migrated." in renamed.out
     wait_ready(world, "node-a", "r2")
     assert world.qemu_pids("r1") == [] and len(world.qemu_pids("r2")) == 1
