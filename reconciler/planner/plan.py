@@ -10,8 +10,9 @@ same plan byte for byte. Decisions, in order:
    is safe. Records without a process are ignored when another record has one.
 2. The run strategy (model.RunStrategy) says whether it should run: Always restarts after a guest
    power-off and a crash, RerunOnFailure after a crash only (a guest power-off, even with QEMU kept
-   alive in SHUTDOWN, is left alone), Once only starts instances that have no record, Manual is never
-   started or stopped (drift goes to `pending` with Reason.MANUAL), Halted stops running ones.
+   alive in SHUTDOWN, is left alone until the spec differs from the record: an edit made since is a new
+   intent, Reason.CHANGED_SINCE_POWEROFF), Once only starts instances that have no record, Manual is
+   never started or stopped (drift goes to `pending` with Reason.MANUAL), Halted stops running ones.
 3. For running instances, the policy table (planner.policy) classifies changed fields. Restart-forcing
    changes restart it (or stay pending under UpdatePolicy.PENDING). A node change migrates it (mode
    from spec.migration.mode). Both at once: one RESTART from the old node onto the new one
@@ -24,6 +25,11 @@ same plan byte for byte. Decisions, in order:
    restarts and migrations of protected instances are allowed (the instance stays up).
 6. Unscheduled instances go to the node with the most free memory (placement); capacity and phases
    follow (placement module). Instances with no `node` that already have a record stay where they are.
+   A start that needs a disk, VNC display, MAC or tap another instance's stop releases comes a phase
+   later (planner.handoff).
+7. Where an instance stays as it is but its record differs in fields that need no restart (protect,
+   labels, run strategy, ...), an UPDATE action rewrites the record in place (policy.record_spec), so
+   prune, status and the next plan see what was applied.
 """
 
 from __future__ import annotations
