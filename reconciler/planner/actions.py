@@ -93,6 +93,15 @@ class FieldChange:
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """A resource this action's new QEMU needs that `instance`'s stop (or restart) in an earlier phase
+    releases: the reason for the phase, shown in plans."""
+
+    instance: str
+    resource: str  # e.g. "disk /srv/r.img", "VNC display :3" (planner.handoff)
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     """One step of a plan, on one instance.
 
@@ -113,6 +122,7 @@ class Action:
     migration_mode: MigrationMode | None = None  # MIGRATE only
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
+    handoffs: tuple[Handoff, ...] = ()  # START/RESTART: what it waits for another instance to release
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.model import NodeSpec
-from reconciler.planner.actions import Action, ActionKind, PlanProblem, ProblemKind
+from reconciler.planner.actions import Action, ActionKind, Handoff, PlanProblem, ProblemKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +134,7 @@ def assign_phases(
             if want > phases[i]:
                 phases[i], changed = want, True
         if not changed:
-            pairs = zip(moves, phases, strict=True)  # replace() is slow: only where the phase changes
-            return tuple(m if m.action.phase == p else replace(m, action=replace(m.action, phase=p))
-                         for m, p in pairs), None
+            return _phased(moves, phases, handoffs), None
     if any(handoffs):
         stuck = sorted({moves[i].action.name for i in range(len(moves)) if adds_on[i] or handoffs[i]})
         what = "memory moves and resource hand-offs (disks, VNC displays, MACs, taps)"
@@ -147,6 +145,21 @@ def assign_phases(
         ProblemKind.ORDERING, "plan",
         f"{what} form a cycle no ordering can satisfy (" + ", ".join(stuck) + ")",
     )
+
+
+def _phased(moves: tuple[Move, ...], phases: list[int], handoffs: list[list[int]]) -> tuple[Move, ...]:
+    """The moves with their phases and the hand-offs that explain them (replace() is slow: only where
+    something changes)."""
+    out = []
+    for i, (m, p) in enumerate(zip(moves, phases, strict=True)):
+        if m.action.phase == p and not handoffs[i]:
+            out.append(m)
+            continue
+        why = sorted({Handoff(moves[j].action.name, res)
+                      for j in handoffs[i] for res in m.takes & moves[j].frees},
+                     key=lambda h: (h.instance, h.resource))
+        out.append(replace(m, action=replace(m.action, phase=p, handoffs=tuple(why))))
+    return tuple(out)
 
 
 def _handoffs(moves: tuple[Move, ...]) -> list[list[int]]:

@@ -15,6 +15,7 @@ from reconciler.planner.actions import (
     Action,
     ActionKind,
     FieldChange,
+    Handoff,
     Orphan,
     OrphanFate,
     PendingChange,
@@ -37,7 +38,9 @@ def _change(c: FieldChange) -> dict[str, Any]:
 
 
 def _action(a: Action) -> dict[str, Any]:
-    extra = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # only when the escape hatch is used
+    extra: dict[str, Any] = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # escape hatch used
+    if a.handoffs:  # only when the action waits for another instance to release something
+        extra["handoffs"] = [{"instance": h.instance, "resource": h.resource} for h in a.handoffs]
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -107,6 +110,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
         extra_args=tuple(str(x) for x in d.get("extra_args", ())),
+        handoffs=tuple(Handoff(str(h["instance"]), str(h["resource"])) for h in d.get("handoffs", ())),
     )
 
 

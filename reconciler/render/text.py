@@ -85,6 +85,7 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         symbol = paint(_COLORS[a.kind], a.kind.symbol)
         phase = f"  [phase {a.phase}]" if phased else ""
         lines += ["", f"  {symbol} {paint(_BOLD, _header(a))}{phase}", f"      # {a.reason.words}"]
+        lines += [f"      # after {h.instance} releases {h.resource}" for h in a.handoffs]
         if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
             lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
         lines += _changes(a.changes, paint)

@@ -102,6 +102,7 @@ def test_rename_with_the_same_disk_starts_after_the_old_name_stops(world: World,
     assert renamed.code == 0, renamed.text  # before the fix: r2 failed on QEMU's "write" lock
     assert "  - r1 on node-a  [phase 0]\n" in renamed.out, renamed.out
     assert "  + r2 on node-a  [phase 1]\n" in renamed.out, renamed.out
+    assert f"      # after r1 releases disk {image}\n" in renamed.out
     assert renamed.out.index("r1: stopped on node-a") < renamed.out.index("r2: starting on node-a")
     assert "Apply complete: 1 started, 1 stopped, 0 restarted, 0 migrated." in renamed.out
     wait_ready(world, "node-a", "r2")

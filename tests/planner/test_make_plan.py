@@ -21,7 +21,7 @@ from reconciler.model import (
     UpdatePolicy,
     Vnc,
 )
-from reconciler.planner import FieldChange, make_plan
+from reconciler.planner import FieldChange, Handoff, make_plan
 
 from .factories import actual, brief, changed, desired, node, rec, spec
 
@@ -424,3 +424,16 @@ def test_unmanaged_processes_are_never_in_a_plan() -> None:
     plan = make_plan(desired(WEB), ActualState(instances=(rec(WEB, "a"),), unmanaged=(stray,)), prune=True)
     assert plan == make_plan(desired(WEB), actual(rec(WEB, "a")), prune=True)
     assert plan.actions == () and plan.orphans == ()
+
+
+def test_handoffs_name_what_a_start_waits_for() -> None:
+    cases = {c.id: c for c in HANDOFF_CASES}
+    plan = make_plan(cases["handoff-chain"].desired, cases["handoff-chain"].actual)
+    assert [(a.name, a.handoffs) for a in plan.actions] == [
+        ("a1", ()),
+        ("b1", (Handoff("a1", "disk /srv/r.img"),)),
+        ("c1", (Handoff("b1", "VNC display :2"),)),
+    ]
+    (cycle,) = make_plan(cases["disk-swap-cycle"].desired, cases["disk-swap-cycle"].actual).errors
+    assert cycle.message == ("plan: memory moves and resource hand-offs (disks, VNC displays, MACs, taps) "
+                             "form a cycle no ordering can satisfy (p, q)")

@@ -181,3 +181,15 @@ def test_render_json_empty_plan() -> None:
 def test_json_round_trip(world: tuple[DesiredState, ActualState], prune: bool | None) -> None:
     plan = make_plan(*world, prune=prune)
     assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
+
+
+def test_render_json_handoffs_only_where_a_start_waits() -> None:
+    from reconciler.model import Disk
+
+    disks = (Disk("/srv/r.img", boot=True),)
+    plan = make_plan(desired(spec("r2", node="a", disks=disks), prune=True),
+                     actual(rec(spec("r1", node="a", disks=disks), "a")))
+    data = json.loads(render_json(plan))
+    assert [(a["name"], a["phase"], a.get("handoffs")) for a in data["actions"]] == [
+        ("r1", 0, None), ("r2", 1, [{"instance": "r1", "resource": "disk /srv/r.img"}])]
+    assert plan_from_dict(data) == plan

@@ -126,6 +126,7 @@ EXPECTED = {
         "\n"
         "  + r2 on a  [phase 1]\n"
         "      # declared in the manifests, not started yet\n"
+        "      # after r1 releases disk /srv/r.img\n"
         "\n"
         "Orphaned instances (not in the manifests):\n"
         "\n"
