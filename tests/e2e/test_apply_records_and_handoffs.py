@@ -134,6 +134,6 @@ def test_rerun_on_failure_powered_off_by_its_guest_starts_on_a_later_edit(world:
     assert started.code == 0, started.text
     assert "Apply complete: 1 started" in started.out
     wait_ready(world, "node-a", "rer")
-    [up] = world.live("rer")
-    assert up.state is RunState.RUNNING
-    assert world.apply().code == 0
+    assert len(world.qemu_pids("rer")) == 1
+    rec = record_of(world, "node-a", "rer")
+    assert rec.stop_cause is None and rec.spec.run_strategy.value == "RerunOnFailure"
