@@ -6,6 +6,7 @@
   one, which releases QEMU's write lock on the image (created here with qemu-img).
 - A RerunOnFailure instance its guest powered off is started again by a later edit of its manifest
   (Halted, then back to RerunOnFailure), not left off with "No changes".
+- A migration carries such fields into the target's record, so no record-only pass follows it.
 """
 
 from __future__ import annotations
@@ -137,3 +138,18 @@ def test_rerun_on_failure_powered_off_by_its_guest_starts_on_a_later_edit(world:
     assert len(world.qemu_pids("rer")) == 1
     rec = record_of(world, "node-a", "rer")
     assert rec.stop_cause is None and rec.spec.run_strategy.value == "RerunOnFailure"
+
+
+def test_migration_records_the_fields_that_need_no_restart(world: World) -> None:
+    world.instance("mig", "node-a")
+    assert world.apply().code == 0
+    wait_ready(world, "node-a", "mig")
+
+    world.instance("mig", "node-b", protect=True, shutdownTimeout="5s")  # moved; two no-restart changes
+    moved = world.apply()
+    assert moved.code == 0, moved.text
+    assert "Apply complete: 0 started, 0 stopped, 0 restarted, 1 migrated." in moved.out
+    rec = record_of(world, "node-b", "mig")
+    assert rec.spec.protect is True and rec.spec.shutdown_timeout == 5.0 and rec.spec.node == "node-b"
+    again = world.apply()
+    assert again.code == 0 and "No changes" in again.out, again.text  # not a second, record-only, pass
