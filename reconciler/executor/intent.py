@@ -28,6 +28,7 @@ class IntentKind(enum.StrEnum):
     START = "start"  # launching a new QEMU (start, restart, relocation)
     STOP = "stop"
     RESET = "reset"  # in-place restart: system_reset + cont of the same process
+    UPDATE = "update"  # rewriting the applied record only (no process is touched)
     MIGRATE_SOURCE = "migrate-source"
     MIGRATE_TARGET = "migrate-target"  # launching an -incoming target
 

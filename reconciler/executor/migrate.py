@@ -44,6 +44,7 @@ from reconciler.model import InstanceSpec, Migration, MigrationMode
 from reconciler.node import Node, live_copies
 from reconciler.pidfd import ProcessHandle
 from reconciler.planner.actions import Action
+from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
 
 MIB = 1024 * 1024
@@ -111,8 +112,11 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     desired = ctx.specs.get(name, rec.spec)
     settings = desired.migration  # migration settings take effect without a restart
     mode = action.migration_mode or settings.mode
-    # The target runs the recorded configuration (the device set must match the source's).
-    spec = replace(rec.spec, node=target.name) if rec.spec.node is not None else rec.spec
+    # The target runs the recorded configuration (the device set must match the source's); its record
+    # takes the fields that need no restart from the manifests, as an in-place record update would.
+    spec = record_spec(rec.spec, desired, target.name)
+    if spec.node is not None:
+        spec = replace(spec, node=target.name)
     ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value})")
     with handle:
         try:

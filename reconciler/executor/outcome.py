@@ -46,6 +46,9 @@ class Summary:
         words = [(ActionKind.START, "started"), (ActionKind.STOP, "stopped"),
                  (ActionKind.RESTART, "restarted"), (ActionKind.MIGRATE, "migrated")]
         counts = ", ".join(f"{self.done(k)} {w}" for k, w in words)
+        updated = self.done(ActionKind.UPDATE)
+        if updated:  # named only when there are some: the usual line stays as it was
+            counts += f", {updated} record{'s' if updated != 1 else ''} updated"
         bad = self.failed
         if not bad:
             return f"Apply complete: {counts}."

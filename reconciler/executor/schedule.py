@@ -62,7 +62,7 @@ def _failed(ctx: Context, action: Action, detail: str, t0: float) -> ActionResul
 
 
 async def _dispatch(ctx: Context, action: Action) -> str:
-    from reconciler.executor import duplicate, migrate, restart, start, stop
+    from reconciler.executor import duplicate, migrate, restart, start, stop, update
 
     if action.kind is ActionKind.START:
         return await start.start(ctx, ctx.node(action.node), ctx.spec(action.name))
@@ -78,4 +78,6 @@ async def _dispatch(ctx: Context, action: Action) -> str:
         return await migrate.migrate(ctx, action)
     if action.kind is ActionKind.REBOOT:
         return await restart.reboot(ctx, ctx.node(action.node), action.name)
+    if action.kind is ActionKind.UPDATE:
+        return await update.update_record(ctx, action)
     raise ActionFailed(f"unknown action {action.kind.value}")

@@ -18,7 +18,7 @@ import enum
 import signal
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from reconciler.actual import StopCause
@@ -27,8 +27,10 @@ from reconciler.executor.context import Context, Deadlines
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status
+from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.pidfd import ProcessHandle
+from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
@@ -149,19 +151,30 @@ async def stop(ctx: Context, node: Node, name: str, *, keep_record: bool) -> Sto
     ctx.progress.event(name, f"stopping on {node.name}" + (" (forced)" if ctx.force else ""))
     ctx.intent(IntentKind.STOP, name, node)
     stopped = await stop_process(ctx, node, name, acpi=acpi, shutdown_timeout=timeout)
-    finish(node, name, stopped.cause, keep_record=keep_record)
+    finish(node, name, stopped.cause, keep_record=keep_record, desired=spec)
     return stopped
 
 
-def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool) -> None:
-    """After the process is gone: clean its files; keep the record marked with `cause`, or drop it."""
+def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool,
+           desired: InstanceSpec | None = None) -> None:
+    """After the process is gone: clean its files; keep the record marked with `cause`, or drop it.
+
+    A kept record also takes `desired`'s fields that need no restart (the run strategy that stopped it,
+    say), so that the next plan compares later edits with what was applied."""
     if not keep_record:
         node.remove_instance(name)
         return
     rec = _record_or_none(node, name)
     node.clean_runtime_files(name)
-    if rec is not None and rec.stop_cause is None:
-        node.write_record(rec.stopped(cause, time.time()))
+    if rec is None:
+        return
+    kept = rec if rec.stop_cause is not None else rec.stopped(cause, time.time())
+    if desired is not None:
+        spec = record_spec(rec.spec, desired, node.name)
+        if spec != rec.spec:
+            kept = replace(kept, spec=spec, spec_hash=spec_hash(spec))
+    if kept != rec:
+        node.write_record(kept)
 
 
 def _record_or_none(node: Node, name: str) -> AppliedRecord | None:

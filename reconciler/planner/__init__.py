@@ -4,6 +4,7 @@ from reconciler.planner.actions import (
     Action,
     ActionKind,
     FieldChange,
+    Handoff,
     Orphan,
     OrphanFate,
     PendingChange,
@@ -15,6 +16,6 @@ from reconciler.planner.actions import (
 from reconciler.planner.plan import make_plan
 
 __all__ = [
-    "Action", "ActionKind", "FieldChange", "Orphan", "OrphanFate", "PendingChange", "Plan", "PlanProblem",
-    "ProblemKind", "Reason", "make_plan",
+    "Action", "ActionKind", "FieldChange", "Handoff", "Orphan", "OrphanFate", "PendingChange", "Plan",
+    "PlanProblem", "ProblemKind", "Reason", "make_plan",
 ]

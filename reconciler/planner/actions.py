@@ -20,6 +20,7 @@ class ActionKind(enum.StrEnum):
     RESTART = "restart"
     MIGRATE = "migrate"
     REBOOT = "reboot"  # guest reset (system_reset) in the same QEMU process; only `reconciler reboot`
+    UPDATE = "update"  # rewrite the applied record only: the changed fields need no new QEMU process
 
     @property
     def symbol(self) -> str:
@@ -33,6 +34,7 @@ _SYMBOLS = {
     ActionKind.RESTART: "-/+",
     ActionKind.MIGRATE: "->",
     ActionKind.REBOOT: "@",
+    ActionKind.UPDATE: "~",
 }
 
 
@@ -56,6 +58,8 @@ class Reason(enum.StrEnum):
     UPDATE_PENDING = "update_pending"
     MANUAL = "manual"
     REQUESTED = "requested"  # an imperative verb: reconciler start|stop|restart|reboot
+    RECORD_ONLY = "record_only"
+    CHANGED_SINCE_POWEROFF = "changed_since_poweroff"
 
     @property
     def words(self) -> str:
@@ -82,6 +86,9 @@ _WORDS = {
     Reason.UPDATE_PENDING: "update policy Pending: applied at the next restart",
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
     Reason.REQUESTED: "asked for on the command line",
+    Reason.RECORD_ONLY: "only fields that QEMU does not read changed; no restart needed",
+    Reason.CHANGED_SINCE_POWEROFF: "the guest powered itself off and the manifests changed since: a new "
+                                   "intent, so RerunOnFailure starts it",
 }
 
 
@@ -93,6 +100,15 @@ class FieldChange:
     old: str
     new: str
     forces_restart: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A resource this action's new QEMU needs that `instance`'s stop (or restart) in an earlier phase
+    releases: the reason for the phase, shown in plans."""
+
+    instance: str
+    resource: str  # e.g. "disk /srv/r.img", "VNC display :3" (planner.handoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +132,7 @@ class Action:
     migration_mode: MigrationMode | None = None  # MIGRATE only
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
+    handoffs: tuple[Handoff, ...] = ()  # START/RESTART: what it waits for another instance to release
 
 
 @dataclass(frozen=True, slots=True)

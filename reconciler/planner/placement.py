@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.model import NodeSpec
-from reconciler.planner.actions import Action, ActionKind, PlanProblem, ProblemKind
+from reconciler.planner.actions import Action, ActionKind, Handoff, PlanProblem, ProblemKind
 
 
 @dataclass(frozen=True, slots=True)
 class Move:
     action: Action
     deltas: tuple[tuple[str, int], ...]  # (node, MiB): > 0 takes memory there, < 0 frees it
+    takes: frozenset[str] = frozenset()  # exclusive resources the new process needs (planner.handoff)
+    frees: frozenset[str] = frozenset()  # exclusive resources the stopped process releases
 
 
 def capacity(nodes: Mapping[str, NodeSpec], node: str) -> float:
@@ -92,8 +94,10 @@ def assign_phases(
     """Give each action a phase: whatever frees memory on a node that would overflow comes first.
 
     Constraints: on a node whose peak (current + everything the plan adds) exceeds its allowance,
-    each action adding memory waits for every action freeing memory there; and an instance's
-    duplicate-copy stops precede its other action. Everything else runs in phase 0, in parallel.
+    each action adding memory waits for every action freeing memory there; an instance's
+    duplicate-copy stops precede its other action; and an action that needs a resource (a disk, a VNC
+    display, a MAC, a tap) waits for another instance's action that releases it. Everything else runs
+    in phase 0, in parallel.
     """
     peak = defaultdict(int, current)
     for m in moves:
@@ -114,25 +118,57 @@ def assign_phases(
     after_stops = [
         stops_by_name.get(m.action.name, []) if m.action.kind is not ActionKind.STOP else [] for m in moves
     ]
+    handoffs = _handoffs(moves)
     phases = [0] * len(moves)
-    # Longest-path layering. A chain crosses each tight node at most once (a stop waits on nothing),
-    # so needing more rounds than that means the constraints form a cycle.
-    for _ in range(len(tight) + 3):
+    # Longest-path layering. A chain crosses each tight node at most once and each hand-off at most
+    # once (a stop waits on nothing), so needing more rounds than that means the constraints form a cycle.
+    for _ in range(len(tight) + 3 + sum(1 for h in handoffs if h)):
         ready = {n: max(phases[j] + 1 for j in js) for n, js in freers.items()}
         changed = False
         for i in range(len(moves)):
             want = max(
                 max((ready.get(n, 0) for n in adds_on[i]), default=0),
                 max((phases[j] + 1 for j in after_stops[i]), default=0),
+                max((phases[j] + 1 for j in handoffs[i]), default=0),
             )
             if want > phases[i]:
                 phases[i], changed = want, True
         if not changed:
-            pairs = zip(moves, phases, strict=True)  # replace() is slow: only where the phase changes
-            return tuple(m if m.action.phase == p else replace(m, action=replace(m.action, phase=p))
-                         for m, p in pairs), None
-    stuck = sorted({moves[i].action.name for i in range(len(moves)) if adds_on[i]})
+            return _phased(moves, phases, handoffs), None
+    if any(handoffs):
+        stuck = sorted({moves[i].action.name for i in range(len(moves)) if adds_on[i] or handoffs[i]})
+        what = "memory moves and resource hand-offs (disks, VNC displays, MACs, taps)"
+    else:
+        stuck = sorted({moves[i].action.name for i in range(len(moves)) if adds_on[i]})
+        what = "memory moves between nodes"
     return moves, PlanProblem(
         ProblemKind.ORDERING, "plan",
-        "memory moves between nodes form a cycle no ordering can satisfy (" + ", ".join(stuck) + ")",
+        f"{what} form a cycle no ordering can satisfy (" + ", ".join(stuck) + ")",
     )
+
+
+def _phased(moves: tuple[Move, ...], phases: list[int], handoffs: list[list[int]]) -> tuple[Move, ...]:
+    """The moves with their phases and the hand-offs that explain them (replace() is slow: only where
+    something changes)."""
+    out = []
+    for i, (m, p) in enumerate(zip(moves, phases, strict=True)):
+        if m.action.phase == p and not handoffs[i]:
+            out.append(m)
+            continue
+        why = sorted({Handoff(moves[j].action.name, res)
+                      for j in handoffs[i] for res in m.takes & moves[j].frees},
+                     key=lambda h: (h.instance, h.resource))
+        out.append(replace(m, action=replace(m.action, phase=p, handoffs=tuple(why))))
+    return tuple(out)
+
+
+def _handoffs(moves: tuple[Move, ...]) -> list[list[int]]:
+    """Per move: the moves of other instances that release a resource it needs."""
+    releasers: dict[str, list[int]] = defaultdict(list)
+    for j, m in enumerate(moves):
+        for res in m.frees:
+            releasers[res].append(j)
+    if not releasers:
+        return [[] for _ in moves]
+    return [sorted({j for res in m.takes for j in releasers.get(res, ())
+                    if moves[j].action.name != m.action.name}) for m in moves]

@@ -10,8 +10,9 @@ same plan byte for byte. Decisions, in order:
    is safe. Records without a process are ignored when another record has one.
 2. The run strategy (model.RunStrategy) says whether it should run: Always restarts after a guest
    power-off and a crash, RerunOnFailure after a crash only (a guest power-off, even with QEMU kept
-   alive in SHUTDOWN, is left alone), Once only starts instances that have no record, Manual is never
-   started or stopped (drift goes to `pending` with Reason.MANUAL), Halted stops running ones.
+   alive in SHUTDOWN, is left alone until the spec differs from the record: an edit made since is a new
+   intent, Reason.CHANGED_SINCE_POWEROFF), Once only starts instances that have no record, Manual is
+   never started or stopped (drift goes to `pending` with Reason.MANUAL), Halted stops running ones.
 3. For running instances, the policy table (planner.policy) classifies changed fields. Restart-forcing
    changes restart it (or stay pending under UpdatePolicy.PENDING). A node change migrates it (mode
    from spec.migration.mode). Both at once: one RESTART from the old node onto the new one
@@ -24,7 +25,12 @@ same plan byte for byte. Decisions, in order:
    restarts and migrations of protected instances are allowed (the instance stays up).
 6. Unscheduled instances go to the node with the most free memory (placement); capacity and phases
    follow (placement module). Instances with no `node` that already have a record stay where they are.
-7. A migration whose target could not bind the instance's VNC display (nodes sharing an address, or a
+   A start that needs a disk, VNC display, MAC or tap another instance's stop releases comes a phase
+   later (planner.handoff).
+7. Where an instance stays as it is but its record differs in fields that need no restart (protect,
+   labels, run strategy, ...), an UPDATE action rewrites the record in place (policy.record_spec), so
+   prune, status and the next plan see what was applied.
+8. A migration whose target could not bind the instance's VNC display (nodes sharing an address, or a
    live holder there) is an error (planner.binds), not a launch that fails at apply time.
 """
 
@@ -32,11 +38,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
 from reconciler.model import DesiredState, InstanceSpec, NodeSpec, RunStrategy, UpdatePolicy
-from reconciler.planner import binds, placement
+from reconciler.planner import binds, handoff, placement
 from reconciler.planner.actions import (
     Action,
     ActionKind,
@@ -50,6 +56,7 @@ from reconciler.planner.actions import (
     Reason,
 )
 from reconciler.planner.diff import as_json, diff_specs, restart_forcing
+from reconciler.planner.policy import record_spec
 
 _RANK = {
     RunState.RUNNING: 0, RunState.PAUSED: 1, RunState.UNKNOWN: 2, RunState.SHUTDOWN: 3,
@@ -110,7 +117,7 @@ def make_plan(
         else:
             _instance(spec, recs, desired.nodes, out)
     current = _current_usage(actual, desired.instances)
-    moves = _place(out, desired.nodes, current)
+    moves = _with_handoffs(_place(out, desired.nodes, current), desired, records)
     out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
     moves, cycle = placement.assign_phases(desired.nodes, current, moves)
     if cycle is not None:
@@ -171,6 +178,29 @@ def _place(
         if problem is not None:
             out.errors.append(problem)
     return tuple(placed)
+
+
+def _with_handoffs(moves: tuple[placement.Move, ...], desired: DesiredState,
+                   records: Mapping[str, list[ActualInstance]]) -> tuple[placement.Move, ...]:
+    """Say what each new process takes and each stopped one frees (planner.handoff), for the phases."""
+    if not any(m.action.kind in (ActionKind.STOP, ActionKind.RESTART) for m in moves):
+        return moves
+    out = []
+    for m in moves:
+        a = m.action
+        relaunch = a.kind is ActionKind.START or (a.kind is ActionKind.RESTART and not a.in_place)
+        takes: frozenset[str] = frozenset()
+        frees: frozenset[str] = frozenset()
+        spec = desired.instances.get(a.name)
+        if relaunch and spec is not None:
+            takes = handoff.held(spec, desired.nodes.get(a.node))
+        if a.kind is ActionKind.STOP or (a.kind is ActionKind.RESTART and not a.in_place):
+            where = a.source_node or a.node
+            rec = next((r for r in records.get(a.name, ()) if r.node == where), None)
+            if rec is not None and rec.spec is not None:
+                frees = handoff.held(rec.spec, desired.nodes.get(where))
+        out.append(replace(m, takes=takes, frees=frees) if takes or frees else m)
+    return tuple(out)
 
 
 # --- orphans -------------------------------------------------------------------------------------
@@ -245,16 +275,21 @@ def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str
     elif state in (RunState.INMIGRATE, RunState.POSTMIGRATE):
         _stranded(spec, primary, nodes, out)
     elif spec.run_strategy in _KEEPS_RUNNING:  # no process: crashed, stale or stopped
-        if state is RunState.CRASHED or cause is StopCause.CRASH:
-            reason = Reason.CRASHED
-        elif state is RunState.STALE:
-            reason = Reason.PIDFILE_OTHER if primary.pidfile_foreign else Reason.STALE_PIDFILE
-        elif cause is StopCause.KILLED:
-            reason = Reason.STOPPED_OUTSIDE
-        else:
-            reason = Reason.NOT_RUNNING
-        _start(spec, _sticky_node(spec, primary, nodes), reason, _changes(spec, primary), out,
+        _start(spec, _sticky_node(spec, primary, nodes), _gone_reason(primary), _changes(spec, primary), out,
                clean_stale=state is RunState.STALE)
+    elif state is not RunState.STALE:  # left stopped: the record still follows the manifests
+        _record_update(spec, primary, out)
+
+
+def _gone_reason(rec: ActualInstance) -> Reason:
+    """Why an instance with no process is started again: what discovery found of its end."""
+    if rec.state is RunState.CRASHED or rec.stop_cause is StopCause.CRASH:
+        return Reason.CRASHED
+    if rec.state is RunState.STALE:
+        return Reason.PIDFILE_OTHER if rec.pidfile_foreign else Reason.STALE_PIDFILE
+    if rec.stop_cause is StopCause.KILLED:
+        return Reason.STOPPED_OUTSIDE
+    return Reason.NOT_RUNNING
 
 
 def _sticky_node(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec]) -> str | None:
@@ -316,6 +351,7 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
         if forcing or target != rec.node:
             out.pending.append(PendingChange(spec.name, rec.node, Reason.MANUAL,
                                              _node_change(rec.node, target) + held))
+        _record_update(spec, rec, out)
         return
     if forcing and spec.update_policy is UpdatePolicy.PENDING:
         out.pending.append(PendingChange(spec.name, rec.node, Reason.UPDATE_PENDING, held))
@@ -329,6 +365,24 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
                         changes=_node_change(rec.node, target), migration_mode=spec.migration.mode,
                         memory_mib=mib)
         out.moves.append(placement.Move(action, ((rec.node, -mib), (target, mib))))
+    else:
+        _record_update(spec, rec, out)
+
+
+def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome) -> None:
+    """The record kept where the instance stays, rewritten with the changes that need no new process
+    (ActionKind.UPDATE), so that prune sees `protect`, status sees the applied spec, and the next plan
+    starts from what was applied. Nothing when the record already says it (or cannot be read)."""
+    if rec.spec is None:
+        return
+    updated = record_spec(rec.spec, spec, rec.node)
+    if updated == rec.spec:
+        return
+    node = (FieldChange("node", as_json(rec.spec.node), as_json(updated.node), False),) \
+        if rec.spec.node != updated.node else ()
+    changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart)
+    action = Action(spec.name, ActionKind.UPDATE, Reason.RECORD_ONLY, rec.node, changes=node + changes)
+    out.moves.append(placement.Move(action, ()))
 
 
 def _powered_off(
@@ -336,17 +390,23 @@ def _powered_off(
 ) -> None:
     strategy = spec.run_strategy
     alive = rec.state.has_process  # SHUTDOWN: QEMU kept alive by -no-shutdown
-    if strategy is RunStrategy.HALTED and alive:
-        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))
-    if strategy is not RunStrategy.ALWAYS:
+    if strategy is RunStrategy.ALWAYS:
+        reason = Reason.GUEST_POWERED_OFF
+    elif strategy is RunStrategy.RERUN_ON_FAILURE and rec.spec is not None and rec.spec != spec:
+        reason = Reason.CHANGED_SINCE_POWEROFF  # the record is what it last ran with: an edit since
+    elif strategy is RunStrategy.HALTED and alive:
+        out.moves.append(_stop(rec, Reason.WANTED_STOPPED, spec))  # the stop updates the kept record
+        return
+    else:
+        _record_update(spec, rec, out)  # so that a later edit is told from this one
         return
     changes = _changes(spec, rec)
     if not alive:
-        _start(spec, _sticky_node(spec, rec, nodes), Reason.GUEST_POWERED_OFF, changes, out)
+        _start(spec, _sticky_node(spec, rec, nodes), reason, changes, out)
         return
     target = spec.node or rec.node
     in_place = target == rec.node and not restart_forcing(changes)
-    _restart(spec, rec, target, Reason.GUEST_POWERED_OFF, changes, out, in_place=in_place)
+    _restart(spec, rec, target, reason, changes, out, in_place=in_place)
 
 
 def _stranded(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSpec], out: _Outcome) -> None:

@@ -7,7 +7,11 @@ test instead of silently never (or always) restarting instances.
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 from types import MappingProxyType
+from typing import Any
+
+from reconciler.model import InstanceSpec
 
 
 class FieldPolicy(enum.StrEnum):
@@ -46,3 +50,17 @@ DIFFED_FIELDS: tuple[str, ...] = tuple(
 
 def forces_restart(field_name: str) -> bool:
     return POLICY[field_name] is FieldPolicy.RESTART
+
+
+def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str) -> InstanceSpec:
+    """What the applied record of a process started with `recorded` says once `desired` is applied
+    without a new process: every field that needs no restart comes from `desired`, and so does the
+    declared node when the instance is on it (or none is declared). Restart-forcing fields keep what
+    the process runs with, so held-back changes stay visible as changes."""
+    taken: dict[str, Any] = {
+        name: getattr(desired, name) for name, policy in POLICY.items()
+        if policy is FieldPolicy.IGNORE and name != "name"
+    }
+    if desired.node is None or desired.node == on_node:
+        taken["node"] = desired.node
+    return replace(recorded, **taken)

@@ -15,6 +15,7 @@ from reconciler.planner.actions import (
     Action,
     ActionKind,
     FieldChange,
+    Handoff,
     Orphan,
     OrphanFate,
     PendingChange,
@@ -37,7 +38,9 @@ def _change(c: FieldChange) -> dict[str, Any]:
 
 
 def _action(a: Action) -> dict[str, Any]:
-    extra = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # only when the escape hatch is used
+    extra: dict[str, Any] = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # escape hatch used
+    if a.handoffs:  # only when the action waits for another instance to release something
+        extra["handoffs"] = [{"instance": h.instance, "resource": h.resource} for h in a.handoffs]
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -68,7 +71,8 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "prune": plan.prune,
         "targets": list(plan.targets) if plan.targets is not None else None,
         "summary": {k.value: plan.count(k) for k in
-                    (ActionKind.START, ActionKind.RESTART, ActionKind.MIGRATE, ActionKind.STOP)},
+                    (ActionKind.START, ActionKind.RESTART, ActionKind.MIGRATE, ActionKind.STOP,
+                     ActionKind.UPDATE)},
         "empty": plan.empty,
         "actions": [_action(a) for a in plan.actions],
         "pending": [{"name": p.name, "node": p.node, "reason": p.reason.value, "reason_text": p.reason.words,
@@ -106,6 +110,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
         extra_args=tuple(str(x) for x in d.get("extra_args", ())),
+        handoffs=tuple(Handoff(str(h["instance"]), str(h["resource"])) for h in d.get("handoffs", ())),
     )
 
 

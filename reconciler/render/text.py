@@ -24,6 +24,7 @@ _COLORS = {
     ActionKind.RESTART: "\x1b[33m",  # yellow
     ActionKind.MIGRATE: "\x1b[36m",  # cyan
     ActionKind.REBOOT: "\x1b[35m",  # magenta
+    ActionKind.UPDATE: "\x1b[33m",  # yellow, as Terraform's update in place
     ActionKind.NOOP: "",
 }
 _BOLD, _RED, _YELLOW = "\x1b[1m", "\x1b[31m", "\x1b[33m"
@@ -54,8 +55,12 @@ def summary(plan: Plan) -> str:
         f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop"
     )
     reboots = plan.count(ActionKind.REBOOT)  # only `reconciler reboot` makes them
-    counts += f", {reboots} to reboot." if reboots else "."
-    return f"Plan: {counts}"
+    if reboots:
+        counts += f", {reboots} to reboot"
+    updates = plan.count(ActionKind.UPDATE)
+    if updates:  # named only when there are some: the usual line stays as it was
+        counts += f", {updates} record{'s' if updates != 1 else ''} to update in place (no restart)"
+    return f"Plan: {counts}."
 
 
 def _header(action: Action) -> str:
@@ -63,6 +68,8 @@ def _header(action: Action) -> str:
         mode = action.migration_mode.value if action.migration_mode else "live"
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration)"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
+    if action.kind is ActionKind.UPDATE:
+        return f"{action.name} on {action.node} (record updated in place)"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
     if action.kind is ActionKind.REBOOT:
         extra = " (guest reset: system_reset + cont, same QEMU process)"
@@ -84,6 +91,7 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         symbol = paint(_COLORS[a.kind], a.kind.symbol)
         phase = f"  [phase {a.phase}]" if phased else ""
         lines += ["", f"  {symbol} {paint(_BOLD, _header(a))}{phase}", f"      # {a.reason.words}"]
+        lines += [f"      # after {h.instance} releases {h.resource}" for h in a.handoffs]
         if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
             lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
         lines += _changes(a.changes, paint)

@@ -1,6 +1,7 @@
 """End-to-end: `reconciler apply` against real QEMU (TCG) and the test guest: start from nothing, no-op
 re-apply, the three kinds of stop (ACPI power-off, forced/ACPI-off quit, escalation past a guest that
-ignores the button), restart on a restart-forcing change and nothing on an ignored one."""
+ignores the button), restart on a restart-forcing change and only a record update on one that needs
+no restart."""
 
 from __future__ import annotations
 
@@ -99,10 +100,14 @@ def test_restart_on_forcing_change_and_nothing_on_ignored(world: World) -> None:
     wait_ready(world, "node-a", "web1")
     (pid,) = world.qemu_pids("web1")
 
-    world.instance("web1", "node-a", shutdownTimeout="5s")  # ignored: read by the reconciler only
+    world.instance("web1", "node-a", shutdownTimeout="5s")  # read by the reconciler only: no restart
     ignored = world.apply()
-    assert ignored.code == 0 and "No changes" in ignored.out, ignored.text
+    assert ignored.code == 0 and "~ web1 on node-a (record updated in place)" in ignored.out, ignored.text
+    assert "0 restarted, 0 migrated, 1 record updated." in ignored.out
     assert world.qemu_pids("web1") == [pid]
+    assert record_of(world, "node-a", "web1").spec.shutdown_timeout == 5.0
+    again = world.apply()
+    assert again.code == 0 and "No changes" in again.out, again.text
 
     world.instance("web1", "node-a", memory="160M")  # forces a new QEMU process
     changed = world.apply()

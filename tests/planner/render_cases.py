@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from reconciler.actual import RunState, StopCause
 from reconciler.gitinfo import GitInfo
-from reconciler.model import Migration, MigrationMode, RunStrategy, UpdatePolicy
+from reconciler.model import Disk, Migration, MigrationMode, RunStrategy, UpdatePolicy
 from reconciler.planner import Plan, make_plan
 
 from .factories import actual, changed, desired, node, rec, spec
@@ -36,7 +36,7 @@ RENDER_CASES = [
                     spec("halt", 512, node="b", run_strategy=RunStrategy.HALTED),
                     nodes=(node("a", 4096), node("b", 2048))),
             actual(rec(WEB, "a"), rec(spec("mover", 256, node="a"), "a"),
-                   rec(spec("db", 2048, node="a"), "a"),
+                   rec(spec("db", 2048, node="a", update_policy=UpdatePolicy.PENDING), "a"),
                    rec(spec("halt", 512, node="b"), "b"), rec(spec("old"), "b"),
                    rec(spec("keep", protect=True), "b")),
         ),
@@ -60,6 +60,22 @@ RENDER_CASES = [
                    rec(spec("dup", node="a"), "b")),
             targets=frozenset({"big", "web", "dup"}),
         ),
+    ),
+    RenderCase(
+        "record-update",
+        make_plan(desired(changed(WEB, protect=True, labels=(("tier", "web"),), shutdown_timeout=5.0),
+                          spec("db", 2048, node="a", update_policy=UpdatePolicy.PENDING, vcpus=2)),
+                  actual(rec(WEB, "a"), rec(spec("db", 2048, node="a"), "a"))),
+    ),
+    RenderCase(
+        "handoff",
+        make_plan(desired(spec("r2", node="a", disks=(Disk("/srv/r.img", boot=True),)), prune=True),
+                  actual(rec(spec("r1", node="a", disks=(Disk("/srv/r.img", boot=True),)), "a"))),
+    ),
+    RenderCase(
+        "record-update-color",
+        make_plan(desired(changed(WEB, protect=True)), actual(rec(WEB, "a"))),
+        color=True,
     ),
     RenderCase(
         "color",

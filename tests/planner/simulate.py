@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
-from reconciler.model import DesiredState
+from reconciler.model import DesiredState, InstanceSpec
 from reconciler.planner import ActionKind, Plan
+from reconciler.planner.policy import record_spec
 
 
 def simulate(plan: Plan, actual: ActualState, desired: DesiredState) -> ActualState:
@@ -19,7 +20,13 @@ def simulate(plan: Plan, actual: ActualState, desired: DesiredState) -> ActualSt
 
     def stop(name: str, node: str) -> None:
         old = recs[(name, node)]
-        recs[(name, node)] = replace(old, state=RunState.STOPPED, pid=None, stop_cause=StopCause.RECONCILER)
+        recs[(name, node)] = replace(old, state=RunState.STOPPED, pid=None, stop_cause=StopCause.RECONCILER,
+                                     spec=merged(old, node))
+
+    def merged(old: ActualInstance, node: str) -> InstanceSpec | None:
+        """The kept record takes the fields that need no restart (stop.finish, update.update_record)."""
+        spec = desired.instances.get(old.name)
+        return old.spec if old.spec is None or spec is None else record_spec(old.spec, spec, node)
 
     for action in sorted(plan.actions, key=lambda a: a.phase):
         name, node = action.name, action.node
@@ -34,5 +41,8 @@ def simulate(plan: Plan, actual: ActualState, desired: DesiredState) -> ActualSt
         elif action.kind is ActionKind.MIGRATE:
             assert action.source_node is not None
             source = recs.pop((name, action.source_node))
-            run(name, node, source)  # the target runs the recorded (old) configuration
+            run(name, node, replace(source, spec=merged(source, node)))  # the recorded configuration
+        elif action.kind is ActionKind.UPDATE:
+            old = recs[(name, node)]
+            recs[(name, node)] = replace(old, spec=merged(old, node))
     return ActualState(instances=tuple(recs[k] for k in sorted(recs)), unmanaged=actual.unmanaged)

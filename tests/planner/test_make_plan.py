@@ -15,11 +15,13 @@ from reconciler.model import (
     KernelBoot,
     Migration,
     MigrationMode,
+    Nic,
+    NicMode,
     RunStrategy,
     UpdatePolicy,
     Vnc,
 )
-from reconciler.planner import FieldChange, make_plan
+from reconciler.planner import FieldChange, Handoff, make_plan
 
 from .factories import actual, brief, changed, desired, node, rec, spec
 
@@ -120,7 +122,7 @@ CASES = [
          desired(changed(WEB, labels=(("tier", "web"),), protect=True, shutdown_timeout=5.0,
                          update_policy=UpdatePolicy.PENDING, migration=Migration(max_bandwidth=10),
                          run_strategy=RunStrategy.RERUN_ON_FAILURE)),
-         actual(rec(WEB, "a")), []),
+         actual(rec(WEB, "a")), ["update web a record_only"]),
     Case("node-changed-live", desired(changed(WEB, node="b")), actual(rec(WEB, "a")),
          ["migrate web a->b node_changed live"]),
     Case("node-changed-offline",
@@ -131,7 +133,11 @@ CASES = [
     Case("paused-counts-as-running", desired(changed(WEB, vcpus=4)), actual(rec(WEB, "a", R.PAUSED)),
          ["restart web a spec_changed"]),
     Case("pending-policy", desired(changed(WEB, memory_mib=1024, update_policy=UpdatePolicy.PENDING)),
-         actual(rec(WEB, "a")), [], pending=["web a update_pending: memory_mib"]),
+         actual(rec(WEB, "a")), ["update web a record_only"], pending=["web a update_pending: memory_mib"]),
+    Case("pending-policy-already-recorded",
+         desired(changed(WEB, memory_mib=1024, update_policy=UpdatePolicy.PENDING)),
+         actual(rec(changed(WEB, update_policy=UpdatePolicy.PENDING), "a")), [],
+         pending=["web a update_pending: memory_mib"]),
     Case("pending-policy-node-change",
          desired(changed(WEB, memory_mib=1024, node="b", update_policy=UpdatePolicy.PENDING)),
          actual(rec(WEB, "a")), ["migrate web a->b node_changed live"],
@@ -140,7 +146,10 @@ CASES = [
          desired(changed(WEB, memory_mib=1024, update_policy=UpdatePolicy.PENDING)),
          actual(rec(WEB, "a", R.SHUTDOWN)), ["restart web a guest_powered_off"]),
     Case("manual-drift", desired(_strategy(RunStrategy.MANUAL, memory_mib=1024, node="b")),
-         actual(rec(WEB, "a")), [], pending=["web a manual: node memory_mib"]),
+         actual(rec(_strategy(RunStrategy.MANUAL), "a")), [], pending=["web a manual: node memory_mib"]),
+    Case("manual-protect-added", desired(_strategy(RunStrategy.MANUAL, protect=True, memory_mib=1024)),
+         actual(rec(_strategy(RunStrategy.MANUAL), "a")), ["update web a record_only"],
+         pending=["web a manual: memory_mib"]),
     Case("poweroff-with-spec-change", desired(changed(WEB, vcpus=2)), actual(rec(WEB, "a", R.SHUTDOWN)),
          ["restart web a guest_powered_off"]),
     Case("poweroff-node-change", desired(changed(WEB, node="b")), actual(rec(WEB, "a", R.SHUTDOWN)),
@@ -214,11 +223,14 @@ CASES = [
          actual(rec(WEB, "a"), rec(WEB, "b", R.INMIGRATE)),
          ["stop web b duplicate", "migrate web a->b node_changed p1 live"]),
     Case("two-nodes-target-running-source-postmigrate", desired(changed(WEB, node="b")),
-         actual(rec(WEB, "a", R.POSTMIGRATE), rec(WEB, "b")), ["stop web a duplicate"]),
+         actual(rec(WEB, "a", R.POSTMIGRATE), rec(changed(WEB, node="b"), "b")), ["stop web a duplicate"]),
+    Case("two-nodes-target-record-names-old-node", desired(changed(WEB, node="b")),
+         actual(rec(WEB, "a", R.POSTMIGRATE), rec(WEB, "b")),
+         ["stop web a duplicate", "update web b record_only p1"]),
     Case("two-nodes-both-running", desired(WEB), actual(rec(WEB, "a"), rec(WEB, "b")), [],
          errors=["split_brain instance web"]),
     Case("two-nodes-dead-record-ignored", desired(changed(WEB, node="b")),
-         actual(rec(WEB, "a", R.STOPPED, S.RECONCILER), rec(WEB, "b")), []),
+         actual(rec(WEB, "a", R.STOPPED, S.RECONCILER), rec(changed(WEB, node="b"), "b")), []),
     Case("stranded-inmigrate", desired(WEB), actual(rec(WEB, "a", R.INMIGRATE)),
          ["restart web a stranded_migration"]),
     Case("stranded-postmigrate-halted", desired(_strategy(RunStrategy.HALTED)),
@@ -237,8 +249,119 @@ CASES = [
          options={"targets": frozenset({"y"})}),
 ]
 
+# Bug 1: fields that need no restart update the applied record in place (`~`), running or stopped.
+RECORD_CASES = [
+    Case("protect-added", desired(changed(WEB, protect=True)), actual(rec(WEB, "a")),
+         ["update web a record_only"]),
+    Case("labels-changed", desired(changed(WEB, labels=(("tier", "db"),))), actual(rec(WEB, "a")),
+         ["update web a record_only"]),
+    Case("run-strategy-changed", desired(_strategy(RunStrategy.RERUN_ON_FAILURE)), actual(rec(WEB, "a")),
+         ["update web a record_only"]),
+    Case("shutdown-timeout-changed", desired(changed(WEB, shutdown_timeout=90.0)), actual(rec(WEB, "a")),
+         ["update web a record_only"]),
+    Case("migration-settings-changed", desired(changed(WEB, migration=Migration(max_downtime_ms=50))),
+         actual(rec(WEB, "a")), ["update web a record_only"]),
+    Case("declared-node-where-it-runs", desired(spec("u", node="b")), actual(rec(spec("u"), "b")),
+         ["update u b record_only"]),
+    Case("protect-and-restart-field", desired(changed(WEB, protect=True, vcpus=2)), actual(rec(WEB, "a")),
+         ["restart web a spec_changed"]),
+    Case("protect-and-migration", desired(changed(WEB, protect=True, node="b")), actual(rec(WEB, "a")),
+         ["migrate web a->b node_changed live"]),
+    Case("protect-added-to-halted-stopped", desired(_strategy(RunStrategy.HALTED, protect=True)),
+         actual(rec(_strategy(RunStrategy.HALTED), "a", R.STOPPED, S.RECONCILER)),
+         ["update web a record_only"]),
+    Case("once-stopped-labels", desired(_strategy(RunStrategy.ONCE, labels=(("a", "b"),))),
+         actual(rec(_strategy(RunStrategy.ONCE), "a", R.STOPPED, S.GUEST)), ["update web a record_only"]),
+    Case("stale-record-not-updated", desired(_strategy(RunStrategy.HALTED)),
+         actual(rec(WEB, "a", R.STALE)), []),
+    Case("unknown-state-not-updated", desired(changed(WEB, protect=True)), actual(rec(WEB, "a", R.UNKNOWN)),
+         [], warnings=1),
+]
 
-@pytest.mark.parametrize("case", STRATEGY_CASES + CASES, ids=lambda c: c.id)
+# Bug 4: a RerunOnFailure instance its guest powered off stays off until the manifests change; a change
+# made since (any field, the run strategy too) is a new intent and starts it.
+_ROF = _strategy(RunStrategy.RERUN_ON_FAILURE)
+RERUN_CASES = [
+    Case("rerun-poweroff-unchanged", desired(_ROF), actual(rec(_ROF, "a", R.STOPPED, S.GUEST)), []),
+    Case("rerun-poweroff-then-halted", desired(_strategy(RunStrategy.HALTED)),
+         actual(rec(_ROF, "a", R.STOPPED, S.GUEST)), ["update web a record_only"]),
+    Case("rerun-poweroff-halted-then-back", desired(_ROF),
+         actual(rec(_strategy(RunStrategy.HALTED), "a", R.STOPPED, S.GUEST)),
+         ["start web a changed_since_poweroff"]),
+    Case("rerun-poweroff-memory-changed", desired(changed(_ROF, memory_mib=1024)),
+         actual(rec(_ROF, "a", R.STOPPED, S.GUEST)), ["start web a changed_since_poweroff"]),
+    Case("rerun-poweroff-node-changed", desired(changed(_ROF, node="b")),
+         actual(rec(_ROF, "a", R.STOPPED, S.GUEST)), ["start web b changed_since_poweroff"]),
+    Case("rerun-shutdown-labels-changed", desired(changed(_ROF, labels=(("x", "y"),))),
+         actual(rec(_ROF, "a", R.SHUTDOWN)), ["restart web a changed_since_poweroff in_place"]),
+    Case("rerun-shutdown-vcpus-changed", desired(changed(_ROF, vcpus=2)),
+         actual(rec(_ROF, "a", R.SHUTDOWN)), ["restart web a changed_since_poweroff"]),
+    Case("rerun-shutdown-unchanged", desired(_ROF), actual(rec(_ROF, "a", R.SHUTDOWN)), []),
+    Case("once-poweroff-changed-stays-off", desired(_strategy(RunStrategy.ONCE, memory_mib=1024)),
+         actual(rec(_strategy(RunStrategy.ONCE), "a", R.STOPPED, S.GUEST)), []),
+]
+
+# Bug 3: a start that needs what another instance's stop releases runs in a later phase.
+_D = (Disk("/srv/r.img", boot=True),)
+_NIC = (Nic("52:54:00:12:34:56", mode=NicMode.USER),)
+HANDOFF_CASES = [
+    Case("rename-same-disk", desired(spec("r2", node="a", disks=_D), prune=True),
+         actual(rec(spec("r1", node="a", disks=_D), "a")),
+         ["stop r1 a pruned", "start r2 a new p1"], orphans=["r1 a running stop"]),
+    Case("rename-disk-path-spelled-differently",
+         desired(spec("r2", node="a", disks=(Disk("/srv//x/../r.img", boot=True),)), prune=True),
+         actual(rec(spec("r1", node="a", disks=_D), "a")),
+         ["stop r1 a pruned", "start r2 a new p1"], orphans=["r1 a running stop"]),
+    Case("rename-other-node", desired(spec("r2", node="b", disks=_D), prune=True),
+         actual(rec(spec("r1", node="a", disks=_D), "a")),
+         ["stop r1 a pruned", "start r2 b new p1"], orphans=["r1 a running stop"]),
+    Case("different-disks-parallel",
+         desired(spec("r2", node="a", disks=(Disk("/srv/other.img", boot=True),)), prune=True),
+         actual(rec(spec("r1", node="a", disks=_D), "a")),
+         ["stop r1 a pruned", "start r2 a new"], orphans=["r1 a running stop"]),
+    Case("vnc-display-handed-over",
+         desired(spec("old", node="a", vnc=Vnc(display=3), run_strategy=RunStrategy.HALTED),
+                 spec("new", node="a", vnc=Vnc(bind="0.0.0.0", display=3))),
+         actual(rec(spec("old", node="a", vnc=Vnc(display=3)), "a")),
+         ["stop old a wanted_stopped", "start new a new p1"]),
+    Case("mac-handed-over",
+         desired(spec("old", node="a", nics=_NIC, run_strategy=RunStrategy.HALTED),
+                 spec("new", node="a", nics=(Nic("52:54:00:12:34:56".upper(), mode=NicMode.USER),))),
+         actual(rec(spec("old", node="a", nics=_NIC), "a")),
+         ["stop old a wanted_stopped", "start new a new p1"]),
+    Case("restart-releases-disk",
+         desired(changed(spec("a1", node="a", disks=_D), disks=(Disk("/srv/a1.img", boot=True),)),
+                 spec("b1", node="a", disks=_D)),
+         actual(rec(spec("a1", node="a", disks=_D), "a")),
+         ["restart a1 a spec_changed", "start b1 a new p1"]),
+    Case("restart-takes-released-disk",
+         desired(spec("a1", node="a", disks=_D, vcpus=2),
+                 spec("b1", node="a", run_strategy=RunStrategy.HALTED)),
+         actual(rec(spec("a1", node="a"), "a"), rec(spec("b1", node="a", disks=_D), "a")),
+         ["stop b1 a wanted_stopped", "restart a1 a spec_changed p1"]),
+    Case("disk-swap-cycle",
+         desired(spec("p", node="a", disks=(Disk("/y", boot=True),)), spec("q", node="a", disks=_D)),
+         actual(rec(spec("p", node="a", disks=_D), "a"),
+                rec(spec("q", node="a", disks=(Disk("/y", boot=True),)), "a")),
+         ["restart p a spec_changed", "restart q a spec_changed"], errors=["ordering plan"]),
+    Case("handoff-chain",
+         desired(spec("a1", node="a", run_strategy=RunStrategy.HALTED),
+                 spec("b1", node="a", disks=_D, vnc=Vnc(display=1)),
+                 spec("c1", node="a", vnc=Vnc(display=2))),
+         actual(rec(spec("a1", node="a", disks=_D), "a"), rec(spec("b1", node="a", vnc=Vnc(display=2)), "a")),
+         ["stop a1 a wanted_stopped", "restart b1 a spec_changed p1", "start c1 a new p2"]),
+    Case("in-place-restart-takes-nothing",
+         desired(spec("a1", node="a", run_strategy=RunStrategy.HALTED), spec("b1", node="a", disks=_D)),
+         actual(rec(spec("a1", node="a", disks=_D), "a"),
+                rec(spec("b1", node="a", disks=_D), "a", R.SHUTDOWN)),
+         ["stop a1 a wanted_stopped", "restart b1 a guest_powered_off in_place"]),
+]
+
+
+ALL_CASES = STRATEGY_CASES + CASES + RECORD_CASES + RERUN_CASES + HANDOFF_CASES
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.id)
 def test_plan_case(case: Case) -> None:
     plan = make_plan(case.desired, case.actual, **{"prune": None, "targets": None, "allow_empty": False,
                                                     **case.options})
@@ -304,3 +427,16 @@ def test_unmanaged_processes_are_never_in_a_plan() -> None:
     plan = make_plan(desired(WEB), ActualState(instances=(rec(WEB, "a"),), unmanaged=(stray,)), prune=True)
     assert plan == make_plan(desired(WEB), actual(rec(WEB, "a")), prune=True)
     assert plan.actions == () and plan.orphans == ()
+
+
+def test_handoffs_name_what_a_start_waits_for() -> None:
+    cases = {c.id: c for c in HANDOFF_CASES}
+    plan = make_plan(cases["handoff-chain"].desired, cases["handoff-chain"].actual)
+    assert [(a.name, a.handoffs) for a in plan.actions] == [
+        ("a1", ()),
+        ("b1", (Handoff("a1", "disk /srv/r.img"),)),
+        ("c1", (Handoff("b1", "VNC display :2"),)),
+    ]
+    (cycle,) = make_plan(cases["disk-swap-cycle"].desired, cases["disk-swap-cycle"].actual).errors
+    assert cycle.message == ("plan: memory moves and resource hand-offs (disks, VNC displays, MACs, taps) "
+                             "form a cycle no ordering can satisfy (p, q)")

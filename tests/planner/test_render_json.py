@@ -34,7 +34,8 @@ EXPECTED = """\
     "start": 1,
     "restart": 1,
     "migrate": 0,
-    "stop": 0
+    "stop": 0,
+    "update": 0
   },
   "empty": false,
   "actions": [
@@ -118,10 +119,53 @@ def test_render_json_golden() -> None:
         desired(changed(WEB, vcpus=2),
                 spec("db", node="b", update_policy=UpdatePolicy.PENDING, memory_mib=1024),
                 spec("big", 8192, node="b"), nodes=(node("a"), node("b", 2048))),
-        actual(rec(WEB, "a"), rec(spec("db", node="b"), "b"), rec(spec("old"), "a")),
+        actual(rec(WEB, "a"), rec(spec("db", node="b", update_policy=UpdatePolicy.PENDING), "b"),
+               rec(spec("old"), "a")),
     )
     text = render_json(plan, GitInfo("/srv/m", "f" * 40, False))
     assert text == EXPECTED.replace("VERSION", __version__)
+
+
+EXPECTED_UPDATE = """\
+{
+  "start": 0,
+  "restart": 0,
+  "migrate": 0,
+  "stop": 0,
+  "update": 1
+}
+[
+  {
+    "name": "web",
+    "kind": "update",
+    "symbol": "~",
+    "reason": "record_only",
+    "reason_text": "only fields that QEMU does not read changed; no restart needed",
+    "node": "a",
+    "source_node": null,
+    "phase": 0,
+    "in_place": false,
+    "clean_stale": false,
+    "migration_mode": null,
+    "memory_mib": 0,
+    "changes": [
+      {
+        "path": "protect",
+        "old": false,
+        "new": true,
+        "forces_restart": false
+      }
+    ]
+  }
+]"""
+
+
+def test_render_json_record_update() -> None:
+    """protect added to a running instance: an in-place update of the record, not an empty plan."""
+    data = json.loads(render_json(make_plan(desired(changed(WEB, protect=True)), actual(rec(WEB, "a")))))
+    assert data["empty"] is False
+    shown = json.dumps(data["summary"], indent=2) + "\n" + json.dumps(data["actions"], indent=2)
+    assert shown == EXPECTED_UPDATE
 
 
 def test_render_json_empty_plan() -> None:
@@ -137,3 +181,15 @@ def test_render_json_empty_plan() -> None:
 def test_json_round_trip(world: tuple[DesiredState, ActualState], prune: bool | None) -> None:
     plan = make_plan(*world, prune=prune)
     assert plan_from_dict(json.loads(json.dumps(plan_to_dict(plan)))) == plan
+
+
+def test_render_json_handoffs_only_where_a_start_waits() -> None:
+    from reconciler.model import Disk
+
+    disks = (Disk("/srv/r.img", boot=True),)
+    plan = make_plan(desired(spec("r2", node="a", disks=disks), prune=True),
+                     actual(rec(spec("r1", node="a", disks=disks), "a")))
+    data = json.loads(render_json(plan))
+    assert [(a["name"], a["phase"], a.get("handoffs")) for a in data["actions"]] == [
+        ("r1", 0, None), ("r2", 1, [{"instance": "r1", "resource": "disk /srv/r.img"}])]
+    assert plan_from_dict(data) == plan
