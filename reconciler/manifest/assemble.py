@@ -101,7 +101,9 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
     violations += rules.unique_vnc_displays(instances, positions.where)
-    violations += rules.host_cpu_needs_kvm(instances, {n: spec for n, (spec, _) in nodes.items()})
+    node_specs = {n: spec for n, (spec, _) in nodes.items()}
+    violations += rules.host_cpu_needs_kvm(instances, node_specs)
+    violations += rules.socket_paths(instances, node_specs)
     violations += rules.node_resources(nodes, positions.where)
 
     problems += [positions.problem(v.document, v.path, v.message) for v in violations]

@@ -1,9 +1,15 @@
-"""The manifest JSON Schema: finding it, checking documents against it, wording its errors.
+r"""The manifest JSON Schema: finding it, checking documents against it, wording its errors.
 
 `schemas/manifest.schema.json` (JSON Schema 2020-12) is the source of truth for the shape of a document;
 editors use the same file. jsonschema's full validator is slow (about 0.2 ms per instance), so documents
 first go through a compiled validity check (fastjsonschema, on a draft-07 view of the same schema) and
 only the ones it rejects are explained by jsonschema. Both validators are built once, on first use.
+
+The schema's `pattern`s are ECMA-262 regular expressions (editors check them in JavaScript), where `$`
+matches only at the end of the text; in Python's `re` it also matches before a final newline, so
+`machine: "pc\n"` would pass. Both validators here read `$` as `\Z` (fastjsonschema does so itself;
+jsonschema's `pattern` keyword is replaced), and the schema avoids classes whose meaning differs
+between the two (`\d`, `\w`, `\s`, `\b`); tests/manifest/test_schema_patterns.py holds them to it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import json
 import marshal
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -62,7 +69,23 @@ def schema() -> dict[str, Any]:
 def _full_validator() -> Any:
     import jsonschema  # slow import (~0.1 s): only when a document fails the fast check
 
-    return jsonschema.Draft202012Validator(schema())
+    def pattern(validator: Any, wanted: str, instance: Any, _schema: Any) -> Iterable[Any]:
+        if validator.is_type(instance, "string") and not ecma_regex(wanted).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {wanted!r}")
+
+    ecma = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+    return ecma(schema())
+
+
+_DOLLAR = re.compile(r"(?<!\\)((?:\\\\)*)\$")  # a `$` not escaped by a backslash
+
+
+@functools.cache
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """An ECMA-262 pattern (as the schema's are written) compiled with ECMA's `$`: the end of the text.
+
+    A `$` inside a character class would be a literal in both languages; the schema has none."""
+    return re.compile(_DOLLAR.sub(r"\1\\Z", pattern))
 
 
 @functools.cache
@@ -136,6 +159,8 @@ def validate(document: Any) -> list[SchemaIssue]:
     if _fast_check()(document):
         return []
     issues: dict[tuple[str | int, ...], SchemaIssue] = {}
+    # The two validators must agree; if the explaining one finds nothing, the document is still invalid.
+    fallback = SchemaIssue((), "does not match the manifest schema")
     for error in _leaf_errors(_full_validator().iter_errors(document)):
         if error.validator == "required":  # one issue per missing field
             for missing in (k for k in error.validator_value if k not in error.instance):
@@ -144,6 +169,8 @@ def validate(document: Any) -> list[SchemaIssue]:
             continue
         issue = _word(error)
         issues.setdefault(issue.path, issue)
+    if not issues:
+        return [fallback]
     return sorted(issues.values(), key=lambda i: [str(p) for p in i.path])
 
 

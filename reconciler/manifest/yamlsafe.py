@@ -219,25 +219,23 @@ def _departures(text: str) -> list[YamlIssue]:
     flow = 0
     try:
         while parser.check_token():
-            token = parser.get_token()
+            token: Any = parser.get_token()
             kind = type(token)
+            start, after = token.start_mark.index, token.end_mark.index
+            following = text[after : after + 1]
             if kind in (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken):
                 flow += 1
             elif kind in (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken):
                 flow -= 1
-            elif kind is yaml.KeyToken and flow and token.end_mark.index > token.start_mark.index:
-                after = token.end_mark.index
-                if after < len(text) and text[after] not in _SPACE + _FLOW:
-                    word = _word_at(text, token.start_mark.index, plain=True)
-                    issues.append(_at(token, f"{word!r} in a flow collection: YAML 1.2 reads it as text, this "
-                                             f"parser as a key; quote it, or write '? {word[1:]}' for a key"))
-            elif kind in (yaml.AnchorToken, yaml.AliasToken):
-                after = token.end_mark.index
-                if after < len(text) and text[after] in "?:%@`":
-                    word = _word_at(text, token.start_mark.index)
-                    what = "anchor" if kind is yaml.AnchorToken else "alias"
-                    issues.append(_at(token, f"{what} {word!r}: YAML 1.2 reads the whole name, this parser "
-                                             f"stops at {text[after]!r}; use letters, digits, '-' and '_' only"))
+            elif kind is yaml.KeyToken and flow and after > start and following not in ("", *_SPACE, *_FLOW):
+                word = _word_at(text, start, plain=True)
+                issues.append(_at(token, f"{word!r} in a flow collection: YAML 1.2 reads it as text, this "
+                                         f"parser as a key; quote it, or write '? {word[1:]}' for a key"))
+            elif kind in (yaml.AnchorToken, yaml.AliasToken) and following and following in "?:%@`":
+                what = "anchor" if kind is yaml.AnchorToken else "alias"
+                issues.append(_at(token, f"{what} {_word_at(text, start)!r}: YAML 1.2 reads the whole name, "
+                                         f"this parser stops at {following!r}; use letters, digits, '-' and "
+                                         "'_' only"))
     except yaml.YAMLError:
         pass  # the real parse reports it
     finally:

@@ -151,6 +151,11 @@ class Assembly:
                 return False
             if what == "host-cpu" and node is not None and node[0].accelerator is not model.Accelerator.KVM:
                 return False
+            if what == "sockets":
+                length, _, name = key.partition("/")
+                node = nodes.get(name)
+                if node is not None and rules.socket_problem(node[0], "x" * int(length)) is not None:
+                    return False
         return not rules.node_resources(nodes, lambda d: "")
 
     def _build(self) -> model.DesiredState:
@@ -222,7 +227,9 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
                 built.unique.extend(_unique_claims(instance))
                 if instance.node is not None:
                     built.refs.append(("node", instance.node))
-                    if instance.cpu_model == "host":
+                    # socket paths depend on the name's length only: one key per (node, length)
+                    built.refs.append(("sockets", f"{len(instance.name)}/{instance.node}"))
+                    if build.needs_kvm(instance):
                         built.refs.append(("host-cpu", instance.node))
         built.broken = built.broken or bool(issues)
     return built
