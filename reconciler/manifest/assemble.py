@@ -65,8 +65,9 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     buildable = [d for d in documents if d.cuts is not None and id(d) not in duplicate_docs]
     defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].cuts is not None else None
     defaults_cuts = defaults_doc.cuts or () if defaults_doc else ()
-    defaults_spec = dict(salvage.without(defaults_doc.body, defaults_cuts)["spec"]) if defaults_doc else {}
-    prune = bool(defaults_spec.pop("prune", False))
+    defaults_body = salvage.without(defaults_doc.body, defaults_cuts)["spec"] if defaults_doc else {}
+    prune = bool(defaults_body.get("prune", False))
+    defaults_spec = build.clean_defaults(defaults_body)
 
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
     instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
@@ -86,7 +87,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
             if node is not None:
                 nodes[doc.name] = (node, doc)
         else:
-            spec = build.deep_merge(defaults_spec, body["spec"]) if defaults_spec else body["spec"]
+            spec = build.merged_spec(defaults_spec, body["spec"])
             cuts += defaults_cuts
             references.append((spec.get("node"), doc))
             instance, issues = build.build_instance(doc.name, labels, spec, partial=bool(cuts))

@@ -42,15 +42,38 @@ class Issue:
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge recursively, lists and scalars are replaced."""
+    """`override` on top of `base`: mappings merge recursively, lists and scalars are replaced, and a
+    null in `override` removes the key (`kernel: null` unsets the Defaults' kernel). The result holds no
+    null in any mapping it merged; list items are data and stay as they are."""
     merged = dict(base)
     for key, value in override.items():
-        below = merged.get(key)
-        if type(below) is dict and type(value) is dict:  # plain YAML data: no ABC checks (hot path)
-            merged[key] = deep_merge(below, value)
+        if value is None:
+            merged.pop(key, None)
+        elif type(value) is dict:  # plain YAML data: no ABC checks (hot path)
+            below = merged.get(key)
+            merged[key] = deep_merge(below if type(below) is dict else {}, value)
         else:
             merged[key] = value
     return merged
+
+
+def merged_spec(defaults: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An instance's spec with the Defaults' spec (without `prune`, its nulls already removed by
+    `clean_defaults`) under it and every null removed: what `build_instance` takes."""
+    if defaults:
+        return deep_merge(defaults, spec)
+    if _has_null(spec):
+        return deep_merge({}, spec)
+    return spec  # the common case without Defaults: no copy
+
+
+def clean_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The Defaults document's spec as instances inherit it: without `prune` and without nulls."""
+    return deep_merge({}, {k: v for k, v in spec.items() if k != "prune"})
+
+
+def _has_null(spec: Mapping[str, Any]) -> bool:
+    return any(v is None or (type(v) is dict and _has_null(v)) for v in spec.values())
 
 
 class _Builder:

@@ -208,24 +208,27 @@ def _word(error: Any) -> SchemaIssue:
     keyword = error.validator
     value = error.instance
     hint = _hint(error)
+    shown = "null" if value is None else show(value)  # as the YAML says it
     if keyword == "additionalProperties":
         return _unknown_fields(path, value, error.schema)
     if hint and keyword in ("type", "pattern"):
-        return SchemaIssue(path, f"{show(value)} is not {hint}")
+        return SchemaIssue(path, f"{shown} is not {hint}")
     if keyword == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
-        return SchemaIssue(path, f"{show(value)} is not {wanted}")
+        # null (it unsets an inherited field) is not what anyone means to write where this is wrong
+        wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types if t != "null" or len(types) == 1)
+        return SchemaIssue(path, f"{shown} is not {wanted}")
     if keyword == "enum":
-        return SchemaIssue(path, f"{show(value)} is not one of {', '.join(map(str, error.validator_value))}")
+        values = ", ".join(str(v) for v in error.validator_value if v is not None)
+        return SchemaIssue(path, f"{shown} is not one of {values}")
     if keyword == "const":
-        return SchemaIssue(path, f"{show(value)} is not {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is not {error.validator_value}")
     if keyword == "pattern":
-        return SchemaIssue(path, f"{show(value)} is not valid here: {_pattern_words(path)}")
+        return SchemaIssue(path, f"{shown} is not valid here: {_pattern_words(path)}")
     if keyword in ("minimum", "exclusiveMinimum"):
-        return SchemaIssue(path, f"{show(value)} is below the minimum of {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is below the minimum of {error.validator_value}")
     if keyword in ("maximum", "exclusiveMaximum"):
-        return SchemaIssue(path, f"{show(value)} is above the maximum of {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is above the maximum of {error.validator_value}")
     if keyword == "maxLength":
         return SchemaIssue(path, f"is longer than {error.validator_value} characters")
     if keyword == "minLength":

@@ -203,7 +203,7 @@ class Assembly:
 def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
     """Build one file's objects as `manifest.assemble` would, and list what they claim."""
     built = _Built(parsed)
-    base = {k: v for k, v in (defaults or {}).items() if k != "prune"}
+    base = build.clean_defaults(defaults or {})
     for doc in parsed.documents:
         if doc.kind and doc.name:
             built.unique.append(("name", f"{doc.kind}/{doc.name}"))
@@ -219,7 +219,7 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
             if node is not None:
                 built.nodes[node.name] = (node, doc)
         else:
-            spec = build.deep_merge(base, doc.body["spec"]) if base else doc.body["spec"]
+            spec = build.merged_spec(base, doc.body["spec"])
             instance, issues = build.build_instance(doc.name, labels, spec)
             if instance is not None:
                 built.instances[instance.name] = instance
