@@ -193,7 +193,7 @@ def _non_specific(text: str, node: Node) -> bool:
     at = node.start_mark.index
     while at < len(text) and text[at] in "&!":
         end = at
-        while end < len(text) and text[end] not in _SPACE and (text[at] == "&" or text[end] not in _FLOW):
+        while end < len(text) and text[end] not in _SPACE and text[end] not in _FLOW:
             end += 1
         if text[at : end] == "!":
             return True
@@ -382,9 +382,9 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
     except yaml.MarkedYAMLError as err:
         return _with_departures(docs, departures), YamlFileError(_issue(err, text))
     except yaml.YAMLError as err:  # ReaderError: a character YAML does not allow
-        return docs, YamlFileError(_reader_issue(err, text))
+        return _with_departures(docs, departures), YamlFileError(_reader_issue(err, text))
     except RecursionError:
-        return docs, YamlFileError(YamlIssue(0, 0, "nesting too deep"))
+        return _with_departures(docs, departures), YamlFileError(YamlIssue(0, 0, "nesting too deep"))
     finally:
         parser.dispose()
     return _with_departures(docs, departures), None

@@ -211,3 +211,18 @@ def test_every_argv_refusal_is_listed() -> None:
 
 def test_cases_are_distinct() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.problem], ids=lambda c: c.id)
+def test_the_watch_daemon_holds_it_back_too(tmp_path: Path, case: Case) -> None:
+    """The daemon's incremental assembly gets only files without per-file problems; the rules past the
+    schema (build and cross-object) must hold the tree back there as well."""
+    from reconciler.watch.assembly import Assembly
+
+    write_tree(tmp_path, {"node.yaml": case.node, "web1.yaml": _instance_text(case.extra)})
+    parsed = manifest.parse_paths(sorted(str(p) for p in tmp_path.iterdir()))
+    if any(f.problems for f in parsed):
+        return  # refused per file (schema): the daemon never assembles it
+    assembly = Assembly()
+    assembly.update({f.path: f for f in parsed})
+    assert assembly.desired() is None
