@@ -67,8 +67,9 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     buildable = [d for d in documents if d.cuts is not None and id(d) not in duplicate_docs]
     defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].cuts is not None else None
     defaults_cuts = defaults_doc.cuts or () if defaults_doc else ()
-    defaults_spec = dict(salvage.without(defaults_doc.body, defaults_cuts)["spec"]) if defaults_doc else {}
-    prune = bool(defaults_spec.pop("prune", False))
+    defaults_body = salvage.without(defaults_doc.body, defaults_cuts)["spec"] if defaults_doc else {}
+    prune = bool(defaults_body.get("prune", False))
+    defaults_spec = build.clean_defaults(defaults_body)
 
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
     instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
@@ -88,7 +89,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
             if node is not None:
                 nodes[doc.name] = (node, doc)
         else:
-            spec = build.deep_merge(defaults_spec, body["spec"]) if defaults_spec else body["spec"]
+            spec = build.merged_spec(defaults_spec, body["spec"])
             cuts += defaults_cuts
             references.append((spec.get("node"), doc))
             instance, issues = build.build_instance(doc.name, labels, spec, partial=bool(cuts))
@@ -102,9 +103,10 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.node_references(references, declared_nodes)
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
-    violations += rules.unique_fixed_ports(instances, {n: spec for n, (spec, _) in nodes.items()},
-                                           positions.where)
-    violations += rules.host_cpu_needs_kvm(instances, {n: spec for n, (spec, _) in nodes.items()})
+    node_specs = {n: spec for n, (spec, _) in nodes.items()}
+    violations += rules.unique_fixed_ports(instances, node_specs, positions.where)
+    violations += rules.host_cpu_needs_kvm(instances, node_specs)
+    violations += rules.socket_paths(instances, node_specs)
     violations += rules.node_resources(nodes, positions.where)
 
     problems += [positions.problem(v.document, v.path, v.message) for v in violations]

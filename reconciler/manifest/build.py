@@ -2,7 +2,10 @@
 
 This is where camelCase YAML becomes the model's snake_case fields, sizes and durations become numbers,
 Defaults are merged under each instance, and the rules that concern one object alone are checked
-(boot disk, NIC modes, kernel paths, addresses, ranges). Pure: no I/O, no file system access.
+(boot disk, NIC modes, kernel paths, addresses, ranges). Every value the argv builder would refuse
+(reconciler/qemuopts.py) is refused here, at its manifest field, so `validate` catches what a start
+would: control characters in paths and kernel text, an ide disk with readOnly, an interface name QEMU
+cannot use, an IPv6 zone in an address. Pure: no I/O, no file system access.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ MAX_DOWNTIME_MS = 3_600_000
 DEFAULT_SHUTDOWN_TIMEOUT = model.InstanceSpec(name="", memory_mib=1).shutdown_timeout
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 _DNS_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # as qemuopts refuses them
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +42,38 @@ class Issue:
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """`override` on top of `base`: mappings merge recursively, lists and scalars are replaced."""
+    """`override` on top of `base`: mappings merge recursively, lists and scalars are replaced, and a
+    null in `override` removes the key (`kernel: null` unsets the Defaults' kernel). The result holds no
+    null in any mapping it merged; list items are data and stay as they are."""
     merged = dict(base)
     for key, value in override.items():
-        below = merged.get(key)
-        if type(below) is dict and type(value) is dict:  # plain YAML data: no ABC checks (hot path)
-            merged[key] = deep_merge(below, value)
+        if value is None:
+            merged.pop(key, None)
+        elif type(value) is dict:  # plain YAML data: no ABC checks (hot path)
+            below = merged.get(key)
+            merged[key] = deep_merge(below if type(below) is dict else {}, value)
         else:
             merged[key] = value
     return merged
+
+
+def merged_spec(defaults: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An instance's spec with the Defaults' spec (without `prune`, its nulls already removed by
+    `clean_defaults`) under it and every null removed: what `build_instance` takes."""
+    if defaults:
+        return deep_merge(defaults, spec)
+    if _has_null(spec):
+        return deep_merge({}, spec)
+    return spec  # the common case without Defaults: no copy
+
+
+def clean_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The Defaults document's spec as instances inherit it: without `prune` and without nulls."""
+    return deep_merge({}, {k: v for k, v in spec.items() if k != "prune"})
+
+
+def _has_null(spec: Mapping[str, Any]) -> bool:
+    return any(v is None or (type(v) is dict and _has_null(v)) for v in spec.values())
 
 
 class _Builder:
@@ -69,17 +96,27 @@ class _Builder:
         if not low <= value <= high:
             self.fail(path, f"{_num(value)}{unit} is out of range ({_num(low)}{unit} to {_num(high)}{unit})")
 
+    def plain_text(self, path: FieldPath, value: str, what: str) -> bool:
+        """No control characters (a NUL cannot be passed to QEMU at all; a newline is a mistake)."""
+        found = _CONTROL_RE.search(value)
+        if found is None:
+            return True
+        character = "a NUL character" if found.group() == "\0" else f"the control character {found.group()!r}"
+        self.fail(path, f"{what} contains {character}")
+        return False
+
     def absolute(self, path: FieldPath, value: str, what: str) -> None:
-        if "\0" in value:
-            self.fail(path, f"{what} contains a NUL character")
-        elif not os.path.isabs(value):
+        if self.plain_text(path, value, what) and not os.path.isabs(value):
             self.fail(path, f"{what} {show(value)} must be an absolute path")
 
     def ip(self, path: FieldPath, value: str) -> None:
         try:
-            ipaddress.ip_address(value)
+            address = ipaddress.ip_address(value)
         except ValueError:
             self.fail(path, f"{show(value)} is not a valid IP address")
+            return
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            self.fail(path, f"{show(value)}: an IPv6 zone (%...) cannot be passed to QEMU")
 
 
 def _num(value: float) -> str:
@@ -95,6 +132,11 @@ def check_name(name: object) -> Issue | None:
     if isinstance(name, str) and _DNS_RE.fullmatch(name) and len(name) <= 63:
         return None
     return Issue(("metadata", "name"), f"{show(name)} is not a DNS label")
+
+
+def needs_kvm(spec: model.InstanceSpec) -> bool:
+    """cpuModel host (with or without features: `host,+vmx`) runs only under KVM."""
+    return spec.cpu_model is not None and spec.cpu_model.split(",", 1)[0] == "host"
 
 
 def build_instance(
@@ -164,6 +206,10 @@ def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | No
         b.absolute((*at, "initrd"), initrd, "initrd path")
     if root is None:
         b.fail((*at, "root"), "a root device is required with a kernel")
+    else:
+        b.plain_text((*at, "root"), root, "the root device")
+    if raw.get("cmdline"):
+        b.plain_text((*at, "cmdline"), raw["cmdline"], "the kernel command line")
     return model.KernelBoot(kernel=path or "", root=root or "", initrd=initrd, cmdline=raw.get("cmdline", ""))
 
 
@@ -205,6 +251,10 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
             )
         )
     ide = [i for i, d in enumerate(disks) if d.bus is model.DiskBus.IDE]
+    for i in ide:
+        if disks[i].read_only:
+            b.fail(("spec", "disks", i, "readOnly"),
+                   "the ide bus cannot attach read-only disks; use virtio or scsi")
     if len(ide) > 4:
         b.fail(("spec", "disks", ide[4], "bus"), "at most 4 disks can use the ide bus")
     return tuple(disks)
@@ -222,6 +272,8 @@ def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
         b.fail((*at, "bridge"), "mode bridge needs a bridge")
     if mode is model.NicMode.USER and bridge is not None:
         b.fail((*at, "bridge"), "mode user cannot have a bridge")
+    if bridge in (".", ".."):
+        b.fail((*at, "bridge"), f"{show(bridge)} is not a network interface name")
     if mode is model.NicMode.USER and raw.get("hook") is not None:
         b.fail((*at, "hook"), "a hook is only used in mode bridge")
     if raw.get("hook") is not None:
@@ -294,8 +346,9 @@ def build_node(
     address = spec.get("address", "127.0.0.1")
     b.ip(("spec", "address"), address)
     state_dir = spec["stateDir"]
-    if "\0" in state_dir:
-        b.fail(("spec", "stateDir"), "stateDir contains a NUL character")
+    b.plain_text(("spec", "stateDir"), state_dir, "stateDir")
+    if "qemuBinary" in spec:
+        b.plain_text(("spec", "qemuBinary"), spec["qemuBinary"], "qemuBinary")
     memory = None
     if "memory" in spec:
         memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, -1)

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from reconciler import hostports, model
-from reconciler.manifest.build import FieldPath
+from reconciler import hostports, layout, model
+from reconciler.manifest.build import FieldPath, needs_kvm
 from reconciler.manifest.parse import ParsedDocument
 from reconciler.manifest.problems import field_path
 
@@ -218,10 +218,41 @@ def host_cpu_needs_kvm(
     out = []
     for spec, doc in instances.values():
         node = nodes.get(spec.node or "")
-        if spec.cpu_model == "host" and node is not None and node.accelerator is not model.Accelerator.KVM:
+        if needs_kvm(spec) and node is not None and node.accelerator is not model.Accelerator.KVM:
             out.append(
                 Violation(doc, ("spec", "cpuModel"), f"cpuModel host needs a kvm node; {node.name} uses tcg")
             )
+    return out
+
+
+def socket_problem(node: model.NodeSpec, name: str) -> str | None:
+    """Why instance `name`'s unix sockets cannot be bound under `node`'s stateDir (sun_path), or None."""
+    try:
+        layout.check_sockets(layout.instance_paths(node, name))
+    except layout.SocketPathTooLong as err:
+        return (f"its socket path on node {node.name} would be {err.length} bytes, over the limit of "
+                f"{layout.SUN_PATH_MAX} ({err.path}); use a shorter stateDir or name")
+    except layout.InvalidInstanceName:
+        return None  # reported at metadata.name
+    return None
+
+
+def socket_paths(
+    instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], nodes: Mapping[str, model.NodeSpec]
+) -> list[Violation]:
+    """Each instance's sockets must fit a unix socket address under its node's state directory."""
+    out = []
+    fits: dict[tuple[str, int], bool] = {}  # the paths' lengths depend on the name's length only
+    for spec, doc in instances.values():
+        node = nodes.get(spec.node or "")
+        if node is None:
+            continue
+        key = (node.name, len(spec.name))
+        if key not in fits:
+            fits[key] = socket_problem(node, "x" * len(spec.name)) is None
+        problem = None if fits[key] else socket_problem(node, spec.name)
+        if problem is not None:
+            out.append(Violation(doc, ("spec", "node"), problem))
     return out
 
 

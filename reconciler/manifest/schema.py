@@ -1,9 +1,15 @@
-"""The manifest JSON Schema: finding it, checking documents against it, wording its errors.
+r"""The manifest JSON Schema: finding it, checking documents against it, wording its errors.
 
 `schemas/manifest.schema.json` (JSON Schema 2020-12) is the source of truth for the shape of a document;
 editors use the same file. jsonschema's full validator is slow (about 0.2 ms per instance), so documents
 first go through a compiled validity check (fastjsonschema, on a draft-07 view of the same schema) and
 only the ones it rejects are explained by jsonschema. Both validators are built once, on first use.
+
+The schema's `pattern`s are ECMA-262 regular expressions (editors check them in JavaScript), where `$`
+matches only at the end of the text; in Python's `re` it also matches before a final newline, so
+`machine: "pc\n"` would pass. Both validators here read `$` as `\Z` (fastjsonschema does so itself;
+jsonschema's `pattern` keyword is replaced), and the schema avoids classes whose meaning differs
+between the two (`\d`, `\w`, `\s`, `\b`); tests/manifest/test_schema_patterns.py holds them to it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import json
 import marshal
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -62,7 +69,23 @@ def schema() -> dict[str, Any]:
 def _full_validator() -> Any:
     import jsonschema  # slow import (~0.1 s): only when a document fails the fast check
 
-    return jsonschema.Draft202012Validator(schema())
+    def pattern(validator: Any, wanted: str, instance: Any, _schema: Any) -> Iterable[Any]:
+        if validator.is_type(instance, "string") and not ecma_regex(wanted).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {wanted!r}")
+
+    ecma = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+    return ecma(schema())
+
+
+_DOLLAR = re.compile(r"(?<!\\)((?:\\\\)*)\$")  # a `$` not escaped by a backslash
+
+
+@functools.cache
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """An ECMA-262 pattern (as the schema's are written) compiled with ECMA's `$`: the end of the text.
+
+    A `$` inside a character class would be a literal in both languages; the schema has none."""
+    return re.compile(_DOLLAR.sub(r"\1\\Z", pattern))
 
 
 @functools.cache
@@ -144,6 +167,8 @@ def validate(document: Any) -> list[SchemaIssue]:
             continue
         issue = _word(error)
         issues.setdefault(issue.path, issue)
+    if not issues:  # the validators disagree (a bug): the fast check's "invalid" still stands
+        return [SchemaIssue((), "does not match the manifest schema")]
     return sorted(issues.values(), key=lambda i: [str(p) for p in i.path])
 
 
@@ -181,24 +206,27 @@ def _word(error: Any) -> SchemaIssue:
     keyword = error.validator
     value = error.instance
     hint = _hint(error)
+    shown = "null" if value is None else show(value)  # as the YAML says it
     if keyword == "additionalProperties":
         return _unknown_fields(path, value, error.schema)
     if hint and keyword in ("type", "pattern"):
-        return SchemaIssue(path, f"{show(value)} is not {hint}")
+        return SchemaIssue(path, f"{shown} is not {hint}")
     if keyword == "type":
         types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
-        return SchemaIssue(path, f"{show(value)} is not {wanted}")
+        # null (it unsets an inherited field) is not what anyone means to write where this is wrong
+        wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types if t != "null" or len(types) == 1)
+        return SchemaIssue(path, f"{shown} is not {wanted}")
     if keyword == "enum":
-        return SchemaIssue(path, f"{show(value)} is not one of {', '.join(map(str, error.validator_value))}")
+        values = ", ".join(str(v) for v in error.validator_value if v is not None)
+        return SchemaIssue(path, f"{shown} is not one of {values}")
     if keyword == "const":
-        return SchemaIssue(path, f"{show(value)} is not {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is not {error.validator_value}")
     if keyword == "pattern":
-        return SchemaIssue(path, f"{show(value)} is not valid here: {_pattern_words(path)}")
+        return SchemaIssue(path, f"{shown} is not valid here: {_pattern_words(path)}")
     if keyword in ("minimum", "exclusiveMinimum"):
-        return SchemaIssue(path, f"{show(value)} is below the minimum of {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is below the minimum of {error.validator_value}")
     if keyword in ("maximum", "exclusiveMaximum"):
-        return SchemaIssue(path, f"{show(value)} is above the maximum of {error.validator_value}")
+        return SchemaIssue(path, f"{shown} is above the maximum of {error.validator_value}")
     if keyword == "maxLength":
         return SchemaIssue(path, f"is longer than {error.validator_value} characters")
     if keyword == "minLength":

@@ -8,7 +8,12 @@ of our own (faster than PyYAML's generic constructor) turns nodes into data:
 - YAML 1.2 core scalars only: true/false, null, decimal/0x/0o integers, floats; everything else is a string;
 - other tags (`!!python/object`, `!!binary`, `!!timestamp`, `!custom`, ...) are errors: no object is built;
 - duplicate keys and non-string keys are reported with their line, not silently dropped;
-- alias expansion is capped and recursive aliases are rejected.
+- alias expansion is capped and recursive aliases are rejected;
+- where libyaml departs from YAML 1.2, the result is the spec's data or an error, never other data: the
+  non-specific tag `!` makes a string (libyaml resolves `! 12` as if plain), a missing final line break
+  changes nothing (libyaml drops a block scalar's last line break there, and its trailing space line),
+  and `?x` in a flow collection or an anchor name with `:` (`&an:chor`), which libyaml splits
+  differently, are errors at the token (see `_departures`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ _INT_RE = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
 _FLOAT_RE = re.compile(
     r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
+_SPACE = " \t\r\n"
+_FLOW = ",[]{}"
+# Cheap pre-filters: only a text that matches one is token-scanned for the departures it names.
+_MAYBE_FLOW_KEY = re.compile(r"\?[^\s,\[\]{}]")
+_MAYBE_LONG_ANCHOR = re.compile(r"[&*][0-9A-Za-z_-]+[?:%@`]")  # libyaml's anchor ends; YAML 1.2's goes on
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _NULLS = frozenset({"~", "null", "Null", "NULL", ""})
 
@@ -101,9 +111,10 @@ class StrictParser(yaml.CSafeLoader):
 class _Converter:
     """Node tree -> plain data; records issues instead of stopping at the first one."""
 
-    def __init__(self, may_alias: bool) -> None:
+    def __init__(self, may_alias: bool, text: str = "") -> None:
         self.issues: list[YamlIssue] = []
         self._may_alias = may_alias
+        self._text = text
         self._done: dict[int, Any] = {}  # aliases share the converted object, as PyYAML does
 
     def issue(self, node: Node, message: str) -> None:
@@ -117,7 +128,7 @@ class _Converter:
         tag = node.tag
         value: Any
         if type(node) is ScalarNode:
-            value = node.value if tag == _STR else self._scalar(node, tag)
+            value = node.value if tag == _STR or _non_specific(self._text, node) else self._scalar(node, tag)
         elif type(node) is MappingNode and tag == _MAP:
             value = self._mapping(node)
         elif type(node) is SequenceNode and tag == _SEQ:
@@ -172,6 +183,79 @@ class _Converter:
             else:
                 mapping[key] = self.convert(value_node)
         return mapping
+
+
+def _non_specific(text: str, node: Node) -> bool:
+    """Whether the scalar carries the non-specific tag `!` (YAML 1.2: a string, whatever it looks like).
+
+    libyaml resolves `! 12` as it resolves a plain `12` and keeps no trace of the `!` in the node, so the
+    node's properties (`&anchor`, tag; they start at its start mark) are read from the text."""
+    at = node.start_mark.index
+    while at < len(text) and text[at] in "&!":
+        end = at
+        while end < len(text) and text[end] not in _SPACE and text[end] not in _FLOW:
+            end += 1
+        if text[at : end] == "!":
+            return True
+        if text[at] == "!":
+            return False  # another tag (refused or resolved elsewhere)
+        at = end
+        while at < len(text) and text[at] in _SPACE:  # properties may be separated by line breaks too
+            at += 1
+    return False
+
+
+def _departures(text: str) -> list[YamlIssue]:
+    """Tokens that libyaml reads differently from YAML 1.2, where changing the data silently would be
+    wrong: `?x` in a flow collection (YAML 1.2: the text '?x'; libyaml: the key 'x') and anchor or alias
+    names with `?:%@` or a backtick (YAML 1.2 reads `&an:chor` as one name; libyaml stops at `:`).
+    Only texts that match a pre-filter are scanned; a syntax error is left to the real parse."""
+    flow_keys = _MAYBE_FLOW_KEY.search(text) is not None and ("[" in text or "{" in text)
+    anchors = _MAYBE_LONG_ANCHOR.search(text) is not None
+    if not flow_keys and not anchors:
+        return []
+    issues: list[YamlIssue] = []
+    parser = StrictParser(text)
+    flow = 0
+    try:
+        while parser.check_token():
+            token: Any = parser.get_token()
+            kind = type(token)
+            start, after = token.start_mark.index, token.end_mark.index
+            following = text[after : after + 1]
+            if kind in (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken):
+                flow += 1
+            elif kind in (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken):
+                flow -= 1
+            elif kind is yaml.KeyToken and flow and after > start and following not in ("", *_SPACE, *_FLOW):
+                word = _word_at(text, start, plain=True)
+                issues.append(_at(token, f"{word!r} in a flow collection: YAML 1.2 reads it as text, this "
+                                         f"parser as a key; quote it, or write '? {word[1:]}' for a key"))
+            elif kind in (yaml.AnchorToken, yaml.AliasToken) and following and following in "?:%@`":
+                what = "anchor" if kind is yaml.AnchorToken else "alias"
+                issues.append(_at(token, f"{what} {_word_at(text, start)!r}: YAML 1.2 reads the whole name, "
+                                         f"this parser stops at {following!r}; use letters, digits, '-' and "
+                                         "'_' only"))
+    except yaml.YAMLError:
+        pass  # the real parse reports it
+    finally:
+        parser.dispose()
+    return issues
+
+
+def _word_at(text: str, start: int, plain: bool = False) -> str:
+    """The name or plain scalar that starts at `start`, as YAML 1.2 delimits it (shortened for messages);
+    a plain scalar also ends at ':' before a space or a flow indicator."""
+    end = start
+    while end < len(text) and text[end] not in _SPACE and text[end] not in _FLOW:
+        if plain and text[end] == ":" and (end + 1 == len(text) or text[end + 1] in _SPACE + _FLOW):
+            break
+        end += 1
+    return text[start:end][:40]
+
+
+def _at(token: Any, message: str) -> YamlIssue:
+    return YamlIssue(token.start_mark.line, token.start_mark.column, message)
 
 
 def _bad_tag(tag: str) -> str:
@@ -265,9 +349,12 @@ def _too_deep(text: str) -> YamlFileError | None:
 
 def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]:
     """Every document in `text`, in order, plus the syntax error that stopped reading (if any)."""
+    if text and text[-1] not in "\n\r":
+        text += "\n"  # a final line break never changes the data (YAML 1.2; libyaml's block scalars differ)
     too_deep = _too_deep(text)
     if too_deep is not None:
         return [], too_deep
+    departures = _departures(text)
     may_alias = "*" in text  # no alias token, no alias: skip the expansion walk
     docs: list[YamlDocument] = []
     parser = StrictParser(text)
@@ -285,7 +372,7 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
                     )
                 )
                 continue
-            converter = _Converter(may_alias)
+            converter = _Converter(may_alias, text)
             try:
                 data = converter.convert(node)
             except RecursionError:
@@ -293,14 +380,27 @@ def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]
                 data = None
             docs.append(YamlDocument(len(docs), mark.line, mark.column, data, tuple(converter.issues)))
     except yaml.MarkedYAMLError as err:
-        return docs, YamlFileError(_issue(err, text))
+        return _with_departures(docs, departures), YamlFileError(_issue(err, text))
     except yaml.YAMLError as err:  # ReaderError: a character YAML does not allow
-        return docs, YamlFileError(_reader_issue(err, text))
+        return _with_departures(docs, departures), YamlFileError(_reader_issue(err, text))
     except RecursionError:
-        return docs, YamlFileError(YamlIssue(0, 0, "nesting too deep"))
+        return _with_departures(docs, departures), YamlFileError(YamlIssue(0, 0, "nesting too deep"))
     finally:
         parser.dispose()
-    return docs, None
+    return _with_departures(docs, departures), None
+
+
+def _with_departures(docs: list[YamlDocument], departures: list[YamlIssue]) -> list[YamlDocument]:
+    """Each departure becomes an issue of the document it is in (the last one starting before it)."""
+    if not departures or not docs:
+        return docs
+    out = list(docs)
+    for issue in departures:
+        where = (issue.line, issue.column)
+        i = max((i for i, d in enumerate(docs) if (d.line, d.column) <= where), default=0)
+        doc = out[i]
+        out[i] = YamlDocument(doc.index, doc.line, doc.column, doc.data, (*doc.issues, issue))
+    return out
 
 
 def _issue(err: yaml.MarkedYAMLError, text: str) -> YamlIssue:

@@ -162,6 +162,11 @@ class Assembly:
                 return False
             if what == "host-cpu" and node is not None and node[0].accelerator is not model.Accelerator.KVM:
                 return False
+            if what == "sockets":
+                length, _, name = key.partition("/")
+                node = nodes.get(name)
+                if node is not None and rules.socket_problem(node[0], "x" * int(length)) is not None:
+                    return False
         if rules.node_resources(nodes, lambda d: ""):
             return False
         if self._ports_ok is None:  # an edit that touches no VNC display and no node costs nothing here
@@ -215,7 +220,7 @@ class Assembly:
 def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
     """Build one file's objects as `manifest.assemble` would, and list what they claim."""
     built = _Built(parsed)
-    base = {k: v for k, v in (defaults or {}).items() if k != "prune"}
+    base = build.clean_defaults(defaults or {})
     for doc in parsed.documents:
         if doc.kind and doc.name:
             built.unique.append(("name", f"{doc.kind}/{doc.name}"))
@@ -231,7 +236,7 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
             if node is not None:
                 built.nodes[node.name] = (node, doc)
         else:
-            spec = build.deep_merge(base, doc.body["spec"]) if base else doc.body["spec"]
+            spec = build.merged_spec(base, doc.body["spec"])
             instance, issues = build.build_instance(doc.name, labels, spec)
             if instance is not None:
                 built.instances[instance.name] = instance
@@ -241,7 +246,9 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
                     built.ports.append(instance)
                 if instance.node is not None:
                     built.refs.append(("node", instance.node))
-                    if instance.cpu_model == "host":
+                    # socket paths depend on the name's length only: one key per (node, length)
+                    built.refs.append(("sockets", f"{len(instance.name)}/{instance.node}"))
+                    if build.needs_kvm(instance):
                         built.refs.append(("host-cpu", instance.node))
         built.broken = built.broken or bool(issues)
     return built

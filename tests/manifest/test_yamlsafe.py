@@ -114,3 +114,95 @@ def test_deep_nesting_never_crashes(depth: int) -> None:
         assert problems == []
     else:
         assert problems in (["nesting too deep"], ["nesting deeper than 100 levels"])
+
+
+# Where libyaml departs from YAML 1.2 (issue 11), the loader gives the spec's data or a one-line error at
+# the offending token: never silently different data. Expected values are the YAML 1.2 reading (as the
+# yaml-test-suite has it: JEF9, L24T for block scalars at the end of the input).
+@pytest.mark.parametrize(
+    ("text", "data"),
+    [
+        ("- ! 12\n", ["12"]),  # '!' is the non-specific tag: a string, not an int
+        ('- ! "12"\n', ["12"]),
+        ("a: ! true\n", {"a": "true"}),
+        ("a: ! ~\n", {"a": "~"}),
+        ("a: !\n", {"a": ""}),
+        ("a: !\n  12\n", {"a": "12"}),
+        ("- &a ! 12\n- *a\n", ["12", "12"]),
+        ("- ! &a 12\n", ["12"]),
+        ("a: ! [1, x]\n", {"a": [1, "x"]}),  # on a collection it only says seq/map
+        ("a: 12\nb: &n 12\n", {"a": 12, "b": 12}),  # no tag, still a number
+        ("a: |\n  x\n   ", {"a": "x\n \n"}),  # a trailing space line at the end of the input (L24T)
+        ("a: |\n  x\n    ", {"a": "x\n  \n"}),
+        ("a: >\n  x\n    ", {"a": "x\n  \n"}),
+        ("- |+\n   ", ["\n"]),  # JEF9
+        ("a: |+\n  x\n   ", {"a": "x\n \n"}),
+        ("a: |-\n  x\n    ", {"a": "x\n  "}),
+        ("a: |\n  x", {"a": "x\n"}),  # a missing final line break changes nothing
+        ("a: |\n  x\n   \n", {"a": "x\n \n"}),
+    ],
+)
+def test_yaml_1_2_data_where_libyaml_departs(text: str, data: object) -> None:
+    docs, fatal = yamlsafe.load_documents(text)
+    assert fatal is None and [d.issues for d in docs] == [()]
+    assert docs[0].data == data
+
+
+@pytest.mark.parametrize(
+    ("text", "issue"),
+    [
+        (
+            "{ ?foo: bar }\n",
+            (0, 2, "'?foo' in a flow collection: YAML 1.2 reads it as text, this parser as a key; "
+                   "quote it, or write '? foo' for a key"),
+        ),
+        (
+            "[?x]\n",
+            (0, 1, "'?x' in a flow collection: YAML 1.2 reads it as text, this parser as a key; "
+                   "quote it, or write '? x' for a key"),
+        ),
+        (
+            "a: [b, ?c: d]\n",
+            (0, 7, "'?c' in a flow collection: YAML 1.2 reads it as text, this parser as a key; "
+                   "quote it, or write '? c' for a key"),
+        ),
+        (
+            "key: &an:chor value\n",
+            (0, 5, "anchor '&an:chor': YAML 1.2 reads the whole name, this parser stops at ':'; "
+                   "use letters, digits, '-' and '_' only"),
+        ),
+        (
+            "a: &x v\nb: [*x:y]\n",
+            (1, 4, "alias '*x:y': YAML 1.2 reads the whole name, this parser stops at ':'; "
+                   "use letters, digits, '-' and '_' only"),
+        ),
+        (
+            "a: 1\n---\nb: {?x: 1}\n",
+            (2, 4, "'?x' in a flow collection: YAML 1.2 reads it as text, this parser as a key; "
+                   "quote it, or write '? x' for a key"),
+        ),
+    ],
+)
+def test_libyaml_departures_are_errors(text: str, issue: tuple[int, int, str]) -> None:
+    docs, fatal = yamlsafe.load_documents(text)
+    assert fatal is None
+    found = [(i.line, i.column, i.message) for d in docs for i in d.issues]
+    assert found == [issue]
+    assert docs[-1].issues  # the issue belongs to the document it is in
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: '?x'\nb: [\"?y\", '&z:w']\n",  # quoted: no departure
+        "a: {? x : y}\n",  # an explicit key, spelt as both readings agree
+        "a: x?y\nb: {c: d?e}\n",
+        "? x\n: y\n",  # block context: libyaml agrees with YAML 1.2
+        "a: &x-y_1 1\nb: *x-y_1\n",
+        "a: &x [1]\nb: *x\n",
+        "cmdline: 'a&b:c *d:e ?f'\n",
+    ],
+)
+def test_no_false_departures(text: str) -> None:
+    docs, fatal = yamlsafe.load_documents(text)
+    assert fatal is None and [d.issues for d in docs] == [()]
