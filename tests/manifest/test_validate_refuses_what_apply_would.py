@@ -95,6 +95,12 @@ CASES = [
     Case("nic-mac-multicast", '  nics:\n    - {mac: "53:54:00:00:00:01", mode: user}\n',
          "instance web1: spec.nics[0].mac: '53:54:00:00:00:01' is a multicast address (the first octet "
          "must be even)", "nics[0].mac", _nic(mac="53:54:00:00:00:01"), line=9),
+    Case("vnc-passwordFile-newline", '  vnc: {passwordFile: "/etc/vnc\\n"}\n',
+         "instance web1: spec.vnc.passwordFile: passwordFile contains the control character '\\n'",
+         "vnc.password_file", _inst(vnc=model.Vnc(password_file="/etc/vnc\n")), line=11),
+    Case("vnc-tls-x509Dir-newline", '  vnc: {tls: {x509Dir: "/etc/pki\\n"}}\n',
+         "instance web1: spec.vnc.tls.x509Dir: x509Dir contains the control character '\\n'",
+         "vnc.tls.x509_dir", _inst(vnc=model.Vnc(tls=model.VncTls(x509_dir="/etc/pki\n"))), line=11),
     Case("vnc-bind-zone", "  vnc: {bind: 'fe80::1%eth0'}\n",
          "instance web1: spec.vnc.bind: 'fe80::1%eth0': an IPv6 zone (%...) cannot be passed to QEMU",
          "vnc.bind", _inst(vnc=model.Vnc(bind="fe80::1%eth0")), line=11),
