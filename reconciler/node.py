@@ -202,12 +202,15 @@ def probe_path(path: str) -> PathInfo:
     except ValueError:  # a NUL byte: validate refuses these, a saved plan could still carry one
         return PathInfo(PathKind.ERROR, error="the path contains a NUL character")
     if stat.S_ISREG(mode):
-        return PathInfo(PathKind.FILE, executable=bool(mode & 0o111) and os.access(path, os.X_OK))
+        return _EXECUTABLE if mode & 0o111 and os.access(path, os.X_OK) else _FILE
     if stat.S_ISDIR(mode):
-        return PathInfo(PathKind.DIRECTORY)
-    if stat.S_ISBLK(mode):
-        return PathInfo(PathKind.BLOCK_DEVICE)
-    return PathInfo(PathKind.OTHER)
+        return _DIRECTORY
+    return _BLOCK_DEVICE if stat.S_ISBLK(mode) else _OTHER
+
+
+_FILE, _EXECUTABLE = PathInfo(PathKind.FILE), PathInfo(PathKind.FILE, executable=True)
+_DIRECTORY, _BLOCK_DEVICE = PathInfo(PathKind.DIRECTORY), PathInfo(PathKind.BLOCK_DEVICE)
+_OTHER = PathInfo(PathKind.OTHER)
 
 
 def _has_pidfile(cmdline: Sequence[str], pidfile: str) -> bool:

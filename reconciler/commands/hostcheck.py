@@ -21,11 +21,11 @@ from reconciler.planner import needs as needs_mod
 async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
                       nodes: Mapping[str, Node]) -> Plan:
     """`plan` with an error for each file, binary or bridge its launches need and their nodes lack."""
-    needs = needs_mod.requirements(plan, desired, actual)
-    if not needs:
+    reqs = needs_mod.requirements(plan, desired, actual)
+    if not reqs:
         return plan
-    answers = await check_paths_all(nodes, needs_mod.queries(needs))
-    missing = needs_mod.missing(needs, answers)
+    answers = await check_paths_all(nodes, reqs.queries())
+    missing = needs_mod.missing(reqs, answers)
     if not missing:
         return plan
     from reconciler.manifest import origin

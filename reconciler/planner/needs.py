@@ -21,9 +21,8 @@ placed at the manifest field by the caller's `manifest.origin` lookup).
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from reconciler.actual import ActualState
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
@@ -62,37 +61,69 @@ class Missing:
     detail: str  # e.g. "'/boot/vmlinuz' does not exist on node node-a"
 
 
-def needs_of(spec: InstanceSpec, node: NodeSpec) -> tuple[Need, ...]:
-    """Everything a new QEMU process of `spec` needs on `node`, in manifest field order."""
-    out: list[Need] = []
+FieldPath = tuple[str | int, ...]
+_QEMU_BINARY: FieldPath = ("spec", "qemuBinary")
+_KERNEL: FieldPath = ("spec", "kernel", "path")
+_INITRD: FieldPath = ("spec", "kernel", "initrd")
 
-    def need(path: tuple[str | int, ...], value: str, kind: NeedKind, owner: Kind = Kind.INSTANCE) -> None:
-        name = spec.name if owner is Kind.INSTANCE else node.name
-        out.append(Need(spec.name, node.name, FieldRef(owner, name, ("spec", *path)), value, kind))
 
-    need(("qemuBinary",), node.qemu_binary, NeedKind.EXECUTABLE, Kind.NODE)
+def _wants(spec: InstanceSpec, node: NodeSpec) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
+    """The table: (kind, value, manifest field, the kind of object declaring it), in field order."""
+    yield NeedKind.EXECUTABLE, node.qemu_binary, _QEMU_BINARY, Kind.NODE
     if spec.kernel is not None:
-        need(("kernel", "path"), spec.kernel.kernel, NeedKind.FILE)
+        yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
         if spec.kernel.initrd is not None:
-            need(("kernel", "initrd"), spec.kernel.initrd, NeedKind.FILE)
+            yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
     for i, disk in enumerate(spec.disks):
-        need(("disks", i, "path"), disk.path, NeedKind.DISK)
+        yield NeedKind.DISK, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE
     for i, nic in enumerate(spec.nics):
         if nic.mode is not NicMode.BRIDGE:
             continue
         if nic.hook is not None:  # the hook plugs the tap in, maybe not into a Linux bridge (e.g. OVS)
-            need(("nics", i, "hook"), nic.hook, NeedKind.EXECUTABLE)
+            yield NeedKind.EXECUTABLE, nic.hook, ("spec", "nics", i, "hook"), Kind.INSTANCE
         elif nic.bridge is not None:
-            need(("nics", i, "bridge"), nic.bridge, NeedKind.BRIDGE)
-    return tuple(out)
+            yield NeedKind.BRIDGE, nic.bridge, ("spec", "nics", i, "bridge"), Kind.INSTANCE
 
 
-def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> tuple[Need, ...]:
+def needs_of(spec: InstanceSpec, node: NodeSpec) -> tuple[Need, ...]:
+    """Everything a new QEMU process of `spec` needs on `node`, in manifest field order."""
+    return tuple(
+        Need(spec.name, node.name, FieldRef(owner, spec.name if owner is Kind.INSTANCE else node.name, path),
+             value, kind)
+        for kind, value, path, owner in _wants(spec, node)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """The plan's launches (spec, node) and, per node, the distinct values each kind of need asks for.
+
+    Kept apart so the common case (everything there) costs a set insertion per need and one look per
+    distinct path; `Need` objects with their fields are made only for the instances something fails."""
+
+    launches: tuple[tuple[InstanceSpec, NodeSpec], ...] = ()
+    wanted: Mapping[str, Mapping[NeedKind, frozenset[str]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.launches)
+
+    def queries(self) -> dict[str, frozenset[str]]:
+        """Node name -> the distinct paths to ask it about."""
+        return {node: frozenset(_query(kind, v) for kind, values in kinds.items() for v in values)
+                for node, kinds in self.wanted.items()}
+
+
+def _query(kind: NeedKind, value: str) -> str:
+    return BRIDGE_DIR.format(value) if kind is NeedKind.BRIDGE else value
+
+
+def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requirements:
     """What the plan's launches need: starts and restarts the desired spec on their node, migrations the
     recorded spec on the target. Actions that launch nothing, or land on no declared node (an error of
     the plan already), need nothing."""
-    recorded = {(r.name, r.node): r.spec for r in actual.instances}
-    out: list[Need] = []
+    recorded = {(r.name, r.node): r.spec for r in actual.instances if r.spec is not None}
+    launches: list[tuple[InstanceSpec, NodeSpec]] = []
+    wanted: dict[str, dict[NeedKind, set[str]]] = {}
     for action in plan.actions:
         node = desired.nodes.get(action.node)
         if node is None:
@@ -102,53 +133,82 @@ def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> tupl
             spec = desired.instances.get(action.name)
         elif action.kind is ActionKind.MIGRATE:
             spec = recorded.get((action.name, action.source_node or ""))
-        if spec is not None:
-            out += needs_of(spec, node)
-    return tuple(out)
-
-
-def queries(needs: Iterable[Need]) -> dict[str, frozenset[str]]:
-    """Node name -> the distinct paths to ask it about."""
-    by_node: dict[str, set[str]] = defaultdict(set)
-    for need in needs:
-        by_node[need.node].add(need.query)
-    return {node: frozenset(paths) for node, paths in sorted(by_node.items())}
+        if spec is None:
+            continue
+        launches.append((spec, node))
+        kinds = wanted.get(node.name)
+        if kinds is None:
+            kinds = wanted[node.name] = {kind: set() for kind in NeedKind}
+        for kind, value, _, _ in _wants(spec, node):
+            kinds[kind].add(value)
+    return Requirements(tuple(launches), {
+        node: {kind: frozenset(values) for kind, values in kinds.items() if values}
+        for node, kinds in sorted(wanted.items())
+    })
 
 
 _NO_ANSWER = PathInfo(PathKind.ERROR, error="the node gave no answer for it")
 
 
-def missing(needs: Iterable[Need], answers: Mapping[str, Mapping[str, PathInfo]]) -> tuple[Missing, ...]:
-    """The needs the nodes' answers do not satisfy, each with the one-line reason."""
+def missing(reqs: Requirements, answers: Mapping[str, Mapping[str, PathInfo]]) -> tuple[Missing, ...]:
+    """The needs the nodes' answers do not satisfy, each with the one-line reason, in plan order."""
+    failing = {
+        (node, kind, value)
+        for node, kinds in reqs.wanted.items()
+        for kind, values in kinds.items()
+        for value in values
+        if not _ok(kind, answers.get(node, {}).get(_query(kind, value), _NO_ANSWER))
+    }
+    if not failing:
+        return ()
     out = []
-    for need in needs:
-        info = answers.get(need.node, {}).get(need.query, _NO_ANSWER)
-        detail = _problem(need, info, "" if need.field.kind is Kind.NODE else f" on node {need.node}")
-        if detail is not None:
-            out.append(Missing(need, detail))
+    for spec, node in reqs.launches:
+        for need in needs_of(spec, node):
+            if (need.node, need.kind, need.value) in failing:
+                info = answers.get(need.node, {}).get(need.query, _NO_ANSWER)
+                on = "" if need.field.kind is Kind.NODE else f" on node {need.node}"
+                out.append(Missing(need, _problem(need.kind, need.value, info, on) or ""))
     return tuple(out)
 
 
-def _problem(need: Need, info: PathInfo, on: str) -> str | None:
-    """Why `info` does not satisfy `need`, or None when it does; `on` names the node (" on node n")."""
-    value = repr(need.value)
+_SATISFY = {
+    NeedKind.FILE: frozenset({PathKind.FILE}),
+    NeedKind.DISK: frozenset({PathKind.FILE, PathKind.BLOCK_DEVICE}),
+    NeedKind.EXECUTABLE: frozenset({PathKind.FILE}),  # and executable
+    NeedKind.BRIDGE: frozenset({PathKind.DIRECTORY}),
+}
+
+
+def _ok(need: NeedKind, info: PathInfo) -> bool:
+    return info.kind in _SATISFY[need] and (info.executable or need is not NeedKind.EXECUTABLE)
+
+
+def _problem(need: NeedKind, raw: str, info: PathInfo, on: str) -> str | None:
+    """Why `info` (the answer about `raw`) does not satisfy a need of kind `need`, or None when it does;
+    `on` names the node (" on node n")."""
+    value = repr(raw)
     kind = info.kind
     if kind is PathKind.ERROR:
         return f"{value} cannot be checked{on}: {info.error}"
-    if need.kind is NeedKind.BRIDGE:
+    if need is NeedKind.BRIDGE:
         ok = kind is PathKind.DIRECTORY
-        return None if ok else f"there is no bridge {value}{on} ({need.query} is missing)"
+        return None if ok else f"there is no bridge {value}{on} ({_query(need, raw)} is missing)"
     if kind is PathKind.MISSING:
-        return f"{value} is not found in PATH{on}" if "/" not in need.value else f"{value} does not exist{on}"
-    if need.kind is NeedKind.FILE and kind is not PathKind.FILE:
+        return f"{value} is not found in PATH{on}" if "/" not in raw else f"{value} does not exist{on}"
+    if need is NeedKind.FILE and kind is not PathKind.FILE:
         return f"{value}{on} is a {kind.value}, not a regular file"
-    if need.kind is NeedKind.DISK and kind not in (PathKind.FILE, PathKind.BLOCK_DEVICE):
+    if need is NeedKind.DISK and kind not in (PathKind.FILE, PathKind.BLOCK_DEVICE):
         return f"{value}{on} is a {kind.value}, not a disk image file or block device"
-    if need.kind is NeedKind.EXECUTABLE and not (kind is PathKind.FILE and info.executable):
-        found = f" ({info.resolved})" if info.resolved and info.resolved != need.value else ""
+    if need is NeedKind.EXECUTABLE and not (kind is PathKind.FILE and info.executable):
+        found = f" ({info.resolved})" if info.resolved and info.resolved != raw else ""
         what = "not executable" if kind is PathKind.FILE else f"a {kind.value}, not an executable file"
         return f"{value}{found}{on} is {what}"
     return None
+
+
+def field_text(path: FieldPath) -> str:
+    """("spec", "disks", 0, "path") -> "spec.disks[0].path" (as validate names fields)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def problems(found: Iterable[Missing], origins: Mapping[FieldRef, SourceRef]) -> tuple[PlanProblem, ...]:
@@ -159,9 +219,8 @@ def problems(found: Iterable[Missing], origins: Mapping[FieldRef, SourceRef]) ->
     out: dict[tuple[str, FieldRef], PlanProblem] = {}
     for m in found:
         ref = m.need.field
-        field = ".".join(f"[{p}]" if isinstance(p, int) else p for p in ref.path).replace(".[", "[")
         prefix = f"node {ref.name}: " if ref.kind is Kind.NODE else ""
         out.setdefault((m.need.instance, ref), PlanProblem(
-            ProblemKind.MISSING_ON_NODE, f"instance {m.need.instance}", f"{prefix}{field}: {m.detail}",
-            origins.get(ref)))
+            ProblemKind.MISSING_ON_NODE, f"instance {m.need.instance}",
+            f"{prefix}{field_text(ref.path)}: {m.detail}", origins.get(ref)))
     return tuple(p for _, p in sorted(out.items(), key=lambda kv: kv[0][0]))
