@@ -196,14 +196,21 @@ def _problem(need: NeedKind, raw: str, info: PathInfo, on: str) -> str | None:
     if kind is PathKind.MISSING:
         return f"{value} is not found in PATH{on}" if "/" not in raw else f"{value} does not exist{on}"
     if need is NeedKind.FILE and kind is not PathKind.FILE:
-        return f"{value}{on} is a {kind.value}, not a regular file"
+        return f"{value}{on} is {_A[kind]}, not a regular file"
     if need is NeedKind.DISK and kind not in (PathKind.FILE, PathKind.BLOCK_DEVICE):
-        return f"{value}{on} is a {kind.value}, not a disk image file or block device"
+        return f"{value}{on} is {_A[kind]}, not a disk image file or block device"
     if need is NeedKind.EXECUTABLE and not (kind is PathKind.FILE and info.executable):
         found = f" ({info.resolved})" if info.resolved and info.resolved != raw else ""
-        what = "not executable" if kind is PathKind.FILE else f"a {kind.value}, not an executable file"
+        what = "not executable" if kind is PathKind.FILE else f"{_A[kind]}, not an executable file"
         return f"{value}{found}{on} is {what}"
     return None
+
+
+_A = {
+    PathKind.FILE: "a regular file", PathKind.DIRECTORY: "a directory",
+    PathKind.BLOCK_DEVICE: "a block device", PathKind.OTHER: "a special file",
+    PathKind.MISSING: "missing", PathKind.ERROR: "unreadable",
+}
 
 
 def field_text(path: FieldPath) -> str:
