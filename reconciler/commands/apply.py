@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
-    from reconciler import gitinfo
-    from reconciler.commands import hostcheck
+    from reconciler import gitinfo, hostcheck
     from reconciler.commands.plan import use_color
     from reconciler.node import discover_all
     from reconciler.planner import make_plan

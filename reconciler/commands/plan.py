@@ -53,11 +53,11 @@ def discover_actual(desired: DesiredState) -> ActualState:
 
 def check_hosts(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
     """The seam to the nodes for the host checks: `plan` plus an error for each thing a launch lacks."""
-    from reconciler.commands import hostcheck
-    from reconciler.node import local_nodes
+    import asyncio
 
-    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
-    return hostcheck.check(plan, desired, actual, nodes)
+    from reconciler import hostcheck
+
+    return asyncio.run(hostcheck.check_local(plan, desired, actual))
 
 
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:

@@ -1,4 +1,5 @@
-"""The plan's host checks for the commands that plan (plan, apply): ask the nodes, add the errors.
+"""The plan's host checks, for everything that plans before it acts (plan, apply, the watch daemon):
+ask the nodes, add the errors.
 
 The pure steps are in planner.needs and manifest.origin; this is the thin shell around them: one
 `check_paths` call per node (all nodes at once), and, only when something is missing, a second read of
@@ -38,6 +39,14 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
 
 def check(plan: Plan, desired: DesiredState, actual: ActualState, nodes: Mapping[str, Node]) -> Plan:
     return asyncio.run(check_async(plan, desired, actual, nodes))
+
+
+async def check_local(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
+    """`check_async` on the declared nodes, all on this machine (the watch daemon's seam)."""
+    from reconciler.node import local_nodes
+
+    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+    return await check_async(plan, desired, actual, nodes)
 
 
 def _text(path: str) -> str:
