@@ -8,8 +8,8 @@ Decisions that make the daemon differ from `apply`:
 - A broken manifest file does not stop the pass: the cache hands in the last good version and says the
   tree is degraded; pruning is then off for this pass.
 - Plan errors about one instance (split brain, unknown node, protected, a file it needs missing on its
-  node: reconciler.hostcheck) drop that instance's actions
-  only. Any other plan error (capacity, ordering, an empty tree with pruning on) applies nothing.
+  node: reconciler.hostcheck) drop that instance's actions only. Any other plan error (capacity,
+  ordering, an empty tree with pruning on) applies nothing.
 - The crash-loop backoff holds back automatic restarts of an instance that keeps dying: a START or
   RESTART of an instance under a hold waits, unless it carries a spec change (a fix should be tried
   at once). Failed starts count as exits.
