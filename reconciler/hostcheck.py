@@ -50,7 +50,8 @@ async def check_local(plan: Plan, desired: DesiredState, actual: ActualState) ->
 
 
 def _text(path: str) -> str:
-    """A manifest file's text as loading read it ("" when it cannot be read now: no line then)."""
+    """A manifest file's text, read again ("" when it cannot be read now: the error then points at the
+    object's document). An edit since loading can only make a line number stale, never the check."""
     from reconciler.manifest import read_file
 
     data, _ = read_file(path)

@@ -109,12 +109,12 @@ class Requirements:
 
     def queries(self) -> dict[str, frozenset[str]]:
         """Node name -> the distinct paths to ask it about."""
-        return {node: frozenset(_query(kind, v) for kind, values in kinds.items() for v in values)
+        return {node: frozenset().union(*(_queries(kind, values) for kind, values in kinds.items()))
                 for node, kinds in self.wanted.items()}
 
 
-def _query(kind: NeedKind, value: str) -> str:
-    return BRIDGE_DIR.format(value) if kind is NeedKind.BRIDGE else value
+def _queries(kind: NeedKind, values: Iterable[str]) -> Iterable[str]:
+    return [BRIDGE_DIR.format(v) for v in values] if kind is NeedKind.BRIDGE else values
 
 
 def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requirements:
@@ -152,13 +152,13 @@ _NO_ANSWER = PathInfo(PathKind.ERROR, error="the node gave no answer for it")
 
 def missing(reqs: Requirements, answers: Mapping[str, Mapping[str, PathInfo]]) -> tuple[Missing, ...]:
     """The needs the nodes' answers do not satisfy, each with the one-line reason, in plan order."""
-    failing = {
-        (node, kind, value)
-        for node, kinds in reqs.wanted.items()
-        for kind, values in kinds.items()
-        for value in values
-        if not _ok(kind, answers.get(node, {}).get(_query(kind, value), _NO_ANSWER))
-    }
+    failing: set[tuple[str, NeedKind, str]] = set()
+    for name, kinds in reqs.wanted.items():
+        said = answers.get(name, {})
+        for kind, values in kinds.items():
+            for value, query in zip(values, _queries(kind, values), strict=True):
+                if not _ok(kind, said.get(query, _NO_ANSWER)):
+                    failing.add((name, kind, value))
     if not failing:
         return ()
     out = []
@@ -192,7 +192,7 @@ def _problem(need: NeedKind, raw: str, info: PathInfo, on: str) -> str | None:
         return f"{value} cannot be checked{on}: {info.error}"
     if need is NeedKind.BRIDGE:
         ok = kind is PathKind.DIRECTORY
-        return None if ok else f"there is no bridge {value}{on} ({_query(need, raw)} is missing)"
+        return None if ok else f"there is no bridge {value}{on} ({BRIDGE_DIR.format(raw)} is missing)"
     if kind is PathKind.MISSING:
         return f"{value} is not found in PATH{on}" if "/" not in raw else f"{value} does not exist{on}"
     if need is NeedKind.FILE and kind is not PathKind.FILE:
