@@ -111,7 +111,7 @@ EXPECTED = """\
     }
   ]
 }
-"""
+"""  # noqa: E501 (the golden text has the message's full line)
 
 
 def test_render_json_golden() -> None:
