@@ -207,6 +207,20 @@ class SourceRef:
     line: int = 0  # 1-based; 0 when unknown
     column: int = 0
 
+    def __str__(self) -> str:
+        """`file:line:column`, as validate's problems begin (just the file when the line is unknown)."""
+        return f"{self.path}:{self.line}:{self.column}" if self.line else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """A field of a declared object, in the manifest's spelling: ("Instance", "web1", ("spec", "kernel",
+    "path")). Where it is declared (the object's document, or the Defaults one) is found on demand."""
+
+    kind: Kind
+    name: str
+    path: tuple[str | int, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class DesiredState:

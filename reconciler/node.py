@@ -11,8 +11,10 @@ import contextlib
 import errno
 import itertools
 import os
+import shutil
 import socket
-from collections.abc import Sequence
+import stat
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from reconciler import launch as launch_mod
@@ -20,6 +22,7 @@ from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
 from reconciler.model import NodeSpec
+from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
 from reconciler.records import AppliedRecord
 
@@ -61,6 +64,12 @@ class Node(Protocol):
         ...
 
     def qemu_version(self) -> str: ...
+
+    async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
+        """What is at each path on the node (one stat each; a name without `/` is looked up in PATH).
+
+        One call per node and plan, so a remote node answers every path in one round trip."""
+        ...
 
     def port_free(self, port: int) -> bool:
         """Whether a migration listener could bind `port` on the node's address right now."""
@@ -141,6 +150,9 @@ class LocalNode:
     def qemu_version(self) -> str:
         return launch_mod.qemu_version(self._spec.qemu_binary)
 
+    async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
+        return {path: probe_path(path) for path in paths}
+
     def port_free(self, port: int) -> bool:
         family = socket.AF_INET6 if ":" in self._spec.address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -180,6 +192,34 @@ class LocalNode:
         statedir.remove_instance_files(self.paths(instance))
 
 
+def probe_path(path: str) -> PathInfo:
+    """What is at `path` on this machine: one stat (and an access check for files with an x bit)."""
+    if "/" not in path:
+        found = shutil.which(path)  # what the launch runs (launch.py resolves the binary the same way)
+        if found is None:
+            return MISSING
+        info = probe_path(found if "/" in found else f"./{found}")
+        return PathInfo(info.kind, info.executable, found, info.error)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return MISSING
+    except OSError as err:
+        return PathInfo(PathKind.ERROR, error=err.strerror or str(err))
+    except ValueError:  # a NUL byte: validate refuses these, a saved plan could still carry one
+        return PathInfo(PathKind.ERROR, error="the path contains a NUL character")
+    if stat.S_ISREG(mode):
+        return _EXECUTABLE if mode & 0o111 and os.access(path, os.X_OK) else _FILE
+    if stat.S_ISDIR(mode):
+        return _DIRECTORY
+    return _BLOCK_DEVICE if stat.S_ISBLK(mode) else _OTHER
+
+
+_FILE, _EXECUTABLE = PathInfo(PathKind.FILE), PathInfo(PathKind.FILE, executable=True)
+_DIRECTORY, _BLOCK_DEVICE = PathInfo(PathKind.DIRECTORY), PathInfo(PathKind.BLOCK_DEVICE)
+_OTHER = PathInfo(PathKind.OTHER)
+
+
 def _has_pidfile(cmdline: Sequence[str], pidfile: str) -> bool:
     return any(a == "-pidfile" and b == pidfile for a, b in itertools.pairwise(cmdline))
 
@@ -207,6 +247,22 @@ async def discover_all(nodes: Sequence[Node]) -> ActualState:
     others = [n for n in nodes if not isinstance(n, LocalNode)]
     states = await asyncio.gather(discovery.discover_async(local), *(n.discover() for n in others))
     return merge_states(states)
+
+
+async def check_paths_all(
+    nodes: Mapping[str, Node], queries: Mapping[str, Collection[str]]
+) -> dict[str, Mapping[str, PathInfo]]:
+    """`check_paths` of each node in `queries` (node name -> paths), all nodes at once. Local nodes share
+    this machine, so a path asked of several of them is looked at once."""
+    import asyncio
+
+    local = [n for n in queries if isinstance(nodes[n], LocalNode)]
+    others = [n for n in queries if not isinstance(nodes[n], LocalNode)]
+    seen = {p: probe_path(p) for p in sorted({p for n in local for p in queries[n]})}
+    answers: dict[str, Mapping[str, PathInfo]] = {n: {p: seen[p] for p in queries[n]} for n in local}
+    remote = await asyncio.gather(*(nodes[n].check_paths(queries[n]) for n in others))
+    answers.update(zip(others, remote, strict=True))
+    return answers
 
 
 def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:

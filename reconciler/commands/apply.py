@@ -5,7 +5,9 @@ no question), carry it out with progress lines, print a summary. Exit 0 only if 
 a saved plan that no longer matches the manifests or the nodes is refused (ExitCode.STALE_PLAN).
 
 The whole run holds the node lock of every declared node (operation "apply"), taken before discovery so
-the plan is made and carried out against a world no other apply or daemon is changing.
+the plan is made and carried out against a world no other apply or daemon is changing. The plan, made
+here or saved, is checked on the nodes as `plan` checks it (files, binaries, bridges its launches need,
+planner.needs): anything missing is a plan error and nothing is applied.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
-    from reconciler import gitinfo
+    from reconciler import gitinfo, hostcheck
     from reconciler.commands.plan import use_color
     from reconciler.node import discover_all
     from reconciler.planner import make_plan
@@ -85,6 +87,7 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
     else:
         targets = frozenset(args.target) if args.target else None
         plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+    plan = hostcheck.check(plan, desired, actual, nodes)
     sys.stdout.write(render_text(plan, RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ)),
                                  git))
     sys.stdout.flush()

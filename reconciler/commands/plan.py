@@ -1,6 +1,7 @@
 """`reconciler plan [PATH...]`: show what apply would do, as text or JSON, optionally saved for apply.
 
-The thin shell around the pure planner: load manifests, discover the nodes, plan, render. Exit codes:
+The thin shell around the pure planner: load manifests, discover the nodes, plan, check on the nodes
+what the plan's launches need (files, binaries, bridges: planner.needs), render. Exit codes:
 0 no changes (or changes without --detailed-exitcode), 1 errors, 2 changes with --detailed-exitcode.
 """
 
@@ -10,12 +11,15 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from reconciler.actual import ActualState
 from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode
 from reconciler.model import DesiredState
+
+if TYPE_CHECKING:
+    from reconciler.planner import Plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +51,15 @@ def discover_actual(desired: DesiredState) -> ActualState:
     return discovery.discover([desired.nodes[name] for name in sorted(desired.nodes)])
 
 
+def check_hosts(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
+    """The seam to the nodes for the host checks: `plan` plus an error for each thing a launch lacks."""
+    import asyncio
+
+    from reconciler import hostcheck
+
+    return asyncio.run(hostcheck.check_local(plan, desired, actual))
+
+
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
     """Colour only on a terminal, and never with --no-color or NO_COLOR set (https://no-color.org)."""
     if no_color_flag or environ.get("NO_COLOR"):
@@ -65,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     actual = discover_actual(desired)
     targets = frozenset(args.target) if args.target else None
     plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+    plan = check_hosts(plan, desired, actual)
     git = gitinfo.describe(paths)
     if args.json:
         sys.stdout.write(render_json(plan, git))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import yaml
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.manifest.yamlsafe import StrictParser
@@ -32,6 +33,18 @@ def compose_documents(text: str) -> list[Node | None]:
 def locate(root: Node, path: Sequence[str | int]) -> tuple[int, int]:
     """1-based (line, column) of `path` under `root`: a mapping entry's key, a list item, or the deepest
     part of the path that exists."""
+    mark, _ = _walk(root, path)
+    return mark.line + 1, mark.column + 1
+
+
+def locate_exact(root: Node, path: Sequence[str | int]) -> tuple[int, int] | None:
+    """1-based (line, column) of `path` under `root` when the whole path exists there; None otherwise."""
+    mark, complete = _walk(root, path)
+    return (mark.line + 1, mark.column + 1) if complete else None
+
+
+def _walk(root: Node, path: Sequence[str | int]) -> tuple[Mark, bool]:
+    """The mark of the deepest part of `path` that exists under `root`, and whether all of it does."""
     node = root
     mark = root.start_mark
     for part in path:
@@ -44,9 +57,9 @@ def locate(root: Node, path: Sequence[str | int]) -> tuple[int, int]:
             child = node.value[part]
             mark = child.start_mark
         if child is None:
-            break
+            return mark, False
         node = child
-    return mark.line + 1, mark.column + 1
+    return mark, True
 
 
 class Locator:

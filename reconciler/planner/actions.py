@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from reconciler.model import MigrationMode
+from reconciler.model import MigrationMode, SourceRef
 
 
 class ActionKind(enum.StrEnum):
@@ -172,19 +172,23 @@ class ProblemKind(enum.StrEnum):
     ORDERING = "ordering"
     REFUSED = "refused"  # an imperative verb that cannot be done in the instance's current state
     PORT_IN_USE = "port_in_use"  # a migration target could not bind a fixed port (a VNC display)
+    MISSING_ON_NODE = "missing_on_node"  # a file, binary or bridge a start needs is not on its node
 
 
 @dataclass(frozen=True, slots=True)
 class PlanProblem:
-    """An error that makes the plan unappliable; `subject` names the instance or node."""
+    """An error that makes the plan unappliable; `subject` names the instance or node; `where` is the
+    manifest field behind it, when there is one (shown first, as validate's problems are)."""
 
     kind: ProblemKind
     subject: str
     detail: str
+    where: SourceRef | None = None
 
     @property
     def message(self) -> str:
-        return f"{self.subject}: {self.detail}"
+        text = f"{self.subject}: {self.detail}"
+        return text if self.where is None else f"{self.where}: {text}"
 
 
 @dataclass(frozen=True, slots=True)

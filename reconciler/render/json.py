@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
-from reconciler.model import MigrationMode
+from reconciler.model import MigrationMode, SourceRef
 from reconciler.planner.actions import (
     Action,
     ActionKind,
@@ -59,6 +59,10 @@ def _action(a: Action) -> dict[str, Any]:
     }
 
 
+def _where(where: SourceRef | None) -> dict[str, Any] | None:
+    return None if where is None else {"path": where.path, "line": where.line, "column": where.column}
+
+
 def git_to_dict(git: GitInfo | None) -> dict[str, Any] | None:
     return None if git is None else {"root": git.root, "commit": git.commit, "dirty": git.dirty}
 
@@ -80,8 +84,8 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "orphans": [{"name": o.name, "node": o.node, "state": o.state, "fate": o.fate.value}
                     for o in plan.orphans],
         "warnings": list(plan.warnings),
-        "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message}
-                   for e in plan.errors],
+        "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message,
+                    "where": _where(e.where)} for e in plan.errors],
     }
 
 
@@ -100,6 +104,10 @@ def _str_or_none(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"expected a string or null, got {value!r}")
     return value
+
+
+def _where_from(d: dict[str, Any] | None) -> SourceRef | None:
+    return None if d is None else SourceRef(str(d["path"]), int(d["line"]), int(d["column"]))
 
 
 def _action_from(d: dict[str, Any]) -> Action:
@@ -124,8 +132,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
                                     tuple(_change_from(c) for c in p["changes"])) for p in data["pending"]),
         orphans=tuple(Orphan(str(o["name"]), str(o["node"]), str(o["state"]), OrphanFate(o["fate"]))
                       for o in data["orphans"]),
-        errors=tuple(PlanProblem(ProblemKind(e["kind"]), str(e["subject"]), str(e["detail"]))
-                     for e in data["errors"]),
+        errors=tuple(PlanProblem(ProblemKind(e["kind"]), str(e["subject"]), str(e["detail"]),
+                                 _where_from(e.get("where"))) for e in data["errors"]),
         warnings=tuple(str(w) for w in data["warnings"]),
         prune=bool(data["prune"]),
         targets=tuple(str(t) for t in targets) if targets is not None else None,

@@ -71,6 +71,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig, log: EventLog, *, apply_plan: ApplyPlan | None = None,
                  discover: Discover | None = None, notifier: Notifier | None = None,
                  metrics: Metrics | None = None) -> None:
+        from reconciler.hostcheck import check_local as check_hosts
         from reconciler.watch.execute import ExecutorApply, discover_nodes
 
         self.config = config
@@ -81,7 +82,8 @@ class Daemon:
         self.reconciler = Reconciler(
             cache=ManifestCache(config.roots), apply_plan=apply_plan or ExecutorApply(log, config.parallel),
             discover=discover or discover_nodes, revision=self._git_revision, loops=self.loops,
-            lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying)
+            lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying,
+            check_hosts=check_hosts)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()

@@ -7,8 +7,9 @@ the executor is reached through one seam, `ApplyPlan`.
 Decisions that make the daemon differ from `apply`:
 - A broken manifest file does not stop the pass: the cache hands in the last good version and says the
   tree is degraded; pruning is then off for this pass.
-- Plan errors about one instance (split brain, unknown node, protected) drop that instance's actions
-  only. Any other plan error (capacity, ordering, an empty tree with pruning on) applies nothing.
+- Plan errors about one instance (split brain, unknown node, protected, a file it needs missing on its
+  node: reconciler.hostcheck) drop that instance's actions only. Any other plan error (capacity,
+  ordering, an empty tree with pruning on) applies nothing.
 - The crash-loop backoff holds back automatic restarts of an instance that keeps dying: a START or
   RESTART of an instance under a hold waits, unless it carries a spec change (a fix should be tried
   at once). Failed starts count as exits.
@@ -62,6 +63,9 @@ class ApplyPlan(Protocol):
 
 
 Discover = Callable[[Sequence[NodeSpec]], Awaitable[ActualState]]
+# The host checks (reconciler.hostcheck): the plan plus an error for each file, binary or bridge a launch
+# lacks on its node; those errors drop the instance's actions, as other per-instance errors do.
+CheckHosts = Callable[[Plan, DesiredState, ActualState], Awaitable[Plan]]
 Revision = Callable[[], Awaitable[str | None]]
 
 
@@ -104,6 +108,7 @@ class Reconciler:
     on_lock_wait: Callable[[str, Holder | None], None] | None = None
     on_apply: Callable[[Sequence[Action]], None] | None = None  # told what is about to be carried out
     clock: Callable[[], float] = time.time
+    check_hosts: CheckHosts | None = None
     passes: int = 0
     _revision: str | None = field(default=None, init=False)
 
@@ -145,6 +150,9 @@ class Reconciler:
         base = replace(base, revision=self._revision)
         plan = make_plan(desired, actual, prune=False if snapshot.degraded else None)
         timer.lap("plan")
+        if self.check_hosts is not None and plan.actions:
+            plan = await self.check_hosts(plan, desired, actual)
+            timer.lap("check")
         now = self.clock()
         running = {i.name for i in actual.instances if i.state.has_process}
         self.loops.forgive(running, now)

@@ -31,8 +31,7 @@ metadata: {name: web}
 spec:
   node: node-a
   memory: 256M
-  kernel: {path: /boot/vmlinuz, root: /dev/vda}
-"""
+"""  # no kernel or disk: the plan's host checks (planner.needs) find what it needs on any machine
 
 
 @pytest.fixture

@@ -107,11 +107,12 @@ EXPECTED = """\
       "kind": "capacity",
       "subject": "node b",
       "detail": "the plan puts 8704 MiB of instance memory on it, it allows 2048 MiB (big +8192 MiB)",
-      "message": "node b: the plan puts 8704 MiB of instance memory on it, it allows 2048 MiB (big +8192 MiB)"
+      "message": "node b: the plan puts 8704 MiB of instance memory on it, it allows 2048 MiB (big +8192 MiB)",
+      "where": null
     }
   ]
 }
-"""
+"""  # noqa: E501 (the golden text has the message's full line)
 
 
 def test_render_json_golden() -> None:

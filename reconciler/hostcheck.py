@@ -1,0 +1,58 @@
+"""The plan's host checks, for everything that plans before it acts (plan, apply, the watch daemon):
+ask the nodes, add the errors.
+
+The pure steps are in planner.needs and manifest.origin; this is the thin shell around them: one
+`check_paths` call per node (all nodes at once), and, only when something is missing, a second read of
+the manifest files that declare the fields, to say file:line as validate does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+
+from reconciler.actual import ActualState
+from reconciler.model import DesiredState
+from reconciler.node import Node, check_paths_all
+from reconciler.planner import Plan
+from reconciler.planner import needs as needs_mod
+
+
+async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
+                      nodes: Mapping[str, Node]) -> Plan:
+    """`plan` with an error for each file, binary or bridge its launches need and their nodes lack."""
+    reqs = needs_mod.requirements(plan, desired, actual)
+    if not reqs:
+        return plan
+    answers = await check_paths_all(nodes, reqs.queries())
+    missing = needs_mod.missing(reqs, answers)
+    if not missing:
+        return plan
+    from reconciler.manifest import origin
+
+    refs = {m.need.field for m in missing}
+    texts = {path: _text(path) for path in origin.files_to_read(refs, desired.sources)}
+    origins = origin.locate_fields(refs, desired.sources, texts)
+    return replace(plan, errors=plan.errors + needs_mod.problems(missing, origins))
+
+
+def check(plan: Plan, desired: DesiredState, actual: ActualState, nodes: Mapping[str, Node]) -> Plan:
+    return asyncio.run(check_async(plan, desired, actual, nodes))
+
+
+async def check_local(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
+    """`check_async` on the declared nodes, all on this machine (the watch daemon's seam)."""
+    from reconciler.node import local_nodes
+
+    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+    return await check_async(plan, desired, actual, nodes)
+
+
+def _text(path: str) -> str:
+    """A manifest file's text, read again ("" when it cannot be read now: the error then points at the
+    object's document). An edit since loading can only make a line number stale, never the check."""
+    from reconciler.manifest import read_file
+
+    data, _ = read_file(path)
+    return data.decode("utf-8-sig", errors="replace") if data is not None else ""
