@@ -24,7 +24,7 @@ class RunState(enum.StrEnum):
     CRASHED = "crashed"  # QEMU gone (or guest-panicked) without a stop by us or the guest
     STOPPED = "stopped"  # no process; stopped by us or by the guest
     STALE = "stale pidfile"  # pidfile names a dead process, or a process that is not ours
-    UNKNOWN = "unknown"  # our process is alive but QMP did not answer in time
+    UNKNOWN = "unknown"  # our process is alive but QMP did not answer in time; or the record is unreadable
 
     @property
     def has_process(self) -> bool:
@@ -62,6 +62,9 @@ class ActualInstance:
     revision: str | None = None  # git revision of the manifests it was applied from
     detail: str = ""  # one line for humans, e.g. why a pidfile is stale
     qmp_status: str | None = None  # QEMU's own run state from query-status (e.g. "finish-migrate")
+    # UNKNOWN only: the process is proved ours (pid alive, start time and argv as recorded) and its QMP
+    # did not answer. Such a process can still be stopped by signal; an unreadable record cannot.
+    qmp_unresponsive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

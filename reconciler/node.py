@@ -7,18 +7,22 @@ Protocol, so a remote implementation slots in without touching the executor's lo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import itertools
 import os
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from reconciler import launch as launch_mod
 from reconciler import layout, procs, qmp, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
+from reconciler.errors import QmpError
 from reconciler.model import NodeSpec
 from reconciler.pidfd import ProcessHandle
 from reconciler.records import AppliedRecord
@@ -191,14 +195,45 @@ def merge_states(states: Sequence[ActualState]) -> ActualState:
 
 async def discover_all(nodes: Sequence[Node]) -> ActualState:
     """Discover every node: local ones in one pass (one scan of the host's processes), others each alone."""
-    import asyncio
-
     from reconciler import discovery
 
     local = [n.spec for n in nodes if isinstance(n, LocalNode)]
     others = [n for n in nodes if not isinstance(n, LocalNode)]
     states = await asyncio.gather(discovery.discover_async(local), *(n.discover() for n in others))
     return merge_states(states)
+
+
+async def ask_again(nodes: Mapping[str, Node], actual: ActualState, timeout: float) -> ActualState:
+    """`actual` after asking every verified process whose monitor missed discovery's short deadline once
+    more, all at once, each for up to `timeout` seconds.
+
+    Discovery keeps `status` and the daemon quick with 0.5 s per query; a loaded host's QEMU can take
+    longer. Before an apply plans, or judges a saved plan stale, a slow monitor gets the apply's own QMP
+    deadline: only one that stays silent for that long is taken as unresponsive.
+    """
+    from reconciler import discovery
+
+    slow = [i for i in actual.instances if i.qmp_unresponsive and i.node in nodes]
+    if not slow:
+        return actual
+    answers = await asyncio.gather(*(_query_status(nodes[i.node], i.name, timeout) for i in slow))
+    again = {(i.name, i.node): discovery.with_status(i, a) for i, a in zip(slow, answers, strict=True)}
+    return replace(actual, instances=tuple(again.get((i.name, i.node), i) for i in actual.instances))
+
+
+async def _query_status(node: Node, instance: str, timeout: float) -> str | QmpError:
+    deadline = time.monotonic() + timeout
+    try:
+        session = await node.qmp(instance, timeout)
+        try:
+            result = await session.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001))
+        finally:
+            await session.close()
+    except QmpError as err:
+        return err
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        return QmpError(session.socket_path, f"query-status: unexpected answer {result!r}")
+    return str(result["status"])
 
 
 def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:

@@ -37,14 +37,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-empty", action="store_true", help="allow pruning when the manifests declare no instances"
     )
+    parser.add_argument(
+        "--force", action="store_true",
+        help="plan as `apply --force`: stop by signal a Halted instance whose QMP does not answer",
+    )
     parser.add_argument("--no-color", action="store_true", help="never colour the output")
 
 
 def discover_actual(desired: DesiredState) -> ActualState:
-    """The seam to discovery. TODO(lead): pass discovery options (QMP timeout) once they are settled."""
-    from reconciler import discovery
+    """The seam to discovery. TODO(lead): pass discovery options (QMP timeout) once they are settled.
 
-    return discovery.discover([desired.nodes[name] for name in sorted(desired.nodes)])
+    As apply does, a monitor that missed discovery's short deadline is asked again within apply's QMP
+    deadline, so the plan shows what apply would find (and a saved plan is fingerprinted so)."""
+    import asyncio
+
+    from reconciler.executor.context import Deadlines
+    from reconciler.node import ask_again, discover_all, local_nodes
+
+    nodes = local_nodes([desired.nodes[name] for name in sorted(desired.nodes)])
+
+    async def look() -> ActualState:
+        return await ask_again(nodes, await discover_all(list(nodes.values())), Deadlines().qmp)
+
+    return asyncio.run(look())
 
 
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -64,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     desired = load_desired(paths, "no plan made")
     actual = discover_actual(desired)
     targets = frozenset(args.target) if args.target else None
-    plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+    plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
+                     force=args.force)
     git = gitinfo.describe(paths)
     if args.json:
         sys.stdout.write(render_json(plan, git))

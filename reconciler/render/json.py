@@ -37,7 +37,9 @@ def _change(c: FieldChange) -> dict[str, Any]:
 
 
 def _action(a: Action) -> dict[str, Any]:
-    extra = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # only when the escape hatch is used
+    extra: dict[str, Any] = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # the escape hatch
+    if a.by_signal:  # only on a stop of a process whose QMP does not answer (added in 1.0; absent: false)
+        extra["by_signal"] = True
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -105,7 +107,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         source_node=_str_or_none(d["source_node"]), changes=tuple(_change_from(c) for c in d["changes"]),
         phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
-        extra_args=tuple(str(x) for x in d.get("extra_args", ())),
+        extra_args=tuple(str(x) for x in d.get("extra_args", ())), by_signal=bool(d.get("by_signal", False)),
     )
 
 

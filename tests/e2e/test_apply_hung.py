@@ -12,7 +12,6 @@ Every test SIGCONTs what it stopped in a `finally` (the world's reaper then SIGK
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -20,12 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import Guest
 from executor.kit import World, make_world, record_of
 
 from reconciler.actual import StopCause
 from reconciler.errors import ExitCode
+from reconciler.pidfd import ProcessHandle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -42,16 +43,23 @@ def _pid(world: World, name: str) -> int:
 
 
 @contextmanager
-def frozen(pid: int) -> Iterator[None]:
-    """SIGSTOP the QEMU this test started; always SIGCONT it on the way out (if it is still there)."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
+def frozen(world: World, pid: int) -> Iterator[ProcessHandle]:
+    """SIGSTOP the QEMU this test started, pinned by a pidfd; always SIGCONT it on the way out (a no-op
+    once it has exited)."""
+    def ours(p: int) -> bool:
         try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+            return f"{world.root}/" in "\0".join(psutil.Process(p).cmdline())
+        except psutil.Error:
+            return False
+
+    handle = ProcessHandle.open_verified(pid, ours)
+    assert handle is not None, f"pid {pid} is gone or not ours"
+    with handle:
+        handle.send_signal(signal.SIGSTOP)
+        try:
+            yield handle
+        finally:
+            handle.send_signal(signal.SIGCONT)
 
 
 def test_hung_qemu_is_stopped_by_signal_with_force(world: World) -> None:
@@ -59,7 +67,7 @@ def test_hung_qemu_is_stopped_by_signal_with_force(world: World) -> None:
     assert world.apply().code == 0
     pid = _pid(world, "vm1")
     world.instance("vm1", "node-a", runStrategy="Halted")
-    with frozen(pid):
+    with frozen(world, pid):
         planned = world.cli("plan")
         assert planned.code == 0, planned.text
         assert ("instance vm1 on node-a: QMP unresponsive; --force would stop it by signal "
@@ -93,7 +101,7 @@ def test_saved_plan_with_a_forced_stop_of_a_hung_qemu(world: World, tmp_path: Pa
     pid = _pid(world, "vm1")
     world.instance("vm1", "node-a", runStrategy="Halted")
     saved = str(tmp_path / "p.plan")
-    with frozen(pid):
+    with frozen(world, pid):
         assert world.cli("plan", "--force", "--out", saved).code == 0
         done = world.cli("apply", "--plan", saved)
         assert done.code == 0, done.text
@@ -111,8 +119,8 @@ def test_saved_plan_is_not_stale_because_a_monitor_was_slow(world: World, tmp_pa
     world.instance("vm2", "node-a")
     saved = str(tmp_path / "p.plan")
     assert world.cli("plan", "--out", saved).code == 0
-    with frozen(pid):
-        timer = threading.Timer(1.5, os.kill, (pid, signal.SIGCONT))
+    with frozen(world, pid) as handle:
+        timer = threading.Timer(1.5, handle.send_signal, (signal.SIGCONT,))
         timer.start()
         try:
             done = world.cli("apply", "--plan", saved)
@@ -130,7 +138,7 @@ def test_saved_plan_stale_message_says_the_monitor_did_not_answer(world: World, 
     world.instance("vm2", "node-a")
     saved = str(tmp_path / "p.plan")
     assert world.cli("plan", "--out", saved).code == 0
-    with frozen(pid):
+    with frozen(world, pid):
         stale = world.cli("apply", "--plan", saved)
     assert stale.code == ExitCode.STALE_PLAN, stale.text
     assert (f"instance vm1 on node-a: QMP slow/unresponsive (state running -> unknown; same process, "
