@@ -144,10 +144,17 @@ def with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance:
     """`base` (a process proved ours) with what its monitor said, or UNKNOWN and unresponsive."""
     if isinstance(status, QmpError):
         why = "QMP did not answer in time" if isinstance(status, QmpTimeout) else f"QMP: {status.detail}"
-        return replace(base, state=RunState.UNKNOWN, detail=why, qmp_unresponsive=True)
+        detail = f"{base.detail}; {why}" if base.detail else why
+        return replace(base, state=RunState.UNKNOWN, detail=detail, qmp_unresponsive=True)
     state = QMP_STATES.get(status, RunState.UNKNOWN)
     cause = StopCause.CRASH if state is RunState.CRASHED else None
     return replace(base, state=state, qmp_status=status, stop_cause=cause, qmp_unresponsive=False)
+
+
+def asked_again(inst: ActualInstance, status: str | QmpError) -> ActualInstance:
+    """An unresponsive `inst` (from `with_status`) after a second question: the first one's QMP words go."""
+    before = "" if inst.detail.startswith("QMP") else inst.detail.split("; QMP", 1)[0]
+    return with_status(replace(inst, detail=before), status)
 
 
 # --- intents: closing the gap between launching QEMU and writing its record -----------------------------

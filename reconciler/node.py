@@ -217,7 +217,7 @@ async def ask_again(nodes: Mapping[str, Node], actual: ActualState, timeout: flo
     if not slow:
         return actual
     answers = await asyncio.gather(*(_query_status(nodes[i.node], i.name, timeout) for i in slow))
-    again = {(i.name, i.node): discovery.with_status(i, a) for i, a in zip(slow, answers, strict=True)}
+    again = {(i.name, i.node): discovery.asked_again(i, a) for i, a in zip(slow, answers, strict=True)}
     return replace(actual, instances=tuple(again.get((i.name, i.node), i) for i in actual.instances))
 
 
