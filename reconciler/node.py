@@ -56,8 +56,9 @@ class Node(Protocol):
         """Write the launch's NIC files, start QEMU and wait until QMP answers (LaunchError otherwise)."""
         ...
 
-    async def qmp(self, instance: str, timeout: float) -> qmp.QmpSession:
-        """A session on the instance's control socket (QmpError on failure); the caller closes it."""
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+        """A session on the instance's control socket (QmpError on failure); the caller closes it.
+        `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect)."""
         ...
 
     def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
@@ -129,8 +130,8 @@ class LocalNode:
             statedir.atomic_write(nic.path, nic.text.encode())
         return await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
 
-    async def qmp(self, instance: str, timeout: float) -> qmp.QmpSession:
-        return await qmp.connect(self.paths(instance).qmp, timeout)
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+        return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
 
     def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
         def verify(p: int) -> bool:
@@ -224,7 +225,7 @@ async def ask_again(nodes: Mapping[str, Node], actual: ActualState, timeout: flo
 async def _query_status(node: Node, instance: str, timeout: float) -> str | QmpError:
     deadline = time.monotonic() + timeout
     try:
-        session = await node.qmp(instance, timeout)
+        session = await node.qmp(instance, timeout, patient=True)
         try:
             result = await session.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001))
         finally:

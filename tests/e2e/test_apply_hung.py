@@ -131,6 +131,27 @@ def test_saved_plan_is_not_stale_because_a_monitor_was_slow(world: World, tmp_pa
     assert world.qemu_pids("vm1") == [pid]
 
 
+def test_saved_plan_is_not_stale_when_others_fill_the_monitor_backlog(world: World, tmp_path: Path) -> None:
+    """QEMU queues two connections and a stopped one accepts none: after a `status` (one pending) and
+    the apply's discovery (two), the apply's second question must wait for QEMU to accept, not fail."""
+    world.instance("vm1", "node-a")
+    assert world.apply().code == 0
+    pid = _pid(world, "vm1")
+    world.instance("vm2", "node-a")
+    saved = str(tmp_path / "p.plan")
+    assert world.cli("plan", "--out", saved).code == 0
+    with frozen(world, pid) as handle:
+        assert "QMP did not answer" in world.cli("status").out  # its connection stays queued
+        timer = threading.Timer(1.5, handle.send_signal, (signal.SIGCONT,))
+        timer.start()
+        try:
+            done = world.cli("apply", "--plan", saved)
+        finally:
+            timer.cancel()
+    assert done.code == 0, done.text
+    assert "vm2: started on node-a" in done.out, done.text
+
+
 def test_saved_plan_stale_message_says_the_monitor_did_not_answer(world: World, tmp_path: Path) -> None:
     world.instance("vm1", "node-a")
     assert world.apply().code == 0

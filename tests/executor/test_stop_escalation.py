@@ -146,7 +146,7 @@ class NoQmpNode:
     def process(self, pid: int, create_time: float, argv: object) -> FakeProcess:
         return self.proc
 
-    async def qmp(self, instance: str, timeout: float) -> FakeSession:
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> FakeSession:
         self.qmp_asked += 1
         raise AssertionError("a stop by signal must not wait on a monitor that does not answer")
 

@@ -40,10 +40,10 @@ class Session:
 class AskedNode:
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
-        self.asked: list[tuple[str, float]] = []
+        self.asked: list[tuple[str, float, bool]] = []
 
-    async def qmp(self, instance: str, timeout: float) -> Session:
-        self.asked.append((instance, timeout))
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> Session:
+        self.asked.append((instance, timeout, patient))
         return Session(self.answers[instance])
 
 
@@ -62,14 +62,14 @@ def test_asked_again(detail: str, answer: Any, state: RunState, after: str) -> N
     assert (again.pid, again.started_at) == (101, 1.0)
 
 
-def test_only_verified_unresponsive_records_are_asked_with_the_given_deadline() -> None:
+def test_only_verified_unresponsive_records_are_asked_patiently_with_the_given_deadline() -> None:
     slow = discovery.with_status(BASE, QmpTimeout("web.qmp", "no greeting"))
     unreadable = replace(BASE, name="db", detail="record unreadable")  # UNKNOWN, identity never proved
     running = replace(BASE, name="ok", state=RunState.RUNNING)
     node = AskedNode({"web": {"status": "running"}})
     state = ActualState(instances=(unreadable, running, slow))
     after = asyncio.run(ask_again({"a": node}, state, 5.0))  # type: ignore[dict-item]
-    assert node.asked == [("web", 5.0)]
+    assert node.asked == [("web", 5.0, True)]  # patient: a full backlog is waited out
     assert [(i.name, i.state) for i in after.instances] == [
         ("db", RunState.UNKNOWN), ("ok", RunState.RUNNING), ("web", RunState.RUNNING)]
 
