@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,15 +38,27 @@ def stopped_qemu() -> Iterator[tuple[str, ProcessHandle]]:
             spec = model.InstanceSpec(name="vm1", memory_mib=16, serial_console=False, extra_args=("-S",))
             rec, paths = start(reaper, spec, node)
             handle = _pinned(rec)
+            queued: list[socket.socket] = []
             with handle:
                 handle.send_signal(signal.SIGSTOP)
                 try:
-                    for _ in range(2):
-                        with pytest.raises(QmpTimeout):
-                            asyncio.run(qmp.connect(paths.qmp, 0.2))
+                    with pytest.raises(QmpTimeout):  # stopped by now: nobody says a word
+                        asyncio.run(qmp.connect(paths.qmp, 0.2))
+                    while True:  # take the remaining slots, however many there are
+                        queued.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                        queued[-1].setblocking(False)
+                        try:
+                            queued[-1].connect(paths.qmp)
+                        except BlockingIOError:
+                            break
+                        assert len(queued) < 16
+                    for q in queued:  # closed, they stay queued until QEMU accepts (and drops) them
+                        q.close()
                     yield paths.qmp, handle
                 finally:
                     handle.send_signal(signal.SIGCONT)
+                    for q in queued:
+                        q.close()
     finally:
         reaper.reap()
 
