@@ -20,7 +20,6 @@ from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from reconciler.actual import ActualState
     from reconciler.lock import Holder
     from reconciler.model import DesiredState
     from reconciler.node import Node
@@ -84,17 +83,17 @@ def run(args: argparse.Namespace) -> int:
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
     from reconciler import gitinfo
     from reconciler.commands.plan import use_color
-    from reconciler.executor.context import Deadlines
     from reconciler.node import ask_again, discover_all
     from reconciler.planner import make_plan
     from reconciler.render.text import RenderOptions, render_text
 
-    async def look() -> ActualState:
+    actual = asyncio.run(discover_all(list(nodes.values())))
+    if any(i.qmp_unresponsive for i in actual):
         # A monitor slow to answer is asked again within our QMP deadline: it is neither a change that
         # makes a saved plan stale nor, under --force, a process to stop by signal.
-        return await ask_again(nodes, await discover_all(list(nodes.values())), Deadlines().qmp)
+        from reconciler.executor.context import Deadlines
 
-    actual = asyncio.run(look())
+        actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
     git = gitinfo.describe(paths)
     if args.plan:
         from reconciler import planfile  # only saved plans need it (import time counts for every apply)

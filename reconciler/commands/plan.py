@@ -49,17 +49,18 @@ def discover_actual(desired: DesiredState) -> ActualState:
 
     As apply does, a monitor that missed discovery's short deadline is asked again within apply's QMP
     deadline, so the plan shows what apply would find (and a saved plan is fingerprinted so)."""
+    from reconciler import discovery
+
+    specs = [desired.nodes[name] for name in sorted(desired.nodes)]
+    actual = discovery.discover(specs)
+    if not any(i.qmp_unresponsive for i in actual):
+        return actual  # the common case, without importing what asking again needs
     import asyncio
 
     from reconciler.executor.context import Deadlines
-    from reconciler.node import ask_again, discover_all, local_nodes
+    from reconciler.node import ask_again, local_nodes
 
-    nodes = local_nodes([desired.nodes[name] for name in sorted(desired.nodes)])
-
-    async def look() -> ActualState:
-        return await ask_again(nodes, await discover_all(list(nodes.values())), Deadlines().qmp)
-
-    return asyncio.run(look())
+    return asyncio.run(ask_again(local_nodes(specs), actual, Deadlines().qmp))
 
 
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
