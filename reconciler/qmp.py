@@ -162,11 +162,20 @@ async def _connect_once(socket_path: str, timeout: float, name: str, budget: flo
 async def _accepted(socket_path: str, timeout: float) -> socket.socket:
     """A unix socket connected to `socket_path`, waiting in the kernel (up to `timeout`) while the
     listener's backlog is full; TimeoutError when it stays full, OSError when nobody listens."""
+    deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    secs = max(timeout, 0.001)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(secs), int(secs % 1 * 1e6)))
+
+    def blocking_connect() -> None:  # in a worker thread, which may start late: the deadline is absolute
+        secs = deadline - time.monotonic()
+        if secs <= 0:
+            raise BlockingIOError
+        secs = max(secs, 0.001)  # a zero timeval would mean no timeout at all
+        timeval = struct.pack("ll", int(secs), int(secs % 1 * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.connect(socket_path)
+
     try:
-        await asyncio.to_thread(sock.connect, socket_path)
+        await asyncio.to_thread(blocking_connect)
     except BlockingIOError:  # SO_SNDTIMEO ran out
         sock.close()
         raise TimeoutError from None
