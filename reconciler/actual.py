@@ -24,7 +24,7 @@ class RunState(enum.StrEnum):
     CRASHED = "crashed"  # QEMU gone (or guest-panicked) without a stop by us or the guest
     STOPPED = "stopped"  # no process; stopped by us or by the guest
     STALE = "stale pidfile"  # pidfile names a dead process, or a process that is not ours
-    UNKNOWN = "unknown"  # our process is alive but QMP did not answer in time
+    UNKNOWN = "unknown"  # our process is alive but QMP did not answer in time; or the record is unreadable
 
     @property
     def has_process(self) -> bool:
@@ -107,6 +107,9 @@ class ActualInstance:
     qmp_status: str | None = None  # QEMU's own run state from query-status (e.g. "finish-migrate")
     pidfile_foreign: bool = False  # STALE: the pidfile names a live process that is not ours
     stopped_at: float | None = None  # epoch seconds, when the record says when it stopped
+    # UNKNOWN only: the process is proved ours (pid alive, start time and argv as recorded) and its QMP
+    # did not answer. Such a process can still be stopped by signal; an unreadable record cannot.
+    qmp_unresponsive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

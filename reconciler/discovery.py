@@ -96,7 +96,7 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
             elif item is not None:
                 found.append(item)
     statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in live))
-    found.extend(_with_status(lv.base, st) for lv, st in zip(live, statuses, strict=True))
+    found.extend(with_status(lv.base, st) for lv, st in zip(live, statuses, strict=True))
     ours = {lv.base.pid for lv in live}
     unmanaged = [
         UnmanagedProcess(pid=p.pid, name=p.guest_name, cmdline=p.cmdline)
@@ -199,13 +199,21 @@ async def _query(socket_path: str, timeout: float) -> str | QmpError:
         return err
 
 
-def _with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance:
+def with_status(base: ActualInstance, status: str | QmpError) -> ActualInstance:
+    """`base` (a process proved ours) with what its monitor said, or UNKNOWN and unresponsive."""
     if isinstance(status, QmpError):
         why = "QMP did not answer in time" if isinstance(status, QmpTimeout) else f"QMP: {status.detail}"
-        return replace(base, state=RunState.UNKNOWN, detail=why)
+        detail = f"{base.detail}; {why}" if base.detail else why
+        return replace(base, state=RunState.UNKNOWN, detail=detail, qmp_unresponsive=True)
     state = QMP_STATES.get(status, RunState.UNKNOWN)
     cause = StopCause.CRASH if state is RunState.CRASHED else None
-    return replace(base, state=state, qmp_status=status, stop_cause=cause)
+    return replace(base, state=state, qmp_status=status, stop_cause=cause, qmp_unresponsive=False)
+
+
+def asked_again(inst: ActualInstance, status: str | QmpError) -> ActualInstance:
+    """An unresponsive `inst` (from `with_status`) after a second question: the first one's QMP words go."""
+    before = "" if inst.detail.startswith("QMP") else inst.detail.split("; QMP", 1)[0]
+    return with_status(replace(inst, detail=before), status)
 
 
 # --- nodes without manifests ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Protocol, so a remote implementation slots in without touching the executor's lo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import itertools
@@ -14,13 +15,16 @@ import os
 import shutil
 import socket
 import stat
+import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from reconciler import launch as launch_mod
 from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
+from reconciler.errors import QmpError
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
@@ -55,8 +59,9 @@ class Node(Protocol):
         """Write the launch's NIC files, start QEMU and wait until QMP answers (LaunchError otherwise)."""
         ...
 
-    async def qmp(self, instance: str, timeout: float) -> qmp.QmpSession:
-        """A session on the instance's control socket (QmpError on failure); the caller closes it."""
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+        """A session on the instance's control socket (QmpError on failure); the caller closes it.
+        `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect)."""
         ...
 
     def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
@@ -138,8 +143,8 @@ class LocalNode:
             statedir.atomic_write(nic.path, nic.text.encode())
         return await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
 
-    async def qmp(self, instance: str, timeout: float) -> qmp.QmpSession:
-        return await qmp.connect(self.paths(instance).qmp, timeout)
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+        return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
 
     def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
         def verify(p: int) -> bool:
@@ -239,8 +244,6 @@ def merge_states(states: Sequence[ActualState]) -> ActualState:
 
 async def discover_all(nodes: Sequence[Node]) -> ActualState:
     """Discover every node: local ones in one pass (one scan of the host's processes), others each alone."""
-    import asyncio
-
     from reconciler import discovery
 
     local = [n.spec for n in nodes if isinstance(n, LocalNode)]
@@ -263,6 +266,39 @@ async def check_paths_all(
     remote = await asyncio.gather(*(nodes[n].check_paths(queries[n]) for n in others))
     answers.update(zip(others, remote, strict=True))
     return answers
+
+
+async def ask_again(nodes: Mapping[str, Node], actual: ActualState, timeout: float) -> ActualState:
+    """`actual` after asking every verified process whose monitor missed discovery's short deadline once
+    more, all at once, each for up to `timeout` seconds.
+
+    Discovery keeps `status` and the daemon quick with 0.5 s per query; a loaded host's QEMU can take
+    longer. Before an apply plans, or judges a saved plan stale, a slow monitor gets the apply's own QMP
+    deadline: only one that stays silent for that long is taken as unresponsive.
+    """
+    from reconciler import discovery
+
+    slow = [i for i in actual.instances if i.qmp_unresponsive and i.node in nodes]
+    if not slow:
+        return actual
+    answers = await asyncio.gather(*(_query_status(nodes[i.node], i.name, timeout) for i in slow))
+    again = {(i.name, i.node): discovery.asked_again(i, a) for i, a in zip(slow, answers, strict=True)}
+    return replace(actual, instances=tuple(again.get((i.name, i.node), i) for i in actual.instances))
+
+
+async def _query_status(node: Node, instance: str, timeout: float) -> str | QmpError:
+    deadline = time.monotonic() + timeout
+    try:
+        session = await node.qmp(instance, timeout, patient=True)
+        try:
+            result = await session.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001))
+        finally:
+            await session.close()
+    except QmpError as err:
+        return err
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        return QmpError(session.socket_path, f"query-status: unexpected answer {result!r}")
+    return str(result["status"])
 
 
 def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.actual import ActualInstance, ActualState
+from reconciler.actual import ActualInstance, ActualState, RunState
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.gitinfo import GitInfo
 from reconciler.model import DesiredState, spec_hash, to_jsonable
@@ -113,9 +113,29 @@ def _pairs_diff(kind: str, old: tuple[tuple[str, str], ...], new: tuple[tuple[st
 
 
 _FIELDS = ("state", "pid", "started_at", "spec_hash")
+_IDENTITY = ("pid", "started_at", "spec_hash")
+_UNKNOWN = RunState.UNKNOWN.value
 
 
-def _records_diff(old: tuple[RecordPrint, ...], new: tuple[RecordPrint, ...]) -> list[str]:
+def record_change(b: RecordPrint, a: RecordPrint, unresponsive: bool) -> str:
+    """What differs between a record as the plan saw it (`b`) and now (`a`), in words.
+
+    A monitor that does not answer is not a change of the instance: when the process is the same (pid,
+    start time, spec) and only its state went to unknown because its QMP did not answer (`unresponsive`,
+    after discovery asked again), or came back from unknown, the words say so, apart from a real change.
+    """
+    same_process = all(getattr(b, f) == getattr(a, f) for f in _IDENTITY)
+    if same_process and unresponsive and a.state == _UNKNOWN and b.state != _UNKNOWN:
+        return f"QMP slow/unresponsive (state {b.state} -> {a.state}; same process, pid {a.pid})"
+    if same_process and b.state == _UNKNOWN and a.state != _UNKNOWN:
+        return (f"QMP answers now (state {b.state} -> {a.state}; same process, pid {a.pid}): its state "
+                "was unknown when the plan was made")
+    changed = [f for f in _FIELDS if getattr(b, f) != getattr(a, f)]
+    return ", ".join(f"{f} {getattr(b, f)} -> {getattr(a, f)}" for f in changed)
+
+
+def _records_diff(old: tuple[RecordPrint, ...], new: tuple[RecordPrint, ...],
+                  unresponsive: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
     before = {(r.name, r.node): r for r in old}
     after = {(r.name, r.node): r for r in new}
     reasons = []
@@ -127,14 +147,15 @@ def _records_diff(old: tuple[RecordPrint, ...], new: tuple[RecordPrint, ...]) ->
         elif b is None:
             reasons.append(f"{where}: new record ({a.state})")
         elif b != a:
-            changed = [f for f in _FIELDS if getattr(b, f) != getattr(a, f)]
-            detail = ", ".join(f"{f} {getattr(b, f)} -> {getattr(a, f)}" for f in changed)
-            reasons.append(f"{where}: {detail}")
+            reasons.append(f"{where}: {record_change(b, a, key in unresponsive)}")
     return reasons
 
 
 def check_fresh(saved: SavedPlan, desired: DesiredState, actual: ActualState) -> tuple[str, ...]:
-    """Why `saved` no longer applies to (desired, actual): one line per change; empty when fresh."""
+    """Why `saved` no longer applies to (desired, actual): one line per change; empty when fresh.
+
+    `actual` should come from a discovery that asked slow monitors again (node.ask_again): a record
+    still unresponsive then is reported as "QMP slow/unresponsive", not as a change of the instance."""
     now = fingerprint(desired, actual)
     then = saved.fingerprint
     reasons: list[str] = []
@@ -146,7 +167,8 @@ def check_fresh(saved: SavedPlan, desired: DesiredState, actual: ActualState) ->
         if not reasons:
             reasons.append("manifests changed")
     if now.actual != then.actual:
-        reasons += _records_diff(then.records, now.records) or ["nodes changed"]
+        unresponsive = frozenset((i.name, i.node) for i in actual.instances if i.qmp_unresponsive)
+        reasons += _records_diff(then.records, now.records, unresponsive) or ["nodes changed"]
     return tuple(reasons)
 
 

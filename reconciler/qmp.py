@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -104,17 +106,24 @@ def _event(msg: Mapping[str, Any]) -> QmpEvent:
 NEGOTIATION_ATTEMPTS = 3
 
 
-async def connect(socket_path: str, timeout: float = 5.0, name: str = "reconciler") -> QemuQmpSession:
+async def connect(socket_path: str, timeout: float = 5.0, name: str = "reconciler", *,
+                  patient: bool = False) -> QemuQmpSession:
     """Connect and negotiate capabilities within `timeout`; QmpConnectError or QmpTimeout on failure.
 
     QEMU may send an event before its reply to `qmp_capabilities` (the command switches the monitor to
     command mode before the reply is queued; an event emitted in between goes first: seen right after a
     migration completes, when the target emits RESUME). qemu.qmp then fails the negotiation; a fresh
-    connection, at once, within the same deadline, succeeds."""
+    connection, at once, within the same deadline, succeeds.
+
+    `patient`: a monitor slow to accept is waited for. QEMU listens with a backlog of one (two pending
+    connections) and a QEMU that is not being scheduled accepts none, so a third client's non-blocking
+    connect fails at once. A patient connect is a blocking one in a worker thread, bounded by SO_SNDTIMEO:
+    the kernel wakes it the moment QEMU accepts (an event, not a poll)."""
     deadline = time.monotonic() + timeout
     for attempt in range(1, NEGOTIATION_ATTEMPTS + 1):
         try:
-            return await _connect_once(socket_path, max(deadline - time.monotonic(), 0.001), name, timeout)
+            return await _connect_once(socket_path, max(deadline - time.monotonic(), 0.001), name, timeout,
+                                       patient)
         except _EventBeforeReply as err:
             if attempt == NEGOTIATION_ATTEMPTS or time.monotonic() >= deadline:
                 raise QmpConnectError(socket_path, f"negotiation failed: {err.detail}") from None
@@ -127,12 +136,13 @@ class _EventBeforeReply(Exception):
         self.detail = detail
 
 
-async def _connect_once(socket_path: str, timeout: float, name: str, budget: float) -> QemuQmpSession:
+async def _connect_once(socket_path: str, timeout: float, name: str, budget: float,
+                        patient: bool = False) -> QemuQmpSession:
     """One attempt with `timeout` seconds left of the caller's `budget` (which errors name)."""
     client = QMPClient(name)
     try:
         async with asyncio.timeout(timeout):
-            await client.connect(socket_path)
+            await client.connect(await _accepted(socket_path, timeout) if patient else socket_path)
     except ConnectError as err:
         cause = err.exc
         if isinstance(cause, NegotiationError) and isinstance(cause.exc, AssertionError):
@@ -147,6 +157,33 @@ async def _connect_once(socket_path: str, timeout: float, name: str, budget: flo
     except (QMPError, OSError) as err:
         raise QmpConnectError(socket_path, str(err) or type(err).__name__) from None
     return QemuQmpSession(client, socket_path)
+
+
+async def _accepted(socket_path: str, timeout: float) -> socket.socket:
+    """A unix socket connected to `socket_path`, waiting in the kernel (up to `timeout`) while the
+    listener's backlog is full; TimeoutError when it stays full, OSError when nobody listens."""
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def blocking_connect() -> None:  # in a worker thread, which may start late: the deadline is absolute
+        secs = deadline - time.monotonic()
+        if secs <= 0:
+            raise BlockingIOError
+        secs = max(secs, 0.001)  # a zero timeval would mean no timeout at all
+        timeval = struct.pack("ll", int(secs), int(secs % 1 * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.connect(socket_path)
+
+    try:
+        await asyncio.to_thread(blocking_connect)
+    except BlockingIOError:  # SO_SNDTIMEO ran out
+        sock.close()
+        raise TimeoutError from None
+    except BaseException:
+        sock.close()  # a thread still blocked in connect keeps its own reference; it ends by SO_SNDTIMEO
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 @contextlib.asynccontextmanager

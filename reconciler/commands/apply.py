@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="actions on different instances at once (default 4)")
     parser.add_argument("--lock-timeout", type=argtypes.seconds, default=None, metavar="SECONDS",
                         help="wait at most this long for the node locks (default: forever; 0: fail at once)")
-    parser.add_argument("--force", action="store_true", help="stop instances without ACPI (quit at once)")
+    parser.add_argument("--force", action="store_true",
+                        help="stop instances without ACPI (quit at once); stop by signal a Halted instance "
+                             "whose QMP does not answer")
     parser.add_argument("--target", action="append", metavar="NAME",
                         help="limit the plan to this instance (repeatable)")
     parser.add_argument("--prune", action="store_const", const=True, default=None,
@@ -70,11 +72,17 @@ def run(args: argparse.Namespace) -> int:
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
     from reconciler import gitinfo, hostcheck
     from reconciler.commands.plan import use_color
-    from reconciler.node import discover_all
+    from reconciler.node import ask_again, discover_all
     from reconciler.planner import make_plan
     from reconciler.render.text import RenderOptions, render_text
 
     actual = asyncio.run(discover_all(list(nodes.values())))
+    if any(i.qmp_unresponsive for i in actual):
+        # A monitor slow to answer is asked again within our QMP deadline: it is neither a change that
+        # makes a saved plan stale nor, under --force, a process to stop by signal.
+        from reconciler.executor.context import Deadlines
+
+        actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
     git = gitinfo.describe(paths)
     if args.plan:
         from reconciler import planfile  # only saved plans need it (import time counts for every apply)
@@ -86,7 +94,8 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         plan = saved.plan
     else:
         targets = frozenset(args.target) if args.target else None
-        plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty)
+        plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
+                         force=args.force)
     plan = hostcheck.check(plan, desired, actual, nodes)
     sys.stdout.write(render_text(plan, RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ)),
                                  git))

@@ -13,8 +13,9 @@ from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed, ActionResult, Status, Summary
 from reconciler.planner.actions import Action, ActionKind, Plan, Reason
 
-# Other stops discard the copy (prune, duplicate); `reconciler stop` keeps it, marked stopped.
-_KEEP_RECORD = frozenset({Reason.WANTED_STOPPED, Reason.REQUESTED})
+# Halted stops keep the record, and so does `reconciler stop` (marked stopped); other stops discard
+# the copy (prune, duplicate).
+_KEEP_RECORD = frozenset({Reason.WANTED_STOPPED, Reason.QMP_UNRESPONSIVE, Reason.REQUESTED})
 
 
 async def run_plan(plan: Plan, ctx: Context, parallel: int = 4) -> Summary:
@@ -70,7 +71,8 @@ async def _dispatch(ctx: Context, action: Action) -> str:
         return await duplicate.stop_duplicate(ctx, ctx.node(action.node), action.name)
     if action.kind is ActionKind.STOP:
         node = ctx.node(action.node)
-        done = await stop.stop(ctx, node, action.name, keep_record=action.reason in _KEEP_RECORD)
+        done = await stop.stop(ctx, node, action.name, keep_record=action.reason in _KEEP_RECORD,
+                               by_signal=action.by_signal)
         return f"stopped on {node.name} ({done.step.value}) in {done.seconds:.2f}s"
     if action.kind is ActionKind.RESTART:
         return await restart.restart(ctx, action)

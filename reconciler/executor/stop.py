@@ -6,6 +6,11 @@ the instance's shutdown timeout; then `quit`; then SIGTERM; then SIGKILL. ACPI o
 at once. Signals go through a pidfd opened and verified (start time + argv) before use; every wait is on
 that pidfd (readable the instant the process exits; a zombie counts) under a deadline.
 
+A process whose QMP does not answer (planned with `by_signal`, apply --force) is stopped by signal alone:
+SIGTERM, then SIGKILL. SIGTERM is followed by SIGCONT: a stopped process (SIGSTOP, a debugger's job
+control) would hold SIGTERM pending until continued; continued, QEMU acts on it and exits cleanly,
+flushing its disks. One that still does not exit gets SIGKILL, which needs no continuing.
+
 Afterwards the runtime files go. The record is kept, marked with why the instance stopped (so a Halted
 instance plans as no-op and `status` can say "stopped by the reconciler"), unless the copy is being
 discarded (a duplicate, a pruned orphan, a migration or relocation source): then it goes too.
@@ -95,6 +100,7 @@ async def escalate(handle: ProcessHandle, session: QmpSession | None, *, gracefu
         if await handle.wait_exit(d.quit):
             return Step.ACPI if guest_off else Step.QUIT
     handle.send_signal(signal.SIGTERM)
+    handle.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
     if await handle.wait_exit(d.term):
         return Step.SIGTERM
     handle.send_signal(signal.SIGKILL)
@@ -104,8 +110,9 @@ async def escalate(handle: ProcessHandle, session: QmpSession | None, *, gracefu
 
 
 async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
-                       shutdown_timeout: float) -> Stopped:
-    """Stop the instance's recorded process on `node` (no file changes). ActionFailed if it cannot."""
+                       shutdown_timeout: float, by_signal: bool = False) -> Stopped:
+    """Stop the instance's recorded process on `node` (no file changes). ActionFailed if it cannot.
+    `by_signal`: its QMP does not answer, so none is tried (SIGTERM, then SIGKILL)."""
     t0 = time.monotonic()
     try:
         rec = node.read_record(name)
@@ -120,11 +127,12 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
     if handle is None:
         return Stopped(Step.ALREADY_GONE, rec.stop_cause or StopCause.UNKNOWN, 0.0)
     with handle:
-        session: QmpSession | None
-        try:
-            session = await node.qmp(name, ctx.deadlines.qmp)
-        except QmpError:
-            session = None
+        session: QmpSession | None = None
+        if not by_signal:
+            try:
+                session = await node.qmp(name, ctx.deadlines.qmp)
+            except QmpError:
+                session = None
         try:
             status = ""
             if session is not None:
@@ -141,16 +149,17 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
     return Stopped(step, cause, time.monotonic() - t0)
 
 
-async def stop(ctx: Context, node: Node, name: str, *, keep_record: bool) -> Stopped:
+async def stop(ctx: Context, node: Node, name: str, *, keep_record: bool, by_signal: bool = False) -> Stopped:
     """The stop action on one node: intent, escalation, files. Returns how it ended."""
     spec = ctx.specs.get(name)
     rec = _record_or_none(node, name)
     used = spec or (rec.spec if rec is not None else None)
     acpi = used.acpi if used is not None else True
     timeout = used.shutdown_timeout if used is not None else 30.0
-    ctx.progress.event(name, f"stopping on {node.name}" + (" (forced)" if ctx.force else ""))
+    how = " (by signal: QMP unresponsive)" if by_signal else " (forced)" if ctx.force else ""
+    ctx.progress.event(name, f"stopping on {node.name}{how}")
     ctx.intent(IntentKind.STOP, name, node)
-    stopped = await stop_process(ctx, node, name, acpi=acpi, shutdown_timeout=timeout)
+    stopped = await stop_process(ctx, node, name, acpi=acpi, shutdown_timeout=timeout, by_signal=by_signal)
     finish(node, name, stopped.cause, keep_record=keep_record, desired=spec)
     return stopped
 

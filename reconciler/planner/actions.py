@@ -55,6 +55,7 @@ class Reason(enum.StrEnum):
     WANTED_STOPPED = "wanted_stopped"
     PRUNED = "pruned"
     DUPLICATE = "duplicate"
+    QMP_UNRESPONSIVE = "qmp_unresponsive"
     UPDATE_PENDING = "update_pending"
     MANUAL = "manual"
     REQUESTED = "requested"  # an imperative verb: reconciler start|stop|restart|reboot
@@ -83,6 +84,7 @@ _WORDS = {
     Reason.WANTED_STOPPED: "run strategy Halted keeps it stopped",
     Reason.PRUNED: "not in the manifests; pruning is on",
     Reason.DUPLICATE: "also present on another node (interrupted migration); this copy is stopped",
+    Reason.QMP_UNRESPONSIVE: "QMP unresponsive; run strategy Halted: stopped by signal (SIGTERM, SIGKILL)",
     Reason.UPDATE_PENDING: "update policy Pending: applied at the next restart",
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
     Reason.REQUESTED: "asked for on the command line",
@@ -129,6 +131,7 @@ class Action:
     phase: int = 0
     in_place: bool = False  # RESTART of a powered-off guest whose QEMU lives on: system_reset + cont
     clean_stale: bool = False  # START: remove the stale pidfile first
+    by_signal: bool = False  # STOP of a verified process whose QMP does not answer: SIGTERM, then SIGKILL
     migration_mode: MigrationMode | None = None  # MIGRATE only
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)

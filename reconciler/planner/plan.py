@@ -32,6 +32,10 @@ same plan byte for byte. Decisions, in order:
    prune, status and the next plan see what was applied.
 8. A migration whose target could not bind the instance's VNC display (nodes sharing an address, or a
    live holder there) is an error (planner.binds), not a launch that fails at apply time.
+9. A process proved ours whose QMP does not answer (UNKNOWN, `qmp_unresponsive`) can only be stopped
+   by signal: a Halted one is stopped so (Reason.QMP_UNRESPONSIVE, `by_signal`) under `force` (apply
+   --force); without it, a warning says exactly that --force would. Anything else about it is left out
+   of the plan (nothing can be asked of it), as is an UNKNOWN whose record is unreadable.
 """
 
 from __future__ import annotations
@@ -86,9 +90,11 @@ def make_plan(
     prune: bool | None = None,
     targets: frozenset[str] | None = None,
     allow_empty: bool = False,
+    force: bool = False,
 ) -> Plan:
     """Plan what makes `actual` match `desired`. `prune` overrides desired.prune; `targets` limits
-    the plan to those instance names; `allow_empty` lifts the guard against pruning everything."""
+    the plan to those instance names; `allow_empty` lifts the guard against pruning everything; `force`
+    (apply --force) lets a Halted instance whose QMP does not answer be stopped by signal."""
     prune_on = desired.prune if prune is None else prune
     records: dict[str, list[ActualInstance]] = defaultdict(list)
     for rec in actual.instances:
@@ -115,7 +121,7 @@ def make_plan(
         if spec is None:
             _orphan(name, recs, prune_on, out)
         else:
-            _instance(spec, recs, desired.nodes, out)
+            _instance(spec, recs, desired.nodes, out, force)
     current = _current_usage(actual, desired.instances)
     moves = _with_handoffs(_place(out, desired.nodes, current), desired, records)
     out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
@@ -221,8 +227,9 @@ def _orphan(name: str, recs: list[ActualInstance], prune_on: bool, out: _Outcome
         out.orphans.append(Orphan(name, rec.node, rec.state.value, fate))
 
 
-def _stop(rec: ActualInstance, reason: Reason, spec: InstanceSpec | None) -> placement.Move:
-    action = Action(rec.name, ActionKind.STOP, reason, rec.node)
+def _stop(rec: ActualInstance, reason: Reason, spec: InstanceSpec | None, *,
+          by_signal: bool = False) -> placement.Move:
+    action = Action(rec.name, ActionKind.STOP, reason, rec.node, by_signal=by_signal)
     return placement.Move(action, ((rec.node, -_recorded_memory(rec, spec)),))
 
 
@@ -249,7 +256,7 @@ def _resolve(
 
 
 def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str, NodeSpec],
-              out: _Outcome) -> None:
+              out: _Outcome, force: bool) -> None:
     primary, duplicates, split = _resolve(recs, spec.node)
     if split is not None:
         out.errors.append(split)
@@ -266,8 +273,7 @@ def _instance(spec: InstanceSpec, recs: list[ActualInstance], nodes: Mapping[str
         return
     state, cause = primary.state, primary.stop_cause
     if state is RunState.UNKNOWN:
-        out.warnings.append(f"instance {spec.name} on {primary.node}: state unknown (QMP did not "
-                            "answer); left out of the plan")
+        _unresponsive(spec, primary, force, out)
     elif state in _UP:
         _running(spec, primary, nodes, out)
     elif state is RunState.SHUTDOWN or (state is RunState.STOPPED and cause is StopCause.GUEST):
@@ -383,6 +389,20 @@ def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome) -> No
     changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart)
     action = Action(spec.name, ActionKind.UPDATE, Reason.RECORD_ONLY, rec.node, changes=node + changes)
     out.moves.append(placement.Move(action, ()))
+
+
+def _unresponsive(spec: InstanceSpec, rec: ActualInstance, force: bool, out: _Outcome) -> None:
+    where = f"instance {spec.name} on {rec.node}"
+    if not rec.qmp_unresponsive or spec.run_strategy is not RunStrategy.HALTED:
+        out.warnings.append(f"{where}: state unknown (QMP did not answer); left out of the plan")
+    elif spec.protect:
+        out.errors.append(PlanProblem(ProblemKind.PROTECTED, f"instance {spec.name}",
+                                      f"protect: true; run strategy Halted would stop it on {rec.node}"))
+    elif force:
+        out.moves.append(_stop(rec, Reason.QMP_UNRESPONSIVE, spec, by_signal=True))
+    else:
+        out.warnings.append(f"{where}: QMP unresponsive; --force would stop it by signal (SIGTERM, then "
+                            "SIGKILL)")
 
 
 def _powered_off(

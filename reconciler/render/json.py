@@ -41,6 +41,8 @@ def _action(a: Action) -> dict[str, Any]:
     extra: dict[str, Any] = {"extra_args": list(a.extra_args)} if a.extra_args else {}  # escape hatch used
     if a.handoffs:  # only when the action waits for another instance to release something
         extra["handoffs"] = [{"instance": h.instance, "resource": h.resource} for h in a.handoffs]
+    if a.by_signal:  # only on a stop of a process whose QMP does not answer (added in 1.0; absent: false)
+        extra["by_signal"] = True
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -119,6 +121,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
         extra_args=tuple(str(x) for x in d.get("extra_args", ())),
         handoffs=tuple(Handoff(str(h["instance"]), str(h["resource"])) for h in d.get("handoffs", ())),
+        by_signal=bool(d.get("by_signal", False)),
     )
 
 

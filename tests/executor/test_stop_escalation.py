@@ -8,8 +8,12 @@ from typing import Any
 
 import pytest
 
-from reconciler.executor.context import Deadlines
-from reconciler.executor.stop import Step, escalate
+from reconciler.actual import StopCause
+from reconciler.executor.context import Context, Deadlines
+from reconciler.executor.progress import RecordingProgress
+from reconciler.executor.stop import Step, Stopped, escalate, stop_process
+from reconciler.model import InstanceSpec
+from reconciler.records import AppliedRecord
 
 from .fakes import FakeProcess, FakeSession, command_error
 
@@ -59,8 +63,8 @@ def test_guest_ignoring_the_button_is_quit_after_its_timeout() -> None:
 
 
 @pytest.mark.parametrize(("dies_on", "expected", "signals"), [
-    ((signal.SIGTERM,), Step.SIGTERM, [signal.SIGTERM]),
-    ((signal.SIGKILL,), Step.SIGKILL, [signal.SIGTERM, signal.SIGKILL]),
+    ((signal.SIGTERM,), Step.SIGTERM, [signal.SIGTERM, signal.SIGCONT]),
+    ((signal.SIGKILL,), Step.SIGKILL, [signal.SIGTERM, signal.SIGCONT, signal.SIGKILL]),
 ])
 def test_quit_ignored_escalates_to_signals(dies_on: tuple[signal.Signals, ...], expected: Step,
                                            signals: list[signal.Signals]) -> None:
@@ -80,4 +84,83 @@ def test_no_qmp_goes_straight_to_sigterm() -> None:
         return await escalate(proc, None, graceful=5.0, d=FAST), proc  # type: ignore[arg-type]
 
     step, proc = run(go())
-    assert step is Step.SIGTERM and proc.signals == [signal.SIGTERM]
+    assert step is Step.SIGTERM and proc.signals == [signal.SIGTERM, signal.SIGCONT]
+
+
+class StoppedProcess(FakeProcess):
+    """A SIGSTOPped process: SIGTERM stays pending until SIGCONT; SIGKILL needs no continuing."""
+
+    def __init__(self) -> None:
+        super().__init__(dies_on=(signal.SIGKILL,))
+        self.pending_term = False
+
+    def send_signal(self, sig: signal.Signals) -> bool:
+        super().send_signal(sig)
+        if sig is signal.SIGTERM:
+            self.pending_term = True
+        if sig is signal.SIGCONT and self.pending_term:
+            self.exit()
+        return True
+
+    def __enter__(self) -> StoppedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_a_stopped_process_is_continued_so_that_sigterm_ends_it() -> None:
+    async def go() -> tuple[Step, StoppedProcess]:
+        proc = StoppedProcess()
+        return await escalate(proc, None, graceful=None, d=FAST), proc  # type: ignore[arg-type]
+
+    step, proc = run(go())
+    assert step is Step.SIGTERM and proc.signals == [signal.SIGTERM, signal.SIGCONT]
+
+
+def test_a_process_deaf_to_sigterm_is_killed_within_the_deadlines() -> None:
+    async def go() -> tuple[Step, FakeProcess, float]:
+        proc = FakeProcess(dies_on=(signal.SIGKILL,))  # e.g. stuck in the kernel: only SIGKILL ends it
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        step = await escalate(proc, None, graceful=None, d=FAST)  # type: ignore[arg-type]
+        return step, proc, loop.time() - t0
+
+    step, proc, took = run(go())
+    assert step is Step.SIGKILL and proc.signals == [signal.SIGTERM, signal.SIGCONT, signal.SIGKILL]
+    assert FAST.term <= took < FAST.term + FAST.kill
+
+
+class NoQmpNode:
+    """Just what stop_process touches on a node; asking it for QMP fails the test."""
+
+    def __init__(self, proc: FakeProcess) -> None:
+        self.proc = proc
+        self.qmp_asked = 0
+        spec = InstanceSpec(name="web", memory_mib=128)
+        self.record = AppliedRecord.create(spec, "a", ("qemu",), "7.2", 4242, 1.0, 1.0, None)
+
+    def read_record(self, instance: str) -> AppliedRecord:
+        return self.record
+
+    def process(self, pid: int, create_time: float, argv: object) -> FakeProcess:
+        return self.proc
+
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> FakeSession:
+        self.qmp_asked += 1
+        raise AssertionError("a stop by signal must not wait on a monitor that does not answer")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_stop_by_signal_asks_no_qmp(force: bool) -> None:
+    async def go() -> tuple[Stopped, NoQmpNode]:
+        node = NoQmpNode(StoppedProcess())
+        ctx = Context(nodes={}, specs={}, progress=RecordingProgress(), force=force, deadlines=FAST,
+                      owner=(1, 0.0))
+        return await stop_process(ctx, node, "web", acpi=True, shutdown_timeout=30.0,  # type: ignore[arg-type]
+                                  by_signal=True), node
+
+    stopped, node = run(go())
+    assert stopped.step is Step.SIGTERM and stopped.cause is StopCause.RECONCILER
+    assert node.qmp_asked == 0
+    assert stopped.seconds < FAST.term
