@@ -67,6 +67,7 @@ class Activity(enum.StrEnum):
     STARTING = "starting"
     STOPPING = "stopping"
     RESETTING = "resetting"  # in-place restart: system_reset + cont
+    UPDATING = "updating its record"  # a record-only update: no process is touched
     MIGRATING_OUT = "migrating out"
     MIGRATING_IN = "migrating in"
 

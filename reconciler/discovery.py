@@ -340,6 +340,7 @@ _ACTIVITIES = {
     intents.IntentKind.START: Activity.STARTING,
     intents.IntentKind.STOP: Activity.STOPPING,
     intents.IntentKind.RESET: Activity.RESETTING,
+    intents.IntentKind.UPDATE: Activity.UPDATING,
     intents.IntentKind.MIGRATE_SOURCE: Activity.MIGRATING_OUT,
     intents.IntentKind.MIGRATE_TARGET: Activity.MIGRATING_IN,
 }

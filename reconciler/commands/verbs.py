@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _locked(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[str], desired: DesiredState,
             nodes: dict[str, Node]) -> int:
-    from reconciler import gitinfo
+    from reconciler import gitinfo, hostcheck
     from reconciler.commands.plan import use_color
     from reconciler.node import discover_all
     from reconciler.planner.verbs import verb_plan
@@ -68,7 +68,7 @@ def _locked(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[
 
     actual = asyncio.run(discover_all(list(nodes.values())))
     made = verb_plan(verb, names, desired, actual)
-    plan = made.plan
+    plan = hostcheck.check(made.plan, desired, actual, nodes)  # a start needs its files, as in apply
     for note in made.notes:
         print(note)
     if plan.empty and not plan.errors:

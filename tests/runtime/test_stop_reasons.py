@@ -77,9 +77,17 @@ def test_stop_cause_words(cause: StopCause, words: str) -> None:
     (InFlight("vm", "n1", Activity.STARTING, "watch", 7), "starting (watch, PID 7)"),
     (InFlight("vm", "n1", Activity.MIGRATING_OUT, "apply", 9, "n2"), "migrating out to n2 (apply, PID 9)"),
     (InFlight("vm", "n2", Activity.MIGRATING_IN, "apply", 9, "n1"), "migrating in from n1 (apply, PID 9)"),
+    (InFlight("vm", "n1", Activity.UPDATING, "apply", 5), "updating its record (apply, PID 5)"),
 ])
 def test_in_flight_label(flight: InFlight, label: str) -> None:
     assert flight.label == label
+
+
+def test_every_intent_kind_is_shown_as_an_activity() -> None:
+    """A live run's intent of any kind is shown by `status`, never a KeyError (UPDATE came later)."""
+    from reconciler.executor.intent import IntentKind
+
+    assert set(discovery._ACTIVITIES) == set(IntentKind)
 
 
 @pytest.mark.parametrize(("cmdline", "command"), [
