@@ -17,7 +17,10 @@ from reconciler.errors import UsageError
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with make_world(tmp_path, "/nonexistent/vmlinuz", "/nonexistent/initrd") as w:
+    kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd"  # present: the plan checks them on the node
+    kernel.touch()
+    initrd.touch()
+    with make_world(tmp_path, str(kernel), str(initrd)) as w:
         w.instance("man", "node-a", runStrategy="Manual")
         yield w
 

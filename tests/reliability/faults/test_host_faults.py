@@ -24,6 +24,10 @@ def _failed_start(rig: Rig, needle: str) -> None:
     assert "Traceback" not in failed.err
     errors = [ln for ln in failed.err.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and needle in errors[0], failed.err
+    _nothing_made(rig)
+
+
+def _nothing_made(rig: Rig) -> None:
     rig.check_fault()
     assert "web1" not in qemu_by_instance(rig.state_dirs)
     assert not Path(rig.world.paths("node-a", "web1").dir).exists()  # nothing half-made
@@ -32,7 +36,12 @@ def _failed_start(rig: Rig, needle: str) -> None:
 
 def test_missing_disk_image(rig: Rig) -> None:
     rig.declare("web1", "node-a", disks=[{"path": str(rig.tmp / "nope.img"), "cache": "writeback"}])
-    _failed_start(rig, "nope.img")
+    refused = rig.world.apply()  # the plan checks the node first: nothing is launched at all
+    assert refused.code == ExitCode.ERROR, refused.text
+    assert "Traceback" not in refused.err
+    missing = [ln for ln in refused.out.splitlines() if "spec.disks[0].path" in ln]
+    assert len(missing) == 1 and "nope.img' does not exist on node node-a" in missing[0], refused.out
+    _nothing_made(rig)
     rig.declare("web1", "node-a")
     rig.converge({"web1": "node-a", "keep": "node-a"})
 
