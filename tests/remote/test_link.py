@@ -15,7 +15,7 @@ import pytest
 
 from reconciler import __version__
 from reconciler.errors import HostKeyRejected, HostUnreachable, RemoteAgentError, RemoteCallError
-from reconciler.remote.ssh import HostLink, SshTarget, open_link
+from reconciler.remote.ssh import SshTarget, open_link
 
 REPO = Path(__file__).resolve().parents[2]
 # The package on the hosts is this checkout (the hosts share this machine's file system).
@@ -42,7 +42,7 @@ def test_open_hello_and_calls(rig: netns_rig.Rig) -> None:
             results = await asyncio.gather(*(link.call("ping", timeout=5) for _ in range(20)))
             assert {r["version"] for r in results} == {__version__}
             assert await link.call("qemu_version", {"binary": "qemu-system-x86_64"}, timeout=10)
-            with pytest.raises(RemoteCallError, match="unknown method|nope"):
+            with pytest.raises(RemoteCallError, match=r"^node h1 .*: nope: nope$"):
                 await link.call("nope", timeout=5)
             with pytest.raises(RemoteCallError, match="binary: expected a string"):
                 await link.call("qemu_version", {"binary": ["x"]}, timeout=5)
@@ -101,7 +101,7 @@ def test_a_connection_lost_mid_call_fails_that_call(rig: netns_rig.Rig) -> None:
             out = subprocess.run(rig.exec_argv(h3, "pkill", "-KILL", "-f", "sshd: root"),
                                  capture_output=True, check=False)
             assert out.returncode == 0
-            with pytest.raises(RemoteCallError, match="connection was lost|no answer"):
+            with pytest.raises(RemoteCallError, match=r"connection was lost|no answer"):
                 await link.call("ping", timeout=5)
             assert not link.alive
         finally:
