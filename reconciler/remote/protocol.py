@@ -117,5 +117,7 @@ def decode(line: bytes) -> Frame:
             err = obj["error"]
             return Response(ident, fault=Fault(FaultKind(err["kind"]), str(err["message"])))
         return Response(ident, result=obj.get("result"))
+    except ProtocolError:
+        raise
     except (KeyError, TypeError, ValueError) as err:
         raise ProtocolError(f"malformed frame ({err}): {line[:80]!r}") from None
