@@ -12,8 +12,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import netns_rig
 import pytest
+
+from tests.remote import netns_rig
 
 
 def rig_leftovers(rig: netns_rig.Rig) -> list[str]:

@@ -10,16 +10,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import netns_rig
 import pytest
 
 from reconciler import __version__
 from reconciler.errors import HostKeyRejected, HostUnreachable, RemoteAgentError, RemoteCallError
 from reconciler.remote.ssh import SshTarget, open_link
+from tests.remote import netns_rig
 
 REPO = Path(__file__).resolve().parents[2]
 # The package on the hosts is this checkout (the hosts share this machine's file system).
 AGENT = ("env", f"PYTHONPATH={REPO}", sys.executable, "-m", "reconciler", "agent")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.remote]
 
 
 def target(rig: netns_rig.Rig, on: netns_rig.Host, **changes: Any) -> SshTarget:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import netns_rig
+import pytest
+
+from tests.remote import netns_rig
+
+pytestmark = [pytest.mark.e2e, pytest.mark.remote]
 
 
 def ssh(rig: netns_rig.Rig, host: netns_rig.Host, *command: str) -> subprocess.CompletedProcess[str]:
