@@ -13,14 +13,13 @@ import contextlib
 import os
 import platform
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
 from reconciler.remote import protocol as p
-
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+from reconciler.remote.hostops import BadParams, Handler, HostOps
 
 
 async def _ping(params: dict[str, Any]) -> Any:
@@ -32,7 +31,7 @@ async def _qemu_version(params: dict[str, Any]) -> Any:
 
     binary = params.get("binary")
     if not isinstance(binary, str):
-        raise _BadParams("binary: expected a string")
+        raise BadParams("binary: expected a string")
     return await asyncio.to_thread(launch.qemu_version, binary)
 
 
@@ -42,10 +41,6 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-class _BadParams(ValueError):
-    pass
-
-
 async def handle(request: p.Request, handlers: dict[str, Handler] = HANDLERS) -> p.Response:
     """One request to one response; every failure becomes a Fault, never a dead agent."""
     handler = handlers.get(request.method)
@@ -53,7 +48,7 @@ async def handle(request: p.Request, handlers: dict[str, Handler] = HANDLERS) ->
         return p.Response(request.id, fault=p.Fault(p.FaultKind.UNKNOWN_METHOD, request.method))
     try:
         return p.Response(request.id, result=await handler(request.params))
-    except _BadParams as err:
+    except BadParams as err:
         return p.Response(request.id, fault=p.Fault(p.FaultKind.BAD_PARAMS, f"{request.method}: {err}"))
     except ReconcilerError as err:
         return p.Response(request.id, fault=p.Fault(p.FaultKind.FAILED, str(err)))
@@ -62,13 +57,14 @@ async def handle(request: p.Request, handlers: dict[str, Handler] = HANDLERS) ->
                                                      f"{request.method}: {type(err).__name__}: {err}"))
 
 
-async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) -> None:
+async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
+                handlers: dict[str, Handler]) -> None:
     """Say hello, then answer requests until `reader` ends."""
     write(p.encode(p.Hello(p.PROTOCOL, __version__, platform.python_version())))
     tasks: set[asyncio.Task[None]] = set()
 
     async def answer(request: p.Request) -> None:
-        write(p.encode(await handle(request)))
+        write(p.encode(await handle(request, handlers)))
 
     try:
         while line := await reader.readline():
@@ -96,7 +92,11 @@ async def _main() -> None:
         with contextlib.suppress(BrokenPipeError):
             out.write(data)
 
-    await serve(reader, write)
+    ops = HostOps()
+    try:
+        await serve(reader, write, {**HANDLERS, **ops.handlers()})
+    finally:
+        ops.close()
 
 
 def main() -> int:
