@@ -1,13 +1,13 @@
 """Restart: stop then start with the new spec; or, for a guest that powered itself off with an unchanged
 spec (the planner's `in_place` flag), `system_reset` + `cont` of the same QEMU process (same PID, taps
-and sockets; no relaunch)."""
+and sockets; no relaunch). `reconciler reboot` is the same reset of a running guest."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
-from reconciler.errors import QmpError
+from reconciler.errors import QmpError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
@@ -16,6 +16,7 @@ from reconciler.executor.stop import stop
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.planner.actions import Action
+from reconciler.records import AppliedRecord
 
 
 async def restart(ctx: Context, action: Action) -> str:
@@ -32,17 +33,40 @@ async def restart(ctx: Context, action: Action) -> str:
 
 async def reset_in_place(ctx: Context, node: Node, spec: InstanceSpec) -> str:
     t0 = time.monotonic()
-    rec = node.read_record(spec.name)
+    ctx.progress.event(spec.name, f"resetting the powered-off guest in place on {node.name}")
+    rec = await _system_reset(ctx, node, spec.name)
+    # Same process and argv; ignored fields (shutdown timeout, labels, ...) take the new values.
+    node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=ctx.revision))
+    node.remove_intent(spec.name)
+    return f"reset in place on {node.name} (pid {rec.pid}) in {time.monotonic() - t0:.2f}s"
+
+
+async def reboot(ctx: Context, node: Node, name: str) -> str:
+    """`reconciler reboot`: reset the guest in the same QEMU process. The record stays as it is: the
+    process and its command line do not change, whatever the manifests say now."""
+    t0 = time.monotonic()
+    ctx.progress.event(name, f"rebooting on {node.name} (system_reset)")
+    rec = await _system_reset(ctx, node, name)
+    node.remove_intent(name)
+    return f"rebooted on {node.name} (same pid {rec.pid}) in {time.monotonic() - t0:.2f}s"
+
+
+async def _system_reset(ctx: Context, node: Node, name: str) -> AppliedRecord:
+    """system_reset + cont of the recorded, verified process, under a RESET intent (left for the caller
+    to remove); ActionFailed unless QEMU says running afterwards."""
+    try:
+        rec = node.read_record(name)
+    except RecordError as err:
+        raise ActionFailed(f"cannot verify the process: {err}") from None
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}; cannot reset in place")
     handle = node.process(rec.pid, rec.create_time, rec.argv)
     if handle is None:
         raise ActionFailed(f"QEMU (pid {rec.pid}) is gone; cannot reset in place")
     handle.close()
-    ctx.progress.event(spec.name, f"resetting the powered-off guest in place on {node.name}")
-    ctx.intent(IntentKind.RESET, spec.name, node)
+    ctx.intent(IntentKind.RESET, name, node)
     try:
-        session = await node.qmp(spec.name, ctx.deadlines.qmp)
+        session = await node.qmp(name, ctx.deadlines.qmp)
     except QmpError as err:
         raise ActionFailed(str(err)) from None
     try:
@@ -55,7 +79,4 @@ async def reset_in_place(ctx: Context, node: Node, spec: InstanceSpec) -> str:
         await close_quietly(session)
     if status != "running":
         raise ActionFailed(f"after system_reset + cont QEMU is {status}, not running")
-    # Same process and argv; ignored fields (shutdown timeout, labels, ...) take the new values.
-    node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=ctx.revision))
-    node.remove_intent(spec.name)
-    return f"reset in place on {node.name} (pid {rec.pid}) in {time.monotonic() - t0:.2f}s"
+    return rec

@@ -13,7 +13,8 @@ from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed, ActionResult, Status, Summary
 from reconciler.planner.actions import Action, ActionKind, Plan, Reason
 
-_KEEP_RECORD = frozenset({Reason.WANTED_STOPPED})  # other stops discard the copy (prune, duplicate)
+# Other stops discard the copy (prune, duplicate); `reconciler stop` keeps it, marked stopped.
+_KEEP_RECORD = frozenset({Reason.WANTED_STOPPED, Reason.REQUESTED})
 
 
 async def run_plan(plan: Plan, ctx: Context, parallel: int = 4) -> Summary:
@@ -75,4 +76,6 @@ async def _dispatch(ctx: Context, action: Action) -> str:
         return await restart.restart(ctx, action)
     if action.kind is ActionKind.MIGRATE:
         return await migrate.migrate(ctx, action)
+    if action.kind is ActionKind.REBOOT:
+        return await restart.reboot(ctx, ctx.node(action.node), action.name)
     raise ActionFailed(f"unknown action {action.kind.value}")

@@ -19,6 +19,7 @@ class ActionKind(enum.StrEnum):
     STOP = "stop"
     RESTART = "restart"
     MIGRATE = "migrate"
+    REBOOT = "reboot"  # guest reset (system_reset) in the same QEMU process; only `reconciler reboot`
 
     @property
     def symbol(self) -> str:
@@ -31,6 +32,7 @@ _SYMBOLS = {
     ActionKind.STOP: "-",
     ActionKind.RESTART: "-/+",
     ActionKind.MIGRATE: "->",
+    ActionKind.REBOOT: "@",
 }
 
 
@@ -51,6 +53,7 @@ class Reason(enum.StrEnum):
     DUPLICATE = "duplicate"
     UPDATE_PENDING = "update_pending"
     MANUAL = "manual"
+    REQUESTED = "requested"  # an imperative verb: reconciler start|stop|restart|reboot
 
     @property
     def words(self) -> str:
@@ -72,6 +75,7 @@ _WORDS = {
     Reason.DUPLICATE: "also present on another node (interrupted migration); this copy is stopped",
     Reason.UPDATE_PENDING: "update policy Pending: applied at the next restart",
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
+    Reason.REQUESTED: "asked for on the command line",
 }
 
 
@@ -143,6 +147,7 @@ class ProblemKind(enum.StrEnum):
     UNKNOWN_NODE = "unknown_node"
     UNKNOWN_TARGET = "unknown_target"
     ORDERING = "ordering"
+    REFUSED = "refused"  # an imperative verb that cannot be done in the instance's current state
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ _COLORS = {
     ActionKind.STOP: "\x1b[31m",  # red
     ActionKind.RESTART: "\x1b[33m",  # yellow
     ActionKind.MIGRATE: "\x1b[36m",  # cyan
+    ActionKind.REBOOT: "\x1b[35m",  # magenta
     ActionKind.NOOP: "",
 }
 _BOLD, _RED, _YELLOW = "\x1b[1m", "\x1b[31m", "\x1b[33m"
@@ -50,8 +51,10 @@ class _Painter:
 def summary(plan: Plan) -> str:
     counts = (
         f"{plan.count(ActionKind.START)} to start, {plan.count(ActionKind.RESTART)} to restart, "
-        f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop."
+        f"{plan.count(ActionKind.MIGRATE)} to migrate, {plan.count(ActionKind.STOP)} to stop"
     )
+    reboots = plan.count(ActionKind.REBOOT)  # only `reconciler reboot` makes them
+    counts += f", {reboots} to reboot." if reboots else "."
     return f"Plan: {counts}"
 
 
@@ -61,6 +64,8 @@ def _header(action: Action) -> str:
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration)"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
+    if action.kind is ActionKind.REBOOT:
+        extra = " (guest reset: system_reset + cont, same QEMU process)"
     return f"{action.name} {where}{extra}"
 
 

@@ -205,6 +205,7 @@ class Daemon:
         self.metrics.set_revision(result.revision)
         if result.actual is not None:
             self.metrics.set_instances(i.state for i in result.actual.instances)
+            self.metrics.set_instance_series(result.actual, snap.desired)
         for o in result.outcomes:
             self.metrics.actions.labels(kind=o.action.kind.value, outcome=o.word).inc()
         if result.ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def test_pyproject_ships_the_schema_in_the_wheel() -> None:
 @pytest.mark.parametrize("example", sorted((ROOT / "manifests").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_carry_the_editor_modeline_and_validate(example: Path) -> None:
     text = example.read_text()
-    assert text.startswith("# yaml-language-server: $schema=../schemas/manifest.schema.json\n")
+    for part in text.split("\n---\n"):  # the language server reads a modeline per document
+        assert part.startswith("# yaml-language-server: $schema=../schemas/manifest.schema.json\n"), part
     for doc in yaml.safe_load_all(text):
         jsonschema.validate(doc, schema.schema(), cls=jsonschema.Draft202012Validator)
 
@@ -149,3 +151,11 @@ def test_fast_check_agrees_with_jsonschema() -> None:
         == [full.is_valid(d) for d in docs]
         == [True, False, False, False, True, False]
     )
+
+
+def test_docs_show_the_workspace_schema_setting_of_vscode_settings() -> None:
+    """docs/manifests.md's `yaml.schemas` example is this repository's .vscode/settings.json (which
+    test_editor_schema.py checks with the real language server)."""
+    block = re.search(r"```json\n(.*?)\n```", (ROOT / "docs" / "manifests.md").read_text(), re.S)
+    assert block is not None
+    assert json.loads(block.group(1)) == json.loads((ROOT / ".vscode" / "settings.json").read_text())
