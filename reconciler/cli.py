@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "console": ("reconciler.commands.console", "attach to an instance's serial console"),
     "showcmd": ("reconciler.commands.showcmd", "print the QEMU command line of an instance"),
     "node-info": ("reconciler.commands.node_info", "show node resources and QEMU capabilities"),
+    "agent": ("reconciler.commands.agent", "serve a remote controller on stdio (started over SSH)"),
 }
 
 

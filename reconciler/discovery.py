@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
+from reconciler import intent as intents
 from reconciler import layout, procs, qmp, statedir
 from reconciler.actual import (
     Activity,
@@ -34,7 +35,6 @@ from reconciler.actual import (
     UnmanagedProcess,
 )
 from reconciler.errors import LaunchError, QmpError, QmpTimeout, RecordError, StateDirError
-from reconciler.executor import intent as intents
 from reconciler.model import NodeSpec
 from reconciler.records import AppliedRecord
 
@@ -278,7 +278,7 @@ class _HostProcesses:
 
 def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
                  host: _HostProcesses) -> _Live | None:
-    """Resolve an instance's intent.json (see reconciler.executor.intent), or None to inspect it as usual.
+    """Resolve an instance's intent.json (see reconciler.intent), or None to inspect it as usual.
 
     A live process whose command line is exactly the intent's argv, started after the intent was written,
     is the instance (an apply was killed between launching it and writing the record): it is reported

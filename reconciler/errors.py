@@ -191,3 +191,42 @@ class ConsoleError(ReconcilerError):
     @property
     def message(self) -> str:
         return f"console of instance {self.name}: {self.detail}"
+
+
+@dataclass(eq=False)
+class RemoteHostError(ReconcilerError):
+    """A remote node could not be used; subclasses say how. `host` is user@host:port."""
+
+    node: str
+    host: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"node {self.node} ({self.host}): {self.detail}"
+
+
+@dataclass(eq=False)
+class HostUnreachable(RemoteHostError):
+    """The connection was refused, timed out, or authentication failed: nothing is known of the host."""
+
+
+@dataclass(eq=False)
+class HostKeyRejected(RemoteHostError):
+    """The host's key is not the one in known_hosts: a possible attack, never retried silently."""
+
+
+@dataclass(eq=False)
+class RemoteAgentError(RemoteHostError):
+    """The host has no usable `reconciler agent`: missing, or another version than ours."""
+
+
+@dataclass(eq=False)
+class RemoteCallError(RemoteHostError):
+    """A request to the agent failed: no answer in time, the connection was lost, or it failed there."""
+
+    method: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"node {self.node} ({self.host}): {self.method}: {self.detail}"

@@ -186,6 +186,19 @@ class PortRange:
 
 
 @dataclass(frozen=True, slots=True)
+class SshSpec:
+    """How a remote node is reached over OpenSSH. Host keys are always verified; keys only."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    identity_file: str | None = None  # None: the default keys in ~/.ssh
+    known_hosts_file: str | None = None  # None: ~/.ssh/known_hosts
+    connect_timeout: float = 10.0  # seconds, for the TCP connection, key exchange and authentication
+    agent_command: tuple[str, ...] = ("reconciler", "agent")  # how the host starts its agent
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSpec:
     """A host that runs instances. Several may share one machine (distinct state directories)."""
 
@@ -197,6 +210,12 @@ class NodeSpec:
     migration_ports: PortRange = field(default_factory=lambda: PortRange(49152, 49215))
     memory_mib: int | None = None  # memory instances may use; None = the host's total
     labels: tuple[tuple[str, str], ...] = ()
+    ssh: SshSpec | None = None  # None: a node on this machine
+
+    @property
+    def machine(self) -> str:
+        """The machine the node's state directory is on: "local", or the SSH endpoint."""
+        return "local" if self.ssh is None else f"{self.ssh.host}:{self.ssh.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,11 @@ def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any
     return value
 
 
+def decode_as(tp: Any, data: Any, where: str = "value") -> Any:
+    """The inverse of `model.to_jsonable` for any dataclass of ours (an instance of `tp`)."""
+    return _decode(tp, data, where)
+
+
 def instance_from_jsonable(data: Any) -> model.InstanceSpec:
     """The inverse of `model.to_jsonable` for an InstanceSpec (missing fields take their defaults)."""
     spec = _decode(model.InstanceSpec, data, "spec")
@@ -162,7 +167,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
 @functools.cache
 def _shape(tp: type) -> tuple[dict[str, Any], dict[str, Field[Any]]]:
     """A dataclass's resolved field types and fields (resolving annotations is slow: once per type)."""
-    return typing.get_type_hints(tp, vars(model)), {f.name: f for f in fields(tp)}
+    return typing.get_type_hints(tp), {f.name: f for f in fields(tp)}
 
 
 def _decode_dataclass(tp: type, value: Any, where: str) -> Any:

@@ -1,5 +1,5 @@
 """The executor: carries out a Plan on Node objects (start, stop, restart, migrate), with deadlines,
 escalation, per-instance ordering, bounded parallelism and crash-safe intents. Entry point: `schedule.run`.
 
-Kept import-light: `reconciler.discovery` reads intents through `executor.intent` (a pure codec).
+The intents it writes are encoded in `reconciler.intent`, below it, which discovery reads too.
 """

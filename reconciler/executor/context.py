@@ -7,9 +7,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.executor.intent import Intent, IntentKind, owner_identity, to_jsonable
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.progress import Progress
+from reconciler.intent import Intent, IntentKind, owner_identity, to_jsonable
 from reconciler.model import InstanceSpec
 from reconciler.node import Node
 
@@ -59,7 +59,7 @@ class Context:
         return sem
 
     def intent(self, kind: IntentKind, instance: str, node: Node, **kw: object) -> Intent:
-        """Write an intent on `node` before acting (see executor.intent) and return it."""
+        """Write an intent on `node` before acting (see reconciler.intent) and return it."""
         pid, ctime = self.owner
         it = Intent(kind=kind, instance=instance, node=node.name, time=time.time(), owner_pid=pid,
                     owner_create_time=ctime, revision=self.revision, **kw)  # type: ignore[arg-type]

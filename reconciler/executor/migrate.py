@@ -28,7 +28,6 @@ from typing import Any
 from reconciler.argv import IncomingSpec
 from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
-from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import (
     LaunchCancelled,
@@ -40,6 +39,7 @@ from reconciler.executor.start import (
     query_status,
 )
 from reconciler.executor.stop import escalate
+from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, Migration, MigrationMode
 from reconciler.node import Node, live_copies
 from reconciler.pidfd import ProcessHandle

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 from reconciler.errors import QmpError, RecordError
 from reconciler.executor.context import Context
-from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status, start
 from reconciler.executor.stop import stop
+from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.planner.actions import Action

@@ -19,8 +19,8 @@ from reconciler import hostports
 from reconciler.argv import IncomingSpec, Launch, build_launch
 from reconciler.errors import ArgvError, LaunchError, QmpError, SecretFileError, StateDirError
 from reconciler.executor.context import Context
-from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
+from reconciler.intent import IntentKind
 from reconciler.launch import Launched
 from reconciler.model import InstanceSpec
 from reconciler.node import Node, live_copies

@@ -29,9 +29,9 @@ from typing import TypeVar
 from reconciler.actual import StopCause
 from reconciler.errors import QmpDisconnected, QmpError, RecordError
 from reconciler.executor.context import Context, Deadlines
-from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status
+from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.pidfd import ProcessHandle

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 from reconciler.errors import RecordError
 from reconciler.executor.context import Context
-from reconciler.executor.intent import IntentKind
 from reconciler.executor.outcome import ActionFailed
+from reconciler.intent import IntentKind
 from reconciler.model import spec_hash
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec

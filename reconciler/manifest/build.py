@@ -359,6 +359,10 @@ def build_node(
         ports = model.PortRange(spec["migrationPorts"]["first"], spec["migrationPorts"]["last"])
         if ports.first > ports.last:
             b.fail(("spec", "migrationPorts", "last"), f"last ({ports.last}) is below first ({ports.first})")
+    ssh = _ssh(b, spec.get("ssh"), address)
+    if ssh is not None and not os.path.isabs(state_dir):
+        b.fail(("spec", "stateDir"), f"stateDir {show(state_dir)} of a remote node must be an absolute path "
+                                     "on that host")
     if b.issues:
         return None, b.issues
     return model.NodeSpec(
@@ -370,4 +374,27 @@ def build_node(
         migration_ports=ports,
         memory_mib=memory,
         labels=labels,
+        ssh=ssh,
     ), []
+
+
+def _ssh(b: _Builder, raw: Mapping[str, Any] | None, address: str) -> model.SshSpec | None:
+    if raw is None:
+        return None
+    at: FieldPath = ("spec", "ssh")
+    for key, what in (("identityFile", "identityFile"), ("knownHostsFile", "knownHostsFile")):
+        if key in raw:
+            b.absolute((*at, key), raw[key], what)
+    timeout = 10.0
+    if "connectTimeout" in raw:
+        timeout = b.convert((*at, "connectTimeout"), raw["connectTimeout"], units.parse_duration, timeout)
+        b.in_range((*at, "connectTimeout"), timeout, 0.1, 600, "s")
+    return model.SshSpec(
+        host=raw.get("host", address),
+        port=raw.get("port", 22),
+        user=raw.get("user", "root"),
+        identity_file=raw.get("identityFile"),
+        known_hosts_file=raw.get("knownHostsFile"),
+        connect_timeout=float(timeout),
+        agent_command=tuple(raw.get("agentCommand", ("reconciler", "agent"))),
+    )

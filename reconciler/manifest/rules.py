@@ -256,11 +256,19 @@ def socket_paths(
     return out
 
 
+def _on_machine(node: model.NodeSpec) -> str:
+    """The state directory as a machine-wide key: the path, or host:port:path for a remote node."""
+    return node.state_dir if node.ssh is None else f"{node.machine}:{node.state_dir}"
+
+
 def node_resources(
     nodes: Mapping[str, tuple[model.NodeSpec, ParsedDocument]], where: Where
 ) -> list[Violation]:
-    """Nodes sharing a machine must not share a state directory or migration ports on one address."""
-    out = _claims(((n.state_dir, ("spec", "stateDir"), doc) for n, doc in nodes.values()), "stateDir", where)
+    """Nodes sharing a machine must not share a state directory, nor migration ports on one address.
+
+    Remote nodes on different hosts may use the same path (each host has its own file system)."""
+    claims = ((_on_machine(n), ("spec", "stateDir"), doc) for n, doc in nodes.values())
+    out = _claims(claims, "stateDir", where)
     by_address: dict[str, list[tuple[model.NodeSpec, ParsedDocument]]] = defaultdict(list)
     for node, doc in nodes.values():
         for other, other_doc in by_address[node.address]:

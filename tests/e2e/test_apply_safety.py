@@ -17,9 +17,9 @@ from conftest import Guest, SerialLog
 from executor.kit import BOOT_TIMEOUT, Lines, World, make_world, record_of
 
 from reconciler import argv, launch, manifest, model
+from reconciler import intent as intents
 from reconciler.actual import RunState
 from reconciler.errors import ExitCode
-from reconciler.executor import intent as intents
 from reconciler.statedir import ensure_dir, write_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reconciler.executor import intent as intents
+from reconciler import intent as intents
 from reconciler.executor import schedule
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed, ActionResult, Status, Summary

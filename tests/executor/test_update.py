@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from reconciler import discovery, statedir
+from reconciler import intent as intents
 from reconciler.actual import RunState, StopCause
-from reconciler.executor import intent as intents
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionResult, Status, Summary
 from reconciler.executor.progress import RecordingProgress

@@ -85,7 +85,7 @@ def test_in_flight_label(flight: InFlight, label: str) -> None:
 
 def test_every_intent_kind_is_shown_as_an_activity() -> None:
     """A live run's intent of any kind is shown by `status`, never a KeyError (UPDATE came later)."""
-    from reconciler.executor.intent import IntentKind
+    from reconciler.intent import IntentKind
 
     assert set(discovery._ACTIVITIES) == set(IntentKind)
 

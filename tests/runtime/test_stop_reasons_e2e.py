@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import cli, layout, manifest, model, procs, statedir
-from reconciler.executor import intent as intents
+from reconciler import intent as intents
 from reconciler.pidfd import ProcessHandle
 from reconciler.records import AppliedRecord
 

@@ -8,7 +8,8 @@ time. Discovery adopts a live process whose command line is exactly the intent's
 no earlier than the intent (minus a second of clock slack), writing its record; an intent whose writer
 and process are both gone is stale and cleaned. The action removes its intent when it ends.
 
-Pure: encode and decode only.
+It lives below the executor because discovery reads intents too. Encoding and decoding are pure; the
+owner checks ask psutil about processes of this machine.
 """
 
 from __future__ import annotations

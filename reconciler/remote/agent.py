@@ -1,0 +1,104 @@
+"""The far side of a remote node: `reconciler agent`, started by the controller over SSH.
+
+It speaks `protocol` on its stdin/stdout and does the host's work on the host itself: process identity
+checks and signals go through a pidfd here, never by a PID sent from afar. Requests run concurrently
+(each its own task), so a slow QMP query does not hold up a record read. When stdin closes (the SSH
+connection went away) the agent finishes what it was asked and ends; it never acts on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from reconciler import __version__
+from reconciler.errors import ReconcilerError
+from reconciler.remote import protocol as p
+from reconciler.remote.hostops import BadParams, Handler, HostOps
+
+
+async def _ping(params: dict[str, Any]) -> Any:
+    return {"pid": os.getpid(), "version": __version__}
+
+
+async def _qemu_version(params: dict[str, Any]) -> Any:
+    from reconciler import launch
+
+    binary = params.get("binary")
+    if not isinstance(binary, str):
+        raise BadParams("binary: expected a string")
+    return await asyncio.to_thread(launch.qemu_version, binary)
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": _ping,
+    "qemu_version": _qemu_version,
+}
+
+
+async def handle(request: p.Request, handlers: dict[str, Handler] = HANDLERS) -> p.Response:
+    """One request to one response; every failure becomes a Fault, never a dead agent."""
+    handler = handlers.get(request.method)
+    if handler is None:
+        return p.Response(request.id, fault=p.Fault(p.FaultKind.UNKNOWN_METHOD, request.method))
+    try:
+        return p.Response(request.id, result=await handler(request.params))
+    except BadParams as err:
+        return p.Response(request.id, fault=p.Fault(p.FaultKind.BAD_PARAMS, f"{request.method}: {err}"))
+    except ReconcilerError as err:
+        return p.Response(request.id, fault=p.Fault(p.FaultKind.FAILED, str(err)))
+    except Exception as err:  # a bug here must not end the agent: report it, keep serving
+        return p.Response(request.id, fault=p.Fault(p.FaultKind.INTERNAL,
+                                                     f"{request.method}: {type(err).__name__}: {err}"))
+
+
+async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
+                handlers: dict[str, Handler]) -> None:
+    """Say hello, then answer requests until `reader` ends."""
+    write(p.encode(p.Hello(p.PROTOCOL, __version__, platform.python_version())))
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(request: p.Request) -> None:
+        write(p.encode(await handle(request, handlers)))
+
+    try:
+        while line := await reader.readline():
+            try:
+                frame = p.decode(line)
+            except p.ProtocolError:
+                continue  # nothing to answer to: the controller's deadline reports it
+            if isinstance(frame, p.Request):
+                task = asyncio.create_task(answer(frame))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        # The controller went away (or is done): let what it asked for finish, each under its own
+        # deadline -- a launch cut off mid-daemonize could leave a QEMU behind that nobody records.
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=p.MAX_FRAME)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
+
+    def write(data: bytes) -> None:  # one write per frame, from the loop's thread: never interleaved
+        with contextlib.suppress(BrokenPipeError):
+            out.write(data)
+
+    ops = HostOps()
+    try:
+        await serve(reader, write, {**HANDLERS, **ops.handlers()})
+    finally:
+        ops.close()
+
+
+def main() -> int:
+    asyncio.run(_main())
+    return 0

@@ -1,0 +1,189 @@
+"""What the agent does on its host: the `LocalNode` operations, reached by name with JSON parameters.
+
+Why here and not in the controller: process identity checks, pidfds, signals and flocks only mean
+something on the host that holds the processes and files. The controller names a process by the PID,
+start time and argv it recorded; the agent pins it with a pidfd, verifies it there, and hands back a
+handle number for later signals and waits. Handles and locks belong to the connection: when it ends
+(the agent's stdin closes), the agent ends, the pidfds close and the kernel drops the flocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from reconciler import lock as lock_mod
+from reconciler import model, records
+from reconciler.argv import Launch
+from reconciler.node import LocalNode
+from reconciler.pidfd import ProcessHandle
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class BadParams(ValueError):
+    """A request's parameters do not decode: the message names the parameter."""
+
+
+def _param(params: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = params.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise BadParams(f"{key}: expected {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _decode(tp: Any, params: dict[str, Any], key: str) -> Any:
+    try:
+        return records.decode_as(tp, params.get(key), key)
+    except records.DecodeError as err:
+        raise BadParams(str(err)) from None
+
+
+class HostOps:
+    """One agent's state: the nodes it serves, its open process handles and held locks."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, LocalNode] = {}
+        self._handles: dict[int, ProcessHandle] = {}
+        self._locks: dict[int, lock_mod.NodeLock] = {}
+        self._ids = itertools.count(1)
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "discover": self.discover, "live_pids": self.live_pids, "launch": self.launch,
+            "process_open": self.process_open, "process_signal": self.process_signal,
+            "process_wait": self.process_wait, "process_close": self.process_close,
+            "port_free": self.port_free, "check_paths": self.check_paths, "read_secret": self.read_secret,
+            "read_record": self.read_record, "write_record": self.write_record,
+            "read_intent": self.read_intent, "write_intent": self.write_intent,
+            "remove_intent": self.remove_intent, "clean_runtime_files": self.clean_runtime_files,
+            "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
+            "lock_release": self.lock_release,
+        }
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        for held in self._locks.values():
+            held.release()
+
+    def _node(self, params: dict[str, Any]) -> LocalNode:
+        spec: model.NodeSpec = _decode(model.NodeSpec, params, "node")
+        node = self._nodes.get(spec.name)
+        if node is None or node.spec != spec:
+            node = self._nodes[spec.name] = LocalNode(spec)
+        return node
+
+    # --- discovery and processes ------------------------------------------------------------------
+
+    async def discover(self, params: dict[str, Any]) -> Any:
+        return model.to_jsonable(await self._node(params).discover())
+
+    async def live_pids(self, params: dict[str, Any]) -> Any:
+        return list(self._node(params).live_pids(_param(params, "instance", str)))
+
+    async def launch(self, params: dict[str, Any]) -> Any:
+        node = self._node(params)
+        spec: Launch = _decode(Launch, params, "launch")
+        timeout = float(_param(params, "timeout", (int, float)))
+        return model.to_jsonable(await node.launch(_param(params, "instance", str), spec, timeout))
+
+    async def process_open(self, params: dict[str, Any]) -> Any:
+        node = self._node(params)
+        argv = _param(params, "argv", list)
+        handle = node.process(_param(params, "pid", int), float(_param(params, "create_time", (int, float))),
+                              [str(a) for a in argv])
+        if handle is None:
+            return None
+        ident = next(self._ids)
+        self._handles[ident] = handle
+        return ident
+
+    def _handle(self, params: dict[str, Any]) -> ProcessHandle:
+        handle = self._handles.get(_param(params, "handle", int))
+        if handle is None:
+            raise BadParams("handle: not open")
+        return handle
+
+    async def process_signal(self, params: dict[str, Any]) -> Any:
+        try:
+            sig = signal.Signals(_param(params, "signal", int))
+        except ValueError:
+            raise BadParams("signal: not a signal number") from None
+        return self._handle(params).send_signal(sig)
+
+    async def process_wait(self, params: dict[str, Any]) -> Any:
+        return await self._handle(params).wait_exit(float(_param(params, "timeout", (int, float))))
+
+    async def process_close(self, params: dict[str, Any]) -> Any:
+        handle = self._handles.pop(_param(params, "handle", int), None)
+        if handle is not None:
+            handle.close()
+        return None
+
+    async def check_paths(self, params: dict[str, Any]) -> Any:
+        paths = [str(p) for p in _param(params, "paths", list)]
+        answers = await self._node(params).check_paths(paths)
+        return {p: model.to_jsonable(info) for p, info in answers.items()}
+
+    async def read_secret(self, params: dict[str, Any]) -> Any:
+        return self._node(params).read_secret(_param(params, "path", str), _param(params, "field", str))
+
+    async def port_free(self, params: dict[str, Any]) -> Any:
+        return self._node(params).port_free(_param(params, "port", int))
+
+    # --- files of the state directory -------------------------------------------------------------
+
+    async def read_record(self, params: dict[str, Any]) -> Any:
+        record = self._node(params).read_record(_param(params, "instance", str))
+        return None if record is None else records.to_json(record)
+
+    async def write_record(self, params: dict[str, Any]) -> Any:
+        try:
+            record = records.from_json(_param(params, "record", str))
+        except records.DecodeError as err:
+            raise BadParams(f"record: {err}") from None
+        self._node(params).write_record(record)
+        return None
+
+    async def read_intent(self, params: dict[str, Any]) -> Any:
+        return self._node(params).read_intent(_param(params, "instance", str))
+
+    async def write_intent(self, params: dict[str, Any]) -> Any:
+        self._node(params).write_intent(_param(params, "instance", str), params.get("data"))
+        return None
+
+    async def remove_intent(self, params: dict[str, Any]) -> Any:
+        self._node(params).remove_intent(_param(params, "instance", str))
+        return None
+
+    async def clean_runtime_files(self, params: dict[str, Any]) -> Any:
+        self._node(params).clean_runtime_files(_param(params, "instance", str))
+        return None
+
+    async def remove_instance(self, params: dict[str, Any]) -> Any:
+        self._node(params).remove_instance(_param(params, "instance", str))
+        return None
+
+    # --- the node lock, held by this agent for its controller -------------------------------------
+
+    async def lock_acquire(self, params: dict[str, Any]) -> Any:
+        import asyncio
+
+        node = self._node(params)
+        held = lock_mod.NodeLock(node.lock_path, _param(params, "operation", str))
+        timeout = params.get("timeout")
+        if timeout is not None and not isinstance(timeout, int | float):
+            raise BadParams("timeout: expected a number or null")
+        await asyncio.to_thread(held.acquire, timeout)
+        ident = next(self._ids)
+        self._locks[ident] = held
+        return ident
+
+    async def lock_release(self, params: dict[str, Any]) -> Any:
+        held = self._locks.pop(_param(params, "lock", int), None)
+        if held is not None:
+            held.release()
+        return None

@@ -1,0 +1,145 @@
+"""A node on a remote host: the `Node` operations as calls to that host's agent over its SSH link.
+
+Every operation crosses the network, so every one is async and has a deadline; a connection lost in the
+middle of one fails it (RemoteCallError) and nothing is guessed. QMP travels over the same connection: the
+instance's control socket on the host is forwarded to a private local socket, so `qemu.qmp` and the
+executor's event-driven waits work unchanged.
+
+This is the remote half of the interface in `reconciler.node`; the executor is switched over to the async
+interface in a later step (see issue 12), and until then this class is driven directly by its tests.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from reconciler import layout, model, qmp, records
+from reconciler.actual import ActualState
+from reconciler.argv import Launch
+from reconciler.launch import Launched
+from reconciler.model import NodeSpec
+from reconciler.pathinfo import PathInfo
+from reconciler.records import AppliedRecord
+from reconciler.remote.ssh import HostLink
+
+CALL_TIMEOUT = 10.0  # a state-directory read or write on the host, round trip included
+DISCOVER_TIMEOUT = 30.0
+
+
+class RemoteProcess:
+    """A pidfd held by the host's agent on a verified process: signals and waits happen there."""
+
+    def __init__(self, link: HostLink, handle: int, pid: int) -> None:
+        self._link = link
+        self._handle = handle
+        self.pid = pid  # the host's PID, for messages only: it is never sent back to be signalled
+
+    async def send_signal(self, sig: signal.Signals) -> bool:
+        result = await self._link.call("process_signal", {"handle": self._handle, "signal": int(sig)},
+                                       timeout=CALL_TIMEOUT)
+        return bool(result)
+
+    async def wait_exit(self, timeout: float) -> bool:
+        result = await self._link.call("process_wait", {"handle": self._handle, "timeout": timeout},
+                                       timeout=timeout + CALL_TIMEOUT)
+        return bool(result)
+
+    async def close(self) -> None:
+        if self._link.alive:
+            await self._link.call("process_close", {"handle": self._handle}, timeout=CALL_TIMEOUT)
+
+
+class RemoteNode:
+    """A node whose state directory and processes are on the host at the other end of `link`."""
+
+    def __init__(self, spec: NodeSpec, link: HostLink) -> None:
+        self._spec = spec
+        self._link = link
+        self._wire_spec = model.to_jsonable(spec)
+        self._forwards: dict[str, str] = {}  # remote socket path -> local forward
+
+    @property
+    def spec(self) -> NodeSpec:
+        return self._spec
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    def paths(self, instance: str) -> layout.InstancePaths:
+        return layout.instance_paths(self._spec, instance)  # paths on the host, computed alike here
+
+    async def _call(self, method: str, deadline: float = CALL_TIMEOUT, **params: Any) -> Any:
+        return await self._link.call(method, {"node": self._wire_spec, **params}, timeout=deadline)
+
+    async def discover(self) -> ActualState:
+        state: ActualState = records.decode_as(ActualState, await self._call("discover", DISCOVER_TIMEOUT),
+                                               "discover")
+        return state
+
+    async def live_pids(self, instance: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in await self._call("live_pids", instance=instance))
+
+    async def launch(self, instance: str, launch: Launch, timeout: float) -> Launched:
+        raw = await self._call("launch", timeout + CALL_TIMEOUT, instance=instance,
+                               launch=model.to_jsonable(launch), timeout=timeout)
+        launched: Launched = records.decode_as(Launched, raw, "launch")
+        return launched
+
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+        remote = self.paths(instance).qmp
+        local = self._forwards.get(remote)
+        if local is None:
+            local = self._forwards[remote] = await self._link.forward_unix(remote)
+        return await qmp.connect(local, timeout, patient=patient)
+
+    async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
+        raw = await self._call("check_paths", paths=sorted(set(paths)))
+        return {str(p): records.decode_as(PathInfo, info, p) for p, info in raw.items()}
+
+    async def read_secret(self, path: str, field: str) -> str:
+        return str(await self._call("read_secret", path=path, field=field))
+
+    async def process(self, pid: int, create_time: float, argv: Sequence[str]) -> RemoteProcess | None:
+        handle = await self._call("process_open", pid=pid, create_time=create_time, argv=list(argv))
+        return None if handle is None else RemoteProcess(self._link, int(handle), pid)
+
+    async def qemu_version(self) -> str:
+        return str(await self._link.call("qemu_version", {"binary": self._spec.qemu_binary},
+                                         timeout=CALL_TIMEOUT))
+
+    async def port_free(self, port: int) -> bool:
+        return bool(await self._call("port_free", port=port))
+
+    async def read_record(self, instance: str) -> AppliedRecord | None:
+        text = await self._call("read_record", instance=instance)
+        return None if text is None else records.from_json(text)
+
+    async def write_record(self, record: AppliedRecord) -> None:
+        await self._call("write_record", record=records.to_json(record))
+
+    async def read_intent(self, instance: str) -> object | None:
+        result: object | None = await self._call("read_intent", instance=instance)
+        return result
+
+    async def write_intent(self, instance: str, data: object) -> None:
+        await self._call("write_intent", instance=instance, data=data)
+
+    async def remove_intent(self, instance: str) -> None:
+        await self._call("remove_intent", instance=instance)
+
+    async def clean_runtime_files(self, instance: str) -> None:
+        await self._call("clean_runtime_files", instance=instance)
+
+    async def remove_instance(self, instance: str) -> None:
+        await self._call("remove_instance", instance=instance)
+
+    async def lock(self, operation: str, timeout: float | None) -> int:
+        """Take the node lock on the host (held by the agent until `unlock` or the connection ends)."""
+        deadline = (timeout if timeout is not None else 24 * 3600.0) + CALL_TIMEOUT
+        return int(await self._call("lock_acquire", deadline, operation=operation, timeout=timeout))
+
+    async def unlock(self, held: int) -> None:
+        await self._link.call("lock_release", {"lock": held}, timeout=CALL_TIMEOUT)

@@ -1,0 +1,113 @@
+"""Images the reconciler creates, with the real qemu-img: overlays that never write their base, blank
+disks of the asked size, hostile paths, and deletion that only ever removes the very file we created."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconciler.provision import images
+from reconciler.provision.images import ImageError, ImageFormat
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img (qemu-utils) missing")]
+
+MiB = 1024 * 1024
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def qemu_io(path: Path, command: str, fmt: str = "qcow2") -> None:
+    subprocess.run(["qemu-io", "-f", fmt, "-c", command, str(path)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    path = tmp_path / "base,with=commas.raw"  # hostile: QEMU option syntax inside the name
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), "32M"], check=True)
+    qemu_io(path, "write -P 0x11 0 1M", "raw")
+    return path
+
+
+def test_an_overlay_reads_its_base_and_never_writes_it(tmp_path: Path, base: Path) -> None:
+    before = sha256(base)
+    info = asyncio.run(images.check_base(str(base)))
+    assert (info.format, info.virtual_size) == ("raw", 32 * MiB)
+    overlay = tmp_path / "vm1,x=y.qcow2"
+    owned = asyncio.run(images.create_overlay(str(overlay), str(base), ImageFormat.RAW))
+    assert owned.base == str(base) and owned.path == str(overlay)
+    assert oct(overlay.stat().st_mode & 0o777) == "0o600"
+    got = asyncio.run(images.inspect(str(overlay)))
+    assert (got.format, got.virtual_size, got.backing) == ("qcow2", 32 * MiB, str(base))
+    qemu_io(overlay, "read -P 0x11 0 1M")  # the base's data shows through
+    qemu_io(overlay, "write -P 0x22 0 1M")
+    qemu_io(overlay, "read -P 0x22 0 1M")
+    assert sha256(base) == before  # the write went to the overlay
+
+
+def test_a_blank_disk_has_the_asked_size(tmp_path: Path) -> None:
+    path = tmp_path / "data.qcow2"
+    owned = asyncio.run(images.create_blank(str(path), 64 * MiB, ImageFormat.QCOW2))
+    assert owned.size == 64 * MiB
+    assert asyncio.run(images.inspect(str(path))).virtual_size == 64 * MiB
+
+
+def test_an_existing_file_is_never_replaced(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.qcow2"
+    mine.write_bytes(b"the user's data")
+    with pytest.raises(ImageError, match="already exists; an existing file is never replaced"):
+        asyncio.run(images.create_blank(str(mine), MiB, ImageFormat.QCOW2))
+    assert mine.read_bytes() == b"the user's data"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.qcow2"]  # no temporary file left
+
+
+def test_a_missing_or_unusable_base_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"^disk image .*/nope\.qcow2: .*No such file"):
+        asyncio.run(images.check_base(str(tmp_path / "nope.qcow2")))
+    with pytest.raises(ImageError, match="must be an absolute path"):
+        asyncio.run(images.check_base("relative.qcow2"))
+    vmdk = tmp_path / "b.vmdk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(vmdk), "1M"], check=True)
+    with pytest.raises(ImageError, match="a base image must be raw or qcow2, not vmdk"):
+        asyncio.run(images.check_base(str(vmdk)))
+
+
+def test_delete_removes_only_the_very_file_we_created(tmp_path: Path) -> None:
+    path = tmp_path / "owned.qcow2"
+    owned = asyncio.run(images.create_blank(str(path), MiB, ImageFormat.QCOW2))
+    # Another file swapped in at the path: refused, untouched.
+    os.rename(path, tmp_path / "moved.qcow2")
+    path.write_bytes(b"someone else's")
+    with pytest.raises(ImageError, match="no longer the file the reconciler created; not deleted"):
+        images.delete_owned(owned)
+    assert path.read_bytes() == b"someone else's"
+    # A symlink swapped in (even to the original file): refused, the target untouched.
+    path.unlink()
+    path.symlink_to(tmp_path / "moved.qcow2")
+    with pytest.raises(ImageError, match="is now a symlink"):
+        images.delete_owned(owned)
+    assert (tmp_path / "moved.qcow2").exists()
+    # The original file back in place: deleted; deleting again is fine.
+    path.unlink()
+    os.rename(tmp_path / "moved.qcow2", path)
+    images.delete_owned(owned)
+    assert not path.exists()
+    images.delete_owned(owned)
+
+
+def test_ownership_records_round_trip_and_refuse_garbage(tmp_path: Path) -> None:
+    owned = asyncio.run(images.create_blank(str(tmp_path / "d.raw"), MiB, ImageFormat.RAW))
+    record = tmp_path / "state" / "owned.json"
+    images.write_owned(str(record), owned)
+    assert images.owned_from_json(record.read_bytes()) == owned
+    assert oct(record.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ImageError, match="unreadable ownership record"):
+        images.owned_from_json(b'{"format_version": 2}')
