@@ -13,6 +13,7 @@ import errno
 import itertools
 import os
 import shutil
+import signal
 import socket
 import stat
 import time
@@ -29,6 +30,60 @@ from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
 from reconciler.records import AppliedRecord
+
+
+class Process(Protocol):
+    """A verified process pinned on its node (a pidfd there): what the executor signals and waits on."""
+
+    @property
+    def pid(self) -> int:
+        """The node's PID, for messages only."""
+        ...
+
+    async def exited(self) -> bool: ...
+
+    async def send_signal(self, sig: signal.Signals) -> bool:
+        """Signal the pinned process; False if it has already exited."""
+        ...
+
+    async def wait_exit(self, timeout: float) -> bool:
+        """True if the process exited within `timeout` seconds."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Process: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class LocalProcess:
+    """A pidfd of this machine, as a `Process`."""
+
+    def __init__(self, handle: ProcessHandle) -> None:
+        self._handle = handle
+
+    @property
+    def pid(self) -> int:
+        return self._handle.pid
+
+    async def exited(self) -> bool:
+        return self._handle.exited()
+
+    async def send_signal(self, sig: signal.Signals) -> bool:
+        return self._handle.send_signal(sig)
+
+    async def wait_exit(self, timeout: float) -> bool:
+        return await self._handle.wait_exit(timeout)
+
+    async def close(self) -> None:
+        self._handle.close()
+
+    async def __aenter__(self) -> LocalProcess:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._handle.close()
 
 
 class Node(Protocol):
@@ -51,7 +106,7 @@ class Node(Protocol):
         """The instances of this node (and the host's QEMU processes that are not ours)."""
         ...
 
-    def live_pids(self, instance: str) -> tuple[int, ...]:
+    async def live_pids(self, instance: str) -> tuple[int, ...]:
         """Live QEMU processes started with this node's pidfile for `instance` (ours or half-started)."""
         ...
 
@@ -64,11 +119,12 @@ class Node(Protocol):
         `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect)."""
         ...
 
-    def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
-        """A pinned handle on `pid` if it is still exactly that process; None when gone or not ours."""
+    async def process(self, pid: int, create_time: float, argv: Sequence[str]) -> Process | None:
+        """A pinned handle on `pid` if it is still exactly that process; None when gone or not ours.
+        The handle lives on the node: its signals and waits happen there, never by a PID sent from afar."""
         ...
 
-    def qemu_version(self) -> str: ...
+    async def qemu_version(self) -> str: ...
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         """What is at each path on the node (one stat each; a name without `/` is looked up in PATH).
@@ -76,31 +132,31 @@ class Node(Protocol):
         One call per node and plan, so a remote node answers every path in one round trip."""
         ...
 
-    def port_free(self, port: int) -> bool:
+    async def port_free(self, port: int) -> bool:
         """Whether a migration listener could bind `port` on the node's address right now."""
         ...
 
-    def read_secret(self, path: str, field: str) -> str:
+    async def read_secret(self, path: str, field: str) -> str:
         """A secret file on the node (vnc.passwordFile): SecretFileError naming `field` when unfit."""
         ...
 
-    def read_record(self, instance: str) -> AppliedRecord | None: ...
+    async def read_record(self, instance: str) -> AppliedRecord | None: ...
 
-    def write_record(self, record: AppliedRecord) -> None: ...
+    async def write_record(self, record: AppliedRecord) -> None: ...
 
-    def read_intent(self, instance: str) -> object | None:
+    async def read_intent(self, instance: str) -> object | None:
         """The decoded intent.json (plain JSON data), None when absent."""
         ...
 
-    def write_intent(self, instance: str, data: object) -> None: ...
+    async def write_intent(self, instance: str, data: object) -> None: ...
 
-    def remove_intent(self, instance: str) -> None: ...
+    async def remove_intent(self, instance: str) -> None: ...
 
-    def clean_runtime_files(self, instance: str) -> None:
+    async def clean_runtime_files(self, instance: str) -> None:
         """Remove pidfile, sockets, NIC files and intent; keep the record and the serial log."""
         ...
 
-    def remove_instance(self, instance: str) -> None:
+    async def remove_instance(self, instance: str) -> None:
         """Remove every file of ours for the instance, the record included (never disk images)."""
         ...
 
@@ -132,7 +188,7 @@ class LocalNode:
 
         return await discovery.discover_async([self._spec])
 
-    def live_pids(self, instance: str) -> tuple[int, ...]:
+    async def live_pids(self, instance: str) -> tuple[int, ...]:
         pidfile = self.paths(instance).pidfile
         return tuple(p.pid for p in procs.qemu_processes() if _has_pidfile(p.cmdline, pidfile))
 
@@ -146,19 +202,20 @@ class LocalNode:
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
         return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
 
-    def process(self, pid: int, create_time: float, argv: Sequence[str]) -> ProcessHandle | None:
+    async def process(self, pid: int, create_time: float, argv: Sequence[str]) -> Process | None:
         def verify(p: int) -> bool:
             return procs.check(p, create_time, argv).ours
 
-        return ProcessHandle.open_verified(pid, verify)
+        handle = ProcessHandle.open_verified(pid, verify)
+        return None if handle is None else LocalProcess(handle)
 
-    def qemu_version(self) -> str:
-        return launch_mod.qemu_version(self._spec.qemu_binary)
+    async def qemu_version(self) -> str:
+        return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary)
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         return {path: probe_path(path) for path in paths}
 
-    def port_free(self, port: int) -> bool:
+    async def port_free(self, port: int) -> bool:
         family = socket.AF_INET6 if ":" in self._spec.address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
@@ -169,31 +226,31 @@ class LocalNode:
                 raise
         return True
 
-    def read_secret(self, path: str, field: str) -> str:
+    async def read_secret(self, path: str, field: str) -> str:
         return secretfile.read_secret(path, field)
 
-    def read_record(self, instance: str) -> AppliedRecord | None:
+    async def read_record(self, instance: str) -> AppliedRecord | None:
         return statedir.read_record(self.paths(instance))
 
-    def write_record(self, record: AppliedRecord) -> None:
+    async def write_record(self, record: AppliedRecord) -> None:
         statedir.write_record(self.paths(record.name), record)
 
-    def read_intent(self, instance: str) -> object | None:
+    async def read_intent(self, instance: str) -> object | None:
         return statedir.read_json(self.paths(instance).intent)
 
-    def write_intent(self, instance: str, data: object) -> None:
+    async def write_intent(self, instance: str, data: object) -> None:
         paths = self.paths(instance)
         statedir.ensure_dir(paths.dir)
         statedir.write_json(paths.intent, data)
 
-    def remove_intent(self, instance: str) -> None:
+    async def remove_intent(self, instance: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.paths(instance).intent)
 
-    def clean_runtime_files(self, instance: str) -> None:
+    async def clean_runtime_files(self, instance: str) -> None:
         statedir.remove_runtime_files(self.paths(instance))
 
-    def remove_instance(self, instance: str) -> None:
+    async def remove_instance(self, instance: str) -> None:
         statedir.remove_instance_files(self.paths(instance))
 
 
@@ -257,7 +314,6 @@ async def check_paths_all(
 ) -> dict[str, Mapping[str, PathInfo]]:
     """`check_paths` of each node in `queries` (node name -> paths), all nodes at once. Local nodes share
     this machine, so a path asked of several of them is looked at once."""
-    import asyncio
 
     local = [n for n in queries if isinstance(nodes[n], LocalNode)]
     others = [n for n in queries if not isinstance(nodes[n], LocalNode)]
@@ -301,7 +357,7 @@ async def _query_status(node: Node, instance: str, timeout: float) -> str | QmpE
     return str(result["status"])
 
 
-def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:
+async def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:
     """(node, pid) of every live QEMU of `instance` on `nodes`; local nodes share one process scan."""
     found: list[tuple[str, int]] = []
     local = [n for n in nodes if isinstance(n, LocalNode)]
@@ -313,5 +369,5 @@ def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, int]]:
                     found.append((pidfiles[b], p.pid))
     for n in nodes:
         if not isinstance(n, LocalNode):
-            found += [(n.name, pid) for pid in n.live_pids(instance)]
+            found += [(n.name, pid) for pid in await n.live_pids(instance)]
     return found

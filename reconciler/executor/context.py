@@ -58,10 +58,10 @@ class Context:
             sem = self._outgoing[node] = asyncio.Semaphore(self.outgoing_limit)
         return sem
 
-    def intent(self, kind: IntentKind, instance: str, node: Node, **kw: object) -> Intent:
+    async def intent(self, kind: IntentKind, instance: str, node: Node, **kw: object) -> Intent:
         """Write an intent on `node` before acting (see reconciler.intent) and return it."""
         pid, ctime = self.owner
         it = Intent(kind=kind, instance=instance, node=node.name, time=time.time(), owner_pid=pid,
                     owner_create_time=ctime, revision=self.revision, **kw)  # type: ignore[arg-type]
-        node.write_intent(instance, to_jsonable(it))
+        await node.write_intent(instance, to_jsonable(it))
         return it

@@ -33,8 +33,8 @@ async def stop_duplicate(ctx: Context, node: Node, name: str) -> str:
     the `postmigrate` source of a completed offline migration, the other copy got the guest paused, as
     the source was: it is continued before this one goes.
     """
-    others = [ctx.node(n) for n, _ in live_copies([n for n in ctx.nodes.values() if n.name != node.name],
-                                                  name)]
+    elsewhere = [n for n in ctx.nodes.values() if n.name != node.name]
+    others = [ctx.node(n) for n, _ in await live_copies(elsewhere, name)]
     here = await _status(ctx, node, name)
     for other in others:
         there = await _status(ctx, other, name)

@@ -41,8 +41,7 @@ from reconciler.executor.start import (
 from reconciler.executor.stop import escalate
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, Migration, MigrationMode
-from reconciler.node import Node, live_copies
-from reconciler.pidfd import ProcessHandle
+from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
@@ -88,25 +87,25 @@ async def migrate(ctx: Context, action: Action) -> str:
         return await _migrate(ctx, action, source, target)
 
 
-def already_there(source: Node, target: Node, name: str) -> bool:
+async def already_there(source: Node, target: Node, name: str) -> bool:
     """The instance runs on the target and not on the source: an interrupted migration that completed
     (see executor.duplicate) already did this action's work."""
-    copies = {node for node, _ in live_copies([source, target], name)}
+    copies = {node for node, _ in await live_copies([source, target], name)}
     return copies == {target.name}
 
 
 async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> str:
     t0 = time.monotonic()
     name = action.name
-    if already_there(source, target, name):
+    if await already_there(source, target, name):
         return f"already on {target.name} (an interrupted migration completed)"
     try:
-        rec = source.read_record(name)
+        rec = await source.read_record(name)
     except RecordError as err:
         raise ActionFailed(str(err)) from None
     if rec is None:
         raise ActionFailed(f"no applied record on {source.name}")
-    handle = source.process(rec.pid, rec.create_time, rec.argv)
+    handle = await source.process(rec.pid, rec.create_time, rec.argv)
     if handle is None:
         raise ActionFailed(f"the source QEMU (pid {rec.pid}) on {source.name} is not running")
     desired = ctx.specs.get(name, rec.spec)
@@ -118,24 +117,25 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     if spec.node is not None:
         spec = replace(spec, node=target.name)
     ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value})")
-    with handle:
+    async with handle:
         try:
             src = await source.qmp(name, ctx.deadlines.qmp)
         except QmpError as err:
             raise ActionFailed(f"source: {err}") from None
         try:
             offline = mode is MigrationMode.OFFLINE
-            ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name, paused_source=offline)
+            await ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name,
+                             paused_source=offline)
             try:
                 started, port = await _launch_target(ctx, target, spec, source.name)
             except ActionFailed:
-                source.remove_intent(name)
+                await source.remove_intent(name)
                 raise
             except LaunchCancelled as cancelled:  # no migration began: the target goes, the source stays
                 ctx.progress.event(name, "interrupted: the migration target is stopped")
                 if cancelled.started is not None:
                     await kill_started(ctx, target, name, cancelled.started)
-                source.remove_intent(name)
+                await source.remove_intent(name)
                 raise
             try:
                 watched, paused = await _run(ctx, src, target, name, started, port, settings, spec, offline)
@@ -147,7 +147,7 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             if watched.end is not End.COMPLETED:
                 await kill_started(ctx, target, name, started)
                 resumed = await _resume(ctx, src) if paused else ""
-                source.remove_intent(name)
+                await source.remove_intent(name)
                 raise ActionFailed(f"migration {watched.end.value}: {watched.detail}; the instance stays on "
                                    f"{source.name}{resumed}")
             await _complete(ctx, handle, src, source, target, name, started, spec)
@@ -156,14 +156,14 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
 
 
-async def _complete(ctx: Context, handle: ProcessHandle, src: QmpSession, source: Node, target: Node,
+async def _complete(ctx: Context, handle: Process, src: QmpSession, source: Node, target: Node,
                     name: str, started: Started, spec: InstanceSpec) -> None:
     """QEMU completed the migration: the target runs and is recorded, the source's shell goes."""
     await _finish_target(ctx, target, name, started)
-    target.write_record(started.record(spec, target.name, ctx.revision))
-    target.remove_intent(name)
+    await target.write_record(started.record(spec, target.name, ctx.revision))
+    await target.remove_intent(name)
     await escalate(handle, src, graceful=None, d=ctx.deadlines)
-    source.remove_instance(name)
+    await source.remove_instance(name)
 
 
 async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source: str) -> tuple[Started, int]:
@@ -171,7 +171,7 @@ async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source:
     reserved = ctx.reserved_ports.setdefault(target.name, set())
     last = ""
     for port in range(ports.first, ports.last + 1):
-        if port in reserved or not target.port_free(port):
+        if port in reserved or not await target.port_free(port):
             continue
         reserved.add(port)
         try:
@@ -303,7 +303,7 @@ async def _unwind(ctx: Context, src: QmpSession, source: Node, target: Node, nam
         await kill_started(ctx, target, name, started)
         if offline:
             await _resume(ctx, src)
-        source.remove_intent(name)
+        await source.remove_intent(name)
     return end
 
 

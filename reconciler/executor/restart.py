@@ -36,8 +36,8 @@ async def reset_in_place(ctx: Context, node: Node, spec: InstanceSpec) -> str:
     ctx.progress.event(spec.name, f"resetting the powered-off guest in place on {node.name}")
     rec = await _system_reset(ctx, node, spec.name)
     # Same process and argv; ignored fields (shutdown timeout, labels, ...) take the new values.
-    node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=ctx.revision))
-    node.remove_intent(spec.name)
+    await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=ctx.revision))
+    await node.remove_intent(spec.name)
     return f"reset in place on {node.name} (pid {rec.pid}) in {time.monotonic() - t0:.2f}s"
 
 
@@ -47,7 +47,7 @@ async def reboot(ctx: Context, node: Node, name: str) -> str:
     t0 = time.monotonic()
     ctx.progress.event(name, f"rebooting on {node.name} (system_reset)")
     rec = await _system_reset(ctx, node, name)
-    node.remove_intent(name)
+    await node.remove_intent(name)
     return f"rebooted on {node.name} (same pid {rec.pid}) in {time.monotonic() - t0:.2f}s"
 
 
@@ -55,16 +55,16 @@ async def _system_reset(ctx: Context, node: Node, name: str) -> AppliedRecord:
     """system_reset + cont of the recorded, verified process, under a RESET intent (left for the caller
     to remove); ActionFailed unless QEMU says running afterwards."""
     try:
-        rec = node.read_record(name)
+        rec = await node.read_record(name)
     except RecordError as err:
         raise ActionFailed(f"cannot verify the process: {err}") from None
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}; cannot reset in place")
-    handle = node.process(rec.pid, rec.create_time, rec.argv)
+    handle = await node.process(rec.pid, rec.create_time, rec.argv)
     if handle is None:
         raise ActionFailed(f"QEMU (pid {rec.pid}) is gone; cannot reset in place")
-    handle.close()
-    ctx.intent(IntentKind.RESET, name, node)
+    await handle.close()
+    await ctx.intent(IntentKind.RESET, name, node)
     try:
         session = await node.qmp(name, ctx.deadlines.qmp)
     except QmpError as err:

@@ -71,10 +71,10 @@ def bind_failure(spec: InstanceSpec, node: str, incoming: IncomingSpec | None,
     return ActionFailed(f"a port QEMU listens on is already in use on node {node}'s host: {detail}")
 
 
-def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
+async def refuse_if_running(ctx: Context, name: str, *, except_node: str | None = None) -> None:
     """Fail unless no QEMU of `name` is alive on any node (checked right before launching)."""
     others = [n for n in ctx.nodes.values() if n.name != except_node]
-    for node, pid in live_copies(others, name)[:1]:
+    for node, pid in (await live_copies(others, name))[:1]:
         raise ActionFailed(f"already running on node {node} (pid {pid}); refusing to start a second QEMU")
 
 
@@ -98,10 +98,10 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
         built = build_launch(spec, node.spec, incoming=incoming)
     except ArgvError as err:
         raise ActionFailed(str(err)) from None
-    password = _vnc_password(node, spec)
+    password = await _vnc_password(node, spec)
     kind = IntentKind.START if incoming is None else IntentKind.MIGRATE_TARGET
-    refuse_if_running(ctx, spec.name, except_node=peer)
-    ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
+    await refuse_if_running(ctx, spec.name, except_node=peer)
+    await ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
     work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, password))
     try:
         return await asyncio.shield(work)
@@ -117,20 +117,20 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     raise LaunchCancelled(work.result())
 
 
-def _vnc_password(node: Node, spec: InstanceSpec) -> str | None:
+async def _vnc_password(node: Node, spec: InstanceSpec) -> str | None:
     """The VNC password, read on the node before anything is launched (a bad file starts nothing)."""
     if spec.vnc is None or spec.vnc.password_file is None:
         return None
     try:
-        return node.read_secret(spec.vnc.password_file, "vnc.passwordFile")
+        return await node.read_secret(spec.vnc.password_file, "vnc.passwordFile")
     except SecretFileError as err:
         raise ActionFailed(str(err)) from None
 
 
 async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, incoming: IncomingSpec | None,
                   password: str | None) -> Started:
-    had_record = _has_record(node, spec.name)
-    version = asyncio.ensure_future(asyncio.to_thread(node.qemu_version))
+    had_record = await _has_record(node, spec.name)
+    version = asyncio.ensure_future(node.qemu_version())
     try:
         launched = await node.launch(spec.name, built, ctx.deadlines.launch)
         status = await _settle(ctx, node, spec.name, launched, expect_incoming=incoming is not None,
@@ -138,7 +138,7 @@ async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, i
         qemu_version = await version
     except (LaunchError, QmpError, ActionFailed) as err:
         version.cancel()
-        _clean_failed(node, spec.name, had_record)
+        await _clean_failed(node, spec.name, had_record)
         detail = err.detail if isinstance(err, LaunchError | ActionFailed) else str(err)
         raise bind_failure(spec, node.name, incoming, detail) or ActionFailed(detail) from None
     return Started(built, launched, qemu_version, status)
@@ -148,7 +148,7 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
     """The whole start action; returns the line the user sees."""
     t0 = time.monotonic()
     ctx.progress.event(spec.name, f"starting on {node.name}")
-    had_record = _has_record(node, spec.name)
+    had_record = await _has_record(node, spec.name)
     try:
         started = await launch_instance(ctx, node, spec)
     except LaunchCancelled as cancelled:
@@ -163,15 +163,15 @@ async def start(ctx: Context, node: Node, spec: InstanceSpec) -> str:
 async def _commit(ctx: Context, node: Node, spec: InstanceSpec, started: Started, had_record: bool) -> None:
     """Record what runs and drop the intent."""
     try:
-        node.write_record(started.record(spec, node.name, ctx.revision))
+        await node.write_record(started.record(spec, node.name, ctx.revision))
     except StateDirError as err:
         # A QEMU without a record would look unmanaged once the intent is gone: take it down again.
         await _kill(ctx, node, started.launched)
-        _clean_failed(node, spec.name, had_record)
+        await _clean_failed(node, spec.name, had_record)
         detail = f"QEMU started but its record could not be written, so it was stopped: {err}"
         raise ActionFailed(detail) from None
-    node.remove_intent(spec.name)
-    _forget_elsewhere(ctx, node, spec.name)
+    await node.remove_intent(spec.name)
+    await _forget_elsewhere(ctx, node, spec.name)
 
 
 async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool,
@@ -210,40 +210,40 @@ async def query_status(session: QmpSession, timeout: float) -> str:
 
 
 async def _kill(ctx: Context, node: Node, launched: Launched) -> None:
-    handle = node.process(launched.pid, launched.create_time, launched.argv)
+    handle = await node.process(launched.pid, launched.create_time, launched.argv)
     if handle is None:
         return
-    with handle:
-        handle.send_signal(signal.SIGKILL)
+    async with handle:
+        await handle.send_signal(signal.SIGKILL)
         await handle.wait_exit(ctx.deadlines.kill)
 
 
 async def kill_started(ctx: Context, node: Node, name: str, started: Started) -> None:
     """Kill a process this run launched (a failed migration target) and remove its files."""
     await _kill(ctx, node, started.launched)
-    node.remove_instance(name)
+    await node.remove_instance(name)
 
 
-def _forget_elsewhere(ctx: Context, node: Node, name: str) -> None:
+async def _forget_elsewhere(ctx: Context, node: Node, name: str) -> None:
     """The instance now runs on `node`: drop the files of a dead copy on another node (a crashed or stale
     record, its pidfile and sockets), which nothing else would ever clean. Never where a QEMU lives."""
     for other in ctx.nodes.values():
-        if other.name != node.name and _has_record(other, name) and not other.live_pids(name):
-            other.remove_instance(name)
+        if other.name != node.name and await _has_record(other, name) and not await other.live_pids(name):
+            await other.remove_instance(name)
 
 
-def _has_record(node: Node, name: str) -> bool:
+async def _has_record(node: Node, name: str) -> bool:
     try:
-        return node.read_record(name) is not None
+        return await node.read_record(name) is not None
     except Exception:  # an unreadable record is still a record: keep it
         return True
 
 
-def _clean_failed(node: Node, name: str, had_record: bool) -> None:
+async def _clean_failed(node: Node, name: str, had_record: bool) -> None:
     if had_record:
-        node.clean_runtime_files(name)  # the previous record (with its stop cause) stays
+        await node.clean_runtime_files(name)  # the previous record (with its stop cause) stays
     else:
-        node.remove_instance(name)
+        await node.remove_instance(name)
 
 
 async def close_quietly(session: QmpSession) -> None:

@@ -33,8 +33,7 @@ from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
-from reconciler.node import Node
-from reconciler.pidfd import ProcessHandle
+from reconciler.node import Node, Process
 from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
@@ -75,7 +74,7 @@ async def first(*aws: Awaitable[T]) -> tuple[int, T | BaseException]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def escalate(handle: ProcessHandle, session: QmpSession | None, *, graceful: float | None,
+async def escalate(handle: Process, session: QmpSession | None, *, graceful: float | None,
                    d: Deadlines) -> Step:
     """End the pinned process: ACPI (if `graceful` seconds are given), quit, SIGTERM, SIGKILL."""
     guest_off = False
@@ -86,7 +85,7 @@ async def escalate(handle: ProcessHandle, session: QmpSession | None, *, gracefu
             pass  # fall through to quit
         else:
             i, res = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
-            if handle.exited():
+            if await handle.exited():
                 return Step.ACPI
             # The guest is off and QEMU lingers (-no-shutdown): quit at once; still an ACPI stop.
             guest_off = i == 1 and not isinstance(res, BaseException)
@@ -99,11 +98,11 @@ async def escalate(handle: ProcessHandle, session: QmpSession | None, *, gracefu
             pass
         if await handle.wait_exit(d.quit):
             return Step.ACPI if guest_off else Step.QUIT
-    handle.send_signal(signal.SIGTERM)
-    handle.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+    await handle.send_signal(signal.SIGTERM)
+    await handle.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
     if await handle.wait_exit(d.term):
         return Step.SIGTERM
-    handle.send_signal(signal.SIGKILL)
+    await handle.send_signal(signal.SIGKILL)
     if await handle.wait_exit(d.kill):
         return Step.SIGKILL
     raise ActionFailed(f"pid {handle.pid} survived SIGKILL for {d.kill:g}s")
@@ -115,18 +114,18 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
     `by_signal`: its QMP does not answer, so none is tried (SIGTERM, then SIGKILL)."""
     t0 = time.monotonic()
     try:
-        rec = node.read_record(name)
+        rec = await node.read_record(name)
     except RecordError as err:
         raise ActionFailed(f"cannot verify the process: {err}") from None
     if rec is None:
-        pids = node.live_pids(name)
+        pids = await node.live_pids(name)
         if pids:
             raise ActionFailed(f"pid {pids[0]} runs without an applied record; not touching it")
         return Stopped(Step.ALREADY_GONE, StopCause.UNKNOWN, 0.0)
-    handle = node.process(rec.pid, rec.create_time, rec.argv)
+    handle = await node.process(rec.pid, rec.create_time, rec.argv)
     if handle is None:
         return Stopped(Step.ALREADY_GONE, rec.stop_cause or StopCause.UNKNOWN, 0.0)
-    with handle:
+    async with handle:
         session: QmpSession | None = None
         if not by_signal:
             try:
@@ -152,29 +151,29 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
 async def stop(ctx: Context, node: Node, name: str, *, keep_record: bool, by_signal: bool = False) -> Stopped:
     """The stop action on one node: intent, escalation, files. Returns how it ended."""
     spec = ctx.specs.get(name)
-    rec = _record_or_none(node, name)
+    rec = await _record_or_none(node, name)
     used = spec or (rec.spec if rec is not None else None)
     acpi = used.acpi if used is not None else True
     timeout = used.shutdown_timeout if used is not None else 30.0
     how = " (by signal: QMP unresponsive)" if by_signal else " (forced)" if ctx.force else ""
     ctx.progress.event(name, f"stopping on {node.name}{how}")
-    ctx.intent(IntentKind.STOP, name, node)
+    await ctx.intent(IntentKind.STOP, name, node)
     stopped = await stop_process(ctx, node, name, acpi=acpi, shutdown_timeout=timeout, by_signal=by_signal)
-    finish(node, name, stopped.cause, keep_record=keep_record, desired=spec)
+    await finish(node, name, stopped.cause, keep_record=keep_record, desired=spec)
     return stopped
 
 
-def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool,
+async def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool,
            desired: InstanceSpec | None = None) -> None:
     """After the process is gone: clean its files; keep the record marked with `cause`, or drop it.
 
     A kept record also takes `desired`'s fields that need no restart (the run strategy that stopped it,
     say), so that the next plan compares later edits with what was applied."""
     if not keep_record:
-        node.remove_instance(name)
+        await node.remove_instance(name)
         return
-    rec = _record_or_none(node, name)
-    node.clean_runtime_files(name)
+    rec = await _record_or_none(node, name)
+    await node.clean_runtime_files(name)
     if rec is None:
         return
     kept = rec if rec.stop_cause is not None else rec.stopped(cause, time.time())
@@ -183,11 +182,11 @@ def finish(node: Node, name: str, cause: StopCause, *, keep_record: bool,
         if spec != rec.spec:
             kept = replace(kept, spec=spec, spec_hash=spec_hash(spec))
     if kept != rec:
-        node.write_record(kept)
+        await node.write_record(kept)
 
 
-def _record_or_none(node: Node, name: str) -> AppliedRecord | None:
+async def _record_or_none(node: Node, name: str) -> AppliedRecord | None:
     try:
-        return node.read_record(name)
+        return await node.read_record(name)
     except RecordError:
         return None

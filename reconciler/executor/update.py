@@ -25,7 +25,7 @@ async def update_record(ctx: Context, action: Action) -> str:
     node = ctx.node(action.node)
     desired = ctx.spec(action.name)
     try:
-        rec = node.read_record(action.name)
+        rec = await node.read_record(action.name)
     except RecordError as err:
         raise ActionFailed(f"cannot read the applied record: {err}") from None
     if rec is None:
@@ -33,8 +33,8 @@ async def update_record(ctx: Context, action: Action) -> str:
     spec = record_spec(rec.spec, desired, node.name)
     if spec == rec.spec:
         return f"record on {node.name} already up to date"
-    ctx.intent(IntentKind.UPDATE, action.name, node)
+    await ctx.intent(IntentKind.UPDATE, action.name, node)
     revision = ctx.revision if spec == desired else rec.revision  # held-back changes: not that revision yet
-    node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision))
-    node.remove_intent(action.name)
+    await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision))
+    await node.remove_intent(action.name)
     return f"record updated on {node.name} (no restart needed)"

@@ -96,7 +96,7 @@ async def _main() -> None:
     try:
         await serve(reader, write, {**HANDLERS, **ops.handlers()})
     finally:
-        ops.close()
+        await ops.close()
 
 
 def main() -> int:

@@ -17,8 +17,7 @@ from typing import Any
 from reconciler import lock as lock_mod
 from reconciler import model, records
 from reconciler.argv import Launch
-from reconciler.node import LocalNode
-from reconciler.pidfd import ProcessHandle
+from reconciler.node import LocalNode, Process
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -46,7 +45,7 @@ class HostOps:
 
     def __init__(self) -> None:
         self._nodes: dict[str, LocalNode] = {}
-        self._handles: dict[int, ProcessHandle] = {}
+        self._handles: dict[int, Process] = {}
         self._locks: dict[int, lock_mod.NodeLock] = {}
         self._ids = itertools.count(1)
 
@@ -63,9 +62,9 @@ class HostOps:
             "lock_release": self.lock_release,
         }
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for handle in self._handles.values():
-            handle.close()
+            await handle.close()
         for held in self._locks.values():
             held.release()
 
@@ -82,7 +81,7 @@ class HostOps:
         return model.to_jsonable(await self._node(params).discover())
 
     async def live_pids(self, params: dict[str, Any]) -> Any:
-        return list(self._node(params).live_pids(_param(params, "instance", str)))
+        return list(await self._node(params).live_pids(_param(params, "instance", str)))
 
     async def launch(self, params: dict[str, Any]) -> Any:
         node = self._node(params)
@@ -93,15 +92,15 @@ class HostOps:
     async def process_open(self, params: dict[str, Any]) -> Any:
         node = self._node(params)
         argv = _param(params, "argv", list)
-        handle = node.process(_param(params, "pid", int), float(_param(params, "create_time", (int, float))),
-                              [str(a) for a in argv])
+        created = float(_param(params, "create_time", (int, float)))
+        handle = await node.process(_param(params, "pid", int), created, [str(a) for a in argv])
         if handle is None:
             return None
         ident = next(self._ids)
         self._handles[ident] = handle
         return ident
 
-    def _handle(self, params: dict[str, Any]) -> ProcessHandle:
+    def _handle(self, params: dict[str, Any]) -> Process:
         handle = self._handles.get(_param(params, "handle", int))
         if handle is None:
             raise BadParams("handle: not open")
@@ -112,7 +111,7 @@ class HostOps:
             sig = signal.Signals(_param(params, "signal", int))
         except ValueError:
             raise BadParams("signal: not a signal number") from None
-        return self._handle(params).send_signal(sig)
+        return await self._handle(params).send_signal(sig)
 
     async def process_wait(self, params: dict[str, Any]) -> Any:
         return await self._handle(params).wait_exit(float(_param(params, "timeout", (int, float))))
@@ -120,7 +119,7 @@ class HostOps:
     async def process_close(self, params: dict[str, Any]) -> Any:
         handle = self._handles.pop(_param(params, "handle", int), None)
         if handle is not None:
-            handle.close()
+            await handle.close()
         return None
 
     async def check_paths(self, params: dict[str, Any]) -> Any:
@@ -129,15 +128,15 @@ class HostOps:
         return {p: model.to_jsonable(info) for p, info in answers.items()}
 
     async def read_secret(self, params: dict[str, Any]) -> Any:
-        return self._node(params).read_secret(_param(params, "path", str), _param(params, "field", str))
+        return await self._node(params).read_secret(_param(params, "path", str), _param(params, "field", str))
 
     async def port_free(self, params: dict[str, Any]) -> Any:
-        return self._node(params).port_free(_param(params, "port", int))
+        return await self._node(params).port_free(_param(params, "port", int))
 
     # --- files of the state directory -------------------------------------------------------------
 
     async def read_record(self, params: dict[str, Any]) -> Any:
-        record = self._node(params).read_record(_param(params, "instance", str))
+        record = await self._node(params).read_record(_param(params, "instance", str))
         return None if record is None else records.to_json(record)
 
     async def write_record(self, params: dict[str, Any]) -> Any:
@@ -145,26 +144,26 @@ class HostOps:
             record = records.from_json(_param(params, "record", str))
         except records.DecodeError as err:
             raise BadParams(f"record: {err}") from None
-        self._node(params).write_record(record)
+        await self._node(params).write_record(record)
         return None
 
     async def read_intent(self, params: dict[str, Any]) -> Any:
-        return self._node(params).read_intent(_param(params, "instance", str))
+        return await self._node(params).read_intent(_param(params, "instance", str))
 
     async def write_intent(self, params: dict[str, Any]) -> Any:
-        self._node(params).write_intent(_param(params, "instance", str), params.get("data"))
+        await self._node(params).write_intent(_param(params, "instance", str), params.get("data"))
         return None
 
     async def remove_intent(self, params: dict[str, Any]) -> Any:
-        self._node(params).remove_intent(_param(params, "instance", str))
+        await self._node(params).remove_intent(_param(params, "instance", str))
         return None
 
     async def clean_runtime_files(self, params: dict[str, Any]) -> Any:
-        self._node(params).clean_runtime_files(_param(params, "instance", str))
+        await self._node(params).clean_runtime_files(_param(params, "instance", str))
         return None
 
     async def remove_instance(self, params: dict[str, Any]) -> Any:
-        self._node(params).remove_instance(_param(params, "instance", str))
+        await self._node(params).remove_instance(_param(params, "instance", str))
         return None
 
     # --- the node lock, held by this agent for its controller -------------------------------------

@@ -5,8 +5,8 @@ middle of one fails it (RemoteCallError) and nothing is guessed. QMP travels ove
 instance's control socket on the host is forwarded to a private local socket, so `qemu.qmp` and the
 executor's event-driven waits work unchanged.
 
-This is the remote half of the interface in `reconciler.node`; the executor is switched over to the async
-interface in a later step (see issue 12), and until then this class is driven directly by its tests.
+This is the remote half of the interface in `reconciler.node` (whose calls are async, so the executor
+awaits either kind alike); the commands open links and build RemoteNodes in a later step (issue 12).
 """
 
 from __future__ import annotations
@@ -46,9 +46,18 @@ class RemoteProcess:
                                        timeout=timeout + CALL_TIMEOUT)
         return bool(result)
 
+    async def exited(self) -> bool:
+        return await self.wait_exit(0)
+
     async def close(self) -> None:
         if self._link.alive:
             await self._link.call("process_close", {"handle": self._handle}, timeout=CALL_TIMEOUT)
+
+    async def __aenter__(self) -> RemoteProcess:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 class RemoteNode:

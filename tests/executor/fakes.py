@@ -14,7 +14,7 @@ Reply = Callable[["FakeSession", Mapping[str, object] | None], Any]
 
 
 class FakeProcess:
-    """Stands in for pidfd.ProcessHandle: exits when told to (or on the signals listed in `dies_on`)."""
+    """Stands in for node.Process: exits when told to (or on the signals listed in `dies_on`)."""
 
     def __init__(self, dies_on: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGKILL)) -> None:
         self.pid = 4242
@@ -25,10 +25,19 @@ class FakeProcess:
     def exit(self) -> None:
         self._gone.set()
 
-    def exited(self) -> bool:
+    async def exited(self) -> bool:
         return self._gone.is_set()
 
-    def send_signal(self, sig: signal.Signals) -> bool:
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> FakeProcess:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def send_signal(self, sig: signal.Signals) -> bool:
         self.signals.append(sig)
         if sig in self._dies_on:
             self.exit()

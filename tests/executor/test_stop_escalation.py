@@ -94,19 +94,16 @@ class StoppedProcess(FakeProcess):
         super().__init__(dies_on=(signal.SIGKILL,))
         self.pending_term = False
 
-    def send_signal(self, sig: signal.Signals) -> bool:
-        super().send_signal(sig)
+    async def send_signal(self, sig: signal.Signals) -> bool:
+        await super().send_signal(sig)
         if sig is signal.SIGTERM:
             self.pending_term = True
         if sig is signal.SIGCONT and self.pending_term:
             self.exit()
         return True
 
-    def __enter__(self) -> StoppedProcess:
+    async def __aenter__(self) -> StoppedProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_a_stopped_process_is_continued_so_that_sigterm_ends_it() -> None:
@@ -140,10 +137,10 @@ class NoQmpNode:
         spec = InstanceSpec(name="web", memory_mib=128)
         self.record = AppliedRecord.create(spec, "a", ("qemu",), "7.2", 4242, 1.0, 1.0, None)
 
-    def read_record(self, instance: str) -> AppliedRecord:
+    async def read_record(self, instance: str) -> AppliedRecord:
         return self.record
 
-    def process(self, pid: int, create_time: float, argv: object) -> FakeProcess:
+    async def process(self, pid: int, create_time: float, argv: object) -> FakeProcess:
         return self.proc
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> FakeSession:

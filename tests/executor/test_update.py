@@ -35,18 +35,18 @@ class SpyNode(LocalNode):
         super().__init__(spec)
         self.log: list[str] = []
 
-    def write_intent(self, instance: str, data: object) -> None:
+    async def write_intent(self, instance: str, data: object) -> None:
         assert isinstance(data, dict)
         self.log.append(f"intent {data['kind']}")
-        super().write_intent(instance, data)
+        await super().write_intent(instance, data)
 
-    def write_record(self, record: AppliedRecord) -> None:
+    async def write_record(self, record: AppliedRecord) -> None:
         self.log.append("record")
-        super().write_record(record)
+        await super().write_record(record)
 
-    def remove_intent(self, instance: str) -> None:
+    async def remove_intent(self, instance: str) -> None:
         self.log.append("intent removed")
-        super().remove_intent(instance)
+        await super().remove_intent(instance)
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def _recorded(node: SpyNode, spec: InstanceSpec = RUNNING, cause: StopCause | No
     rec = AppliedRecord.create(spec, "a", ARGV, "9.0", _dead_pid(), 1.0, 1.0, revision="old")
     if cause is not None:
         rec = rec.stopped(cause, 2.0)
-    node.write_record(rec)
+    asyncio.run(node.write_record(rec))
     node.log.clear()
     return rec
 
@@ -85,18 +85,18 @@ def test_update_rewrites_the_record_under_an_intent(node: SpyNode) -> None:
     line = asyncio.run(update_record(_ctx(node, desired), _update()))
     assert line == "record updated on a (no restart needed)"
     assert node.log == ["intent update", "record", "intent removed"]
-    after = node.read_record("web")
+    after = asyncio.run(node.read_record("web"))
     assert after is not None
     assert after.spec == desired and after.spec_hash == spec_hash(desired) and after.revision == "new"
     assert (after.pid, after.argv, after.create_time, after.stop_cause) == (before.pid, ARGV, 1.0, None)
-    assert node.read_intent("web") is None
+    assert asyncio.run(node.read_intent("web")) is None
 
 
 def test_update_keeps_restart_fields_and_the_old_revision_while_changes_are_held(node: SpyNode) -> None:
     _recorded(node)
     desired = InstanceSpec("web", 1024, node="a", protect=True)  # memory is held back (Pending)
     asyncio.run(update_record(_ctx(node, desired), _update()))
-    after = node.read_record("web")
+    after = asyncio.run(node.read_record("web"))
     assert after is not None
     assert after.spec == InstanceSpec("web", 256, node="a", protect=True) and after.revision == "old"
 
@@ -112,18 +112,19 @@ def test_update_killed_after_its_intent_leaves_the_old_record_and_discovery_drop
     before = _recorded(node, cause=StopCause.RECONCILER)
     dead = intents.Intent(kind=intents.IntentKind.UPDATE, instance="web", node="a", time=3.0,
                           owner_pid=_dead_pid(), owner_create_time=3.0)
-    node.write_intent("web", intents.to_jsonable(dead))  # as left by a run SIGKILLed before the record
+    # as left by a run SIGKILLed before the record
+    asyncio.run(node.write_intent("web", intents.to_jsonable(dead)))
     (found,) = discovery.discover([node.spec]).instances
     assert (found.state, found.spec) == (RunState.STOPPED, before.spec)
-    assert node.read_intent("web") is None
+    assert asyncio.run(node.read_intent("web")) is None
     assert statedir.read_record(node.paths("web")) == before
 
 
 def test_a_stop_keeping_its_record_takes_the_fields_that_need_no_restart(node: SpyNode) -> None:
     _recorded(node, InstanceSpec("web", 256, node="a", run_strategy=RunStrategy.RERUN_ON_FAILURE))
     halted = InstanceSpec("web", 256, node="a", run_strategy=RunStrategy.HALTED)
-    finish(node, "web", StopCause.GUEST, keep_record=True, desired=halted)
-    after = node.read_record("web")
+    asyncio.run(finish(node, "web", StopCause.GUEST, keep_record=True, desired=halted))
+    after = asyncio.run(node.read_record("web"))
     assert after is not None
     assert after.spec == halted and after.spec_hash == spec_hash(halted)
     assert after.stop_cause is StopCause.GUEST
