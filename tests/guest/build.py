@@ -1,15 +1,48 @@
 """Build (once) and cache the tiny Linux guest that every end-to-end test boots under TCG.
 
 Why: end-to-end tests need a real guest that boots in seconds, says when it is ready, shows that it keeps
-running (a heartbeat), and powers off on the ACPI power button -- without any image in the tree. We make it
-from two Debian packages: the kernel of `linux-image-cloud-amd64` (plus its evdev.ko and button.ko) and
-`busybox-static`, packed with rootfs/ (the guest's /init and acpid handler) into a gzip'd newc initramfs.
+running (a heartbeat), powers off on the ACPI power button, and reports what it sees (memory, CPUs, disks,
+NICs, a cloud-init seed) and runs qemu-guest-agent, so that provisioning and live-change tests can prove
+their effect from the guest's own view -- without any image in the tree. We make it from Debian packages:
+the kernel of `linux-image-cloud-amd64` (plus the modules below), `busybox-static`, and `qemu-guest-agent`
+with the shared libraries its ELF needs (DT_NEEDED, recursively, from its Depends closure), packed with
+rootfs/ (/init and its helpers) into a gzip'd newc initramfs.
+
+Kernel command-line switches (read by /init):
+    reconciler.tag=XYZ        the ready line says "reconciler-guest: ready XYZ"
+    reconciler.ignore_acpi=1  no acpid: the ACPI power button is ignored (the agent still works)
+    swiotlb=1024              (kernel) needed at 128 MiB with memory-hotplug room (-m ...,maxmem=): QEMU puts
+                              that area above 4 GiB and the kernel would reserve a 64 MiB bounce buffer
+
+Serial console lines, in this order (ttyS0; tests/conftest.py parses them):
+    reconciler-guest: ready [TAG]      acpid holds the power button (unless ignored); device modules next
+    reconciler-guest: report mem_kib=<MemTotal> cpus=<online> blk=<name:bytes,...> nics=<name:mac,...>
+                                       once the device modules are loaded, then whenever it changes (a
+                                       uevent wakes /init at once; each tick checks too) and on request:
+                                       a line "report" typed on the console prints it even if unchanged.
+                                       blk leaves out loop/ram devices; nics leaves out lo.
+    reconciler-guest: seed instance-id=<ID> user-data-sha256=<HEX> device=<dev>
+                                       if an ISO9660 filesystem labelled `cidata` (NoCloud) is there: it is
+                                       mounted read-only; ID is meta-data's instance-id, HEX the user-data's
+    reconciler-guest: agent started on <vportNpM>
+                                       qemu-ga runs on the virtio-serial port named org.qemu.guest_agent.0
+                                       (at boot, or when hotplugged later)
+    reconciler-guest: tick N           once a second
+    reconciler-guest: power button, powering off     acpid's handler (etc/acpi/PWRF/00000080)
+    reconciler-guest: agent shutdown, powering off   guest-shutdown (qemu-ga runs our sbin/shutdown);
+                                       "..., halting" / "..., rebooting" for its halt and reboot modes
+
+Hotplug: added memory is onlined by the kernel (auto_online_blocks); added CPUs by the uevent handler
+(etc/reconciler/uevent, run by busybox `uevent` for each netlink event). Modules: the cloud kernel has
+virtio PCI, block, net, console, balloon and SCSI, the PIIX IDE CD-ROM (`pc`'s `-cdrom`; it has no AHCI, so
+on q35 attach a seed through virtio-scsi) and ISO9660 as modules; their load order comes from each module's
+`depends=`. Memory (pc-dimm), CPU and PCI hotplug are built in.
 
 The result lives OUTSIDE the tree in $RECONCILER_GUEST_DIR (default /var/tmp/reconciler-guest):
 `vmlinuz` and `initrd.img` (symlinks through `current` to `builds/<key>/`). The key hashes the package
 versions and this directory's build inputs, so a rebuild happens only when one of them changes; a cached
-run costs one `apt-cache show` against a persistent package cache (about 10 ms). Builds happen in a temp
-dir that is renamed into place, so concurrent builds cannot corrupt the cache.
+run costs one `apt-cache show` against a persistent package cache. Builds happen in a temp dir that is
+renamed into place, so concurrent builds cannot corrupt the cache. A cold build downloads ~30 MB.
 
 Usage: python3 tests/guest/build.py      (prints the kernel and initrd paths)
 """
