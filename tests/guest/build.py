@@ -530,7 +530,7 @@ STALE_SECONDS = 3600.0
 
 
 def _prune(cache: Path, keep: str) -> None:
-    """Remove builds (and crashed staging dirs) of other keys untouched for an hour: each is ~15 MB."""
+    """Remove builds (and crashed staging dirs) of other keys unused for an hour: each is ~18 MB."""
     now = time.time()
     for entry in (cache / "builds").iterdir():
         with contextlib.suppress(OSError):
@@ -572,6 +572,9 @@ def ensure_guest(cache: Path | None = None) -> BuiltGuest:
     final = cache / "builds" / key
     if not (final / "build.json").is_file():
         _build_atomically(cache, pkgs, final)
+    else:  # mark it used: another checkout's build prunes only builds unused for STALE_SECONDS
+        with contextlib.suppress(OSError):
+            os.utime(final)
     current = cache / "current"
     if not current.is_symlink() or os.readlink(current) != f"builds/{key}":
         _publish(cache, key)
