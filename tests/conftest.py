@@ -6,7 +6,9 @@ deadline without sleep-polling. They live here so each test author does not rein
 
 Fixtures:
     guest        (session) `Guest`: kernel + initrd paths, the ready line, `append()` for -append and
-                 `argv()` for a plain QEMU command line. Builds the guest on first use (~3 s, then cached).
+                 `argv()` for a plain QEMU command line (with memory/CPU hotplug room if asked),
+                 `agent_args()` for the guest agent's virtio-serial port. Builds the guest on first use
+                 (~30 s cold, then cached).
     qemu_binary  (session) path of qemu-system-x86_64 ($RECONCILER_QEMU overrides).
 
 Helpers (import with `from conftest import SerialListener, SerialLog, LineTimeout`):
@@ -18,6 +20,11 @@ Helpers (import with `from conftest import SerialListener, SerialLog, LineTimeou
     SerialLog(path)        the same `.wait_for`/`.lines` for a serial log file (`-chardev file,path=...`),
                            woken by inotify (watchdog); `wait_for_line_in_file(path, needle, timeout)`.
     LineTimeout            raised (an AssertionError) on deadline or EOF, with the transcript's tail.
+    GuestReport            the guest's view, parsed from its `reconciler-guest: report ...` line (all
+                           the guest's lines are documented in tests/guest/build.py);
+                           `SerialConsole.send("report\n")` asks the guest for one.
+    wait_for_report(source, accept, timeout)  the first new report (from a SerialConsole or SerialLog)
+                           that accept(GuestReport) takes.
 """
 
 from __future__ import annotations
@@ -30,15 +37,23 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 import pytest
 
 READY_LINE = "reconciler-guest: ready"
 TICK_PREFIX = "reconciler-guest: tick"
+REPORT_PREFIX = "reconciler-guest: report "
+SEED_PREFIX = "reconciler-guest: seed "
+AGENT_STARTED_PREFIX = "reconciler-guest: agent started"
+AGENT_PORT_NAME = "org.qemu.guest_agent.0"
+# With room for memory hotplug (-m ...,maxmem=) QEMU puts the hotplug area above 4 GiB, so the kernel sets
+# up a 64 MiB DMA bounce buffer and a 128 MiB guest runs out of memory while booting; this keeps it at 2 MiB.
+MEMORY_HOTPLUG_CMDLINE = "swiotlb=1024"
 
 Needle = str | re.Pattern[str]
 
@@ -67,21 +82,55 @@ class Guest:
     def ready_line_for(self, tag: str | None) -> str:
         return f"{self.ready_line} {tag}" if tag else self.ready_line
 
-    def append(self, *, tag: str | None = None, ignore_acpi: bool = False, extra: Sequence[str] = ()) -> str:
-        """The kernel command line (QEMU -append) for this guest."""
+    def append(
+        self,
+        *,
+        tag: str | None = None,
+        ignore_acpi: bool = False,
+        memory_hotplug: bool = False,
+        extra: Sequence[str] = (),
+    ) -> str:
+        """The kernel command line (QEMU -append) for this guest (see MEMORY_HOTPLUG_CMDLINE)."""
         if tag is not None and not re.fullmatch(r"[\w.:-]+", tag):
             raise ValueError(f"guest tag {tag!r}: use letters, digits and . _ : - only")
         words = ["console=ttyS0", "quiet", "panic=-1"]
         words += [f"reconciler.tag={tag}"] if tag else []
         words += ["reconciler.ignore_acpi=1"] if ignore_acpi else []
+        words += [MEMORY_HOTPLUG_CMDLINE] if memory_hotplug else []
         return " ".join([*words, *extra])
 
-    def argv(self, qemu: str, *, append: str | None = None, memory_mib: int = 128) -> list[str]:
-        """A minimal plain-QEMU command line booting this guest; add serial/QMP args to it."""
+    def argv(
+        self,
+        qemu: str,
+        *,
+        append: str | None = None,
+        memory_mib: int = 128,
+        max_memory_mib: int | None = None,
+        memory_slots: int = 2,
+        cpus: int = 1,
+        max_cpus: int | None = None,
+    ) -> list[str]:
+        """A minimal plain-QEMU command line booting this guest; add serial/QMP args to it.
+
+        max_memory_mib (with memory_slots) and max_cpus leave room for memory and CPU hotplug; with
+        max_memory_mib, pass an append(memory_hotplug=True) (the default append does).
+        """
+        memory = str(memory_mib)
+        if max_memory_mib is not None:
+            memory = f"{memory_mib}M,slots={memory_slots},maxmem={max_memory_mib}M"
+        smp = ["-smp", f"{cpus},maxcpus={max_cpus}"] if max_cpus is not None else []
         return [
-            qemu, "-accel", "tcg", "-m", str(memory_mib), "-nodefaults", "-no-user-config",
+            qemu, "-accel", "tcg", "-m", memory, *smp, "-nodefaults", "-no-user-config",
             "-display", "none", "-kernel", str(self.kernel), "-initrd", str(self.initrd),
-            "-append", self.append() if append is None else append,
+            "-append", self.append(memory_hotplug=max_memory_mib is not None) if append is None else append,
+        ]  # fmt: skip
+
+    @staticmethod
+    def agent_args(socket_path: Path, chardev_id: str = "agent0") -> list[str]:
+        """QEMU args for the guest agent's virtio-serial port, a client of a listener on socket_path."""
+        return [
+            "-device", "virtio-serial", "-chardev", f"socket,id={chardev_id},path={socket_path}",
+            "-device", f"virtserialport,chardev={chardev_id},name={AGENT_PORT_NAME}",
         ]  # fmt: skip
 
     @staticmethod
@@ -177,6 +226,10 @@ class SerialConsole:
             self._buf.feed(data)
         return found
 
+    def send(self, text: str) -> None:
+        """Type text on the guest's console (a line "report\\n" asks the guest for a report)."""
+        self._sock.sendall(text.encode())
+
     def close(self) -> None:
         self._sock.close()
 
@@ -269,3 +322,43 @@ class SerialLog:
 def wait_for_line_in_file(path: Path, needle: Needle, timeout: float) -> str:
     """The first line of the file containing needle (or matching a regex), waiting up to timeout."""
     return SerialLog(path).wait_for(needle, timeout)
+
+
+# ------------------------------------------------------------------------------------ guest report
+
+
+@dataclass(frozen=True)
+class GuestReport:
+    """`reconciler-guest: report mem_kib=N cpus=N blk=name:bytes,... nics=name:mac,...` parsed."""
+
+    mem_kib: int
+    cpus: int
+    blk: dict[str, int]
+    nics: dict[str, str]
+
+    @classmethod
+    def parse(cls, line: str) -> GuestReport:
+        fields = dict(word.split("=", 1) for word in line.split(REPORT_PREFIX, 1)[1].split())
+        blk = dict(item.rsplit(":", 1) for item in fields["blk"].split(",") if item)
+        nics = dict(item.split(":", 1) for item in fields["nics"].split(",") if item)
+        return cls(int(fields["mem_kib"]), int(fields["cpus"]), {k: int(v) for k, v in blk.items()}, nics)
+
+
+class _LineSource(Protocol):
+    def wait_for(self, needle: Needle, timeout: float) -> str: ...
+
+
+def wait_for_report(
+    source: _LineSource, accept: Callable[[GuestReport], bool], timeout: float
+) -> GuestReport:
+    """The first new report line that `accept` takes, from a SerialConsole or SerialLog, by a deadline."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        try:
+            line = source.wait_for(REPORT_PREFIX, max(deadline - time.monotonic(), 0.0))
+        except LineTimeout as e:
+            raise AssertionError(f"no accepted guest report in {timeout:.1f}s: {seen}\n{e}") from None
+        seen.append(line)
+        if accept(report := GuestReport.parse(line)):
+            return report
