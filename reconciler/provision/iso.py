@@ -15,6 +15,9 @@ from reconciler import statedir
 from reconciler.provision.seed import Seed
 
 VOLUME_ID = "cidata"
+# Like genisoimage's default -pad: 150 sectors of zeros at the end. Without it, a guest's CD-ROM driver
+# reading ahead past the image's last sector fails the mount (seen with Linux's sr + isofs).
+PAD = 150 * 2048
 
 
 def seed_iso(seed: Seed) -> bytes:
@@ -26,7 +29,7 @@ def seed_iso(seed: Seed) -> bytes:
             iso.add_fp(io.BytesIO(data), len(data), f"/F{index}.;1", rr_name=name, joliet_path=f"/{name}")
         out = io.BytesIO()
         iso.write_fp(out)
-        return out.getvalue()
+        return out.getvalue() + bytes(PAD)
     finally:
         iso.close()
 

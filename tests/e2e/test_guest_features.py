@@ -125,6 +125,28 @@ def test_report_shows_memory_cpu_disk_and_seed(guest: Guest, qemu_binary: str, t
     asyncio.run(scenario())
 
 
+def test_a_seed_written_by_the_reconciler_is_read_by_the_guest(guest: Guest, qemu_binary: str,
+                                                               tmp_path: Path) -> None:
+    """reconciler.provision's pycdlib image (not genisoimage's) is found and read as cloud-init would."""
+    from reconciler.provision import iso, seed
+
+    user_data = "#cloud-config\nusers:\n  - name: ops\n    passwd: $6$salt$hash\n"
+    built = seed.build_seed("vm1", seed.SeedSpec(user_data=user_data))
+    image = tmp_path / "seed.iso"
+    iso.write_seed_iso(str(image), built)
+    argv = guest.argv(qemu_binary, append=guest.append(tag="seeded"))
+    argv += ["-drive", f"file={image},if=ide,media=cdrom,readonly=on,format=raw"]
+
+    async def scenario() -> None:
+        async with boot(guest, tmp_path, argv) as vm:
+            line = await asyncio.to_thread(vm.console.wait_for, SEED_PREFIX, EVENT_TIMEOUT)
+            digest = hashlib.sha256(user_data.encode()).hexdigest()
+            want = f"instance-id={built.instance_id} user-data-sha256={digest} device=sr0"
+            assert line == SEED_PREFIX + want
+
+    asyncio.run(scenario())
+
+
 def _agent_call(conn: socket.socket, command: str, deadline: float) -> dict[str, object]:
     conn.sendall(json.dumps({"execute": command}).encode() + b"\n")
     data = b""
