@@ -108,6 +108,7 @@ class Action:
     in_place: bool = False  # RESTART of a powered-off guest whose QEMU lives on: system_reset + cont
     clean_stale: bool = False  # START: remove the stale pidfile first
     migration_mode: MigrationMode | None = None  # MIGRATE only
+    max_bandwidth: int = 0  # MIGRATE only: the spec's cap in bytes/s (maxBandwidth); 0 = not capped
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
 

@@ -50,6 +50,7 @@ def _action(a: Action) -> dict[str, Any]:
         "in_place": a.in_place,
         "clean_stale": a.clean_stale,
         "migration_mode": a.migration_mode.value if a.migration_mode else None,
+        "max_bandwidth": a.max_bandwidth or None,
         "memory_mib": a.memory_mib,
         "changes": [_change(c) for c in a.changes],
         **extra,
@@ -105,6 +106,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         source_node=_str_or_none(d["source_node"]), changes=tuple(_change_from(c) for c in d["changes"]),
         phase=int(d["phase"]), in_place=bool(d["in_place"]), clean_stale=bool(d["clean_stale"]),
         migration_mode=MigrationMode(mode) if mode is not None else None, memory_mib=int(d["memory_mib"]),
+        max_bandwidth=int(d.get("max_bandwidth") or 0),
         extra_args=tuple(str(x) for x in d.get("extra_args", ())),
     )
 
