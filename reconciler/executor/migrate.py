@@ -48,8 +48,9 @@ from reconciler.qmp import QmpSession
 from reconciler.units import format_rate
 
 MIB = 1024 * 1024
-# `max-bandwidth` when the spec sets no cap. QEMU has no "unlimited" value (its default is a 128 MiB/s
-# cap, and 0 is not "no cap" in QEMU 7.2), so: the largest value it takes, as libvirt does.
+# `max-bandwidth` when the spec sets no cap. QEMU's default is a 128 MiB/s cap and its 7.2 reference names
+# no "unlimited" value (0 happens not to throttle there, undocumented), so: the largest value it takes, as
+# libvirt does.
 UNCAPPED = (1 << 63) - 1
 
 
