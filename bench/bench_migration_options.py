@@ -79,6 +79,7 @@ class Hop:
     total: float
     migrate: float
     downtime: float
+    sent_mib: float
 
 
 class Chain:
@@ -136,7 +137,8 @@ class Chain:
         await _wait_gone(old)
         shutil.rmtree(self.world.paths(old_node.name, old_spec.name).dir, ignore_errors=True)
         self.current = (spec, node, launched)
-        return Hop(t2 - t0, t2 - t1, float(info.get("downtime", 0)))
+        sent = info.get("ram", {}).get("transferred", 0) / (1 << 20)
+        return Hop(t2 - t0, t2 - t1, float(info.get("downtime", 0)), sent)
 
 
 async def _events(src: qmp.QmpSession) -> dict[str, Any]:
@@ -191,11 +193,12 @@ def main() -> None:
         results = asyncio.run(run(world, names, args.runs))
     print(f"medians of {args.runs} hops each, 128 MiB idle guest, loopback, TCG; "
           f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} ({os.cpu_count()} CPUs)")
-    print(f"{'variant':18} {'total ms':>8} {'migrate ms':>10} {'downtime ms':>11}")
+    print(f"{'variant':18} {'total ms':>8} {'migrate ms':>10} {'downtime ms':>11} {'MiB sent':>8}")
     for name in names:
         hops = results[name]
         print(f"{name:18} {ms([h.total for h in hops]):>8} {ms([h.migrate for h in hops]):>10} "
-              f"{statistics.median(h.downtime for h in hops):>11.0f}")
+              f"{statistics.median(h.downtime for h in hops):>11.0f} "
+              f"{statistics.median(h.sent_mib for h in hops):>8.1f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from reconciler import layout, procs, qmp, statedir
+from reconciler import layout, procs, qmp, statedir, versioncache
 from reconciler.errors import LaunchError, QmpError
 from reconciler.pidfd import ProcessHandle
 
@@ -135,21 +135,25 @@ def _kill_launched(launched: Launched) -> None:
 
 # --- QEMU version -----------------------------------------------------------------------------------------
 
-_VERSIONS: dict[tuple[str, int], str] = {}
+_VERSIONS: dict[versioncache.BinaryKey, str] = {}
 
 
-def qemu_version(binary: str) -> str:
-    """`binary --version`'s version number (e.g. "7.2.22"), cached per resolved path and mtime.
+def qemu_version(binary: str, state_dir: str | None = None) -> str:
+    """`binary --version`'s version number (e.g. "7.2.22"), cached per binary file (resolved path, inode,
+    size, mtime, ctime): in this process, and across runs in `state_dir` when given (versioncache).
 
     Raises LaunchError when the binary is missing or does not answer.
     """
     path = shutil.which(binary) or binary
     try:
-        key = (os.path.realpath(path), os.stat(path).st_mtime_ns)
+        key = versioncache.BinaryKey.of(path)
     except OSError:
         raise LaunchError("-", f"QEMU binary {binary!r} not found") from None
     cached = _VERSIONS.get(key)
+    if cached is None and state_dir is not None:
+        cached = versioncache.lookup(versioncache.cache_path(state_dir), key)
     if cached is not None:
+        _VERSIONS[key] = cached
         return cached
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True)
@@ -159,4 +163,6 @@ def qemu_version(binary: str) -> str:
     words = first.split()
     version = words[words.index("version") + 1] if "version" in words[:-1] else first.strip()
     _VERSIONS[key] = version
+    if state_dir is not None and version:
+        versioncache.store(versioncache.cache_path(state_dir), key, version)
     return version

@@ -135,7 +135,7 @@ class LocalNode:
         return ProcessHandle.open_verified(pid, verify)
 
     def qemu_version(self) -> str:
-        return launch_mod.qemu_version(self._spec.qemu_binary)
+        return launch_mod.qemu_version(self._spec.qemu_binary, self._spec.state_dir)
 
     def port_free(self, port: int) -> bool:
         family = socket.AF_INET6 if ":" in self._spec.address else socket.AF_INET
