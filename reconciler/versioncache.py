@@ -55,9 +55,8 @@ def _entries(path: str) -> dict[str, object]:
             data = json.loads(f.read(1 << 16))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("binaries"), dict):
-        return {}
-    return data["binaries"]
+    binaries = data.get("binaries") if isinstance(data, dict) and data.get("format") == FORMAT else None
+    return binaries if isinstance(binaries, dict) else {}
 
 
 def lookup(path: str, key: BinaryKey) -> str | None:
