@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from reconciler import __version__
+from reconciler import __version__, phases
 from reconciler.errors import ExitCode, ReconcilerError
 
 # name -> (module, one-line help)
@@ -73,6 +73,14 @@ def entry() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    phases.mark("cli imports")
+    try:
+        return _main(argv)
+    finally:
+        phases.report()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     selected = _selected_command(args_list)
     parser = _build_parser(selected if selected in COMMANDS else None)
@@ -81,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     module = importlib.import_module(COMMANDS[args.command][0])
+    phases.mark("command imports, arguments")
     try:
         return int(module.run(args))
     except ReconcilerError as err:
