@@ -81,5 +81,6 @@ def store(path: str, key: BinaryKey, version: str) -> None:
     del fields["path"]
     entries[key.path] = {**fields, "version": version}
     data = json.dumps({"format": FORMAT, "binaries": entries}, indent=1, sort_keys=True) + "\n"
+    statedir.remove_dead_temps(os.path.dirname(path))  # of a writer killed mid-write before us
     with contextlib.suppress(StateDirError):
         statedir.atomic_write(path, data.encode())

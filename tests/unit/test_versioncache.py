@@ -122,6 +122,16 @@ def test_a_damaged_entry_is_a_miss(tmp_path: Path, damage: dict[str, object]) ->
     assert version(binary, state) == "7.2.22" and runs(log) == 2
 
 
+def test_a_dead_writers_temporary_file_is_removed(tmp_path: Path) -> None:
+    binary, _ = fake_qemu(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    dead = state / f".{versioncache.CACHE_FILE}.999999999.x.tmp"  # no such PID
+    dead.write_text("{")
+    version(binary, state)
+    assert sorted(p.name for p in state.iterdir()) == [versioncache.CACHE_FILE]
+
+
 def test_other_binaries_keep_their_entries(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
