@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from reconciler import __version__
+from reconciler import __version__, phases
 from reconciler.errors import ExitCode, ReconcilerError
 
 # name -> (module, one-line help)
@@ -109,12 +109,21 @@ def entry() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    phases.mark("cli imports")
+    try:
+        return _main(argv)
+    finally:
+        phases.report()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = _parse(args_list)
     if args.command is None:
         _build_parser(None).print_help(sys.stderr)
         return ExitCode.USAGE
     module = importlib.import_module(COMMANDS[args.command][0])
+    phases.mark("command imports, arguments")
     try:
         return int(module.run(args))
     except ReconcilerError as err:

@@ -319,7 +319,7 @@ def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
         from reconciler.launch import qemu_version
 
         try:
-            version = qemu_version(it.argv[0])
+            version = qemu_version(it.argv[0], node.state_dir)
         except LaunchError:
             version = "unknown"
         record = AppliedRecord.create(it.spec, node.name, it.argv, version, pid, create_time, it.time,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from reconciler import layout, procs, qmp, statedir
+from reconciler import layout, phases, procs, qmp, statedir, versioncache
 from reconciler.errors import LaunchError, QmpError
 from reconciler.pidfd import ProcessHandle
 
@@ -54,7 +54,8 @@ async def launch(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths.pidfile)  # a stale one must not be mistaken for the new process's
     started_at = time.time()
-    returncode, err_bytes = await _run_foreground(name, argv, env, _left(deadline), timeout)
+    with phases.span("qemu exec until daemonized"):
+        returncode, err_bytes = await _run_foreground(name, argv, env, _left(deadline), timeout)
     stderr = err_bytes.decode(errors="replace").strip()
     if returncode != 0:
         raise LaunchError(name, _qemu_message(stderr) or f"QEMU exited with status {returncode}")
@@ -68,7 +69,8 @@ async def launch(
     launched = Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv)
     _restrict(paths)
     try:
-        await qmp.query_status(paths.qmp, _left(deadline))
+        with phases.span("qemu first QMP answer"):
+            await qmp.query_status(paths.qmp, _left(deadline))
     except QmpError as err:
         _kill_launched(launched)
         raise LaunchError(name, f"QEMU (pid {pid}) started but QMP did not answer: {err}") from None
@@ -135,28 +137,35 @@ def _kill_launched(launched: Launched) -> None:
 
 # --- QEMU version -----------------------------------------------------------------------------------------
 
-_VERSIONS: dict[tuple[str, int], str] = {}
+_VERSIONS: dict[versioncache.BinaryKey, str] = {}
 
 
-def qemu_version(binary: str) -> str:
-    """`binary --version`'s version number (e.g. "7.2.22"), cached per resolved path and mtime.
+def qemu_version(binary: str, state_dir: str | None = None) -> str:
+    """`binary --version`'s version number (e.g. "7.2.22"), cached per binary file (resolved path, inode,
+    size, mtime, ctime): in this process, and across runs in `state_dir` when given (versioncache).
 
     Raises LaunchError when the binary is missing or does not answer.
     """
     path = shutil.which(binary) or binary
     try:
-        key = (os.path.realpath(path), os.stat(path).st_mtime_ns)
+        key = versioncache.BinaryKey.of(path)
     except OSError:
         raise LaunchError("-", f"QEMU binary {binary!r} not found") from None
     cached = _VERSIONS.get(key)
+    if cached is None and state_dir is not None:
+        cached = versioncache.lookup(versioncache.cache_path(state_dir), key)
     if cached is not None:
+        _VERSIONS[key] = cached
         return cached
     try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True)
+        with phases.span("qemu --version"):
+            done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError) as err:
         raise LaunchError("-", f"{binary} --version failed: {err}") from None
     first = done.stdout.splitlines()[0] if done.stdout else ""
     words = first.split()
     version = words[words.index("version") + 1] if "version" in words[:-1] else first.strip()
     _VERSIONS[key] = version
+    if state_dir is not None and version:
+        versioncache.store(versioncache.cache_path(state_dir), key, version)
     return version

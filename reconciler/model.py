@@ -135,7 +135,7 @@ class Nic:
 @dataclass(frozen=True, slots=True)
 class Migration:
     mode: MigrationMode = MigrationMode.LIVE
-    max_bandwidth: int = 0  # bytes per second; 0 = QEMU's default
+    max_bandwidth: int = 0  # bytes per second; 0 = no cap
     max_downtime_ms: int = 300
     completion_timeout_per_gib: float = 150.0  # seconds per GiB of guest memory (KubeVirt)
     progress_timeout: float = 150.0  # seconds without progress before cancelling (KubeVirt)

@@ -210,7 +210,7 @@ class LocalNode:
         return None if handle is None else LocalProcess(handle)
 
     async def qemu_version(self) -> str:
-        return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary)
+        return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary, self._spec.state_dir)
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         return {path: probe_path(path) for path in paths}

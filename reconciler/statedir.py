@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reconciler import layout, records
+from reconciler import layout, phases, records
 from reconciler.errors import RecordError, StateDirError
 from reconciler.model import NodeSpec
 
@@ -47,7 +47,11 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace `path` with `data` atomically (temp file + fsync + rename + directory fsync), mode 0600."""
-    target = Path(path)
+    with phases.span("state file writes"):
+        _atomic_write(Path(path), data)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
     directory = ensure_dir(target.parent)
     # The writer's PID in the name lets `remove_dead_temps` clean up after a writer killed mid-write.
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=directory)

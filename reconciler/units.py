@@ -44,6 +44,14 @@ def parse_bytes(value: object, *, default_unit: str = "") -> int:
     return int(result)
 
 
+def format_rate(per_second: int) -> str:
+    """Bytes per second in the largest binary unit that divides them: 4194304 -> "4 MiB/s"."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if per_second % size == 0:
+            return f"{per_second // size} {unit}/s"
+    return f"{per_second} B/s"
+
+
 def parse_size_mib(value: object) -> int:
     """MiB in a size: "512M" -> 512, "2G" -> 2048; a bare int is already MiB. Must be whole MiB."""
     nbytes = parse_bytes(value, default_unit="M")

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import lock, manifest
+    from reconciler import lock, manifest, phases
     from reconciler.node import local_nodes
 
     if args.plan and (args.target or args.prune is not None or args.allow_empty):
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     paths = args.paths or list(manifest.DEFAULT_PATHS)
     desired = load_desired(paths, "nothing applied")
     nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+    phases.mark("manifest load")
 
     def waiting(path: str, holder: Holder | None) -> None:
         who = holder.describe() if holder is not None else "another process"
@@ -70,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
-    from reconciler import gitinfo, hostcheck
+    from reconciler import gitinfo, hostcheck, phases
     from reconciler.commands.plan import use_color
     from reconciler.node import ask_again, discover_all
     from reconciler.planner import make_plan
     from reconciler.render.text import RenderOptions, render_text
 
+    phases.mark("lock")
     actual = asyncio.run(discover_all(list(nodes.values())))
     if any(i.qmp_unresponsive for i in actual):
         # A monitor slow to answer is asked again within our QMP deadline: it is neither a change that
@@ -83,7 +85,9 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         from reconciler.executor.context import Deadlines
 
         actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
+    phases.mark("discovery")
     git = gitinfo.describe(paths)
+    phases.mark("git")
     if args.plan:
         from reconciler import planfile  # only saved plans need it (import time counts for every apply)
 
@@ -97,9 +101,11 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
                          force=args.force)
     plan = hostcheck.check(plan, desired, actual, nodes)
+    phases.mark("plan")
     sys.stdout.write(render_text(plan, RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ)),
                                  git))
     sys.stdout.flush()
+    phases.mark("render")
     if plan.errors:
         print("the plan has errors; nothing applied", file=sys.stderr)
         return ExitCode.ERROR
@@ -109,7 +115,9 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         print("Apply cancelled.", file=sys.stderr)
         return ExitCode.ERROR
     revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
-    return _execute(plan, desired, nodes, revision, args)
+    code = _execute(plan, desired, nodes, revision, args)
+    phases.mark("action")
+    return code
 
 
 def _confirm() -> bool:

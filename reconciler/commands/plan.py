@@ -84,24 +84,29 @@ def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import gitinfo, manifest, planfile
+    from reconciler import gitinfo, manifest, phases, planfile
     from reconciler.planner import make_plan
     from reconciler.render.json import render_json
     from reconciler.render.text import RenderOptions, render_text
 
     paths = args.paths or list(manifest.DEFAULT_PATHS)
     desired = load_desired(paths, "no plan made")
+    phases.mark("manifest load")
     actual = discover_actual(desired)
+    phases.mark("discovery")
     targets = frozenset(args.target) if args.target else None
     plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
                      force=args.force)
     plan = check_hosts(plan, desired, actual)
+    phases.mark("plan")
     git = gitinfo.describe(paths)
+    phases.mark("git")
     if args.json:
         sys.stdout.write(render_json(plan, git))
     else:
         options = RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ))
         sys.stdout.write(render_text(plan, options, git))
+    phases.mark("render")
     if plan.errors:
         if args.out:
             print(f"the plan has errors; not saved to {args.out}", file=sys.stderr)

@@ -3,8 +3,8 @@
 1. Launch the target on B with `-incoming tcp:<B.address>:<port>` (a port from B's range that binds
    now; the next one if QEMU still finds it taken), under a MIGRATE_TARGET intent with its argv.
 2. On the source: capabilities (`events`; `auto-converge`, `postcopy-ram` per spec; postcopy also on the
-   target), parameters (`max-bandwidth`, `downtime-limit`), `stop` first for an offline migration, then
-   `migrate`.
+   target), parameters (`max-bandwidth`: the spec's cap, else no cap; `downtime-limit`), `stop` first for
+   an offline migration, then `migrate`.
 3. Follow MIGRATION / MIGRATION_PASS events. At each progress deadline (or pass), `query-migrate` gives
    the percentage and the remaining RAM. When the completion timeout or the no-progress timeout runs out:
    `migrate-start-postcopy` if the spec allows it, else `migrate_cancel`.
@@ -45,9 +45,13 @@ from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
+from reconciler.units import format_rate
 
 MIB = 1024 * 1024
-QEMU_DEFAULT_BANDWIDTH = 128 * MIB  # bytes/s: QEMU's own default (MAX_THROTTLE)
+# `max-bandwidth` when the spec sets no cap. QEMU's default is a 128 MiB/s cap and its 7.2 reference names
+# no "unlimited" value (0 happens not to throttle there, undocumented), so: the largest value it takes, as
+# libvirt does.
+UNCAPPED = (1 << 63) - 1
 
 
 class End(enum.StrEnum):
@@ -116,7 +120,8 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     spec = record_spec(rec.spec, desired, target.name)
     if spec.node is not None:
         spec = replace(spec, node=target.name)
-    ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value})")
+    cap = f", capped at {format_rate(settings.max_bandwidth)}" if settings.max_bandwidth else ""
+    ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value}{cap})")
     async with handle:
         try:
             src = await source.qmp(name, ctx.deadlines.qmp)
@@ -184,6 +189,13 @@ async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source:
     raise ActionFailed(f"no free migration port on {target.name} in {ports.first}-{ports.last}{last}")
 
 
+def parameters(settings: Migration) -> dict[str, object]:
+    """`migrate-set-parameters` for a migration. Both are always set: a QEMU keeps the values of an
+    earlier (interrupted) migration otherwise."""
+    bandwidth = settings.max_bandwidth if settings.max_bandwidth > 0 else UNCAPPED
+    return {"downtime-limit": settings.max_downtime_ms, "max-bandwidth": bandwidth}
+
+
 async def _run(ctx: Context, src: QmpSession, target: Node, name: str, started: Started, port: int,
                settings: Migration, spec: InstanceSpec, offline: bool) -> tuple[Watched, bool]:
     """Configure, start and follow the migration; (how it ended, whether we paused the source)."""
@@ -201,10 +213,7 @@ async def _run(ctx: Context, src: QmpSession, target: Node, name: str, started: 
                 await tgt.execute("migrate-set-capabilities", {"capabilities": postcopy}, timeout=q)
             finally:
                 await close_quietly(tgt)
-        # Always set: a QEMU keeps the value of an earlier (interrupted) migration otherwise.
-        bandwidth = settings.max_bandwidth if settings.max_bandwidth > 0 else QEMU_DEFAULT_BANDWIDTH
-        params: dict[str, object] = {"downtime-limit": settings.max_downtime_ms, "max-bandwidth": bandwidth}
-        await src.execute("migrate-set-parameters", params, timeout=q)
+        await src.execute("migrate-set-parameters", parameters(settings), timeout=q)
         if offline:
             await src.execute("stop", timeout=q)
             paused = True

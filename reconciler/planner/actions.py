@@ -133,6 +133,7 @@ class Action:
     clean_stale: bool = False  # START: remove the stale pidfile first
     by_signal: bool = False  # STOP of a verified process whose QMP does not answer: SIGTERM, then SIGKILL
     migration_mode: MigrationMode | None = None  # MIGRATE only
+    max_bandwidth: int = 0  # MIGRATE only: the spec's cap in bytes/s (maxBandwidth); 0 = not capped
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
     handoffs: tuple[Handoff, ...] = ()  # START/RESTART: what it waits for another instance to release

@@ -369,7 +369,7 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
         mib = _recorded_memory(rec, spec)
         action = Action(spec.name, ActionKind.MIGRATE, Reason.NODE_CHANGED, target, source_node=rec.node,
                         changes=_node_change(rec.node, target), migration_mode=spec.migration.mode,
-                        memory_mib=mib)
+                        max_bandwidth=spec.migration.max_bandwidth, memory_mib=mib)
         out.moves.append(placement.Move(action, ((rec.node, -mib), (target, mib))))
     else:
         _record_update(spec, rec, out)

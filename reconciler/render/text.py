@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.planner.actions import Action, ActionKind, FieldChange, Orphan, OrphanFate, Plan
+from reconciler.units import format_rate
 
 if TYPE_CHECKING:
     from reconciler.gitinfo import GitInfo
@@ -66,7 +67,8 @@ def summary(plan: Plan) -> str:
 def _header(action: Action) -> str:
     if action.kind is ActionKind.MIGRATE:
         mode = action.migration_mode.value if action.migration_mode else "live"
-        return f"{action.name} from {action.source_node} to {action.node} ({mode} migration)"
+        cap = f", capped at {format_rate(action.max_bandwidth)}" if action.max_bandwidth else ""
+        return f"{action.name} from {action.source_node} to {action.node} ({mode} migration{cap})"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
     if action.kind is ActionKind.UPDATE:
         return f"{action.name} on {action.node} (record updated in place)"

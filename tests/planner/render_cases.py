@@ -78,6 +78,14 @@ RENDER_CASES = [
         color=True,
     ),
     RenderCase(
+        "capped-migration",
+        make_plan(desired(spec("slow", node="b", migration=Migration(max_bandwidth=4 << 20)),
+                          spec("odd", node="b", migration=Migration(max_bandwidth=1000)),
+                          spec("fast", node="b")),
+                  actual(rec(spec("slow", node="a"), "a"), rec(spec("odd", node="a"), "a"),
+                         rec(spec("fast", node="a"), "a"))),
+    ),
+    RenderCase(
         "color",
         make_plan(desired(changed(WEB, memory_mib=1024), spec("n", node="b"), spec("m", node="b")),
                   actual(rec(WEB, "a"), rec(spec("m", node="a"), "a"), rec(spec("x"), "a"),

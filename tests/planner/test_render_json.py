@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from reconciler import __version__
 from reconciler.actual import ActualState
 from reconciler.gitinfo import GitInfo
-from reconciler.model import DesiredState, UpdatePolicy
+from reconciler.model import DesiredState, Migration, UpdatePolicy
 from reconciler.planner import make_plan
 from reconciler.render.json import plan_from_dict, plan_to_dict, render_json
 
@@ -51,6 +51,7 @@ EXPECTED = """\
       "in_place": false,
       "clean_stale": false,
       "migration_mode": null,
+      "max_bandwidth": null,
       "memory_mib": 8192,
       "changes": []
     },
@@ -66,6 +67,7 @@ EXPECTED = """\
       "in_place": false,
       "clean_stale": false,
       "migration_mode": null,
+      "max_bandwidth": null,
       "memory_mib": 512,
       "changes": [
         {
@@ -175,6 +177,17 @@ def test_render_json_empty_plan() -> None:
     assert data["actions"] == [] and data["git"] is None
     assert list(data) == ["format_version", "reconciler_version", "git", "prune", "targets", "summary",
                           "empty", "actions", "pending", "orphans", "warnings", "errors"]
+
+
+def test_capped_migration_carries_its_cap() -> None:
+    capped = spec("slow", node="b", migration=Migration(max_bandwidth=4 << 20))
+    free = spec("fast", node="b")
+    plan = make_plan(desired(capped, free, nodes=(node("a"), node("b"))),
+                     actual(rec(spec("slow", node="a"), "a"), rec(spec("fast", node="a"), "a")))
+    data = plan_to_dict(plan)
+    assert [(a["name"], a["kind"], a["max_bandwidth"]) for a in data["actions"]] == [
+        ("fast", "migrate", None), ("slow", "migrate", 4 << 20)]
+    assert plan_from_dict(data).actions == plan.actions
 
 
 @settings(max_examples=150, deadline=None)

@@ -143,6 +143,23 @@ EXPECTED = {
         "\n"
         "Plan: 0 to start, 0 to restart, 0 to migrate, 0 to stop, 1 record to update in place (no restart).\n"
     ),
+    "capped-migration": (
+        "Reconciler will perform the following actions:\n"
+        "\n"
+        "  -> fast from a to b (live migration)\n"
+        "      # the node changed in the manifests\n"
+        "      node: \"a\" -> \"b\"\n"
+        "\n"
+        "  -> odd from a to b (live migration, capped at 1000 B/s)\n"
+        "      # the node changed in the manifests\n"
+        "      node: \"a\" -> \"b\"\n"
+        "\n"
+        "  -> slow from a to b (live migration, capped at 4 MiB/s)\n"
+        "      # the node changed in the manifests\n"
+        "      node: \"a\" -> \"b\"\n"
+        "\n"
+        "Plan: 0 to start, 0 to restart, 3 to migrate, 0 to stop.\n"
+    ),
     "color": (
         "Reconciler will perform the following actions:\n"
         "\n"
