@@ -36,6 +36,10 @@ PATTERNS: dict[str, tuple[str, tuple[str | int, ...], str]] = {
     "$defs/instanceSpec/properties/cpuModel": ("Instance", ("spec", "cpuModel"), "qemu64,+ssse3"),
     "$defs/instanceSpec/properties/shutdownTimeout": ("Instance", ("spec", "shutdownTimeout"), "30s"),
     "$defs/nodeSpec/properties/memory": ("Node", ("spec", "memory"), "2G"),
+    "$defs/nodeSpec/properties/ssh/properties/host": ("Node", ("spec", "ssh", "host"), "198.18.0.12"),
+    "$defs/nodeSpec/properties/ssh/properties/user": ("Node", ("spec", "ssh", "user"), "ops"),
+    "$defs/nodeSpec/properties/ssh/properties/connectTimeout": (
+        "Node", ("spec", "ssh", "connectTimeout"), "10s"),
     "$defs/nic/properties/bridge": ("Instance", ("spec", "nics", 0, "bridge"), "br0"),
     "$defs/migration/properties/maxBandwidth": ("Instance", ("spec", "migration", "maxBandwidth"), "1G"),
     "$defs/migration/properties/maxDowntime": ("Instance", ("spec", "migration", "maxDowntime"), "300ms"),

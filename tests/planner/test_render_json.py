@@ -150,6 +150,7 @@ EXPECTED_UPDATE = """\
     "in_place": false,
     "clean_stale": false,
     "migration_mode": null,
+    "max_bandwidth": null,
     "memory_mib": 0,
     "changes": [
       {
