@@ -19,11 +19,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from reconciler.commands import argtypes
-from reconciler.commands.common import load_desired
+from reconciler.commands.common import confirm, hold_node_locks, load_desired
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from reconciler.lock import Holder
     from reconciler.model import DesiredState
     from reconciler.node import Node
     from reconciler.planner import Plan
@@ -51,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import lock, manifest, phases
+    from reconciler import manifest, phases
     from reconciler.node import local_nodes
 
     if args.plan and (args.target or args.prune is not None or args.allow_empty):
@@ -62,11 +61,7 @@ def run(args: argparse.Namespace) -> int:
     nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
     phases.mark("manifest load")
 
-    def waiting(path: str, holder: Holder | None) -> None:
-        who = holder.describe() if holder is not None else "another process"
-        print(f"waiting for the node lock {path}, held by {who}", file=sys.stderr, flush=True)
-
-    with lock.hold_all([n.lock_path for n in nodes.values()], "apply", args.lock_timeout, waiting):
+    with hold_node_locks([n.lock_path for n in nodes.values()], "apply", args.lock_timeout):
         return _locked(args, paths, desired, nodes)
 
 
@@ -111,24 +106,13 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         return ExitCode.ERROR
     if plan.empty:
         return ExitCode.OK
-    if not args.plan and not args.yes and not _confirm():
+    if not args.plan and not args.yes and not confirm("apply"):
         print("Apply cancelled.", file=sys.stderr)
         return ExitCode.ERROR
     revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
     code = _execute(plan, desired, nodes, revision, args)
     phases.mark("action")
     return code
-
-
-def _confirm() -> bool:
-    if not sys.stdin.isatty():
-        raise UsageError("refusing to apply without confirmation: stdin is not a terminal (use --yes)")
-    print("\nDo you want to perform these actions? Only 'yes' will be accepted.")
-    try:
-        answer = input("  Enter a value: ")
-    except EOFError:
-        return False
-    return answer.strip() == "yes"
 
 
 def _execute(plan: Plan, desired: DesiredState, nodes: dict[str, Node], revision: str | None,
