@@ -26,14 +26,17 @@ metadata: {name: web1}
 spec:
   node: n1
   memory: 64M
-  kernel: {path: /boot/vmlinuz, root: /dev/ram0}
+  kernel: {path: KERNEL, root: /dev/ram0}
 """
 
 
 def plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     manifests = tmp_path / "m"
     manifests.mkdir(exist_ok=True)
-    (manifests / "a.yaml").write_text(MANIFEST.replace("STATE", str(tmp_path / "state")))
+    kernel = tmp_path / "vmlinuz"  # the plan checks the node has it
+    kernel.touch()
+    (manifests / "a.yaml").write_text(MANIFEST.replace("STATE", str(tmp_path / "state"))
+                                      .replace("KERNEL", str(kernel)))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_PHASES")}
     return subprocess.run([sys.executable, "-m", "reconciler", "plan", str(manifests)], capture_output=True,
                           text=True, env={**clean, **env}, timeout=60, check=False)

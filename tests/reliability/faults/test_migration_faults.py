@@ -130,7 +130,10 @@ def test_migration_completing_between_plan_and_apply_never_loses_the_guest(rig: 
     the saved plan is refused as stale; the same race inside one apply is not covered yet)."""
     _booted(rig, maxBandwidth="24M")
     rig.declare("web1", "node-b", migration={"maxBandwidth": "24M"})
-    landed, out = sigkill_after(rig.spawn("apply", "--yes"), "web1: migrating node-a", 0.3)
+    # Killed once QEMU reports progress (a "%" line: only the migration prints one), so that the
+    # migration is surely under way inside QEMU; the line that announces it comes before the target's
+    # launch, and a kill soon after it could land before `migrate` was sent on a loaded host.
+    landed, out = sigkill_after(rig.spawn("apply", "--yes"), "%", 0.3)
     assert landed, out
     saved = str(rig.tmp / "stale.plan")
     planned = rig.world.cli("plan", "--out", saved)
