@@ -65,30 +65,31 @@ class OwnedImage:
     size: int | None = None  # bytes, for a blank disk
 
 
-async def _qemu_img(*args: str, timeout: float = TIMEOUT) -> str:
+async def _qemu_img(path: str, *args: str, timeout: float = TIMEOUT) -> str:
+    """Run qemu-img with `args`; an ImageError names `path` (the image the user knows, not a temporary)."""
     try:
         proc = await asyncio.create_subprocess_exec(QEMU_IMG, *args, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
     except FileNotFoundError:
-        raise ImageError(args[-1], f"{QEMU_IMG} not found (Debian package qemu-utils)") from None
+        raise ImageError(path, f"{QEMU_IMG} not found (Debian package qemu-utils)") from None
     try:
         async with asyncio.timeout(timeout):
             out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise ImageError(args[-1], f"{QEMU_IMG} {args[0]} did not finish within {timeout:g}s") from None
+        raise ImageError(path, f"{QEMU_IMG} {args[0]} did not finish within {timeout:g}s") from None
     if proc.returncode != 0:
         lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-        raise ImageError(args[-1], lines[-1].strip() if lines else f"{QEMU_IMG} exited {proc.returncode}")
+        raise ImageError(path, lines[-1].strip() if lines else f"{QEMU_IMG} exited {proc.returncode}")
     return out.decode()
 
 
 async def inspect(path: str) -> ImageInfo:
     """Format and virtual size of an image (qemu-img info; the image is opened read-only, shared)."""
     _absolute(path)
-    raw = json.loads(await _qemu_img("info", "--output=json", "-U", path))
+    raw = json.loads(await _qemu_img(path, "info", "--output=json", "-U", path))
     return ImageInfo(str(raw["format"]), int(raw["virtual-size"]), raw.get("backing-filename"))
 
 
@@ -121,7 +122,7 @@ async def _create(path: str, options: tuple[str, ...], *, base: str | None = Non
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     try:
-        await _qemu_img("create", "-q", *options, tmp, *([str(size)] if size is not None else []))
+        await _qemu_img(path, "create", "-q", *options, tmp, *([str(size)] if size is not None else []))
         os.chmod(tmp, 0o600)
         try:
             os.link(tmp, path)  # fails if anything appeared at `path` meanwhile

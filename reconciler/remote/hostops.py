@@ -9,6 +9,7 @@ handle number for later signals and waits. Handles and locks belong to the conne
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 from collections.abc import Awaitable, Callable
@@ -169,8 +170,6 @@ class HostOps:
     # --- the node lock, held by this agent for its controller -------------------------------------
 
     async def lock_acquire(self, params: dict[str, Any]) -> Any:
-        import asyncio
-
         node = self._node(params)
         held = lock_mod.NodeLock(node.lock_path, _param(params, "operation", str))
         timeout = params.get("timeout")

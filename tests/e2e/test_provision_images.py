@@ -69,6 +69,14 @@ def test_an_existing_file_is_never_replaced(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["mine.qcow2"]  # no temporary file left
 
 
+def test_a_failed_create_names_the_image_not_a_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "big.qcow2"
+    with pytest.raises(ImageError) as info:
+        asyncio.run(images.create_blank(str(target), -1, ImageFormat.QCOW2))  # qemu-img refuses the size
+    assert str(info.value).startswith(f"disk image {target}: ")
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_a_missing_or_unusable_base_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"^disk image .*/nope\.qcow2: .*No such file"):
         asyncio.run(images.check_base(str(tmp_path / "nope.qcow2")))
