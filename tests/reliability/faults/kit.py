@@ -49,6 +49,22 @@ from ..invariants import (
 from ..profiles import LONG
 
 NOT_A_GUEST = frozenset({"inmigrate", "postmigrate"})  # QMP states of a copy that runs no guest
+# query-migrate states of a migration still under way: after a SIGKILL of the reconciler QEMU carries on
+# on its own, and the two copies' run states are only a consistent snapshot once it has ended.
+MIGRATION_IN_FLIGHT = frozenset({"setup", "active", "device", "pre-switchover", "postcopy-active",
+                                 "postcopy-paused", "postcopy-recover", "cancelling", "wait-unplug"})
+MIGRATION_SETTLE = 30.0
+
+
+async def _migration_settled(sock: str, timeout: float) -> None:
+    """Return once the QEMU at `sock` has no migration under way (a MIGRATION event, under a deadline)."""
+    async with qmp.session(sock, timeout) as s:  # events are buffered from here: none can be missed
+        answer = await s.execute("query-migrate", timeout=timeout)
+        status = answer.get("status") if isinstance(answer, dict) else None
+        deadline = time.monotonic() + timeout
+        while status in MIGRATION_IN_FLIGHT:
+            event = await s.wait_event(["MIGRATION"], max(deadline - time.monotonic(), 0.001))
+            status = event.data.get("status")
 CLI_DEADLINE = 60.0
 
 
@@ -131,7 +147,13 @@ class Rig:
     def guests(self, name: str) -> list[tuple[str, int, str]]:
         """(node state dir, pid, QMP status or error) of every QEMU of `name` that may run its guest."""
         out = []
-        for p in qemu_by_instance(self.state_dirs).get(name, []):
+        copies = qemu_by_instance(self.state_dirs).get(name, [])
+        socks = [layout.instance_paths(next(n for n in self.world.nodes if n.state_dir == p.state_dir),
+                                       name).qmp for p in copies]
+        for sock in socks:  # a migration left running by the killed reconciler ends first
+            with contextlib.suppress(Exception):  # a copy that exits meanwhile is judged below
+                asyncio.run(_migration_settled(str(sock), MIGRATION_SETTLE))
+        for p in qemu_by_instance(self.state_dirs).get(name, []):  # without those that exited meanwhile
             node = next(n for n in self.world.nodes if n.state_dir == p.state_dir)
             sock = layout.instance_paths(node, name).qmp
             try:
