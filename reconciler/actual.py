@@ -120,6 +120,29 @@ class UnmanagedProcess:
     pid: int
     name: str | None  # from -name, when present
     cmdline: tuple[str, ...]
+    machine: str = "local"  # NodeSpec.machine of the host it runs on (PIDs are per host)
+
+
+class Reach(enum.StrEnum):
+    """Why a node could not be looked at."""
+
+    UNREACHABLE = "unreachable"  # refused, timed out, authentication failed, or lost mid-discovery
+    HOST_KEY = "host key rejected"  # the host's key is not the known one: a possible attack
+    NO_AGENT = "no agent"  # the host has no usable `reconciler agent` (missing, or another version)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreachableNode:
+    """A node nothing is known of in this run: nothing is planned on it, and nothing it may run is started
+    elsewhere (without fencing, a second copy could run)."""
+
+    node: str
+    reach: Reach
+    detail: str  # one line: the host and the cause
+
+    @property
+    def line(self) -> str:
+        return f"node {self.node}: {self.reach.value}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +150,7 @@ class ActualState:
     instances: tuple[ActualInstance, ...] = ()
     unmanaged: tuple[UnmanagedProcess, ...] = ()
     in_flight: tuple[InFlight, ...] = ()  # actions other runs are carrying out right now (their intents)
+    unreachable: tuple[UnreachableNode, ...] = ()  # by node name
 
     def find(self, name: str) -> tuple[ActualInstance, ...]:
         """Every record of `name` (more than one means it exists on several nodes)."""

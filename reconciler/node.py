@@ -17,15 +17,17 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from reconciler import hostfacts, layout, procs, qmp, secretfile, statedir
 from reconciler import launch as launch_mod
-from reconciler import layout, procs, qmp, secretfile, statedir
+from reconciler import lock as lock_mod
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
 from reconciler.errors import QmpError
+from reconciler.hostfacts import HostFacts
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
@@ -86,6 +88,15 @@ class LocalProcess:
         self._handle.close()
 
 
+class HeldLock(Protocol):
+    """A node lock taken on the node (reconciler.lock there); released by `release` or when the run ends."""
+
+    async def release(self) -> None: ...
+
+
+OnLockWait = Callable[[str, "lock_mod.Holder | None"], None]  # (lock file, who holds it)
+
+
 class Node(Protocol):
     """One host (or one state directory on a host) that runs instances."""
 
@@ -97,9 +108,10 @@ class Node(Protocol):
 
     def paths(self, instance: str) -> layout.InstancePaths: ...
 
-    @property
-    def lock_path(self) -> str:
-        """The node lock file (see `reconciler.lock`)."""
+    async def lock(self, operation: str, timeout: float | None,
+                   on_wait: OnLockWait | None = None) -> HeldLock:
+        """Take the node lock on the node: wait up to `timeout` s (None: forever; 0: not at all), calling
+        `on_wait` first when another run holds it; LockTimeout when it stays held."""
         ...
 
     async def discover(self) -> ActualState:
@@ -125,6 +137,10 @@ class Node(Protocol):
         ...
 
     async def qemu_version(self) -> str: ...
+
+    async def facts(self) -> HostFacts:
+        """The host's memory, CPUs, load, QEMU binary and KVM (for node-info)."""
+        ...
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         """What is at each path on the node (one stat each; a name without `/` is looked up in PATH).
@@ -183,6 +199,18 @@ class LocalNode:
         statedir.ensure_dir(self._spec.state_dir)
         return layout.node_lock(self._spec)
 
+    async def lock(self, operation: str, timeout: float | None,
+                   on_wait: OnLockWait | None = None) -> HeldLock:
+        path = self.lock_path
+        held = lock_mod.NodeLock(path, operation)
+
+        def waiting(holder: lock_mod.Holder | None) -> None:
+            if on_wait is not None:
+                on_wait(path, holder)
+
+        await asyncio.to_thread(held.acquire, timeout, waiting)
+        return _LocalLock(held)
+
     async def discover(self) -> ActualState:
         from reconciler import discovery
 
@@ -211,6 +239,9 @@ class LocalNode:
 
     async def qemu_version(self) -> str:
         return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary, self._spec.state_dir)
+
+    async def facts(self) -> HostFacts:
+        return await asyncio.to_thread(hostfacts.gather, self._spec.qemu_binary, self._spec.state_dir)
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         return {path: probe_path(path) for path in paths}
@@ -254,6 +285,14 @@ class LocalNode:
         statedir.remove_instance_files(self.paths(instance))
 
 
+class _LocalLock:
+    def __init__(self, held: lock_mod.NodeLock) -> None:
+        self._held = held
+
+    async def release(self) -> None:
+        self._held.release()
+
+
 def probe_path(path: str) -> PathInfo:
     """What is at `path` on this machine: one stat (and an access check for files with an x bit)."""
     if "/" not in path:
@@ -290,23 +329,31 @@ def local_nodes(specs: Sequence[NodeSpec]) -> dict[str, Node]:
     return {s.name: LocalNode(s) for s in specs}
 
 
-def merge_states(states: Sequence[ActualState]) -> ActualState:
-    """One ActualState from per-node discoveries; a process is unmanaged only if no node claims it."""
+def merge_states(states: Sequence[ActualState], machines: Mapping[str, str] | None = None) -> ActualState:
+    """One ActualState from per-node discoveries; a process is unmanaged only if no node of its machine
+    claims it. `machines`: node name -> NodeSpec.machine (PIDs are per host); nodes not in it are local."""
+    where = machines or {}
     instances = sorted((i for s in states for i in s.instances), key=lambda i: (i.name, i.node))
-    ours = {i.pid for i in instances if i.pid is not None and i.state.has_process}
-    unmanaged = {u.pid: u for s in states for u in s.unmanaged if u.pid not in ours}
-    return ActualState(instances=tuple(instances), unmanaged=tuple(unmanaged[p] for p in sorted(unmanaged)),
-                       in_flight=tuple(f for s in states for f in s.in_flight))
+    ours = {(where.get(i.node, "local"), i.pid) for i in instances
+            if i.pid is not None and i.state.has_process}
+    unmanaged = {(u.machine, u.pid): u for s in states for u in s.unmanaged
+                 if (u.machine, u.pid) not in ours}
+    unreachable = {u.node: u for s in states for u in s.unreachable}
+    return ActualState(instances=tuple(instances), unmanaged=tuple(unmanaged[k] for k in sorted(unmanaged)),
+                       in_flight=tuple(f for s in states for f in s.in_flight),
+                       unreachable=tuple(unreachable[n] for n in sorted(unreachable)))
 
 
 async def discover_all(nodes: Sequence[Node]) -> ActualState:
-    """Discover every node: local ones in one pass (one scan of the host's processes), others each alone."""
+    """Discover every node at once: local ones in one pass (one scan of this machine's processes), every
+    other one on its own host. A failure on a remote host raises (see fleet.discover for the rule that
+    turns it into an unreachable node)."""
     from reconciler import discovery
 
     local = [n.spec for n in nodes if isinstance(n, LocalNode)]
     others = [n for n in nodes if not isinstance(n, LocalNode)]
     states = await asyncio.gather(discovery.discover_async(local), *(n.discover() for n in others))
-    return merge_states(states)
+    return merge_states(states, {n.name: n.spec.machine for n in nodes})
 
 
 async def check_paths_all(

@@ -4,8 +4,11 @@ As `terraform apply`: show the plan, ask on a terminal unless --yes (a saved pla
 no question), carry it out with progress lines, print a summary. Exit 0 only if every action succeeded;
 a saved plan that no longer matches the manifests or the nodes is refused (ExitCode.STALE_PLAN).
 
-The whole run holds the node lock of every declared node (operation "apply"), taken before discovery so
-the plan is made and carried out against a world no other apply or daemon is changing. The plan, made
+The whole run holds the node lock of every declared node (operation "apply"), taken on each node in name
+order before discovery, so the plan is made and carried out against a world no other apply or daemon is
+changing. Remote nodes are reached over SSH (reconciler.fleet), all at once; a node that cannot be reached
+is named on stderr, nothing is planned on it or for what it may run, the rest is applied, and the run
+exits 1. The plan, made
 here or saved, is checked on the nodes as `plan` checks it (files, binaries, bridges its launches need,
 planner.needs): anything missing is a plan error and nothing is applied.
 """
@@ -19,10 +22,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from reconciler.commands import argtypes
-from reconciler.commands.common import confirm, hold_node_locks, load_desired
+from reconciler.commands.common import confirm, load_desired, locked_fleet, report_unreachable
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from reconciler.fleet import Fleet
     from reconciler.model import DesiredState
     from reconciler.node import Node
     from reconciler.planner import Plan
@@ -51,35 +55,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import manifest, phases
-    from reconciler.node import local_nodes
 
     if args.plan and (args.target or args.prune is not None or args.allow_empty):
         raise UsageError("--plan applies the saved plan as it is; --target/--prune/--allow-empty belong to "
                          "`reconciler plan`")
     paths = args.paths or list(manifest.DEFAULT_PATHS)
     desired = load_desired(paths, "nothing applied")
-    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
     phases.mark("manifest load")
-
-    with hold_node_locks([n.lock_path for n in nodes.values()], "apply", args.lock_timeout):
-        return _locked(args, paths, desired, nodes)
+    return asyncio.run(_run(args, paths, desired))
 
 
-def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, nodes: dict[str, Node]) -> int:
+async def _run(args: argparse.Namespace, paths: list[str], desired: DesiredState) -> int:
+    async with locked_fleet(desired, "apply", args.lock_timeout) as fleet:
+        code = await _locked(args, paths, desired, fleet)
+    return report_unreachable(fleet, code)
+
+
+async def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, fleet: Fleet) -> int:
     from reconciler import gitinfo, hostcheck, phases
     from reconciler.commands.plan import use_color
-    from reconciler.node import ask_again, discover_all
+    from reconciler.node import ask_again
     from reconciler.planner import make_plan
     from reconciler.render.text import RenderOptions, render_text
 
     phases.mark("lock")
-    actual = asyncio.run(discover_all(list(nodes.values())))
+    actual = await fleet.discover()
     if any(i.qmp_unresponsive for i in actual):
         # A monitor slow to answer is asked again within our QMP deadline: it is neither a change that
         # makes a saved plan stale nor, under --force, a process to stop by signal.
         from reconciler.executor.context import Deadlines
 
-        actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
+        actual = await ask_again(fleet.nodes, actual, Deadlines().qmp)
     phases.mark("discovery")
     git = gitinfo.describe(paths)
     phases.mark("git")
@@ -95,7 +101,7 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         targets = frozenset(args.target) if args.target else None
         plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
                          force=args.force)
-    plan = hostcheck.check(plan, desired, actual, nodes)
+    plan = await hostcheck.check_async(plan, desired, actual, fleet.nodes)
     phases.mark("plan")
     sys.stdout.write(render_text(plan, RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ)),
                                  git))
@@ -106,30 +112,27 @@ def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredState, n
         return ExitCode.ERROR
     if plan.empty:
         return ExitCode.OK
-    if not args.plan and not args.yes and not confirm("apply"):
+    if not args.plan and not args.yes and not await asyncio.to_thread(confirm, "apply"):
         print("Apply cancelled.", file=sys.stderr)
         return ExitCode.ERROR
     revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
-    code = _execute(plan, desired, nodes, revision, args)
+    code = await _execute(plan, desired, fleet.nodes, revision, args)
     phases.mark("action")
     return code
 
 
-def _execute(plan: Plan, desired: DesiredState, nodes: dict[str, Node], revision: str | None,
-             args: argparse.Namespace) -> int:
+async def _execute(plan: Plan, desired: DesiredState, nodes: dict[str, Node], revision: str | None,
+                   args: argparse.Namespace) -> int:
     from reconciler.executor.context import Context
     from reconciler.executor.progress import LineProgress
     from reconciler.executor.schedule import run_plan
 
-    async def go() -> int:
-        ctx = Context(nodes=nodes, specs=desired.instances, progress=LineProgress(), revision=revision,
-                      force=args.force)
-        summary = await run_plan(plan, ctx, args.parallel)
-        print()
-        for failed in summary.failed:
-            print(f"error: {failed.action.name}: {failed.action.kind.value} {failed.status.value}: "
-                  f"{failed.detail}", file=sys.stderr)
-        print(summary.line())
-        return ExitCode.OK if summary.ok else ExitCode.ERROR
-
-    return asyncio.run(go())
+    ctx = Context(nodes=nodes, specs=desired.instances, progress=LineProgress(), revision=revision,
+                  force=args.force)
+    summary = await run_plan(plan, ctx, args.parallel)
+    print()
+    for failed in summary.failed:
+        print(f"error: {failed.action.name}: {failed.action.kind.value} {failed.status.value}: "
+              f"{failed.detail}", file=sys.stderr)
+    print(summary.line())
+    return ExitCode.OK if summary.ok else ExitCode.ERROR

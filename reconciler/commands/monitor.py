@@ -20,10 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.commands import argtypes
-from reconciler.commands.common import hold_node_locks, load_desired
+from reconciler.commands.common import load_desired, locked_fleet, report_unreachable
 from reconciler.errors import InstanceNotFound, InstanceNotRunning, UsageError
 
 if TYPE_CHECKING:
+    from reconciler.model import DesiredState
     from reconciler.node import Node
 
 DEFAULT_TIMEOUT = 10.0
@@ -60,27 +61,32 @@ def split_rest(rest: Sequence[str],
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import manifest
-    from reconciler.node import discover_all, local_nodes
 
     arguments, paths = split_rest(args.rest)
     desired = load_desired(paths or list(manifest.DEFAULT_PATHS), "no QMP command sent")
-    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
-    if args.node is not None and args.node not in nodes:
+    if args.node is not None and args.node not in desired.nodes:
         raise UsageError(f"--node {args.node}: not declared in the manifests")
-    with hold_node_locks([n.lock_path for n in nodes.values()], "qmp", args.lock_timeout):
-        actual = asyncio.run(discover_all(list(nodes.values())))
+    return asyncio.run(_run(args, desired, arguments))
+
+
+async def _run(args: argparse.Namespace, desired: DesiredState, arguments: dict[str, Any] | None) -> int:
+    async with locked_fleet(desired, "qmp", args.lock_timeout) as fleet:
+        actual = await fleet.discover()
         found = [i for i in actual.find(args.name) if args.node is None or i.node == args.node]
+        live = [i for i in found if i.state.has_process]
+        if not live and fleet.unreachable:
+            report_unreachable(fleet, 0)
+            raise InstanceNotRunning(args.name, "not running on any reachable node")
         if not found and args.name not in desired.instances:
             raise InstanceNotFound(args.name)
-        live = [i for i in found if i.state.has_process]
         if not live:
             state = ", ".join(f"{i.state.value} on {i.node}" for i in found) or "never started"
             raise InstanceNotRunning(args.name, state)
         if len(live) > 1:
             where = ", ".join(i.node for i in live)
             raise UsageError(f"instance {args.name} has live copies on {where}: choose one with --node")
-        node = nodes[live[0].node]
-        result = asyncio.run(_send(node, args.name, args.qmp_command, arguments, args.timeout))
+        result = await _send(fleet.nodes[live[0].node], args.name, args.qmp_command, arguments,
+                             args.timeout)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -3,25 +3,23 @@
 The seed's GetNodeInfo parsed /proc/meminfo and /proc/cpuinfo by hand and guessed "free" memory; here
 psutil gives total/available, and the memory our instances use is the sum of the recorded memory of our
 running instances (what placement reserves), next to what the node allows (Node memory, or the host's
-total). KVM is "usable" only if /dev/kvm opens read-write, the same test QEMU makes.
+total). KVM is "usable" only if /dev/kvm opens read-write, the same test QEMU makes. Every fact is the
+host's own (reconciler.hostfacts, asked of each node, remote ones over SSH, all at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import os
-import shutil
+import sys
 from dataclasses import asdict, dataclass
 
-import psutil
-
-from reconciler import discovery, launch, model
-from reconciler.actual import ActualState
+from reconciler import fleet, model
+from reconciler.actual import ActualState, UnreachableNode
 from reconciler.commands.status import load_desired, split_targets
-from reconciler.errors import LaunchError, UsageError
-
-MIB = 1024 * 1024
+from reconciler.errors import RemoteHostError, UsageError
+from reconciler.hostfacts import HostFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +43,7 @@ class NodeInfo:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--node", metavar="NAME", help="show only this node (and ask only it)")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="manifest files/directories (default ./manifests)")
 
@@ -54,45 +53,56 @@ def run(args: argparse.Namespace) -> int:
     if names:
         raise UsageError(f"node-info takes manifest paths; {names[0]!r} is not one")
     _, nodes = load_desired(paths)
-    actual = discovery.discover(nodes)
-    infos = [node_info(n, actual) for n in nodes]
+    if args.node is not None:
+        if args.node not in {n.name for n in nodes}:
+            raise UsageError(f"--node {args.node}: not declared in the manifests")
+        nodes = [n for n in nodes if n.name == args.node]
+    infos, unreachable = asyncio.run(_gather(nodes))
     if args.json:
-        print(json.dumps({"nodes": [asdict(i) for i in infos]}, indent=2, sort_keys=True))
+        doc: dict[str, object] = {"nodes": [asdict(i) for i in infos]}
+        if unreachable:
+            doc["unreachable"] = [{"node": u.node, "reach": u.reach.value, "detail": u.detail}
+                                  for u in unreachable]
+        print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render(infos), end="")
-    return 0
+        print("".join(f"node {u.node}  {u.reach.value}: {u.detail}\n\n" for u in unreachable), end="")
+    for u in unreachable:
+        print(f"error: {u.line}", file=sys.stderr)
+    return 1 if unreachable else 0
 
 
-def node_info(node: model.NodeSpec, actual: ActualState) -> NodeInfo:
-    mem = psutil.virtual_memory()
+async def _gather(nodes: list[model.NodeSpec]) -> tuple[list[NodeInfo], list[UnreachableNode]]:
+    """Every node's facts and instances, all nodes at once (remote ones over SSH)."""
+    async with fleet.opened(nodes) as opened:
+        actual = await opened.discover()
+        reachable = [n for n in nodes if n.name in opened.nodes]
+        answers = await asyncio.gather(*(opened.nodes[n.name].facts() for n in reachable),
+                                       return_exceptions=True)
+        infos = []
+        for spec, answer in zip(reachable, answers, strict=True):
+            if isinstance(answer, RemoteHostError):
+                opened.lost(spec.name, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                infos.append(node_info(spec, actual, answer))
+        return infos, [opened.unreachable[n] for n in sorted(opened.unreachable)]
+
+
+def node_info(node: model.NodeSpec, actual: ActualState, facts: HostFacts) -> NodeInfo:
     running = [i for i in actual if i.node == node.name and i.state.has_process and i.spec is not None]
-    qemu_path = shutil.which(node.qemu_binary)
-    try:
-        version = launch.qemu_version(node.qemu_binary) if qemu_path else None
-    except LaunchError:
-        version = None
-    kvm_ok, kvm_detail = kvm_usable()
-    total = mem.total // MIB
+    total = facts.memory_total_mib
     return NodeInfo(
         name=node.name, state_dir=node.state_dir, accelerator=node.accelerator.value,
-        memory_total_mib=total, memory_available_mib=mem.available // MIB,
+        memory_total_mib=total, memory_available_mib=facts.memory_available_mib,
         memory_allocatable_mib=node.memory_mib if node.memory_mib is not None else total,
         memory_instances_mib=sum(i.spec.memory_mib for i in running if i.spec is not None),
         instances_running=len(running),
-        cpus=psutil.cpu_count() or 1,
-        load_average=tuple(round(x, 2) for x in os.getloadavg()),  # type: ignore[arg-type]
-        qemu_binary=node.qemu_binary, qemu_path=qemu_path, qemu_version=version,
-        kvm_usable=kvm_ok, kvm_detail=kvm_detail,
+        cpus=facts.cpus, load_average=facts.load_average,
+        qemu_binary=node.qemu_binary, qemu_path=facts.qemu_path, qemu_version=facts.qemu_version,
+        kvm_usable=facts.kvm_usable, kvm_detail=facts.kvm_detail,
     )
-
-
-def kvm_usable(path: str = "/dev/kvm") -> tuple[bool, str]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        return False, f"{path}: {err.strerror}"
-    os.close(fd)
-    return True, f"{path} opens read-write"
 
 
 def render(infos: list[NodeInfo]) -> str:

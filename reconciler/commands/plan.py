@@ -1,16 +1,18 @@
 """`reconciler plan [PATH...]`: show what apply would do, as text or JSON, optionally saved for apply.
 
-The thin shell around the pure planner: load manifests, discover the nodes, plan, check on the nodes
-what the plan's launches need (files, binaries, bridges: planner.needs), render. Exit codes:
-0 no changes (or changes without --detailed-exitcode), 1 errors, 2 changes with --detailed-exitcode.
+The thin shell around the pure planner: load manifests, discover the nodes (remote ones over SSH, all at
+once), plan, check on the nodes what the plan's launches need (files, binaries, bridges: planner.needs),
+render. Exit codes: 0 no changes (or changes without --detailed-exitcode), 1 errors or an unreachable
+node (one line each on stderr; the plan covers the others), 2 changes with --detailed-exitcode.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from reconciler.actual import ActualState
@@ -19,6 +21,7 @@ from reconciler.errors import ExitCode
 from reconciler.model import DesiredState
 
 if TYPE_CHECKING:
+    from reconciler.fleet import Fleet
     from reconciler.planner import Plan
 
 
@@ -48,32 +51,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-color", action="store_true", help="never colour the output")
 
 
-def discover_actual(desired: DesiredState) -> ActualState:
-    """The seam to discovery. TODO(lead): pass discovery options (QMP timeout) once they are settled.
+async def look(desired: DesiredState, make: Callable[[ActualState], Plan]) -> tuple[ActualState, Plan,
+                                                                                  tuple[str, ...]]:
+    """Discover every node (remote ones over SSH, all at once), plan with `make`, check on the nodes
+    what the plan's launches need (files, binaries, bridges). Returns the actual state, the plan and one
+    line per unreachable node.
 
     As apply does, a monitor that missed discovery's short deadline is asked again within apply's QMP
     deadline, so the plan shows what apply would find (and a saved plan is fingerprinted so)."""
-    from reconciler import discovery
+    from reconciler import fleet, hostcheck, phases
+    from reconciler.node import ask_again
 
-    specs = [desired.nodes[name] for name in sorted(desired.nodes)]
-    actual = discovery.discover(specs)
-    if not any(i.qmp_unresponsive for i in actual):
-        return actual  # the common case, without importing what asking again needs
-    import asyncio
+    async with fleet.opened(desired.nodes.values()) as opened:
+        actual = await discover_fleet(opened)
+        if any(i.qmp_unresponsive for i in actual):
+            from reconciler.executor.context import Deadlines
 
-    from reconciler.executor.context import Deadlines
-    from reconciler.node import ask_again, local_nodes
+            actual = await ask_again(opened.nodes, actual, Deadlines().qmp)
+        phases.mark("discovery")
+        plan = await hostcheck.check_async(make(actual), desired, actual, opened.nodes)
+        return actual, plan, tuple(fleet.unreachable_lines(opened))
 
-    return asyncio.run(ask_again(local_nodes(specs), actual, Deadlines().qmp))
 
-
-def check_hosts(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
-    """The seam to the nodes for the host checks: `plan` plus an error for each thing a launch lacks."""
-    import asyncio
-
-    from reconciler import hostcheck
-
-    return asyncio.run(hostcheck.check_local(plan, desired, actual))
+async def discover_fleet(opened: Fleet) -> ActualState:
+    """The seam to discovery (tests replace it with a fixed state)."""
+    return await opened.discover()
 
 
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -92,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
     paths = args.paths or list(manifest.DEFAULT_PATHS)
     desired = load_desired(paths, "no plan made")
     phases.mark("manifest load")
-    actual = discover_actual(desired)
-    phases.mark("discovery")
     targets = frozenset(args.target) if args.target else None
-    plan = make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
-                     force=args.force)
-    plan = check_hosts(plan, desired, actual)
+
+    def make(actual: ActualState) -> Plan:
+        return make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
+                         force=args.force)
+
+    actual, plan, unreachable = asyncio.run(look(desired, make))
     phases.mark("plan")
     git = gitinfo.describe(paths)
     phases.mark("git")
@@ -107,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         options = RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ))
         sys.stdout.write(render_text(plan, options, git))
     phases.mark("render")
+    for line in unreachable:
+        print(line, file=sys.stderr)
     if plan.errors:
         if args.out:
             print(f"the plan has errors; not saved to {args.out}", file=sys.stderr)
@@ -115,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         planfile.write_plan(args.out, planfile.SavedPlan(plan, planfile.fingerprint(desired, actual), git))
         print(f"Saved the plan to {args.out}. Apply it with: reconciler apply --plan {args.out}",
               file=sys.stderr)
+    if unreachable:
+        return ExitCode.ERROR
     if args.detailed_exitcode and not plan.empty:
         return ExitCode.CHANGES
     return ExitCode.OK

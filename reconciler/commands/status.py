@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from reconciler import discovery, model
-from reconciler.actual import ActualInstance, ActualState, InFlight, RunState, UnmanagedProcess
+from reconciler.actual import (
+    ActualInstance,
+    ActualState,
+    InFlight,
+    RunState,
+    UnmanagedProcess,
+    UnreachableNode,
+)
 from reconciler.errors import InstanceNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -77,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="*", metavar="NAME|PATH",
                         help="instance names to show, and manifest files/directories "
                         f"(default ./{DEFAULT_MANIFESTS})")
+    parser.add_argument("--node", metavar="NAME", help="show only this node's instances (and ask only it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
         desired, nodes = None, list[model.NodeSpec]()
     else:
         desired, nodes = load_desired(paths)
-    actual = discovery.discover(nodes)
+    if args.node is not None:
+        if args.node not in {n.name for n in nodes}:
+            raise UsageError(f"--node {args.node}: not declared in the manifests")
+        nodes = [n for n in nodes if n.name == args.node]
+    actual = discover_nodes(nodes)
     # No Node manifests (no ./manifests, or they are gone): the state dirs of running QEMUs we started.
     found = discovery.nodes_of_processes() if not nodes else []
     plan = _plan(desired, actual)
@@ -97,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         actual = merge_states([actual, discovery.discover(found)])
     now = time.time()
     rows = build_rows(desired, actual, now, plan)
+    if args.node is not None:
+        rows = [r for r in rows if r.node == args.node]
     if names:
         missing = sorted(set(names) - {r.name for r in rows})
         if missing:
@@ -106,14 +120,37 @@ def run(args: argparse.Namespace) -> int:
     if watch is not None:
         rows = _with_watch_details(rows, watch, now)
     if args.json:
-        print(render_json(rows) if watch is None else _with_watch_json(render_json(rows), watch))
+        doc = render_json(rows, actual.unreachable)
+        print(doc if watch is None else _with_watch_json(doc, watch))
     else:
         print(render_table(rows), end="")
+        if actual.unreachable:
+            print("\n".join(["", *(f"{u.line}" for u in actual.unreachable)]))
         if watch is not None:
             from reconciler.watch import statusfile
 
             print("\n".join(["", *statusfile.summary_lines(watch, now, statusfile.daemon_alive(watch))]))
+    if actual.unreachable:
+        for u in actual.unreachable:
+            print(f"error: {u.line}", file=sys.stderr)
+        return 1
     return 0
+
+
+def discover_nodes(nodes: Sequence[model.NodeSpec]) -> ActualState:
+    """Every node's instances: on this machine directly, remote ones over SSH, all at once (an unreachable
+    node is in `unreachable`, with its reason)."""
+    if all(n.ssh is None for n in nodes):
+        return discovery.discover(nodes)
+    import asyncio
+
+    from reconciler import fleet
+
+    async def go() -> ActualState:
+        async with fleet.opened(nodes) as opened:
+            return await opened.discover()
+
+    return asyncio.run(go())
 
 
 def _plan(desired: model.DesiredState | None, actual: ActualState) -> Plan | None:
@@ -212,9 +249,16 @@ def build_rows(desired: model.DesiredState | None, actual: ActualState, now: flo
                plan: Plan | None = None) -> list[Row]:
     declared = desired.instances if desired is not None else {}
     rows: list[Row] = []
+    unreachable = {u.node: u for u in actual.unreachable}
     for name, spec in declared.items():
         found = actual.find(name)
-        if not found:
+        if not found and unreachable:  # it may run where we cannot look
+            lost = unreachable.get(spec.node) if spec.node is not None else None
+            words = (f"node {spec.node} is unreachable" if lost is not None
+                     else f"not on any reachable node ({', '.join(sorted(unreachable))} unreachable)")
+            rows.append(Row(name, spec.node, _DESIRED[spec.run_strategy], RunState.UNKNOWN.value, None,
+                            spec.memory_mib, spec.vcpus, None, None, words))
+        elif not found:
             rows.append(Row(name, spec.node, _DESIRED[spec.run_strategy], RunState.STOPPED.value, None,
                             spec.memory_mib, spec.vcpus, None, None, "never started",
                             in_flight=actual.flight(name, spec.node)))
@@ -314,6 +358,9 @@ def _detail(r: Row) -> str:
         for p in r.pending)]))
 
 
-def render_json(rows: Iterable[Row]) -> str:
-    doc = {"format_version": JSON_FORMAT_VERSION, "instances": [asdict(r) for r in rows]}
+def render_json(rows: Iterable[Row], unreachable: Iterable[UnreachableNode] = ()) -> str:
+    doc: dict[str, object] = {"format_version": JSON_FORMAT_VERSION, "instances": [asdict(r) for r in rows]}
+    lost = [{"node": u.node, "reach": u.reach.value, "detail": u.detail} for u in unreachable]
+    if lost:  # only when some node could not be reached: the usual document stays as it was
+        doc["unreachable"] = lost
     return json.dumps(doc, indent=2, sort_keys=True)

@@ -19,10 +19,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from reconciler.commands import argtypes
-from reconciler.commands.common import confirm, hold_node_locks, load_desired
+from reconciler.commands.common import confirm, load_desired, locked_fleet, report_unreachable
 from reconciler.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from reconciler.fleet import Fleet
     from reconciler.model import DesiredState
     from reconciler.node import Node
     from reconciler.planner import Plan
@@ -44,7 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from reconciler import manifest
     from reconciler.commands.status import split_targets
-    from reconciler.node import local_nodes
     from reconciler.planner.verbs import Verb
 
     verb = Verb(args.command)
@@ -53,22 +53,27 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{verb.value}: name at least one instance (only manifest paths given)")
     paths = paths or list(manifest.DEFAULT_PATHS)
     desired = load_desired(paths, f"nothing done ({verb.value})")
-    nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
-    with hold_node_locks([n.lock_path for n in nodes.values()], verb.value, args.lock_timeout):
-        return _locked(verb, names, args, paths, desired, nodes)
+    return asyncio.run(_run(verb, names, args, paths, desired))
 
 
-def _locked(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[str], desired: DesiredState,
-            nodes: dict[str, Node]) -> int:
+async def _run(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[str],
+               desired: DesiredState) -> int:
+    async with locked_fleet(desired, verb.value, args.lock_timeout) as fleet:
+        code = await _locked(verb, names, args, paths, desired, fleet)
+    return report_unreachable(fleet, code)
+
+
+async def _locked(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[str],
+                  desired: DesiredState, fleet: Fleet) -> int:
     from reconciler import gitinfo, hostcheck
     from reconciler.commands.plan import use_color
-    from reconciler.node import discover_all
     from reconciler.planner.verbs import verb_plan
     from reconciler.render.text import RenderOptions, render_text
 
-    actual = asyncio.run(discover_all(list(nodes.values())))
+    actual = await fleet.discover()
     made = verb_plan(verb, names, desired, actual)
-    plan = hostcheck.check(made.plan, desired, actual, nodes)  # a start needs its files, as in apply
+    # a start needs its files, as in apply
+    plan = await hostcheck.check_async(made.plan, desired, actual, fleet.nodes)
     for note in made.notes:
         print(note)
     if plan.empty and not plan.errors:
@@ -83,33 +88,30 @@ def _locked(verb: Verb, names: list[str], args: argparse.Namespace, paths: list[
     if plan.errors:
         print(f"the plan has errors; nothing done ({verb.value})", file=sys.stderr)
         return ExitCode.ERROR
-    if not args.yes and not confirm(verb.value):
+    if not args.yes and not await asyncio.to_thread(confirm, verb.value):
         print(f"{verb.value.capitalize()} cancelled.", file=sys.stderr)
         return ExitCode.ERROR
     git = gitinfo.describe(paths)
     revision = None if git is None else git.commit + ("-dirty" if git.dirty else "")
-    return _execute(verb, plan, desired, nodes, revision, bool(getattr(args, "force", False)))
+    return await _execute(verb, plan, desired, fleet.nodes, revision, bool(getattr(args, "force", False)))
 
 
-def _execute(verb: Verb, plan: Plan, desired: DesiredState, nodes: dict[str, Node], revision: str | None,
-             force: bool) -> int:
+async def _execute(verb: Verb, plan: Plan, desired: DesiredState, nodes: dict[str, Node],
+                   revision: str | None, force: bool) -> int:
     from reconciler.executor.context import Context
     from reconciler.executor.progress import LineProgress
     from reconciler.executor.schedule import run_plan
 
-    async def go() -> int:
-        ctx = Context(nodes=nodes, specs=desired.instances, progress=LineProgress(), revision=revision,
-                      force=force)
-        summary = await run_plan(plan, ctx)
-        print()
-        for failed in summary.failed:
-            print(f"error: {failed.action.name}: {failed.action.kind.value} {failed.status.value}: "
-                  f"{failed.detail}", file=sys.stderr)
-        done = sum(1 for r in summary.results if r.ok)
-        if summary.ok:
-            print(f"{verb.value.capitalize()} complete: {done} of {len(summary.results)} done.")
-            return ExitCode.OK
-        print(f"{verb.value.capitalize()} finished with errors: {done} of {len(summary.results)} done.")
-        return ExitCode.ERROR
-
-    return asyncio.run(go())
+    ctx = Context(nodes=nodes, specs=desired.instances, progress=LineProgress(), revision=revision,
+                  force=force)
+    summary = await run_plan(plan, ctx)
+    print()
+    for failed in summary.failed:
+        print(f"error: {failed.action.name}: {failed.action.kind.value} {failed.status.value}: "
+              f"{failed.detail}", file=sys.stderr)
+    done = sum(1 for r in summary.results if r.ok)
+    if summary.ok:
+        print(f"{verb.value.capitalize()} complete: {done} of {len(summary.results)} done.")
+        return ExitCode.OK
+    print(f"{verb.value.capitalize()} finished with errors: {done} of {len(summary.results)} done.")
+    return ExitCode.ERROR

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from reconciler.actual import UnreachableNode
 from reconciler.model import MigrationMode, SourceRef
 
 
@@ -180,6 +181,15 @@ class ProblemKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """An instance the plan leaves alone because a node is unreachable (planner.reach)."""
+
+    name: str
+    node: str | None  # its declared node (None: unscheduled)
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlanProblem:
     """An error that makes the plan unappliable; `subject` names the instance or node; `where` is the
     manifest field behind it, when there is one (shown first, as validate's problems are)."""
@@ -204,6 +214,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     prune: bool = False
     targets: tuple[str, ...] | None = None
+    # Nodes nothing is known of in this run, and the instances left alone because of them (planner.reach).
+    unreachable: tuple[UnreachableNode, ...] = ()
+    held: tuple[Held, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -36,6 +36,8 @@ same plan byte for byte. Decisions, in order:
    by signal: a Halted one is stopped so (Reason.QMP_UNRESPONSIVE, `by_signal`) under `force` (apply
    --force); without it, a warning says exactly that --force would. Anything else about it is left out
    of the plan (nothing can be asked of it), as is an UNKNOWN whose record is unreadable.
+10. While a node is unreachable (actual.unreachable), the instances declared on it and those running on
+   no reachable node are held: no action, a `held` line instead (planner.reach).
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
 from reconciler.model import DesiredState, InstanceSpec, NodeSpec, RunStrategy, UpdatePolicy
-from reconciler.planner import binds, handoff, placement
+from reconciler.planner import binds, handoff, placement, reach
 from reconciler.planner.actions import (
     Action,
     ActionKind,
     FieldChange,
+    Held,
     Orphan,
     OrphanFate,
     PendingChange,
@@ -81,6 +84,7 @@ class _Outcome:
     orphans: list[Orphan] = field(default_factory=list)
     errors: list[PlanProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
 
 
 def make_plan(
@@ -110,11 +114,16 @@ def make_plan(
             "no instances declared while pruning is on: this would stop every instance "
             "(use --allow-empty if that is intended)",
         ))
+    unreachable = {u.node: u for u in actual.unreachable}
     for name in sorted(desired.instances.keys() | records.keys()):
         if targets is not None and name not in targets:
             continue
         recs = records.get(name, [])
         spec = desired.instances.get(name)
+        hold = reach.held(spec, recs, unreachable) if spec is not None and unreachable else None
+        if hold is not None:
+            out.held.append(hold)
+            continue
         if spec is not None and len(recs) == 1 and _settled(spec, recs[0], desired):
             continue  # the common case, decided without the general machinery
         recs.sort(key=lambda r: r.node)
@@ -138,6 +147,8 @@ def make_plan(
         warnings=tuple(out.warnings),
         prune=prune_on,
         targets=tuple(sorted(targets)) if targets is not None else None,
+        unreachable=tuple(unreachable[n] for n in sorted(unreachable)),
+        held=tuple(out.held),
     )
 
 

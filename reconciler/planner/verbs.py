@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from reconciler.actual import ActualInstance, ActualState, RunState
 from reconciler.errors import InstanceNotFound
 from reconciler.model import DesiredState, InstanceSpec, RunStrategy
-from reconciler.planner import placement
+from reconciler.planner import placement, reach
 
 # The planner's own building blocks, so a verb's actions are exactly the ones apply would build.
 from reconciler.planner.actions import Action, ActionKind, Plan, PlanProblem, ProblemKind, Reason
@@ -74,9 +74,15 @@ def verb_plan(verb: Verb, names: Iterable[str], desired: DesiredState, actual: A
             raise InstanceNotFound(name)
     out = _Outcome()
     notes: list[str] = []
+    unreachable = {u.node: u for u in actual.unreachable}
     for name in wanted:
         spec = desired.instances.get(name)
         recs = sorted(actual.find(name), key=lambda r: r.node)
+        hold = reach.held_name(name, spec.node if spec is not None else None, recs, unreachable,
+                               verb is not Verb.STOP)
+        if hold is not None:
+            _error(out, name, hold.reason)
+            continue
         if verb is Verb.STOP:
             _verb_stop(name, spec, recs, out, notes)
         elif verb is Verb.REBOOT:
@@ -90,7 +96,8 @@ def verb_plan(verb: Verb, names: Iterable[str], desired: DesiredState, actual: A
     if cycle is not None:
         out.errors.append(cycle)
     actions = sorted((m.action for m in moves), key=lambda a: (a.phase, a.name, a.node))
-    plan = Plan(actions=tuple(actions), errors=tuple(out.errors), warnings=tuple(out.warnings))
+    plan = Plan(actions=tuple(actions), errors=tuple(out.errors), warnings=tuple(out.warnings),
+                unreachable=tuple(unreachable[n] for n in sorted(unreachable)))
     return VerbPlan(plan, tuple(notes))
 
 

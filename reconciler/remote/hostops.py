@@ -60,6 +60,7 @@ class HostOps:
             "read_intent": self.read_intent, "write_intent": self.write_intent,
             "remove_intent": self.remove_intent, "clean_runtime_files": self.clean_runtime_files,
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
+            "lock_holder": self.lock_holder, "facts": self.facts,
             "lock_release": self.lock_release,
         }
 
@@ -175,10 +176,22 @@ class HostOps:
         timeout = params.get("timeout")
         if timeout is not None and not isinstance(timeout, int | float):
             raise BadParams("timeout: expected a number or null")
-        await asyncio.to_thread(held.acquire, timeout)
+        try:
+            await asyncio.to_thread(held.acquire, timeout)
+        except lock_mod.LockTimeout:
+            if params.get("quiet") is True:  # a first try: the controller asks who holds it, then waits
+                return None
+            raise
         ident = next(self._ids)
         self._locks[ident] = held
         return ident
+
+    async def facts(self, params: dict[str, Any]) -> Any:
+        return model.to_jsonable(await self._node(params).facts())
+
+    async def lock_holder(self, params: dict[str, Any]) -> Any:
+        holder = lock_mod.read_holder(self._node(params).lock_path)
+        return None if holder is None else model.to_jsonable(holder)
 
     async def lock_release(self, params: dict[str, Any]) -> Any:
         held = self._locks.pop(_param(params, "lock", int), None)

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from reconciler import layout, model, qmp, records
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
+from reconciler.hostfacts import HostFacts
 from reconciler.launch import Launched
+from reconciler.lock import Holder
 from reconciler.model import NodeSpec
+from reconciler.node import OnLockWait
 from reconciler.pathinfo import PathInfo
 from reconciler.records import AppliedRecord
 from reconciler.remote.ssh import HostLink
@@ -86,7 +90,8 @@ class RemoteNode:
     async def discover(self) -> ActualState:
         state: ActualState = records.decode_as(ActualState, await self._call("discover", DISCOVER_TIMEOUT),
                                                "discover")
-        return state
+        machine = self._spec.machine  # the agent calls its own host "local"
+        return replace(state, unmanaged=tuple(replace(u, machine=machine) for u in state.unmanaged))
 
     async def live_pids(self, instance: str) -> tuple[int, ...]:
         return tuple(int(p) for p in await self._call("live_pids", instance=instance))
@@ -119,6 +124,10 @@ class RemoteNode:
         return str(await self._link.call("qemu_version", {"binary": self._spec.qemu_binary},
                                          timeout=CALL_TIMEOUT))
 
+    async def facts(self) -> HostFacts:
+        facts: HostFacts = records.decode_as(HostFacts, await self._call("facts"), "facts")
+        return facts
+
     async def port_free(self, port: int) -> bool:
         return bool(await self._call("port_free", port=port))
 
@@ -145,10 +154,32 @@ class RemoteNode:
     async def remove_instance(self, instance: str) -> None:
         await self._call("remove_instance", instance=instance)
 
-    async def lock(self, operation: str, timeout: float | None) -> int:
-        """Take the node lock on the host (held by the agent until `unlock` or the connection ends)."""
-        deadline = (timeout if timeout is not None else 24 * 3600.0) + CALL_TIMEOUT
-        return int(await self._call("lock_acquire", deadline, operation=operation, timeout=timeout))
+    async def lock(self, operation: str, timeout: float | None,
+                   on_wait: OnLockWait | None = None) -> RemoteLock:
+        """Take the node lock on the host (held by the agent until released or the connection ends).
 
-    async def unlock(self, held: int) -> None:
-        await self._link.call("lock_release", {"lock": held}, timeout=CALL_TIMEOUT)
+        The agent tries once at once; if another run holds it, `on_wait` is told who, then it waits."""
+        path = layout.node_lock(self._spec)
+        if timeout != 0:
+            first = await self._call("lock_acquire", CALL_TIMEOUT, operation=operation, timeout=0,
+                                     quiet=True)
+            if first is not None:
+                return RemoteLock(self._link, int(first))
+            if on_wait is not None:
+                holder = await self._call("lock_holder")
+                on_wait(path, None if holder is None else records.decode_as(Holder, holder, "lock_holder"))
+        deadline = (timeout if timeout is not None else 24 * 3600.0) + CALL_TIMEOUT
+        return RemoteLock(self._link, int(await self._call("lock_acquire", deadline, operation=operation,
+                                                           timeout=timeout)))
+
+
+class RemoteLock:
+    """A node lock the host's agent holds for this link."""
+
+    def __init__(self, link: HostLink, ident: int) -> None:
+        self._link = link
+        self._ident = ident
+
+    async def release(self) -> None:
+        if self._link.alive:
+            await self._link.call("lock_release", {"lock": self._ident}, timeout=CALL_TIMEOUT)

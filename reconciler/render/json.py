@@ -10,12 +10,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
+from reconciler.actual import Reach, UnreachableNode
 from reconciler.model import MigrationMode, SourceRef
 from reconciler.planner.actions import (
     Action,
     ActionKind,
     FieldChange,
     Handoff,
+    Held,
     Orphan,
     OrphanFate,
     PendingChange,
@@ -87,6 +89,9 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "orphans": [{"name": o.name, "node": o.node, "state": o.state, "fate": o.fate.value}
                     for o in plan.orphans],
         "warnings": list(plan.warnings),
+        "unreachable": [{"node": u.node, "reach": u.reach.value, "detail": u.detail}
+                        for u in plan.unreachable],
+        "held": [{"name": h.name, "node": h.node, "reason": h.reason} for h in plan.held],
         "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message,
                     "where": _where(e.where)} for e in plan.errors],
     }
@@ -142,4 +147,8 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         warnings=tuple(str(w) for w in data["warnings"]),
         prune=bool(data["prune"]),
         targets=tuple(str(t) for t in targets) if targets is not None else None,
+        unreachable=tuple(UnreachableNode(str(u["node"]), Reach(u["reach"]), str(u["detail"]))
+                          for u in data.get("unreachable", ())),
+        held=tuple(Held(str(h["name"]), _str_or_none(h["node"]), str(h["reason"]))
+                   for h in data.get("held", ())),
     )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from reconciler.gitinfo import GitInfo
 
 NO_CHANGES = "No changes. The nodes match the manifests."
+NO_CHANGES_REACHABLE = "No changes on the reachable nodes. The unreachable ones were not looked at."
 
 _RESET = "\x1b[0m"
 _COLORS = {
@@ -128,6 +129,13 @@ def render_text(plan: Plan, options: RenderOptions | None = None, git: GitInfo |
     if plan.orphans:
         sections.append(["Orphaned instances (not in the manifests):", ""]
                         + [_orphan(o) for o in plan.orphans])
+    if plan.unreachable:
+        sections.append(["Unreachable nodes (nothing is planned on them):", ""]
+                        + [paint(_RED, f"  x {u.line}") for u in plan.unreachable])
+    if plan.held:
+        sections.append(["Held (left alone while a node is unreachable):", ""]
+                        + [f"  {h.name}" + (f" on {h.node}" if h.node else "") + f": {h.reason}"
+                           for h in plan.held])
     if plan.warnings:
         sections.append(["Warnings:", ""] + [paint(_YELLOW, f"  ! {w}") for w in plan.warnings])
     if plan.errors:
@@ -136,7 +144,7 @@ def render_text(plan: Plan, options: RenderOptions | None = None, git: GitInfo |
         n = len(plan.errors)
         sections.append([summary(plan), f"{n} error{'s' if n != 1 else ''}: this plan cannot be applied."])
     elif plan.empty:
-        sections.append([NO_CHANGES])
+        sections.append([NO_CHANGES_REACHABLE if plan.unreachable else NO_CHANGES])
     else:
         sections.append([summary(plan)])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"

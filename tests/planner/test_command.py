@@ -45,7 +45,10 @@ def tree(tmp_path: Path) -> Path:
 def world(monkeypatch: pytest.MonkeyPatch) -> list[ActualState]:
     """The actual state the command sees (a one-element list, so tests can set it)."""
     box = [ActualState()]
-    monkeypatch.setattr(plan_command, "discover_actual", lambda desired: box[0])
+    async def fixed(opened: object) -> ActualState:
+        return box[0]
+
+    monkeypatch.setattr(plan_command, "discover_fleet", fixed)
     return box
 
 

@@ -104,6 +104,8 @@ EXPECTED = """\
     }
   ],
   "warnings": [],
+  "unreachable": [],
+  "held": [],
   "errors": [
     {
       "kind": "capacity",
@@ -177,7 +179,8 @@ def test_render_json_empty_plan() -> None:
     assert data["empty"] is True
     assert data["actions"] == [] and data["git"] is None
     assert list(data) == ["format_version", "reconciler_version", "git", "prune", "targets", "summary",
-                          "empty", "actions", "pending", "orphans", "warnings", "errors"]
+                          "empty", "actions", "pending", "orphans", "warnings", "unreachable", "held",
+                          "errors"]
 
 
 def test_capped_migration_carries_its_cap() -> None:

@@ -3,8 +3,8 @@
 Why: remote nodes are reached over OpenSSH only, and the tests must cross a real network to a real
 sshd, with nothing of the host visible to the controller by accident. Each host here is
 
-- a network namespace with one veth on a bridge in the root namespace (198.18.0.0/24, the range
-  reserved for benchmarking, routed nowhere else; the controller is 198.18.0.1);
+- a network namespace with one veth on a bridge in the root namespace (a free 198.18.N.0/24, the range
+  reserved for benchmarking, routed nowhere else; the controller is 198.18.N.1);
 - a private PID namespace (its own process table, `/proc` mounted anew) and a private mount
   namespace, in which a tmpfs covers `STATE_ROOT`, so each host's state directory is its own;
 - `sshd -D` as the namespace's init, with a host key generated for the run and one client key
@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import fcntl
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -36,8 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-SUBNET_PREFIX = "198.18.0."  # /24 on the bridge; .1 is the controller, hosts from .11
-CONTROLLER_ADDRESS = SUBNET_PREFIX + "1"
+SUBNET_BASE = "198.18."  # each rig takes a free 198.18.N.0/24 for its bridge; .1 is the controller
+_SUBNET_LOCK = "/run/reconciler-rig.lock"  # two rigs built at once pick different subnets
 STATE_ROOT = "/var/lib/reconciler-rig"  # a tmpfs of its own inside every host
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
@@ -71,6 +74,11 @@ class Rig:
     hosts: tuple[Host, ...]
     identity_file: str  # the client's private key
     known_hosts_file: str  # every host's key, by address
+    prefix: str = SUBNET_BASE + "0."  # this rig's /24 (hosts from .11)
+
+    @property
+    def controller_address(self) -> str:
+        return self.prefix + "1"
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -83,15 +91,17 @@ class Rig:
         run_id = secrets.token_hex(2)
         root = Path(workdir).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        rig = cls(run_id, str(root), f"rb-{run_id}", (), str(root / "id_ed25519"),
-                  str(root / "known_hosts"))
-        try:
-            return rig._build(count)
-        except BaseException:
-            _down(_saved_or(rig))
-            raise
+        with open(_SUBNET_LOCK, "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # until our bridge has its address
+            rig = cls(run_id, str(root), f"rb-{run_id}", (), str(root / "id_ed25519"),
+                      str(root / "known_hosts"), _free_prefix())
+            try:
+                return rig._build(count, guard)
+            except BaseException:
+                _down(_saved_or(rig))
+                raise
 
-    def _build(self, count: int) -> Rig:
+    def _build(self, count: int, guard: IO[str]) -> Rig:
         root = Path(self.dir)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         Path(STATE_ROOT).mkdir(parents=True, exist_ok=True)
@@ -99,7 +109,8 @@ class Rig:
         (root / "authorized_keys").write_text(Path(self.identity_file + ".pub").read_text())
         _ip("link", "add", self.bridge, "type", "bridge")
         self._save()  # from here on, `down` finds the bridge
-        _ip("addr", "add", CONTROLLER_ADDRESS + "/24", "dev", self.bridge)
+        _ip("addr", "add", self.controller_address + "/24", "dev", self.bridge)
+        fcntl.flock(guard, fcntl.LOCK_UN)
         _ip("link", "set", self.bridge, "up")
         hosts: list[Host] = []
         known: list[str] = []
@@ -107,7 +118,7 @@ class Rig:
         for index in range(1, count + 1):
             name = f"h{index}"
             netns, veth, address = f"rcl-{self.run_id}-{name}", f"rv-{self.run_id}-{index}", \
-                SUBNET_PREFIX + str(10 + index)
+                self.prefix + str(10 + index)
             _ip("netns", "add", netns)
             hosts.append(Host(name, netns, address, veth, 0))
             replace(self, hosts)._save()
@@ -207,7 +218,18 @@ class Rig:
 
 
 def replace(rig: Rig, hosts: Sequence[Host]) -> Rig:
-    return Rig(rig.run_id, rig.dir, rig.bridge, tuple(hosts), rig.identity_file, rig.known_hosts_file)
+    return dataclasses.replace(rig, hosts=tuple(hosts))
+
+
+def _free_prefix() -> str:
+    """The first 198.18.N. that no address of this machine is in (N < 256: the first half of the /15)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    used = {int(m) for m in re.findall(r"inet 198\.18\.(\d+)\.", out)}
+    free = next((n for n in range(256) if n not in used), None)
+    if free is None:
+        raise RigError("no free 198.18.N.0/24 for a rig")
+    return f"{SUBNET_BASE}{free}."
 
 
 def load(workdir: str | os.PathLike[str]) -> Rig:

@@ -69,7 +69,7 @@ def test_a_missing_package_names_the_host_and_how_to_install(rig: netns_rig.Rig)
     with pytest.raises(RemoteAgentError) as info:
         run(lambda: open_link(target(rig, rig.hosts[0], agent_command=missing)))
     msg = str(info.value)
-    assert msg.startswith("node h1 (root@198.18.0.11:22): cannot start ")
+    assert msg.startswith(f"node h1 (root@{rig.hosts[0].address}:22): cannot start ")
     assert "No module named reconciler_not_installed_here" in msg
     assert msg.endswith(f"install it there with: pip install reconciler=={__version__}")
 
@@ -87,7 +87,7 @@ def test_unreachable_hosts_are_typed(rig: netns_rig.Rig) -> None:
         run(lambda: open_link(target(rig, rig.hosts[0], port=2222)))
     with pytest.raises(HostUnreachable, match="unreachable: authentication failed"):
         run(lambda: open_link(target(rig, rig.hosts[0], user="nobody")))
-    nowhere = netns_rig.SUBNET_PREFIX + "99"  # on the rig's bridge, no host: ARP fails, no answer
+    nowhere = rig.prefix + "99"  # on the rig's bridge, no host: ARP fails, no answer
     with pytest.raises(HostUnreachable, match=r"unreachable: (no answer within 1s|.*unreachable)"):
         run(lambda: open_link(target(rig, rig.hosts[0], host=nowhere, connect_timeout=1.0)))
 
