@@ -131,6 +131,11 @@ class Node(Protocol):
         `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect)."""
         ...
 
+    async def serial_socket(self, instance: str) -> str:
+        """A unix socket path on this machine that reaches the instance's serial console (the console
+        command connects to it; a remote node forwards the host's socket over its SSH link)."""
+        ...
+
     async def process(self, pid: int, create_time: float, argv: Sequence[str]) -> Process | None:
         """A pinned handle on `pid` if it is still exactly that process; None when gone or not ours.
         The handle lives on the node: its signals and waits happen there, never by a PID sent from afar."""
@@ -229,6 +234,9 @@ class LocalNode:
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
         return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
+
+    async def serial_socket(self, instance: str) -> str:
+        return self.paths(instance).serial
 
     async def process(self, pid: int, create_time: float, argv: Sequence[str]) -> Process | None:
         def verify(p: int) -> bool:

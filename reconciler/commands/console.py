@@ -21,7 +21,7 @@ import tty
 from collections.abc import Iterator
 
 from reconciler import discovery, layout, model
-from reconciler.actual import ActualInstance
+from reconciler.actual import ActualInstance, ActualState
 from reconciler.commands.status import actual_label, load_desired, split_targets
 from reconciler.errors import ConsoleError, InstanceNotFound, InstanceNotRunning, UsageError
 
@@ -41,29 +41,84 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"console takes one instance name; {names[0]!r} is not a manifest path")
     desired, nodes = load_desired(paths)
     declared = desired is not None and args.name in desired.instances
-    inst = _running_instance(args.name, nodes, declared)
+    with _attached(args.name, nodes, declared) as (inst, path):
+        sock = _connect(args.name, path)
+        with sock, _raw_terminal(sys.stdin.fileno()):  # raw before saying so: keys typed next go to the guest
+            print(f"Connected to {inst.name} on {inst.node}. Escape character is ^]\r",
+                  file=sys.stderr, flush=True)
+            reason = relay(sys.stdin.fileno(), sys.stdout.fileno(), sock)
+    print(f"\r\n{reason}", file=sys.stderr)
+    return 0
+
+
+def _checked(name: str, inst: ActualInstance) -> ActualInstance:
     spec = inst.spec
     if spec is not None and spec.vnc is not None:
         print(vnc_line(spec.vnc), flush=True)
     if spec is not None and not spec.serial_console:
-        raise ConsoleError(args.name, "the serial console is off (serialConsole: false)")
-    node = next(n for n in nodes if n.name == inst.node)
-    path = layout.instance_paths(node, inst.name).serial
-    sock = _connect(args.name, path)
-    with sock, _raw_terminal(sys.stdin.fileno()):  # raw before saying so: keys typed next go to the guest
-        print(f"Connected to {inst.name} on {inst.node}. Escape character is ^]\r",
-              file=sys.stderr, flush=True)
-        reason = relay(sys.stdin.fileno(), sys.stdout.fileno(), sock)
-    print(f"\r\n{reason}", file=sys.stderr)
-    return 0
+        raise ConsoleError(name, "the serial console is off (serialConsole: false)")
+    return inst
+
+
+@contextlib.contextmanager
+def _attached(name: str, nodes: list[model.NodeSpec], declared: bool) -> Iterator[tuple[ActualInstance, str]]:
+    """The live instance and a socket path on this machine for its serial console.
+
+    A remote node's socket is forwarded over its SSH link, by an event loop on a thread of its own
+    that keeps the link open while the (blocking) relay runs."""
+    if all(n.ssh is None for n in nodes):
+        inst = _checked(name, _running_instance(name, discovery.discover(nodes), declared))
+        node = next(n for n in nodes if n.name == inst.node)
+        yield inst, layout.instance_paths(node, inst.name).serial
+        return
+    import asyncio
+    import queue
+    import threading
+
+    from reconciler import fleet
+
+    Handed = tuple[ActualInstance, str, asyncio.AbstractEventLoop, asyncio.Event]
+    handed: queue.Queue[Handed | BaseException] = queue.Queue()
+
+    async def hold() -> None:
+        async with fleet.opened(nodes) as opened:
+            actual = await opened.discover()
+            for line in fleet.unreachable_lines(opened):
+                print(line, file=sys.stderr)
+            inst = _checked(name, _running_instance(name, actual, declared))
+            path = await opened.nodes[inst.node].serial_socket(inst.name)
+            done = asyncio.Event()
+            handed.put((inst, path, asyncio.get_running_loop(), done))
+            await done.wait()
+
+    def body() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as err:  # handed to the main thread, raised there
+            handed.put(err)
+
+    thread = threading.Thread(target=body, name="console-link", daemon=True)
+    thread.start()
+    got = handed.get()
+    if isinstance(got, BaseException):
+        raise got
+    inst, path, loop, done = got
+    try:
+        yield inst, path
+    finally:
+        loop.call_soon_threadsafe(done.set)
+        thread.join(10.0)
 
 
 def vnc_line(vnc: model.Vnc) -> str:
     return f"VNC listening on {vnc.bind}:{VNC_BASE_PORT + vnc.display} (display :{vnc.display})"
 
 
-def _running_instance(name: str, nodes: list[model.NodeSpec], declared: bool) -> ActualInstance:
-    found = discovery.discover(nodes).find(name)
+def _running_instance(name: str, actual: ActualState, declared: bool) -> ActualInstance:
+    found = actual.find(name)
+    if not found and actual.unreachable:
+        lost = ", ".join(u.node for u in actual.unreachable)
+        raise InstanceNotRunning(name, f"not on any reachable node ({lost} unreachable)")
     if not found:
         raise InstanceNotRunning(name, "stopped") if declared else InstanceNotFound(name)
     live = [i for i in found if i.state.has_process]

@@ -103,11 +103,16 @@ class RemoteNode:
         return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
-        remote = self.paths(instance).qmp
+        return await qmp.connect(await self._forward(self.paths(instance).qmp), timeout, patient=patient)
+
+    async def serial_socket(self, instance: str) -> str:
+        return await self._forward(self.paths(instance).serial)
+
+    async def _forward(self, remote: str) -> str:
         local = self._forwards.get(remote)
         if local is None:
             local = self._forwards[remote] = await self._link.forward_unix(remote)
-        return await qmp.connect(local, timeout, patient=patient)
+        return local
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         raw = await self._call("check_paths", paths=sorted(set(paths)))

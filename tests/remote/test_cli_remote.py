@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import Guest
@@ -196,3 +199,43 @@ def test_a_host_without_the_agent_is_reported_with_how_to_install_it(fleet: Flee
     assert len(err) == 3, done.stderr
     assert all(": no agent: " in ln and "pip install reconciler==" in ln for ln in err), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_console_attaches_over_ssh_and_ctrl_bracket_detaches(fleet: Fleet) -> None:
+    fleet.declare("web", "node-h2")
+    assert fleet.cli("apply", "--yes").returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "console", "web"], cwd=fleet.root.parent,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        hello = _read_until(proc.stderr, b"Escape character is ^]", 60.0)
+        assert b"Connected to web on node-h2." in hello, hello
+        proc.stdin.write(b"report\n")  # the guest answers on its console (buffered until its init reads)
+        proc.stdin.flush()
+        seen = _read_until(proc.stdout, b"reconciler-guest: report", 90.0)
+        assert b"reconciler-guest: report" in seen, seen[-500:]
+        proc.stdin.write(b"\x1d")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+        assert b"detached" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # closes the pipes
+
+
+def _read_until(stream: IO[bytes], needle: bytes, timeout: float) -> bytes:
+    """What `stream` gave until `needle` (or its end, or the deadline): blocking reads under select."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    fd = stream.fileno()
+    while needle not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
