@@ -15,6 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from reconciler import intent as intents
 from reconciler import lock as lock_mod
 from reconciler import model, records
 from reconciler.argv import Launch
@@ -153,7 +154,15 @@ class HostOps:
         return await self._node(params).read_intent(_param(params, "instance", str))
 
     async def write_intent(self, params: dict[str, Any]) -> Any:
-        await self._node(params).write_intent(_param(params, "instance", str), params.get("data"))
+        data = params.get("data")
+        if isinstance(data, dict) and "owner_pid" in data:
+            # The writer, as this host sees it, is this agent: it lives exactly as long as the controller's
+            # connection, and its PID means something here (the controller's PID is of another machine).
+            # A discovery on this host then takes the intent as in flight while the controller is
+            # connected, and as left behind once it is gone.
+            pid, create_time = intents.owner_identity()
+            data = {**data, "owner_pid": pid, "owner_create_time": create_time}
+        await self._node(params).write_intent(_param(params, "instance", str), data)
         return None
 
     async def remove_intent(self, params: dict[str, Any]) -> Any:

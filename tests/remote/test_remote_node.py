@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import Guest
 
-from reconciler import model, records
+from reconciler import intent, model, records
 from reconciler.actual import RunState
 from reconciler.argv import build_launch
 from reconciler.errors import RemoteCallError
@@ -121,3 +122,42 @@ def test_the_node_lock_is_taken_on_the_host_and_dies_with_the_connection(rig: ne
             await second.close()
 
     asyncio.run(go())
+
+
+def test_an_intent_written_over_a_link_is_in_flight_exactly_while_that_link_lives(rig: netns_rig.Rig) -> None:
+    """The host judges an intent's writer by a PID of its own (the agent's), never the controller's PID,
+    which means nothing there: in flight while the controller is connected, left behind once it is gone."""
+    host = rig.hosts[2]
+    spec = node_spec(rig, host)
+    mine = intent.Intent(intent.IntentKind.STOP, "vm9", spec.name, time.time(), *intent.owner_identity())
+
+    async def go() -> tuple[list[str], list[str], object, int]:
+        writer = await open_link(target_of(spec))
+        other = await open_link(target_of(spec))
+        try:
+            agent_pid = int((await writer.call("ping", {}, timeout=10))["pid"])
+            await RemoteNode(spec, writer).write_intent("vm9", intent.to_jsonable(mine))
+            during = [f.name for f in (await RemoteNode(spec, other).discover()).in_flight]
+            await writer.close()
+            subprocess.run(rig.exec_argv(host, sys.executable, "-c", WAIT_EXIT, str(agent_pid)), check=True,
+                           timeout=30)
+            after = [f.name for f in (await RemoteNode(spec, other).discover()).in_flight]
+            left = await RemoteNode(spec, other).read_intent("vm9")
+            return during, after, left, agent_pid
+        finally:
+            await writer.close()
+            await other.close()
+
+    during, after, left, _ = asyncio.run(go())
+    assert during == ["vm9"]  # the controller's own PID is not alive on the host: this failed before
+    assert after == [] and left is None  # the writer is gone: a stale intent, cleaned by discovery
+
+
+WAIT_EXIT = """
+import os, select, sys
+try:
+    fd = os.pidfd_open(int(sys.argv[1]))
+except ProcessLookupError:
+    sys.exit(0)
+sys.exit(0 if select.select([fd], [], [], 20)[0] else 1)
+"""
