@@ -83,22 +83,24 @@ class Fleet:
                      on_wait: OnLockWait | None = None) -> AsyncIterator[None]:
         """Hold the lock of every reachable node, taken on each node in name order, all within
         `timeout` (None: wait forever; 0: fail at once). A host lost while locking becomes unreachable."""
-        held: list[HeldLock] = []
+        held: list[tuple[str, HeldLock]] = []
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
             for name in sorted(self.nodes):
                 remaining = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
-                    held.append(await self.nodes[name].lock(operation, 0.0 if timeout == 0 else remaining,
-                                                            on_wait))
+                    held.append((name, await self.nodes[name].lock(
+                        operation, 0.0 if timeout == 0 else remaining, on_wait)))
                 except RemoteHostError as err:
                     self.lost(name, err)
             yield
         finally:
-            for lock in reversed(held):
-                with contextlib.suppress(RemoteHostError, OSError):
+            for name, lock in reversed(held):
+                try:
                     await lock.release()
+                except RemoteHostError as err:  # its host went away during the run: say so at the end
+                    self.lost(name, err)
 
     async def close(self) -> None:
         links, self._links = self._links, []

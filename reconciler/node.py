@@ -26,7 +26,7 @@ from reconciler import launch as launch_mod
 from reconciler import lock as lock_mod
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
-from reconciler.errors import QmpError
+from reconciler.errors import QmpError, RemoteCallError
 from reconciler.hostfacts import HostFacts
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
@@ -105,6 +105,11 @@ class Node(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def reachable(self) -> bool:
+        """False once a remote node's link is lost (its calls then fail at once)."""
+        ...
 
     def paths(self, instance: str) -> layout.InstancePaths: ...
 
@@ -195,6 +200,10 @@ class LocalNode:
     @property
     def name(self) -> str:
         return self._spec.name
+
+    @property
+    def reachable(self) -> bool:
+        return True
 
     def paths(self, instance: str) -> layout.InstancePaths:
         return layout.instance_paths(self._spec, instance)
@@ -424,5 +433,12 @@ async def live_copies(nodes: Sequence[Node], instance: str) -> list[tuple[str, i
                     found.append((pidfiles[b], p.pid))
     for n in nodes:
         if not isinstance(n, LocalNode):
-            found += [(n.name, pid) for pid in await n.live_pids(instance)]
+            try:
+                found += [(n.name, pid) for pid in await n.live_pids(instance)]
+            except RemoteCallError:
+                if n.reachable:
+                    raise
+                # Its link died during this run. It was looked at under our lock at discovery, and its
+                # agent keeps that lock until it hears nothing for a while; a run that could start a
+                # copy there needs the locks we hold. The action goes on; the run reports the node.
     return found

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from reconciler import hostports
 from reconciler.argv import IncomingSpec, Launch, build_launch
-from reconciler.errors import ArgvError, LaunchError, QmpError, SecretFileError, StateDirError
+from reconciler.errors import (
+    ArgvError,
+    LaunchError,
+    QmpError,
+    RemoteCallError,
+    SecretFileError,
+    StateDirError,
+)
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
 from reconciler.intent import IntentKind
@@ -228,8 +235,14 @@ async def _forget_elsewhere(ctx: Context, node: Node, name: str) -> None:
     """The instance now runs on `node`: drop the files of a dead copy on another node (a crashed or stale
     record, its pidfile and sockets), which nothing else would ever clean. Never where a QEMU lives."""
     for other in ctx.nodes.values():
-        if other.name != node.name and await _has_record(other, name) and not await other.live_pids(name):
-            await other.remove_instance(name)
+        if other.name == node.name or not other.reachable:
+            continue  # housekeeping only: a node lost during the run is cleaned by a later one
+        try:
+            if await _has_record(other, name) and not await other.live_pids(name):
+                await other.remove_instance(name)
+        except RemoteCallError:
+            if other.reachable:
+                raise
 
 
 async def _has_record(node: Node, name: str) -> bool:

@@ -3,7 +3,8 @@
 It speaks `protocol` on its stdin/stdout and does the host's work on the host itself: process identity
 checks and signals go through a pidfd here, never by a PID sent from afar. Requests run concurrently
 (each its own task), so a slow QMP query does not hold up a record read. When stdin closes (the SSH
-connection went away) the agent finishes what it was asked and ends; it never acts on its own.
+connection went away), or the controller's heartbeat stops (a link that died without a word), the agent
+finishes what it was asked and ends; it never acts on its own.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ async def handle(request: p.Request, handlers: dict[str, Handler] = HANDLERS) ->
 
 
 async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
-                handlers: dict[str, Handler]) -> None:
-    """Say hello, then answer requests until `reader` ends."""
+                handlers: dict[str, Handler], silence: float = p.SILENCE) -> None:
+    """Say hello, then answer requests until `reader` ends, or says nothing for `silence` seconds (the
+    controller pings every p.HEARTBEAT s: a silent one is gone, even when TCP has not noticed yet)."""
     write(p.encode(p.Hello(p.PROTOCOL, __version__, platform.python_version())))
     tasks: set[asyncio.Task[None]] = set()
 
@@ -67,7 +69,14 @@ async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
         write(p.encode(await handle(request, handlers)))
 
     try:
-        while line := await reader.readline():
+        while True:
+            try:
+                async with asyncio.timeout(silence):
+                    line = await reader.readline()
+            except TimeoutError:
+                break
+            if not line:
+                break
             try:
                 frame = p.decode(line)
             except p.ProtocolError:

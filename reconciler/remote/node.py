@@ -81,6 +81,10 @@ class RemoteNode:
     def name(self) -> str:
         return self._spec.name
 
+    @property
+    def reachable(self) -> bool:
+        return self._link.alive
+
     def paths(self, instance: str) -> layout.InstancePaths:
         return layout.instance_paths(self._spec, instance)  # paths on the host, computed alike here
 
@@ -186,5 +190,5 @@ class RemoteLock:
         self._ident = ident
 
     async def release(self) -> None:
-        if self._link.alive:
-            await self._link.call("lock_release", {"lock": self._ident}, timeout=CALL_TIMEOUT)
+        """RemoteCallError if the link is lost (the agent's end drops the lock then, when it ends)."""
+        await self._link.call("lock_release", {"lock": self._ident}, timeout=CALL_TIMEOUT)

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PROTOCOL = 1
+HEARTBEAT = 5.0  # seconds between the controller's pings on an open link
+HEARTBEAT_DEADLINE = 10.0  # a ping unanswered this long: the link is lost (its calls fail)
+SILENCE = 30.0  # the agent hears nothing this long (not even a ping): the controller is gone, it ends
 MAX_FRAME = 64 * 1024 * 1024  # a discovery of thousands of instances fits; a runaway peer does not
 
 

@@ -70,6 +70,7 @@ class HostLink:
         self._lost: str | None = None
         self.on_event: Callable[[p.Event], None] | None = None
         self._reader = asyncio.create_task(self._read(), name=f"agent-reader-{target.node}")
+        self._heart = asyncio.create_task(self._heartbeat(), name=f"agent-heartbeat-{target.node}")
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -109,10 +110,28 @@ class HostLink:
                     self.on_event(frame)
         except (OSError, asyncssh.Error) as err:
             reason = f"the connection was lost ({err})"
-        self._lost = reason
+        self._fail(reason)
+
+    def _fail(self, reason: str) -> None:
+        """The link is lost: every call waiting on it fails now, and every later one at once."""
+        if self._lost is None:
+            self._lost = reason
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(self._error("", reason))
+                future.set_exception(self._error("", self._lost))
+
+    async def _heartbeat(self) -> None:
+        """A ping every HEARTBEAT seconds: a link whose host stopped answering (a cable pulled, a host
+        frozen: TCP says nothing for minutes) fails its calls within HEARTBEAT_DEADLINE instead of each
+        call's own, longer deadline; and the agent, hearing nothing for SILENCE seconds, ends."""
+        while self._lost is None:
+            await asyncio.sleep(p.HEARTBEAT)  # a timer between pings, not a poll of anything
+            try:
+                await self.call("ping", timeout=p.HEARTBEAT_DEADLINE)
+            except RemoteCallError:
+                self._fail(f"no answer to a heartbeat within {p.HEARTBEAT_DEADLINE:g}s: the connection is "
+                           "lost")
+                return
 
     def _error(self, method: str, detail: str) -> RemoteCallError:
         return RemoteCallError(self.target.node, self.target.where, detail, method=method)
@@ -143,9 +162,10 @@ class HostLink:
         self._conn.close()
         with contextlib.suppress(OSError, asyncssh.Error):
             await self._conn.wait_closed()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        for task in (self._reader, self._heart):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._sockdir is not None:
             for name in os.listdir(self._sockdir):
                 with contextlib.suppress(OSError):

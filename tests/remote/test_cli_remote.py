@@ -239,3 +239,44 @@ def _read_until(stream: IO[bytes], needle: bytes, timeout: float) -> bytes:
             break
         got += chunk
     return got
+
+
+@pytest.mark.parametrize("fault", ["link-down", "sshd-killed"])
+def test_a_host_lost_in_the_middle_of_apply_is_reported_and_the_next_apply_converges(
+        fleet: Fleet, rig: netns_rig.Rig, fault: str) -> None:
+    _three(fleet)
+    assert fleet.cli("apply", "--yes").returncode == 0
+    cache_pid = fleet.qemu_pids("node-h3", "cache")
+    fleet.declare("web", "node-h1", memory="160M")
+    fleet.declare("db", "node-h2", memory="160M")
+    h3 = fleet.nodes["node-h3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    with subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--yes"], cwd=fleet.root.parent,
+                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        started = _read_until(proc.stdout, b"stopping", 60.0)  # the first action's progress: mid-apply
+        assert b"stopping" in started, started
+        if fault == "link-down":
+            subprocess.run(["ip", "link", "set", h3.veth, "down"], check=True)
+        else:  # every sshd of the host, the one serving our connection too: the link ends at once
+            subprocess.run(rig.exec_argv(h3, "pkill", "-KILL", "sshd"), check=False)
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
+    try:
+        assert proc.returncode == 1, started.decode() + out.decode() + err.decode()
+        lines = [ln for ln in err.decode().splitlines() if ln.startswith("error: ")]
+        assert len(lines) == 1 and lines[0].startswith("error: node node-h3: unreachable: "), err.decode()
+        assert "Apply complete: 0 started, 0 stopped, 2 restarted" in out.decode(), out.decode()
+    finally:
+        if fault == "link-down":
+            subprocess.run(["ip", "link", "set", h3.veth, "up"], check=True)
+        else:
+            rig.start_sshd(h3)
+    assert fleet.qemu_pids("node-h3", "cache") == cache_pid  # nothing on the lost host stopped or doubled
+    for name, node in (("web", "node-h1"), ("db", "node-h2")):
+        record = fleet.record(node, name)
+        assert record is not None and record["spec"]["memory_mib"] == 160  # type: ignore[index]
+    again = fleet.cli("apply", "--yes")  # may wait for the lost link's agent to let go of h3's lock
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert fleet.cli("plan", "--detailed-exitcode").returncode == 0
+    assert fleet.qemu_pids("node-h3", "cache") == cache_pid
