@@ -78,6 +78,17 @@ class Fleet:
         text = self.on_host(node, "cat", f"{self.state}/instances/{instance}/record.json")
         return json.loads(text) if text.strip() else None
 
+    def copies(self) -> dict[str, list[str]]:
+        """Every live QEMU of this tree, across all hosts: instance name -> the nodes it runs on."""
+        found: dict[str, list[str]] = {}
+        for node in self.nodes:
+            out = self.on_host(node, "pgrep", "-af", "--", f"-pidfile {self.state}/instances/")
+            for line in out.splitlines():
+                words = line.split()
+                pidfile = words[words.index("-pidfile") + 1]
+                found.setdefault(pidfile.split("/")[-2], []).append(node)
+        return found
+
     def teardown(self) -> None:
         for node in self.nodes:
             self.on_host(node, "pkill", "-KILL", "-f", "--", f"-pidfile {self.state}/")
@@ -91,11 +102,14 @@ def fleet(rig: netns_rig.Rig, guest: Guest, tmp_path: Path,
     made.write_nodes()
     try:
         yield made
+        twice = {name: nodes for name, nodes in made.copies().items() if len(nodes) > 1}
+        assert not twice, f"instances with more than one QEMU across the hosts: {twice}"
     finally:
         for host in rig.hosts:  # a test that stopped an sshd gets it back for the next one
             if not rig.sshd_pids(host):
                 rig.start_sshd(host)
         made.teardown()
+    assert made.copies() == {}, "QEMUs left behind"
 
 
 def _three(fleet: Fleet) -> None:
@@ -188,6 +202,19 @@ def test_a_host_key_that_does_not_match_is_refused_as_a_possible_attack(
         and "possible attack" in err[0], done.stderr
     after = fleet.qemu_pids("node-h1", "web")  # the other hosts are reconciled: web restarted
     assert len(after) == 1 and after != before, (before, after)
+
+
+def test_a_host_whose_link_is_down_before_plan_is_unreachable(fleet: Fleet) -> None:
+    h2 = fleet.nodes["node-h2"]
+    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
+    try:
+        done = fleet.cli("plan")
+    finally:
+        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
+    assert err == [expected], done.stderr
 
 
 def test_a_host_without_the_agent_is_reported_with_how_to_install_it(fleet: Fleet) -> None:

@@ -1,0 +1,154 @@
+"""Benchmark: the CLI over remote hosts, end to end, side by side with the same work on this machine.
+
+Builds the test rig (tests/remote/netns_rig.py: hosts as network namespaces, each with Debian's sshd) and
+drives `python -m reconciler` as a user would, each figure a median of R runs:
+- `plan` with H remote hosts and I running instances on each, nothing to change (the issue's goal:
+  10 hosts x 20 instances in at most 1.0 s), for several H (how plan time grows with the hosts);
+- `apply` of one new instance on a remote host, against the same apply on a local node (goal: at most
+  the local one + 60 ms).
+Instances are QEMUs started paused (`qemuExtraArgs: [-S]`, 16 MiB, no guest): what is measured is the
+reconciler and its links, not guests booting. Tears down the rig and every QEMU on every exit path.
+
+Usage: python3 bench/bench_remote_cli.py [--runs R] [--curve 1x20,10x20,40x2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.remote import netns_rig  # noqa: E402
+
+AGENT = ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "reconciler", "agent"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+
+
+def instance(name: str, node: str) -> dict[str, object]:
+    return {"apiVersion": "reconciler/v1", "kind": "Instance", "metadata": {"name": name},
+            "spec": {"node": node, "memory": "16M", "serialConsole": False, "qemuExtraArgs": ["-S"]}}
+
+
+def remote_node(rig: netns_rig.Rig, host: netns_rig.Host) -> dict[str, object]:
+    ssh = {"host": host.address, "identityFile": rig.identity_file, "knownHostsFile": rig.known_hosts_file,
+           "agentCommand": AGENT}
+    return {"apiVersion": "reconciler/v1", "kind": "Node", "metadata": {"name": f"node-{host.name}"},
+            "spec": {"address": host.address, "stateDir": f"{netns_rig.STATE_ROOT}/bench",
+                     "accelerator": "tcg", "memory": "64G", "ssh": ssh}}
+
+
+def write_tree(root: Path, docs: list[dict[str, object]]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "all.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in docs))
+
+
+def cli(root: Path, *args: str, expect: int = 0) -> float:
+    """Seconds one `reconciler ARGS` took on the tree at `root`."""
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(root)], env=ENV,
+                          capture_output=True, text=True, timeout=600, check=False)
+    took = time.perf_counter() - began
+    if done.returncode != expect:
+        raise SystemExit(f"reconciler {' '.join(args)}: exit {done.returncode}\n{done.stdout[-2000:]}"
+                         f"{done.stderr[-2000:]}")
+    return took
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+@contextlib.contextmanager
+def rig_of(hosts: int) -> Iterator[netns_rig.Rig]:
+    with tempfile.TemporaryDirectory(prefix="bench-rig-") as tmp:
+        rig = netns_rig.Rig.up(hosts, tmp)
+        try:
+            yield rig
+        finally:
+            rig.down()  # every host's QEMUs die with its init
+
+
+def plan_curve(curve: list[tuple[int, int]], runs: int, work: Path) -> list[tuple[str, float]]:
+    rows = []
+    for hosts, per in curve:
+        with rig_of(hosts) as rig:
+            docs = [remote_node(rig, h) for h in rig.hosts]
+            docs += [instance(f"i{h.name}-{k:02d}", f"node-{h.name}") for h in rig.hosts for k in range(per)]
+            tree = work / f"plan-{hosts}x{per}"
+            write_tree(tree, docs)
+            cli(tree, "apply", "--yes", "--parallel", "8")
+            times = [cli(tree, "plan", "--detailed-exitcode") for _ in range(runs)]
+            rows.append((f"plan, {hosts} remote host(s) x {per} running, no changes", median_ms(times)))
+            print(f"  {rows[-1][0]}: {rows[-1][1]:.0f} ms", flush=True)
+    return rows
+
+
+def apply_one(runs: int, work: Path) -> list[tuple[str, float]]:
+    rows = []
+    with rig_of(1) as rig:
+        remote = work / "apply-remote"
+        node = remote_node(rig, rig.hosts[0])
+        docs: list[dict[str, object]] = [node]
+        times = []
+        for r in range(runs):
+            docs.append(instance(f"new{r:02d}", "node-h1"))
+            write_tree(remote, docs)
+            times.append(cli(remote, "apply", "--yes"))
+        rows.append(("apply one new instance, remote host", median_ms(times)))
+    local = work / "apply-local"
+    state = work / "local-state"
+    lnode = {"apiVersion": "reconciler/v1", "kind": "Node", "metadata": {"name": "node-l"},
+             "spec": {"address": "127.0.0.1", "stateDir": str(state), "accelerator": "tcg", "memory": "64G"}}
+    docs = [lnode]
+    times = []
+    try:
+        for r in range(runs):
+            docs.append(instance(f"new{r:02d}", "node-l"))
+            write_tree(local, docs)
+            times.append(cli(local, "apply", "--yes"))
+    finally:
+        for p in psutil.process_iter(["cmdline"]):
+            if any(str(state) in a for a in p.info["cmdline"] or ()):
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(signal.SIGKILL)
+    rows.append(("apply one new instance, local node", median_ms(times)))
+    rows.append(("  remote minus local (goal <= 60 ms)", rows[0][1] - rows[1][1]))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--curve", default="1x20,10x20,40x2",
+                        help="HOSTSxINSTANCES_PER_HOST, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="3 runs, curve 1x5,3x5")
+    args = parser.parse_args()
+    runs = 3 if args.quick else args.runs
+    curve = [(1, 5), (3, 5)] if args.quick else [
+        (int(h), int(i)) for h, i in (part.split("x") for part in args.curve.split(","))]
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-remote-cli-") as tmp:
+        rows = apply_one(runs, Path(tmp)) + plan_curve(curve, runs, Path(tmp))
+    print(f"\n{'what':<58} {'median':>10}")
+    for what, ms in rows:
+        print(f"{what:<58} {ms:>8.0f} ms")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
