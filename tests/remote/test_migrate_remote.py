@@ -1,0 +1,187 @@
+"""Live migration between two remote hosts of the rig, through the executor and RemoteNode.
+
+node-a and node-b are RemoteNodes on two rig hosts (network namespaces, each with its own sshd, mount and
+PID namespaces); each node's `address` is its host's rig address. The plan comes from the planner
+(discovery of both nodes, merged), the executor runs it: the target QEMU listens on host B's address and
+the source streams to it over TCP between the namespaces; QMP of both travels over the SSH links.
+
+Everything is judged from inside the hosts (tests/remote/rig_look.py): serial logs, processes, records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from conftest import Guest
+
+from reconciler import model, records
+from reconciler.actual import RunState
+from reconciler.executor.context import Context
+from reconciler.executor.outcome import Summary
+from reconciler.executor.progress import LineProgress
+from reconciler.executor.schedule import run_plan
+from reconciler.node import merge_states
+from reconciler.planner import make_plan
+from reconciler.planner.actions import ActionKind, Plan
+from reconciler.remote.node import RemoteNode
+from reconciler.remote.ssh import HostLink, SshTarget, open_link
+from tests.remote import netns_rig, rig_look
+from tests.remote.rig_look import HostLog
+
+pytestmark = [pytest.mark.e2e, pytest.mark.remote, pytest.mark.timeout(240)]
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = ("env", f"PYTHONPATH={REPO}", sys.executable, "-m", "reconciler", "agent")
+TICK = re.compile(r"reconciler-guest: tick (\d+)")
+BOOT_TIMEOUT = 90.0
+
+
+def node_spec(rig: netns_rig.Rig, host: netns_rig.Host, name: str, state_dir: str) -> model.NodeSpec:
+    ssh = model.SshSpec(host=host.address, identity_file=rig.identity_file,
+                        known_hosts_file=rig.known_hosts_file, connect_timeout=5.0, agent_command=AGENT)
+    return model.NodeSpec(name=name, state_dir=state_dir, address=host.address,
+                          accelerator=model.Accelerator.TCG, ssh=ssh)
+
+
+def target_of(spec: model.NodeSpec) -> SshTarget:
+    assert spec.ssh is not None
+    s = spec.ssh
+    return SshTarget(spec.name, s.host, s.port, s.user, s.identity_file, s.known_hosts_file,
+                     s.connect_timeout, s.agent_command)
+
+
+def guest_spec(guest: Guest, name: str, node: str, **fields: object) -> model.InstanceSpec:
+    kernel = model.KernelBoot(kernel=str(guest.kernel), initrd=str(guest.initrd), root="/dev/ram0",
+                              cmdline=f"quiet panic=-1 reconciler.tag={name}")
+    spec = model.InstanceSpec(name=name, memory_mib=128, node=node, kernel=kernel, shutdown_timeout=10.0)
+    return replace(spec, **fields)  # type: ignore[arg-type]
+
+
+@dataclass
+class Pair:
+    """Two remote nodes on two rig hosts, with their links open."""
+
+    rig: netns_rig.Rig
+    hosts: dict[str, netns_rig.Host]  # node name -> host
+    specs: dict[str, model.NodeSpec]
+    nodes: dict[str, RemoteNode]
+    out: io.StringIO
+
+    @property
+    def state_dirs(self) -> list[str]:
+        return sorted({s.state_dir for s in self.specs.values()})
+
+    def path(self, node: str, instance: str) -> str:
+        return self.nodes[node].paths(instance).serial_log
+
+    async def plan(self, instances: dict[str, model.InstanceSpec]) -> Plan:
+        states = await asyncio.gather(*(n.discover() for n in self.nodes.values()))
+        desired = model.DesiredState(instances=instances, nodes=self.specs)
+        return make_plan(desired, merge_states(states))
+
+    async def apply(self, instances: dict[str, model.InstanceSpec]) -> tuple[Plan, Summary]:
+        plan = await self.plan(instances)
+        ctx = Context(nodes=self.nodes, specs=instances, progress=LineProgress(self.out))
+        return plan, await run_plan(plan, ctx, 4)
+
+
+@asynccontextmanager
+async def pair(rig: netns_rig.Rig, state_dir: str) -> AsyncIterator[Pair]:
+    hosts = {"node-a": rig.hosts[0], "node-b": rig.hosts[1]}
+    specs = {n: node_spec(rig, h, n, state_dir) for n, h in hosts.items()}
+    links: list[HostLink] = []
+    try:
+        for spec in specs.values():
+            links.append(await open_link(target_of(spec)))
+        nodes = {s.name: RemoteNode(s, link) for s, link in zip(specs.values(), links, strict=True)}
+        yield Pair(rig, hosts, specs, nodes, io.StringIO())
+    finally:
+        for link in links:
+            await link.close()
+
+
+@pytest.fixture
+def state_dir(request: pytest.FixtureRequest, rig: netns_rig.Rig) -> Iterator[str]:
+    """A state directory of this test's own on every host, emptied of QEMUs and files afterwards."""
+    path = f"{netns_rig.STATE_ROOT}/{request.node.name[5:25]}"
+    yield path
+    hosts = rig.hosts[:2]
+    try:
+        rig_look.assert_single_qemu(rig, hosts, [path])
+        rig_look.assert_no_leaks(rig, hosts, [path])
+    finally:
+        _reap(rig, hosts, path)
+
+
+_REAP = """
+import os, signal, sys
+from tests.reliability.invariants import qemu_by_instance
+for procs in qemu_by_instance(sys.argv[1:]).values():
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+"""
+
+
+def _reap(rig: netns_rig.Rig, hosts: list[netns_rig.Host], path: str) -> None:
+    """Kill this test's QEMUs on the hosts (those whose pidfile is in its state dir) and its files."""
+    for host in hosts:
+        rig_look.python_in(rig, host, _REAP, path)
+        rig_look.run_in(rig, host, "rm", "-rf", "--", path)
+
+
+def _last_tick(text: str) -> int:
+    return max(int(m.group(1)) for m in TICK.finditer(text))
+
+
+def test_live_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str) -> None:
+    host_a, host_b = rig.hosts[0], rig.hosts[1]
+
+    async def go() -> None:
+        async with pair(rig, state_dir) as p:
+            on_a = {"vm1": guest_spec(guest, "vm1", "node-a")}
+            _, done = await p.apply(on_a)
+            assert done.ok, (done.line(), p.out.getvalue())
+            with HostLog(rig, host_a, p.path("node-a", "vm1")) as log:
+                log.wait_for(TICK, BOOT_TIMEOUT)
+                log.wait_for(TICK, 10)
+            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm1")) or "")
+            on_b = {"vm1": guest_spec(guest, "vm1", "node-b")}
+            plan, done = await p.apply(on_b)
+            assert [(a.kind, a.source_node, a.node) for a in plan.actions] == \
+                [(ActionKind.MIGRATE, "node-a", "node-b")]
+            assert done.ok, (done.line(), p.out.getvalue())
+            assert re.search(r"vm1: migrated node-a -> node-b in [\d.]+s", p.out.getvalue()), p.out.getvalue()
+            # The guest goes on on host B: its tick counter continues there, no second boot.
+            with HostLog(rig, host_b, p.path("node-b", "vm1")) as log:
+                line = log.wait_for(TICK, 15)
+                tick = TICK.search(line)
+                assert tick is not None and int(tick.group(1)) >= before, (line, before)
+                assert not any("ready" in ln for ln in log.lines)
+            # The source process is gone on A, the one QEMU is on B, recorded there and only there.
+            assert rig_look.qemus(rig, host_a, [state_dir]) == {}
+            ((pid_b,),) = rig_look.qemus(rig, host_b, [state_dir]).values()
+            rec_b = await p.nodes["node-b"].read_record("vm1")
+            assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
+            incoming = rec_b.argv[rec_b.argv.index("-incoming") + 1]
+            assert re.fullmatch(rf"tcp:{re.escape(host_b.address)}:\d+", incoming), incoming
+            print(p.out.getvalue())
+            assert await p.nodes["node-a"].read_record("vm1") is None
+            assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm1")
+            text = rig_look.read_file(rig, host_b, f"{state_dir}/instances/vm1/record.json")
+            assert text is not None and records.from_json(text).node == "node-b"
+            states = [await n.discover() for n in p.nodes.values()]
+            (inst,) = merge_states(states).find("vm1")
+            assert (inst.node, inst.state, inst.pid) == ("node-b", RunState.RUNNING, pid_b)
+            assert pid_a  # (A's PID namespace is not B's: the numbers may even coincide)
+            assert (await p.plan(on_b)).empty
+
+    asyncio.run(go())
