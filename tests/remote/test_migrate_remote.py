@@ -173,7 +173,6 @@ def test_live_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, stat
             assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
             incoming = rec_b.argv[rec_b.argv.index("-incoming") + 1]
             assert re.fullmatch(rf"tcp:{re.escape(host_b.address)}:\d+", incoming), incoming
-            print(p.out.getvalue())
             assert await p.nodes["node-a"].read_record("vm1") is None
             assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm1")
             text = rig_look.read_file(rig, host_b, f"{state_dir}/instances/vm1/record.json")
@@ -182,6 +181,80 @@ def test_live_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, stat
             (inst,) = merge_states(states).find("vm1")
             assert (inst.node, inst.state, inst.pid) == ("node-b", RunState.RUNNING, pid_b)
             assert pid_a  # (A's PID namespace is not B's: the numbers may even coincide)
+            assert (await p.plan(on_b)).empty
+
+    asyncio.run(go())
+
+
+def test_a_migration_past_its_timeout_stays_on_the_source_host(rig: netns_rig.Rig, guest: Guest,
+                                                               state_dir: str) -> None:
+    host_a, host_b = rig.hosts[0], rig.hosts[1]
+    slow = model.Migration(max_bandwidth=1024 * 1024, completion_timeout_per_gib=1.0)
+
+    async def go() -> None:
+        async with pair(rig, state_dir) as p:
+            on_a = {"vm2": guest_spec(guest, "vm2", "node-a", migration=slow)}
+            _, done = await p.apply(on_a)
+            assert done.ok, (done.line(), p.out.getvalue())
+            with HostLog(rig, host_a, p.path("node-a", "vm2")) as log:
+                log.wait_for(TICK, BOOT_TIMEOUT)
+            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            on_b = {"vm2": guest_spec(guest, "vm2", "node-b", migration=slow)}
+            plan, done = await p.apply(on_b)
+            assert [a.kind for a in plan.actions] == [ActionKind.MIGRATE]
+            assert not done.ok
+            (failed,) = done.failed
+            assert "migration cancelled: not completed within 1s" in failed.detail, failed.detail
+            assert "stays on node-a" in failed.detail, failed.detail
+            assert "not completed within 1s: cancelling the migration" in p.out.getvalue()
+            # Still on A, the same process, running; nothing of it on B.
+            assert rig_look.qemus(rig, host_a, [state_dir]) == {"vm2": [pid_a]}
+            assert rig_look.qemus(rig, host_b, [state_dir]) == {}
+            assert not rig_look.exists(rig, host_b, f"{state_dir}/instances/vm2")
+            assert await p.nodes["node-b"].read_record("vm2") is None
+            rec_a = await p.nodes["node-a"].read_record("vm2")
+            assert rec_a is not None and rec_a.node == "node-a"
+            states = [await n.discover() for n in p.nodes.values()]
+            (inst,) = merge_states(states).find("vm2")
+            assert (inst.node, inst.state) == ("node-a", RunState.RUNNING)
+            before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm2")) or "")
+            with HostLog(rig, host_a, p.path("node-a", "vm2")) as log:
+                log.wait_for(f"tick {before + 1}", 15)  # the guest still runs there
+            assert (await p.plan(on_a)).empty
+
+    asyncio.run(go())
+
+
+def test_post_copy_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str) -> None:
+    """A capped pre-copy cannot finish in time, so the executor switches to post-copy (uncapped), which
+    completes: the guest runs on B from then on."""
+    host_a, host_b = rig.hosts[0], rig.hosts[1]
+    settings = model.Migration(max_bandwidth=1024 * 1024, completion_timeout_per_gib=6.0, post_copy=True)
+
+    async def go() -> None:
+        async with pair(rig, state_dir) as p:
+            on_a = {"vm3": guest_spec(guest, "vm3", "node-a", migration=settings)}
+            _, done = await p.apply(on_a)
+            assert done.ok, (done.line(), p.out.getvalue())
+            with HostLog(rig, host_a, p.path("node-a", "vm3")) as log:
+                log.wait_for(TICK, BOOT_TIMEOUT)
+            before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm3")) or "")
+            on_b = {"vm3": guest_spec(guest, "vm3", "node-b", migration=settings)}
+            _, done = await p.apply(on_b)
+            out = p.out.getvalue()
+            assert done.ok, (done.line(), out)
+            assert "not completed within 6s: switching to post-copy" in out, out
+            assert "vm3: migrated node-a -> node-b" in out, out
+            with HostLog(rig, host_b, p.path("node-b", "vm3")) as log:
+                line = log.wait_for(TICK, 15)
+                tick = TICK.search(line)
+                assert tick is not None and int(tick.group(1)) >= before, (line, before)
+                assert not any("ready" in ln for ln in log.lines)
+            assert rig_look.qemus(rig, host_a, [state_dir]) == {}
+            ((pid_b,),) = rig_look.qemus(rig, host_b, [state_dir]).values()
+            rec_b = await p.nodes["node-b"].read_record("vm3")
+            assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
+            assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm3")
             assert (await p.plan(on_b)).empty
 
     asyncio.run(go())
