@@ -13,7 +13,9 @@
    unless QEMU completed the migration first: then the move is completed as in a success.
    Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
 
-At most `Context.outgoing_limit` (2) migrations leave one node at once.
+At most `Context.outgoing_limit` (2) migrations leave one node at once. Between two machines, the
+target's address must be one the source's host can reach: a loopback or unspecified address would send
+the guest's memory to whatever listens on that port of the source's own host, so it is refused first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,7 +43,7 @@ from reconciler.executor.start import (
 )
 from reconciler.executor.stop import escalate
 from reconciler.intent import IntentKind
-from reconciler.model import InstanceSpec, Migration, MigrationMode
+from reconciler.model import InstanceSpec, Migration, MigrationMode, NodeSpec
 from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
@@ -83,10 +86,40 @@ def percent(info: dict[str, Any]) -> float | None:
     return max(0.0, min(100.0, 100.0 * (total - remaining) / total))
 
 
+def _host_local(address: str) -> str | None:
+    """"loopback" or "unspecified" when `address` means the host it is used on, else None."""
+    if address == "localhost":
+        return "loopback"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # a host name: the source's host resolves it
+    return "loopback" if ip.is_loopback else "unspecified" if ip.is_unspecified else None
+
+
+def _machine(node: NodeSpec) -> str:
+    """The machine a node is on; an SSH host that is this machine's loopback counts as this machine."""
+    return "local" if node.ssh is None or _host_local(node.ssh.host) == "loopback" else node.machine
+
+
+def unreachable_target(source: NodeSpec, target: NodeSpec) -> str | None:
+    """Why `source`'s host cannot stream a migration to `target`'s address, or None when it can. On
+    another machine, a loopback or unspecified address names the source's own host, not the target's."""
+    kind = _host_local(target.address)
+    if kind is None or _machine(source) == _machine(target):
+        return None
+    return (f"node {target.name}'s address {target.address} is a{'n' if kind[0] == 'u' else ''} {kind} "
+            f"address, which node {source.name} (on another machine) cannot migrate to; set node "
+            f"{target.name}'s address to one that {source.name}'s host reaches")
+
+
 async def migrate(ctx: Context, action: Action) -> str:
     if action.source_node is None:
         raise ActionFailed("migration without a source node")
     source, target = ctx.node(action.source_node), ctx.node(action.node)
+    why = unreachable_target(source.spec, target.spec)
+    if why is not None:
+        raise ActionFailed(why)
     async with ctx.outgoing(source.name):
         return await _migrate(ctx, action, source, target)
 

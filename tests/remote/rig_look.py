@@ -45,6 +45,16 @@ def read_file(rig: netns_rig.Rig, host: netns_rig.Host, path: str) -> str | None
     return done.stdout if done.returncode == 0 else None
 
 
+def popen_in(rig: netns_rig.Rig, host: netns_rig.Host, *command: str) -> subprocess.Popen[bytes]:
+    """`command` in `host`'s network and mount namespaces (not its PID namespace: nsenter then execs
+    the command itself, where it would fork to enter a PID namespace, so killing the returned process
+    kills the command and leaves nothing behind in the host). stdout is a pipe."""
+    argv = rig.exec_argv(host)
+    argv.remove("-p")
+    return subprocess.Popen([*argv, *command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+
+
 def exists(rig: netns_rig.Rig, host: netns_rig.Host, path: str) -> bool:
     return run_in(rig, host, "test", "-e", path, check=False).returncode == 0
 
@@ -99,13 +109,7 @@ class HostLog:
 
     def __init__(self, rig: netns_rig.Rig, host: netns_rig.Host, path: str) -> None:
         self.host, self.path = host, path
-        # Only the host's mount namespace: nsenter then execs tail itself (entering a PID namespace it
-        # would fork, and killing it would orphan tail inside the host).
-        argv = rig.exec_argv(host)
-        argv.remove("-p")
-        self._proc = subprocess.Popen([*argv, "tail", "-n", "+1", "-F", "--", path],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL)
+        self._proc = popen_in(rig, host, "tail", "-n", "+1", "-F", "--", path)
         assert self._proc.stdout is not None
         self._fd = self._proc.stdout.fileno()
         self.lines: list[str] = []

@@ -94,9 +94,12 @@ class Pair:
 
 
 @asynccontextmanager
-async def pair(rig: netns_rig.Rig, state_dir: str) -> AsyncIterator[Pair]:
+async def pair(rig: netns_rig.Rig, state_dir: str, **addresses: str) -> AsyncIterator[Pair]:
+    """node-a on the rig's first host, node-b on its second; `addresses` (node_a=...) override a node's
+    address (its host's rig address by default)."""
     hosts = {"node-a": rig.hosts[0], "node-b": rig.hosts[1]}
     specs = {n: node_spec(rig, h, n, state_dir) for n, h in hosts.items()}
+    specs = {n: replace(s, address=addresses.get(n.replace("-", "_"), s.address)) for n, s in specs.items()}
     links: list[HostLink] = []
     try:
         for spec in specs.values():
@@ -256,5 +259,63 @@ def test_post_copy_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir
             assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
             assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm3")
             assert (await p.plan(on_b)).empty
+
+    asyncio.run(go())
+
+
+_SINK = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(4)
+print("listening", flush=True)
+while True:
+    conn, _ = s.accept()
+    while conn.recv(1 << 20):
+        pass
+    conn.close()
+"""
+
+
+def test_a_loopback_target_address_on_another_host_is_refused(rig: netns_rig.Rig, guest: Guest,
+                                                              state_dir: str) -> None:
+    """node-b's address left at 127.0.0.1: from host A that is A itself, where anything may listen on
+    the port (here a sink that swallows the stream). The migration is refused before anything starts on
+    B; the guest runs on A as before (without the check, A streamed its memory into the sink, took it
+    for a completed migration, and the guest stayed paused on A while B's target waited forever)."""
+    host_a, host_b = rig.hosts[0], rig.hosts[1]
+
+    async def go() -> None:
+        async with pair(rig, state_dir, node_b="127.0.0.1") as p:
+            b = p.specs["node-b"]
+            on_a = {"vm4": guest_spec(guest, "vm4", "node-a")}
+            _, done = await p.apply(on_a)
+            assert done.ok, (done.line(), p.out.getvalue())
+            with HostLog(rig, host_a, p.path("node-a", "vm4")) as log:
+                log.wait_for(TICK, BOOT_TIMEOUT)
+            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            sink = rig_look.popen_in(rig, host_a, sys.executable, "-c", _SINK, str(b.migration_ports.first))
+            try:
+                assert sink.stdout is not None and sink.stdout.readline() == b"listening\n"
+                plan, done = await p.apply({"vm4": guest_spec(guest, "vm4", "node-b")})
+            finally:
+                sink.kill()
+                sink.wait()
+                assert sink.stdout is not None
+                sink.stdout.close()
+            assert [a.kind for a in plan.actions] == [ActionKind.MIGRATE]
+            (failed,) = done.failed
+            assert failed.detail == (
+                "node node-b's address 127.0.0.1 is a loopback address, which node node-a (on another "
+                "machine) cannot migrate to; set node node-b's address to one that node-a's host reaches")
+            assert rig_look.qemus(rig, host_a, [state_dir]) == {"vm4": [pid_a]}
+            assert rig_look.qemus(rig, host_b, [state_dir]) == {}
+            assert not rig_look.exists(rig, host_b, f"{state_dir}/instances/vm4")
+            session = await p.nodes["node-a"].qmp("vm4", 10)
+            try:
+                assert (await session.execute("query-status"))["status"] == "running"
+            finally:
+                await session.close()
 
     asyncio.run(go())
