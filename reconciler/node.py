@@ -25,7 +25,7 @@ from reconciler import launch as launch_mod
 from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
-from reconciler.errors import QmpError
+from reconciler.errors import NodeAddressError, QmpError
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
@@ -223,6 +223,9 @@ class LocalNode:
             except OSError as err:
                 if err.errno in (errno.EADDRINUSE, errno.EACCES):
                     return False
+                if err.errno == errno.EADDRNOTAVAIL:
+                    detail = err.strerror or str(err)
+                    raise NodeAddressError(self._spec.name, self._spec.address, detail) from None
                 raise
         return True
 
