@@ -2,7 +2,7 @@
 
 Builds the test rig (tests/remote/netns_rig.py) with two hosts, A and B: network namespaces on one
 bridge, each with Debian's sshd and its own mount and PID namespaces. Per run, one after the other so
-that only one guest runs at a time:
+that only one guest runs at a time (and in alternating order, so that a drifting load hits both alike):
 
 - ours: the tiny guest (128 MiB, TCG) started on node-a (a RemoteNode on A) by the executor and booted;
   then the plan that moves it to node-b (on B) is run by `run_plan`. Measured: the migrate action's wall
@@ -149,9 +149,13 @@ async def bench(rig: netns_rig.Rig, runs: int) -> tuple[list[float], list[float]
                                                     agent_command=AGENT))
         b = Bench(rig, links)
         ours, bare = [], []
-        for i in range(runs):
-            ours.append(await b.ours(i))
-            bare.append(await b.bare(i))
+        for i in range(runs):  # alternating which goes first, so a load that drifts hits both alike
+            if i % 2:
+                bare.append(await b.bare(i))
+                ours.append(await b.ours(i))
+            else:
+                ours.append(await b.ours(i))
+                bare.append(await b.bare(i))
             print(f"run {i + 1}/{runs}: ours {ours[-1] * 1000:.0f} ms, bare {bare[-1] * 1000:.0f} ms",
                   file=sys.stderr)
         return ours, bare
@@ -163,7 +167,7 @@ async def bench(rig: netns_rig.Rig, runs: int) -> tuple[list[float], list[float]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which(netns_rig.SSHD) is None:
         print("needs root and openssh-server", file=sys.stderr)
