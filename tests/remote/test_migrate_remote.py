@@ -114,7 +114,7 @@ async def pair(rig: netns_rig.Rig, state_dir: str, **addresses: str) -> AsyncIte
 @pytest.fixture
 def state_dir(request: pytest.FixtureRequest, rig: netns_rig.Rig) -> Iterator[str]:
     """A state directory of this test's own on every host, emptied of QEMUs and files afterwards."""
-    path = f"{netns_rig.STATE_ROOT}/{request.node.name[5:25]}"
+    path = f"{netns_rig.STATE_ROOT}/{re.sub(r'[^a-z0-9]+', '-', request.node.name[5:])[-40:]}"
     yield path
     hosts = rig.hosts[:2]
     try:
@@ -144,12 +144,15 @@ def _last_tick(text: str) -> int:
     return max(int(m.group(1)) for m in TICK.finditer(text))
 
 
-def test_live_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str) -> None:
+@pytest.mark.parametrize("mode", [model.MigrationMode.LIVE, model.MigrationMode.OFFLINE])
+def test_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str,
+                                     mode: model.MigrationMode) -> None:
     host_a, host_b = rig.hosts[0], rig.hosts[1]
+    settings = model.Migration(mode=mode)
 
     async def go() -> None:
         async with pair(rig, state_dir) as p:
-            on_a = {"vm1": guest_spec(guest, "vm1", "node-a")}
+            on_a = {"vm1": guest_spec(guest, "vm1", "node-a", migration=settings)}
             _, done = await p.apply(on_a)
             assert done.ok, (done.line(), p.out.getvalue())
             with HostLog(rig, host_a, p.path("node-a", "vm1")) as log:
@@ -157,12 +160,13 @@ def test_live_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, stat
                 log.wait_for(TICK, 10)
             ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
             before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm1")) or "")
-            on_b = {"vm1": guest_spec(guest, "vm1", "node-b")}
+            on_b = {"vm1": guest_spec(guest, "vm1", "node-b", migration=settings)}
             plan, done = await p.apply(on_b)
             assert [(a.kind, a.source_node, a.node) for a in plan.actions] == \
                 [(ActionKind.MIGRATE, "node-a", "node-b")]
             assert done.ok, (done.line(), p.out.getvalue())
             assert re.search(r"vm1: migrated node-a -> node-b in [\d.]+s", p.out.getvalue()), p.out.getvalue()
+            assert f"vm1: migrating node-a -> node-b ({mode.value})" in p.out.getvalue()
             # The guest goes on on host B: its tick counter continues there, no second boot.
             with HostLog(rig, host_b, p.path("node-b", "vm1")) as log:
                 line = log.wait_for(TICK, 15)
@@ -317,5 +321,58 @@ def test_a_loopback_target_address_on_another_host_is_refused(rig: netns_rig.Rig
                 assert (await session.execute("query-status"))["status"] == "running"
             finally:
                 await session.close()
+
+    asyncio.run(go())
+
+
+class Watching(LineProgress):
+    """Progress lines, and an event set once a migration reports its first percentage."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        super().__init__(stream)
+        self.migrating = asyncio.Event()
+
+    def percent(self, instance: str, text: str, percent: float) -> None:
+        super().percent(instance, text, percent)
+        self.migrating.set()
+
+
+def test_a_cross_host_migration_interrupted_mid_way_stays_on_the_source(rig: netns_rig.Rig, guest: Guest,
+                                                                      state_dir: str) -> None:
+    """The run is cancelled (Ctrl-C in apply) while the guest streams to B: the migration is cancelled
+    on A, the target killed on B through B's pidfd, and the guest goes on on A."""
+    host_a, host_b = rig.hosts[0], rig.hosts[1]
+    slow = model.Migration(max_bandwidth=1024 * 1024)  # minutes for 128 MiB: far longer than the test
+
+    async def go() -> None:
+        async with pair(rig, state_dir) as p:
+            on_a = {"vm5": guest_spec(guest, "vm5", "node-a", migration=slow)}
+            _, done = await p.apply(on_a)
+            assert done.ok, (done.line(), p.out.getvalue())
+            with HostLog(rig, host_a, p.path("node-a", "vm5")) as log:
+                log.wait_for(TICK, BOOT_TIMEOUT)
+            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            on_b = {"vm5": guest_spec(guest, "vm5", "node-b", migration=slow)}
+            plan = await p.plan(on_b)
+            assert [a.kind for a in plan.actions] == [ActionKind.MIGRATE]
+            progress = Watching(p.out)
+            run = asyncio.create_task(run_plan(plan, Context(nodes=p.nodes, specs=on_b, progress=progress)))
+            async with asyncio.timeout(60):
+                await progress.migrating.wait()
+            assert len(rig_look.qemus(rig, host_b, [state_dir])) == 1  # the target, listening on B
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            assert "vm5: interrupted: cancelling the migration" in p.out.getvalue(), p.out.getvalue()
+            assert rig_look.qemus(rig, host_a, [state_dir]) == {"vm5": [pid_a]}
+            assert rig_look.qemus(rig, host_b, [state_dir]) == {}
+            assert not rig_look.exists(rig, host_b, f"{state_dir}/instances/vm5")
+            assert await p.nodes["node-a"].read_intent("vm5") is None
+            session = await p.nodes["node-a"].qmp("vm5", 10)
+            try:
+                assert (await session.execute("query-status"))["status"] == "running"
+            finally:
+                await session.close()
+            assert (await p.plan(on_a)).empty
 
     asyncio.run(go())
