@@ -8,10 +8,12 @@ namespace, so the controller cannot see either by accident. A test looks on purp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -150,3 +152,68 @@ class HostLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CANARY = r"""
+import os, signal, sys
+def note(signum, frame):
+    print(signal.Signals(signum).name, flush=True)
+for s in signal.valid_signals():
+    if s not in (signal.SIGKILL, signal.SIGSTOP):
+        try:
+            signal.signal(s, note)
+        except (OSError, ValueError):
+            pass
+print(os.getpid(), flush=True)
+while True:
+    signal.pause()
+"""
+
+
+class HostCanary:
+    """A decoy inside a host's PID namespace that reports every catchable signal it gets (see
+    tests/reliability/canary.py): nothing of ours may ever signal it. `pid` is its PID on the host."""
+
+    def __init__(self, rig: netns_rig.Rig, host: netns_rig.Host) -> None:
+        self.rig, self.host = rig, host
+        # nsenter forks into the host's PID namespace and waits: the decoy is its only child.
+        self._proc = subprocess.Popen(rig.exec_argv(host, sys.executable, "-c", _CANARY),
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
+        assert self._proc.stdout is not None
+        self._out = self._proc.stdout
+        self._fd = self._out.fileno()
+        data = b""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._fd, selectors.EVENT_READ)
+            while b"\n" not in data:
+                assert sel.select(EXEC_TIMEOUT), f"the canary on {host.name} did not start"
+                chunk = os.read(self._fd, 4096)
+                assert chunk, f"the canary on {host.name} exited"
+                data += chunk
+        line, self._rest = data.split(b"\n", 1)
+        self.pid = int(line)
+
+    def check(self) -> None:
+        """Alive, and no signal seen."""
+        assert self._proc.poll() is None, f"the canary on {self.host.name} died"
+        seen = self._rest
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._fd, selectors.EVENT_READ)
+            while sel.select(0):
+                chunk = os.read(self._fd, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+        assert seen == b"", f"a process we did not start on {self.host.name} got signals: {seen!r}"
+        state = run_in(self.rig, self.host, "cat", f"/proc/{self.pid}/stat").stdout.split()[2]
+        assert state not in ("T", "t", "Z"), f"the canary on {self.host.name} is {state}"
+
+    def stop(self) -> None:
+        """Kill the decoy (nsenter's child, ours) and reap nsenter."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            for child in Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(child), signal.SIGKILL)
+        self._proc.wait(EXEC_TIMEOUT)
+        self._out.close()

@@ -113,14 +113,20 @@ async def pair(rig: netns_rig.Rig, state_dir: str, **addresses: str) -> AsyncIte
 
 @pytest.fixture
 def state_dir(request: pytest.FixtureRequest, rig: netns_rig.Rig) -> Iterator[str]:
-    """A state directory of this test's own on every host, emptied of QEMUs and files afterwards."""
+    """A state directory of this test's own on every host, emptied of QEMUs and files afterwards; a decoy
+    process in each host that must get no signal. After the test, the invariants hold on the hosts."""
     path = f"{netns_rig.STATE_ROOT}/{re.sub(r'[^a-z0-9]+', '-', request.node.name[5:])[-40:]}"
-    yield path
     hosts = rig.hosts[:2]
+    canaries = [rig_look.HostCanary(rig, h) for h in hosts]
     try:
+        yield path
         rig_look.assert_single_qemu(rig, hosts, [path])
         rig_look.assert_no_leaks(rig, hosts, [path])
+        for canary in canaries:
+            canary.check()
     finally:
+        for canary in canaries:
+            canary.stop()
         _reap(rig, hosts, path)
 
 
