@@ -108,7 +108,8 @@ def unreachable_target(source: NodeSpec, target: NodeSpec) -> str | None:
     kind = _host_local(target.address)
     if kind is None or _machine(source) == _machine(target):
         return None
-    return (f"node {target.name}'s address {target.address} is a{'n' if kind[0] == 'u' else ''} {kind} "
+    article = "an" if kind == "unspecified" else "a"
+    return (f"node {target.name}'s address {target.address} is {article} {kind} "
             f"address, which node {source.name} (on another machine) cannot migrate to; set node "
             f"{target.name}'s address to one that {source.name}'s host reaches")
 
