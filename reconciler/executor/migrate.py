@@ -11,7 +11,8 @@
 4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
    paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown),
    unless QEMU completed the migration first: then the move is completed as in a success.
-   Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
+   Success: `cont` the target if paused (or once loaded, if still `inmigrate`), write B's record, `quit`
+   the source, remove A's files.
 
 At most `Context.outgoing_limit` (2) migrations leave one node at once. Between two machines, the
 target's address must be one the source's host can reach: a loopback or unspecified address would send
@@ -395,10 +396,20 @@ async def _resume(ctx: Context, src: QmpSession) -> str:
 
 
 async def _finish_target(ctx: Context, target: Node, name: str, started: Started) -> None:
-    """Make sure the target runs (an offline migration leaves it paused)."""
+    """Make sure the target runs (an offline migration leaves it paused).
+
+    The source reports `completed` once it has sent everything; in pre-copy (no return path) it does not
+    wait for the target, which may still be loading what was in flight (socket buffers of a network
+    between hosts hold megabytes). A target still `inmigrate` is told to run once loaded (`cont` there
+    only sets autostart), and its RESUME awaited (events are buffered from the session's start)."""
     session = await target.qmp(name, ctx.deadlines.qmp)
     try:
         status = await query_status(session, ctx.deadlines.qmp)
+        if status == "inmigrate":
+            await session.execute("cont", timeout=ctx.deadlines.qmp)
+            with contextlib.suppress(QmpTimeout):
+                await session.wait_event(["RESUME"], ctx.deadlines.qmp)
+            status = await query_status(session, ctx.deadlines.qmp)
         if status in ("paused", "postmigrate", "prelaunch"):
             await session.execute("cont", timeout=ctx.deadlines.qmp)
             status = await query_status(session, ctx.deadlines.qmp)
