@@ -131,11 +131,22 @@ def state_dir(request: pytest.FixtureRequest, rig: netns_rig.Rig) -> Iterator[st
 
 
 _REAP = """
-import os, signal, sys
+import asyncio, signal, sys
+import psutil
+from reconciler.pidfd import ProcessHandle
 from tests.reliability.invariants import qemu_by_instance
+def started_at(pid, create_time):
+    try:
+        return psutil.Process(pid).create_time() == create_time
+    except psutil.Error:
+        return False
 for procs in qemu_by_instance(sys.argv[1:]).values():
-    for p in procs:
-        os.kill(p.pid, signal.SIGKILL)
+    for p in procs:  # pinned by a pidfd, then verified by its start time: never a recycled PID
+        handle = ProcessHandle.open_verified(p.pid, lambda pid: started_at(pid, p.create_time))
+        if handle is not None:
+            handle.send_signal(signal.SIGKILL)
+            asyncio.run(handle.wait_exit(10))
+            handle.close()
 """
 
 
@@ -144,6 +155,7 @@ def _reap(rig: netns_rig.Rig, hosts: list[netns_rig.Host], path: str) -> None:
     for host in hosts:
         rig_look.python_in(rig, host, _REAP, path)
         rig_look.run_in(rig, host, "rm", "-rf", "--", path)
+        assert rig_look.qemus(rig, host, [path]) == {}, f"a QEMU of this test survived on {host.name}"
 
 
 def _last_tick(text: str) -> int:
