@@ -194,6 +194,21 @@ class ConsoleError(ReconcilerError):
 
 
 @dataclass(eq=False)
+class NodeAddressError(ReconcilerError):
+    """A node's `address` is not one of its host's: a migration target could not listen on it."""
+
+    node: str
+    address: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return (f"node {self.node}: its address {self.address} is not an address of its host "
+                f"({self.detail}); migration targets listen there: set the node's address to one of the "
+                "host's")
+
+
+@dataclass(eq=False)
 class RemoteHostError(ReconcilerError):
     """A remote node could not be used; subclasses say how. `host` is user@host:port."""
 

@@ -26,7 +26,7 @@ from reconciler import launch as launch_mod
 from reconciler import lock as lock_mod
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
-from reconciler.errors import QmpError, RemoteCallError
+from reconciler.errors import NodeAddressError, QmpError, RemoteCallError
 from reconciler.hostfacts import HostFacts
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
@@ -271,6 +271,9 @@ class LocalNode:
             except OSError as err:
                 if err.errno in (errno.EADDRINUSE, errno.EACCES):
                     return False
+                if err.errno == errno.EADDRNOTAVAIL:
+                    detail = err.strerror or str(err)
+                    raise NodeAddressError(self._spec.name, self._spec.address, detail) from None
                 raise
         return True
 

@@ -11,9 +11,12 @@
 4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
    paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown),
    unless QEMU completed the migration first: then the move is completed as in a success.
-   Success: `cont` the target if paused, write B's record, `quit` the source, remove A's files.
+   Success: `cont` the target if paused (or once loaded, if still `inmigrate`), write B's record, `quit`
+   the source, remove A's files.
 
-At most `Context.outgoing_limit` (2) migrations leave one node at once.
+At most `Context.outgoing_limit` (2) migrations leave one node at once. Between two machines, the
+target's address must be one the source's host can reach: a loopback or unspecified address would send
+the guest's memory to whatever listens on that port of the source's own host, so it is refused first.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import ipaddress
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -40,7 +44,7 @@ from reconciler.executor.start import (
 )
 from reconciler.executor.stop import escalate
 from reconciler.intent import IntentKind
-from reconciler.model import InstanceSpec, Migration, MigrationMode
+from reconciler.model import InstanceSpec, Migration, MigrationMode, NodeSpec
 from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
@@ -83,10 +87,41 @@ def percent(info: dict[str, Any]) -> float | None:
     return max(0.0, min(100.0, 100.0 * (total - remaining) / total))
 
 
+def _host_local(address: str) -> str | None:
+    """"loopback" or "unspecified" when `address` means the host it is used on, else None."""
+    if address == "localhost":
+        return "loopback"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # a host name: the source's host resolves it
+    return "loopback" if ip.is_loopback else "unspecified" if ip.is_unspecified else None
+
+
+def _machine(node: NodeSpec) -> str:
+    """The machine a node is on; an SSH host that is this machine's loopback counts as this machine."""
+    return "local" if node.ssh is None or _host_local(node.ssh.host) == "loopback" else node.machine
+
+
+def unreachable_target(source: NodeSpec, target: NodeSpec) -> str | None:
+    """Why `source`'s host cannot stream a migration to `target`'s address, or None when it can. On
+    another machine, a loopback or unspecified address names the source's own host, not the target's."""
+    kind = _host_local(target.address)
+    if kind is None or _machine(source) == _machine(target):
+        return None
+    article = "an" if kind == "unspecified" else "a"
+    return (f"node {target.name}'s address {target.address} is {article} {kind} "
+            f"address, which node {source.name} (on another machine) cannot migrate to; set node "
+            f"{target.name}'s address to one that {source.name}'s host reaches")
+
+
 async def migrate(ctx: Context, action: Action) -> str:
     if action.source_node is None:
         raise ActionFailed("migration without a source node")
     source, target = ctx.node(action.source_node), ctx.node(action.node)
+    why = unreachable_target(source.spec, target.spec)
+    if why is not None:
+        raise ActionFailed(why)
     async with ctx.outgoing(source.name):
         return await _migrate(ctx, action, source, target)
 
@@ -361,10 +396,20 @@ async def _resume(ctx: Context, src: QmpSession) -> str:
 
 
 async def _finish_target(ctx: Context, target: Node, name: str, started: Started) -> None:
-    """Make sure the target runs (an offline migration leaves it paused)."""
+    """Make sure the target runs (an offline migration leaves it paused).
+
+    The source reports `completed` once it has sent everything; in pre-copy (no return path) it does not
+    wait for the target, which may still be loading what was in flight (socket buffers of a network
+    between hosts hold megabytes). A target still `inmigrate` is told to run once loaded (`cont` there
+    only sets autostart), and its RESUME awaited (events are buffered from the session's start)."""
     session = await target.qmp(name, ctx.deadlines.qmp)
     try:
         status = await query_status(session, ctx.deadlines.qmp)
+        if status == "inmigrate":
+            await session.execute("cont", timeout=ctx.deadlines.qmp)
+            with contextlib.suppress(QmpTimeout):
+                await session.wait_event(["RESUME"], ctx.deadlines.qmp)
+            status = await query_status(session, ctx.deadlines.qmp)
         if status in ("paused", "postmigrate", "prelaunch"):
             await session.execute("cont", timeout=ctx.deadlines.qmp)
             status = await query_status(session, ctx.deadlines.qmp)

@@ -30,10 +30,14 @@ async def _ping(params: dict[str, Any]) -> Any:
 async def _qemu_version(params: dict[str, Any]) -> Any:
     from reconciler import launch
 
-    binary = params.get("binary")
+    binary, state_dir = params.get("binary"), params.get("state_dir")
     if not isinstance(binary, str):
         raise BadParams("binary: expected a string")
-    return await asyncio.to_thread(launch.qemu_version, binary)
+    if state_dir is not None and not isinstance(state_dir, str):
+        raise BadParams("state_dir: expected a string or null")
+    # With the node's state directory, the version is cached there across runs (as for a local node):
+    # each run starts a new agent, which would otherwise start QEMU once to ask.
+    return await asyncio.to_thread(launch.qemu_version, binary, state_dir)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -130,8 +130,8 @@ class RemoteNode:
         return None if handle is None else RemoteProcess(self._link, int(handle), pid)
 
     async def qemu_version(self) -> str:
-        return str(await self._link.call("qemu_version", {"binary": self._spec.qemu_binary},
-                                         timeout=CALL_TIMEOUT))
+        params = {"binary": self._spec.qemu_binary, "state_dir": self._spec.state_dir}
+        return str(await self._link.call("qemu_version", params, timeout=CALL_TIMEOUT))
 
     async def facts(self) -> HostFacts:
         facts: HostFacts = records.decode_as(HostFacts, await self._call("facts"), "facts")

@@ -154,3 +154,28 @@ def test_an_unwritable_cache_still_answers(tmp_path: Path) -> None:
 def test_a_missing_binary_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(launch.LaunchError, match="not found"):
         launch.qemu_version(str(tmp_path / "nope"), str(tmp_path / "state"))
+
+
+def test_a_remote_node_uses_the_cache_in_its_state_dir_on_the_host(tmp_path: Path) -> None:
+    """Each run starts a new agent on the host (an empty in-process cache): the version comes from the
+    node's state directory there, as for a local node, and QEMU is not started to ask again."""
+    import asyncio
+    from typing import Any
+
+    from reconciler.model import NodeSpec
+    from reconciler.remote import agent
+    from reconciler.remote import protocol as p
+    from reconciler.remote.node import RemoteNode
+
+    class AgentLink:  # the agent's own dispatch, without the SSH in between
+        async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float) -> Any:
+            response = await agent.handle(p.Request(1, method, params or {}))
+            assert response.fault is None, response.fault
+            return response.result
+
+    binary, log = fake_qemu(tmp_path)
+    spec = NodeSpec("r1", str(tmp_path / "state"), qemu_binary=str(binary))
+    for _ in range(2):
+        launch._VERSIONS.clear()  # a new agent process
+        assert asyncio.run(RemoteNode(spec, AgentLink()).qemu_version()) == "7.2.22"  # type: ignore[arg-type]
+    assert runs(log) == 1
