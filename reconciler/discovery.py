@@ -277,7 +277,7 @@ class _HostProcesses:
 
 
 def adopt_intent(node: NodeSpec, name: str, paths: layout.InstancePaths,
-                 host: _HostProcesses) -> _Live | None:
+                 host: _HostProcesses) -> _Live | ActualInstance | None:
     """Resolve an instance's intent.json (see reconciler.intent), or None to inspect it as usual.
 
     A live process whose command line is exactly the intent's argv, started after the intent was written,
@@ -301,10 +301,16 @@ def read_intent(paths: layout.InstancePaths) -> intents.Intent | None:
 
 
 def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
-           it: intents.Intent) -> _Live | None:
+           it: intents.Intent) -> _Live | ActualInstance | None:
     writer_alive = intents.owner_alive(it)
-    match = _intent_process(it, host) if it.argv and it.spec is not None else None
-    if match is None:
+    match = _intent_process(it, host, paths.pidfile) if it.argv and it.spec is not None else None
+    if match is _DAEMONIZING:
+        # QEMU's foreground process still runs next to the daemon it forked (or before the fork): which
+        # one is the instance is known once the foreground one exits. Not adopted, nothing cleaned.
+        assert it.spec is not None
+        return ActualInstance(name=it.instance, node=node.name, state=RunState.UNKNOWN, spec=it.spec,
+                              detail="QEMU is still starting (its pidfile does not name it yet)")
+    if not isinstance(match, tuple):
         if not writer_alive:
             _clean_stale_intent(paths)
         return None
@@ -372,7 +378,15 @@ def command_in(cmdline: list[str]) -> str:
     return "reconciler"
 
 
-def _intent_process(it: intents.Intent, host: _HostProcesses) -> tuple[int, float] | None:
+_DAEMONIZING = object()  # _intent_process: processes match, but the pidfile names none of them yet
+
+
+def _intent_process(it: intents.Intent, host: _HostProcesses,
+                    pidfile: str) -> tuple[int, float] | object | None:
+    """The live process the intent launched: the one its pidfile names. With -daemonize, QEMU's
+    foreground process has the same command line as the daemon and lives on for a moment after writing
+    the pidfile; adopting it instead would record a PID about to exit."""
+    found: dict[int, float] = {}
     for p in host.get():
         if p.cmdline != it.argv:
             continue
@@ -381,8 +395,13 @@ def _intent_process(it: intents.Intent, host: _HostProcesses) -> tuple[int, floa
         except psutil.Error:
             continue
         if it.matches(p.cmdline, create_time):
-            return p.pid, create_time
-    return None
+            found[p.pid] = create_time
+    if not found:
+        return None
+    named = statedir.read_pidfile(pidfile)
+    if named is not None and named in found:
+        return named, found[named]
+    return _DAEMONIZING
 
 
 def _clean_stale_intent(paths: layout.InstancePaths) -> None:
