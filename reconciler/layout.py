@@ -12,6 +12,7 @@ none of them joins strings on its own. Pure: nothing here touches the filesystem
     <state_dir>/instances/<name>/record.json    the applied record
     <state_dir>/instances/<name>/intent.json    what an unfinished action was about to do
     <state_dir>/instances/<name>/nic-<ifname>.json  facts for the bridge hook (see reconciler.hooks.ifup)
+    <state_dir>/images/<digest of the path>.json    a disk image the reconciler created (provision.images)
 
 Instance names are DNS labels (RFC 1123), so a name can never contain `/` or be `..` and escape the state
 directory. Unix socket paths must fit `sun_path` (108 bytes including the terminating NUL);
@@ -21,6 +22,7 @@ bind error.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -79,6 +81,13 @@ def check_socket_path(path: str) -> str:
 
 def node_lock(node: NodeSpec) -> str:
     return posixpath.join(node.state_dir, "node.lock")
+
+
+def owned_image_record(node: NodeSpec, image: str) -> str:
+    """The ownership record of the disk image at `image` (kept apart from any instance's files: an image
+    outlives the instance that created it under deletePolicy Retain, and stays known as ours)."""
+    digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return posixpath.join(node.state_dir, "images", f"{digest}.json")
 
 
 def instances_dir(node: NodeSpec) -> str:

@@ -52,6 +52,13 @@ class DiskFormat(enum.StrEnum):
     QCOW2 = "qcow2"
 
 
+class DeletePolicy(enum.StrEnum):
+    """What becomes of an image the reconciler created once its disk entry or its instance is gone."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"  # only ever an image the reconciler created (provision.images ownership records)
+
+
 class DiskBus(enum.StrEnum):
     VIRTIO = "virtio"
     IDE = "ide"
@@ -95,6 +102,14 @@ class Disk:
     read_only: bool = False
     cache: CacheMode = CacheMode.NONE
     boot: bool = False  # normalized: exactly one disk boots when there are disks and no kernel
+    size: int | None = None  # bytes: create a blank disk (or an overlay this big) when the file is missing
+    base_image: str | None = None  # create a qcow2 overlay on this raw/qcow2 image when the file is missing
+    delete_policy: DeletePolicy = DeletePolicy.RETAIN
+
+    @property
+    def provisioned(self) -> bool:
+        """The reconciler creates this disk when its file is missing (issue 14)."""
+        return self.size is not None or self.base_image is not None
 
 
 @dataclass(frozen=True, slots=True)

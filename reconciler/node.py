@@ -26,9 +26,12 @@ from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
 from reconciler.errors import QmpError
-from reconciler.model import NodeSpec
+from reconciler.model import Disk, NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
+from reconciler.provision import images
+from reconciler.provision.imagecheck import ImageCheck, ImageQuery
+from reconciler.provision.images import OwnedImage
 from reconciler.records import AppliedRecord
 
 
@@ -136,6 +139,25 @@ class Node(Protocol):
         """Whether a migration listener could bind `port` on the node's address right now."""
         ...
 
+    async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        """For each disk the plan would create (path -> answer): its directory, its base image (opened
+        read-only) and the free space there. One call per node and plan, only for disks to create."""
+        ...
+
+    async def create_disk(self, instance: str, disk: Disk) -> bool:
+        """Create `disk` (a provisioned one) if its file is missing, recorded as owned; False when a file
+        was already there (used as it is, never ours). ImageError naming the file otherwise."""
+        ...
+
+    async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        """The images among `paths` the reconciler created (their ownership records)."""
+        ...
+
+    async def delete_disk(self, path: str) -> bool:
+        """Delete an image only if the reconciler created that very file (False: not ours, untouched);
+        ImageError when something else now sits at the path."""
+        ...
+
     async def read_secret(self, path: str, field: str) -> str:
         """A secret file on the node (vnc.passwordFile): SecretFileError naming `field` when unfit."""
         ...
@@ -228,6 +250,22 @@ class LocalNode:
 
     async def read_secret(self, path: str, field: str) -> str:
         return secretfile.read_secret(path, field)
+
+    async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        return await images.check_for_create(queries)
+
+    async def create_disk(self, instance: str, disk: Disk) -> bool:
+        record = layout.owned_image_record(self._spec, disk.path)
+        owned = await images.provision(record, instance, disk.path, base=disk.base_image, size=disk.size,
+                                       fmt=images.ImageFormat(disk.format.value))
+        return owned is not None
+
+    async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}
+        return {p: o for p, o in found.items() if o is not None and o.path == p}
+
+    async def delete_disk(self, path: str) -> bool:
+        return images.delete_recorded(layout.owned_image_record(self._spec, path), path)
 
     async def read_record(self, instance: str) -> AppliedRecord | None:
         return statedir.read_record(self.paths(instance))

@@ -240,16 +240,22 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
     disks = []
     for i, d in enumerate(raw):
         b.absolute(("spec", "disks", i, "path"), d["path"], "disk path")
+        base, size = d.get("baseImage"), _disk_size(b, i, d)
+        default_format = "qcow2" if base is not None else "raw"
         disks.append(
             model.Disk(
                 path=d["path"],
-                format=model.DiskFormat(d.get("format", "raw")),
+                format=model.DiskFormat(d.get("format", default_format)),
                 bus=model.DiskBus(d.get("bus", "virtio")),
                 read_only=d.get("readOnly", False),
                 cache=model.CacheMode(d.get("cache", "none")),
                 boot=i == boot_index,
+                size=size,
+                base_image=base,
+                delete_policy=model.DeletePolicy(d.get("deletePolicy", "Retain")),
             )
         )
+        _provisioned(b, i, disks[-1])
     ide = [i for i, d in enumerate(disks) if d.bus is model.DiskBus.IDE]
     for i in ide:
         if disks[i].read_only:
@@ -258,6 +264,41 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
     if len(ide) > 4:
         b.fail(("spec", "disks", ide[4], "bus"), "at most 4 disks can use the ide bus")
     return tuple(disks)
+
+
+SECTOR = 512
+
+
+def _disk_size(b: _Builder, i: int, d: Mapping[str, Any]) -> int | None:
+    if "size" not in d:
+        return None
+    at: FieldPath = ("spec", "disks", i, "size")
+    size = b.convert(at, d["size"], units.parse_bytes, -1)
+    if size == 0:
+        b.fail(at, f"{show(d['size'])} is not a size above zero")
+    elif size > 0 and size % SECTOR:
+        b.fail(at, f"{show(d['size'])} is not a whole number of 512-byte sectors")
+    return max(size, 0) or None
+
+
+def _provisioned(b: _Builder, i: int, disk: model.Disk) -> None:
+    """A disk the reconciler creates when missing: a file it can make with qemu-img, from a usable base."""
+    at: FieldPath = ("spec", "disks", i)
+    if not disk.provisioned:
+        if disk.delete_policy is model.DeletePolicy.DELETE:
+            b.fail((*at, "deletePolicy"), "deletePolicy applies to disks the reconciler creates (size or "
+                                          "baseImage)")
+        return
+    if disk.path.startswith("/dev/"):
+        b.fail((*at, "path"), f"disk path {show(disk.path)} is a device; only image files can be created "
+                              "(size, baseImage)")
+    if disk.base_image is None:
+        return
+    b.absolute((*at, "baseImage"), disk.base_image, "baseImage")
+    if disk.format is not model.DiskFormat.QCOW2:
+        b.fail((*at, "format"), "a disk made from a baseImage is a qcow2 overlay; format must be qcow2")
+    if os.path.normpath(disk.base_image) == os.path.normpath(disk.path):
+        b.fail((*at, "baseImage"), "the base image cannot be the disk itself")
 
 
 def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:

@@ -19,6 +19,7 @@ from reconciler import lock as lock_mod
 from reconciler import model, records
 from reconciler.argv import Launch
 from reconciler.node import LocalNode, Process
+from reconciler.provision.imagecheck import ImageQuery
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -60,7 +61,9 @@ class HostOps:
             "read_intent": self.read_intent, "write_intent": self.write_intent,
             "remove_intent": self.remove_intent, "clean_runtime_files": self.clean_runtime_files,
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
-            "lock_release": self.lock_release,
+            "lock_release": self.lock_release, "check_images": self.check_images,
+            "create_disk": self.create_disk, "owned_images": self.owned_images,
+            "delete_disk": self.delete_disk,
         }
 
     async def close(self) -> None:
@@ -133,6 +136,24 @@ class HostOps:
 
     async def port_free(self, params: dict[str, Any]) -> Any:
         return await self._node(params).port_free(_param(params, "port", int))
+
+    # --- disk images the reconciler creates (issue 14) ---------------------------------------------
+
+    async def check_images(self, params: dict[str, Any]) -> Any:
+        queries: tuple[ImageQuery, ...] = _decode(tuple[ImageQuery, ...], params, "queries")
+        answers = await self._node(params).check_images(queries)
+        return {p: model.to_jsonable(a) for p, a in answers.items()}
+
+    async def create_disk(self, params: dict[str, Any]) -> Any:
+        disk: model.Disk = _decode(model.Disk, params, "disk")
+        return await self._node(params).create_disk(_param(params, "instance", str), disk)
+
+    async def owned_images(self, params: dict[str, Any]) -> Any:
+        paths = [str(p) for p in _param(params, "paths", list)]
+        return {p: model.to_jsonable(o) for p, o in (await self._node(params).owned_images(paths)).items()}
+
+    async def delete_disk(self, params: dict[str, Any]) -> Any:
+        return await self._node(params).delete_disk(_param(params, "path", str))
 
     # --- files of the state directory -------------------------------------------------------------
 
