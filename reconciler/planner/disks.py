@@ -89,6 +89,7 @@ def changes(creations: tuple[Creation, ...], checks: Mapping[str, Mapping[str, I
                                    check.base_format, c.disk.format.value), check))
     problems += _room(made, origins)
     failed = {p.subject for p in problems}
+    problems.sort(key=lambda p: (p.subject, p.detail))
     return tuple(d for c, d, _ in made if f"instance {c.instance}" not in failed), tuple(problems)
 
 

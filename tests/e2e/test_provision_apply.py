@@ -1,0 +1,158 @@
+"""End-to-end: `plan` and `apply` create the disks a manifest declares with `size` or `baseImage` (issue 14),
+on real QEMU (TCG) and the test guest. The plan lists each disk before anything exists; apply creates
+them (recorded as owned in the node's state); the guest sees the overlay at its base's size and a blank
+disk at its declared size; the guest's writes land in the overlay, never in the base; a missing base and
+too little room are plan errors naming the file and the manifest line.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import AGENT_PORT_NAME, AGENT_STARTED_PREFIX, Guest, SerialLog, wait_for_report
+from executor.kit import BOOT_TIMEOUT, World, make_world
+
+from reconciler import layout
+from reconciler.provision import images
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+MiB = 1024 * 1024
+EVENT_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
+    with make_world(tmp_path, str(guest.kernel), str(guest.initrd)) as w:
+        yield w
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def qemu_io(path: Path, command: str, fmt: str) -> None:
+    subprocess.run(["qemu-io", "-f", fmt, "-c", command, str(path)], check=True, capture_output=True)
+
+
+def make_base(path: Path) -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), "32M"], check=True)
+    qemu_io(path, "write -P 0x11 0 1M", "raw")
+    return path
+
+
+def agent_args(sock: Path) -> list[str]:
+    """The guest agent's channel, QEMU a client of our listener (guestAgent itself is not wired yet)."""
+    return ["-device", "virtio-serial", "-chardev", f"socket,id=agent0,path={sock}",
+            "-device", f"virtserialport,chardev=agent0,name={AGENT_PORT_NAME}"]
+
+
+def agent_call(conn: socket.socket, command: str, arguments: dict[str, object] | None = None) -> object:
+    request: dict[str, object] = {"execute": command}
+    if arguments is not None:
+        request["arguments"] = arguments
+    conn.sendall(json.dumps(request).encode() + b"\n")
+    deadline = time.monotonic() + EVENT_TIMEOUT
+    data = b""
+    while not data.endswith(b"\n"):
+        conn.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = conn.recv(65536)
+        assert chunk, f"agent channel closed before answering {command}"
+        data += chunk
+    answer = json.loads(data)
+    assert "return" in answer, answer
+    return answer["return"]
+
+
+def test_plan_lists_the_disks_then_apply_creates_them_and_the_guest_writes_only_the_overlay(
+    world: World, tmp_path: Path
+) -> None:
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    base = make_base(images_dir / "base,with=commas.raw")  # hostile: QEMU option syntax in the name
+    before = sha256(base)
+    overlay, blank = images_dir / "prov1-root.qcow2", images_dir / "prov1-data.raw"
+    sock_path = world.root / "agent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen(1)
+    listener.settimeout(EVENT_TIMEOUT)
+    disks = [{"path": str(overlay), "baseImage": str(base)}, {"path": str(blank), "size": "64M"}]
+    world.instance("prov1", "node-a", disks=disks, qemuExtraArgs=agent_args(sock_path))
+    try:
+        plan = world.cli("plan")
+        assert plan.code == 0, plan.text
+        assert (f"+ create {overlay} on node-a for prov1: qcow2 overlay on {base} (raw; never written), "
+                "32 MiB") in plan.out
+        assert f"+ create {blank} on node-a for prov1: blank raw, 64 MiB" in plan.out
+        assert "Plan: 1 to start, 0 to restart, 0 to migrate, 0 to stop, 2 disk images to create." in plan.out
+        as_json = json.loads(world.cli("plan", "--json").out)
+        assert as_json["disks"] == [
+            {"instance": "prov1", "node": "node-a", "path": str(overlay), "op": "create", "size": 32 * MiB,
+             "base": str(base), "base_format": "raw", "format": "qcow2", "reason": None},
+            {"instance": "prov1", "node": "node-a", "path": str(blank), "op": "create", "size": 64 * MiB,
+             "base": None, "base_format": None, "format": "raw", "reason": None},
+        ]
+        assert not overlay.exists() and not blank.exists()  # a plan creates nothing
+
+        applied = world.apply()
+        assert applied.code == 0, applied.text
+        assert f"prov1: created disk image {overlay}" in applied.out
+        node = world.node("node-a")
+        owned = images.read_owned(layout.owned_image_record(node, str(overlay)))
+        assert owned is not None and (owned.base, owned.instance) == (str(base), "prov1")
+        blank_owned = images.read_owned(layout.owned_image_record(node, str(blank)))
+        assert blank_owned is not None and blank_owned.size == 64 * MiB
+
+        log = SerialLog(world.serial_log("node-a", "prov1"))
+        log.wait_for("reconciler-guest: ready prov1", BOOT_TIMEOUT)
+        report = wait_for_report(log, lambda r: "vdb" in r.blk, EVENT_TIMEOUT)
+        assert (report.blk["vda"], report.blk["vdb"]) == (32 * MiB, 64 * MiB)
+
+        conn, _ = listener.accept()
+        with conn:
+            log.wait_for(AGENT_STARTED_PREFIX, EVENT_TIMEOUT)
+            handle = agent_call(conn, "guest-file-open", {"path": "/dev/vda", "mode": "r+"})
+            data = base64.b64encode(b"\x5a" * 65536).decode()
+            agent_call(conn, "guest-file-write", {"handle": handle, "buf-b64": data})
+            agent_call(conn, "guest-file-close", {"handle": handle})  # the last close syncs the device
+
+        world.instance("prov1", "node-a", disks=disks, qemuExtraArgs=agent_args(sock_path), runStrategy="Halted")
+        stopped = world.apply()
+        assert stopped.code == 0 and "prov1: stopped on node-a" in stopped.out, stopped.text
+    finally:
+        listener.close()
+    assert sha256(base) == before  # the guest's write went to the overlay
+    qemu_io(overlay, "read -P 0x5a 0 64k", "qcow2")
+    qemu_io(overlay, "read -P 0x11 64k 960k", "qcow2")  # the base still shows through elsewhere
+    assert "No changes" in world.apply().out
+
+
+def test_a_missing_base_and_too_little_room_are_plan_errors_naming_the_file(world: World,
+                                                                           tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-base.qcow2"
+    world.instance("nobase", "node-a", disks=[{"path": str(tmp_path / "nobase.qcow2"), "baseImage": str(missing)}])
+    world.instance("huge", "node-a", disks=[{"path": str(tmp_path / "huge.raw"), "size": "64T"}])
+    plan = world.cli("plan")
+    assert plan.code != 0
+    errors = [ln.strip() for ln in plan.out.splitlines() if ln.strip().startswith("x ")]
+    manifest = world.manifests
+    assert len(errors) == 2, plan.out
+    assert errors[0].startswith(f"x {manifest / 'huge.yaml'}:")
+    assert errors[0].endswith(f"instance huge: spec.disks[0].size: disk image {tmp_path / 'huge.raw'}: needs 64 TiB, "
+                              "but its filesystem has " + errors[0].rsplit("has ", 1)[1])
+    assert errors[1].startswith(f"x {manifest / 'nobase.yaml'}:")
+    assert f"instance nobase: spec.disks[0].baseImage: base image: disk image {missing}: " in errors[1]
+    assert "No such file" in errors[1]
+    applied = world.apply()
+    assert applied.code != 0
+    assert not (tmp_path / "nobase.qcow2").exists() and not (tmp_path / "huge.raw").exists()
+    assert world.qemu_pids() == []
