@@ -25,6 +25,7 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
                       nodes: Mapping[str, Node]) -> Plan:
     """`plan` with an error for each file, binary or bridge its launches need and their nodes lack, and
     the disks its starts create (or an error for each that cannot be created)."""
+    plan = await _deletions(plan, desired, actual, nodes)
     reqs = needs_mod.requirements(plan, desired, actual)
     if not reqs:
         return plan
@@ -48,6 +49,23 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
     if failed:
         _, failed = disks_mod.changes(creations, dict(zip(asked, checks, strict=True)), origins)
     return replace(plan, errors=plan.errors + needs_mod.problems(missing, origins) + failed)
+
+
+async def _deletions(plan: Plan, desired: DesiredState, actual: ActualState,
+                     nodes: Mapping[str, Node]) -> Plan:
+    """`plan` with a line for each image it deletes: one the reconciler created (its ownership record on
+    the node says so), deletePolicy Delete, whose instance is pruned or whose entry was removed."""
+    candidates, forbidden = disks_mod.deletion_candidates(plan, desired, actual)
+    if not candidates and not forbidden:
+        return plan
+    asked: dict[str, set[str]] = {}
+    for d in candidates:
+        if d.node in nodes:
+            asked.setdefault(d.node, set()).add(d.path)
+    answers = await asyncio.gather(*(nodes[n].owned_images(paths) for n, paths in asked.items()))
+    owned = {n: set(a) for n, a in zip(asked, answers, strict=True)}
+    return replace(plan, disks=plan.disks + disks_mod.owned_deletions(candidates, owned),
+                   errors=plan.errors + forbidden)
 
 
 def check(plan: Plan, desired: DesiredState, actual: ActualState, nodes: Mapping[str, Node]) -> Plan:

@@ -13,12 +13,13 @@ errors from the answers).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
-from reconciler.model import Disk, FieldRef, Kind, SourceRef
+from reconciler.actual import ActualState
+from reconciler.model import DeletePolicy, DesiredState, Disk, FieldRef, Kind, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
-from reconciler.planner.actions import DiskChange, DiskOp, PlanProblem, ProblemKind
+from reconciler.planner.actions import ActionKind, DiskChange, DiskOp, Plan, PlanProblem, ProblemKind
 from reconciler.planner.needs import Requirements, field_text
 from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
@@ -120,3 +121,54 @@ def format_size(nbytes: int) -> str:
         if nbytes and nbytes % size == 0:
             return f"{nbytes // size} {unit}"
     return f"{nbytes} B" if nbytes < 1 << 20 else f"{nbytes / (1 << 20):.1f} MiB"
+
+
+# --- deletions: images the reconciler created, deletePolicy Delete -------------------------------
+
+
+def deletion_candidates(plan: Plan, desired: DesiredState, actual: ActualState
+                        ) -> tuple[tuple[DiskChange, ...], tuple[PlanProblem, ...]]:
+    """The images `plan` would delete, if the reconciler created them (the host checks keep only those
+    its ownership records name): the Delete disks of a pruned instance, and those whose entry was removed
+    from an instance this plan restarts or that is not running. `protect: true` forbids a deletion."""
+    out: list[DiskChange] = []
+    problems: list[PlanProblem] = []
+    acting = {(a.name, a.source_node or a.node): a for a in plan.actions}
+    for rec in actual.instances:
+        if rec.spec is None:
+            continue
+        doomed = [d for d in rec.spec.disks if d.provisioned and d.delete_policy is DeletePolicy.DELETE]
+        if not doomed:
+            continue
+        spec = desired.instances.get(rec.name)
+        if spec is None:
+            if not plan.prune or rec.spec.protect:
+                continue
+            stop = acting.get((rec.name, rec.node))
+            if rec.state.has_process and (stop is None or stop.kind is not ActionKind.STOP):
+                continue  # left running (targets, an unresponsive QMP): nothing is deleted under it
+            out += [DiskChange(rec.name, rec.node, d.path, DiskOp.DELETE, reason="instance pruned")
+                    for d in doomed]
+            continue
+        kept = {d.path for d in spec.disks}
+        removed = [d for d in doomed if d.path not in kept]
+        if not removed:
+            continue
+        action = acting.get((rec.name, rec.node))
+        relaunched = action is not None and action.kind is ActionKind.RESTART and not action.in_place
+        if rec.state.has_process and not relaunched:
+            continue  # still in use by the running QEMU; deleted once a plan restarts it without
+        for d in removed:
+            if spec.protect:
+                problems.append(PlanProblem(ProblemKind.PROTECTED, f"instance {rec.name}",
+                                            f"protect: true; deletePolicy Delete would delete disk image "
+                                            f"{d.path} (its entry was removed)"))
+            else:
+                out.append(DiskChange(rec.name, rec.node, d.path, DiskOp.DELETE, reason="disk entry removed"))
+    return tuple(sorted(out, key=lambda d: (d.instance, d.node, d.path))), tuple(problems)
+
+
+def owned_deletions(candidates: tuple[DiskChange, ...],
+                    owned: Mapping[str, Collection[str]]) -> tuple[DiskChange, ...]:
+    """The candidates whose image the node's ownership records name (node -> owned paths)."""
+    return tuple(d for d in candidates if d.path in owned.get(d.node, ()))
