@@ -186,8 +186,8 @@ def test_delete_policy_removes_only_images_the_reconciler_created(world: World, 
     # Unprotected: the plan restarts p2 without the disk, then deletes it, as a line of its own.
     world.instance("p2", "node-a", disks=[disk(kept)])
     plan = world.cli("plan")
-    line = (f"- delete {dropped} on node-a (of p2: created by the reconciler, deletePolicy Delete; disk entry "
-            "removed)")
+    line = (f"- delete {dropped} on node-a (of p2: created by the reconciler, deletePolicy Delete; "
+            "disk entry removed)")
     assert line in plan.out and "-/+ p2 on node-a" in plan.out, plan.out
     removed = world.apply()
     assert removed.code == 0, removed.text
@@ -205,8 +205,8 @@ def test_delete_policy_removes_only_images_the_reconciler_created(world: World, 
     pruned = world.apply("--prune")
     assert pruned.code != 0, pruned.text
     refusal = [ln for ln in pruned.out.splitlines() if "delete disk image FAILED" in ln]
-    assert refusal == [f"p1: delete disk image FAILED: disk image {mine}: is now a symlink, not the image the "
-                       "reconciler created; not deleted"], pruned.out
+    assert refusal == [f"p1: delete disk image FAILED: disk image {mine}: is now a symlink, not the image "
+                       "the reconciler created; not deleted"], pruned.out
     assert mine.is_symlink() and moved.exists()
     assert theirs.exists() and sha256(theirs) == users_sum
     assert world.qemu_pids("p1") == []
