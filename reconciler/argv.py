@@ -31,6 +31,8 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
   contract is in that module. Interface names are ours: `rc<8 hex>n<index>` from the node's state dir
   and the instance name, unique per host and within IFNAMSIZ.
 - Every value goes through qemuopts (commas doubled); what cannot be expressed raises ArgvError.
+- A cloud-init seed (cloudInit) is an `ide-cd` of the ISO at `seed.iso` in the instance's directory,
+  read-only; the executor's node writes the ISO (0600) right before the launch (Launch.seed).
 - `extra_args`, the escape hatch, comes last, verbatim.
 """
 
@@ -61,6 +63,7 @@ from reconciler.model import (
     NicModel,
     NodeSpec,
 )
+from reconciler.provision.seed import SeedSpec, seed_spec
 
 DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "ifup.py")
 SERIAL_BAUD = 115200
@@ -104,6 +107,7 @@ class Launch:
     paths: InstancePaths
     env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU
     nic_files: tuple[NicFile, ...] = ()  # write these (and create paths.dir) before starting
+    seed: SeedSpec | None = None  # write its NoCloud ISO at paths.seed (0600) before starting
 
 
 def tap_ifname(node: NodeSpec, instance: str, index: int) -> str:
@@ -154,6 +158,7 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     argv += _display(spec)
     argv += _kernel(spec)
     argv += _disks(spec)
+    argv += _seed(spec, paths)
     nic_argv, nic_files = _nics(spec, node, paths, q.path("ifup", ifup_path))
     argv += nic_argv
     if incoming is not None:
@@ -163,7 +168,8 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
             raise q.BadValue(f"extra_args[{i}]", "contains a NUL character")
     argv += spec.extra_args
     env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if nic_files else ()
-    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files)
+    seed = seed_spec(spec.cloud_init) if spec.cloud_init is not None else None
+    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files, seed=seed)
 
 
 def _machine(spec: InstanceSpec, node: NodeSpec) -> list[str]:
@@ -275,6 +281,18 @@ def _disk(i: int, disk: Disk) -> list[str]:
     if not disk.read_only:
         dev.append(("write-cache", q.on_off(write_cache)))
     return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", q.join(_DISK_DEVICE[disk.bus], dev)]
+
+
+def _seed(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """The cloud-init seed as a read-only CD-ROM (the guest finds it by its label, cidata)."""
+    if spec.cloud_init is None:
+        return []
+    path = q.path("cloud_init", paths.seed)
+    file_node = q.join(None, [("driver", "file"), ("node-name", "seed0-file"), ("filename", path),
+                              ("read-only", "on")])
+    fmt_node = q.join(None, [("driver", "raw"), ("node-name", "seed0-format"), ("file", "seed0-file"),
+                             ("read-only", "on")])
+    return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", "ide-cd,id=seed0,drive=seed0-format"]
 
 
 def _nics(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths,

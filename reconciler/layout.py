@@ -12,6 +12,7 @@ none of them joins strings on its own. Pure: nothing here touches the filesystem
     <state_dir>/instances/<name>/record.json    the applied record
     <state_dir>/instances/<name>/intent.json    what an unfinished action was about to do
     <state_dir>/instances/<name>/nic-<ifname>.json  facts for the bridge hook (see reconciler.hooks.ifup)
+    <state_dir>/instances/<name>/seed.iso       the cloud-init seed (cloudInit), rewritten at each start
     <state_dir>/images/<digest of the path>.json    a disk image the reconciler created (provision.images)
 
 Instance names are DNS labels (RFC 1123), so a name can never contain `/` or be `..` and escape the state
@@ -110,6 +111,11 @@ class InstancePaths:
     @property
     def sockets(self) -> tuple[str, ...]:
         return (self.qmp, self.qmp_watch, self.serial)
+
+    @property
+    def seed(self) -> str:
+        """The cloud-init NoCloud seed ISO (0600: user-data may hold secrets), written at each start."""
+        return posixpath.join(self.dir, "seed.iso")
 
     def nic_file(self, ifname: str) -> str:
         """The bridge hook's facts for the tap device `ifname`."""

@@ -113,6 +113,27 @@ class Disk:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudInit:
+    """A cloud-init NoCloud seed (issue 14). Each part is text: inline in the manifest, or read from
+    `*_file` (relative to the instance's manifest directory) when the manifests are loaded, so the spec
+    (and its digest) changes when the file does. The text is never shown: plans show a digest."""
+
+    user_data: str | None = None
+    meta_data: str | None = None  # None: instance-id (name + seed digest) and local-hostname are generated
+    network_config: str | None = None
+    user_data_file: str | None = None  # as written in the manifest; the text above is its content
+    meta_data_file: str | None = None
+    network_config_file: str | None = None
+
+    @property
+    def files(self) -> tuple[tuple[str, str], ...]:
+        """(part, relative path) of the parts read from files, in part order."""
+        named = (("user_data", self.user_data_file), ("meta_data", self.meta_data_file),
+                 ("network_config", self.network_config_file))
+        return tuple((part, path) for part, path in named if path is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class KernelBoot:
     """Direct kernel boot (the seed's kernel_path/initrd_path/root_path)."""
 
@@ -185,6 +206,7 @@ class InstanceSpec:
     shutdown_timeout: float = 30.0  # seconds for a graceful ACPI shutdown
     migration: Migration = field(default_factory=Migration)
     extra_args: tuple[str, ...] = ()  # escape hatch: raw QEMU arguments, shown in plans
+    cloud_init: CloudInit | None = None  # a NoCloud seed ISO, attached read-only as a CD-ROM (issue 14)
 
     @property
     def boot_disk(self) -> Disk | None:

@@ -219,6 +219,10 @@ class LocalNode:
         statedir.ensure_dir(paths.dir)
         for nic in launch.nic_files:
             statedir.atomic_write(nic.path, nic.text.encode())
+        if launch.seed is not None:
+            from reconciler.provision import iso, seed
+
+            iso.write_seed_iso(paths.seed, seed.build_seed(instance, launch.seed))
         return await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:

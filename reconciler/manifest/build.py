@@ -167,6 +167,10 @@ def build_instance(
         if "\0" in arg:
             b.fail(("spec", "qemuExtraArgs", i), "contains a NUL character")
     migration = _migration(b, spec.get("migration") or {})
+    cloud_init = _cloud_init(b, spec["cloudInit"]) if "cloudInit" in spec else None
+    if cloud_init is not None and sum(1 for d in disks if d.bus is model.DiskBus.IDE) > 3:
+        b.fail(("spec", "cloudInit"), "the seed CD-ROM takes an ide slot: at most 3 disks can use the ide "
+                                      "bus with cloudInit")
     if b.issues and not partial:
         return None, b.issues
     instance = model.InstanceSpec(
@@ -189,6 +193,7 @@ def build_instance(
         shutdown_timeout=float(shutdown),
         migration=migration,
         extra_args=extra,
+        cloud_init=cloud_init,
     )
     return instance, b.issues
 
@@ -211,6 +216,36 @@ def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | No
     if raw.get("cmdline"):
         b.plain_text((*at, "cmdline"), raw["cmdline"], "the kernel command line")
     return model.KernelBoot(kernel=path or "", root=root or "", initrd=initrd, cmdline=raw.get("cmdline", ""))
+
+
+_SEED_PARTS = (("userData", "user_data"), ("metaData", "meta_data"), ("networkConfig", "network_config"))
+
+
+def _cloud_init(b: _Builder, raw: Mapping[str, Any]) -> model.CloudInit:
+    """The seed's parts: inline text, or a file relative to the manifest's directory (read by the loader,
+    manifest.seedfiles); a file must stay inside that directory."""
+    at: FieldPath = ("spec", "cloudInit")
+    values: dict[str, str] = {}
+    for key, attribute in _SEED_PARTS:
+        text, path = raw.get(key), raw.get(f"{key}File")
+        if text is not None and path is not None:
+            b.fail((*at, f"{key}File"), f"give {key} or {key}File, not both")
+        if text is not None:
+            values[attribute] = text
+        if path is not None and _inside(b, (*at, f"{key}File"), path, f"{key}File"):
+            values[f"{attribute}_file"] = path
+    return model.CloudInit(**values)
+
+
+def _inside(b: _Builder, at: FieldPath, path: str, what: str) -> bool:
+    """A relative path that cannot leave the directory it is relative to (symlinks: checked on reading)."""
+    if not b.plain_text(at, path, what):
+        return False
+    if os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == "..":
+        b.fail(at, f"{what} {show(path)} must stay inside the manifest's directory (a relative path, "
+                   "without ..)")
+        return False
+    return True
 
 
 def _vnc(b: _Builder, raw: Mapping[str, Any]) -> model.Vnc:

@@ -40,6 +40,7 @@ POLICY = MappingProxyType({
     "shutdown_timeout": FieldPolicy.IGNORE,
     "migration": FieldPolicy.IGNORE,
     "extra_args": FieldPolicy.RESTART,
+    "cloud_init": FieldPolicy.RESTART,  # the seed is read at boot: a new process attaches the new one
 })
 
 # Fields the spec diff walks: `node` is decided by placement, not by comparing records.

@@ -210,3 +210,57 @@ def test_delete_policy_removes_only_images_the_reconciler_created(world: World, 
     assert mine.is_symlink() and moved.exists()
     assert theirs.exists() and sha256(theirs) == users_sum
     assert world.qemu_pids("p1") == []
+
+
+def test_the_guest_reads_the_seed_and_a_changed_user_data_is_a_new_instance_id(world: World) -> None:
+    from reconciler.provision.seed import SeedSpec, build_seed
+
+    seeds = world.manifests / "seeds"
+    seeds.mkdir()
+    secret = "$6$rounds=4096$salt$not-for-plans"
+    user_data = f"#cloud-config\nusers:\n  - name: ops\n    passwd: {secret}\n"
+    (seeds / "c1.user-data").write_text(user_data)
+    world.instance("c1", "node-a", cloudInit={"userDataFile": "seeds/c1.user-data"})
+    first = world.apply()
+    assert first.code == 0, first.text
+    iso = Path(world.paths("node-a", "c1").seed)
+    assert oct(iso.stat().st_mode & 0o777) == "0o600"
+    log = SerialLog(world.serial_log("node-a", "c1"))
+    line = log.wait_for("reconciler-guest: seed ", EVENT_TIMEOUT)
+    want = build_seed("c1", SeedSpec(user_data=user_data))
+    digest = hashlib.sha256(user_data.encode()).hexdigest()
+    assert line == f"reconciler-guest: seed instance-id={want.instance_id} user-data-sha256={digest} device=sr0"
+
+    changed = user_data + "hostname: c1-renamed\n"
+    (seeds / "c1.user-data").write_text(changed)
+    new = build_seed("c1", SeedSpec(user_data=changed))
+    assert new.instance_id != want.instance_id
+    plan = world.cli("plan")
+    assert plan.code == 0, plan.text
+    assert (f'      cloud_init: "seed sha256:{want.digest[:12]} (instance-id {want.instance_id})" -> '
+            f'"seed sha256:{new.digest[:12]} (instance-id {new.instance_id})"  # forces restart') in plan.out
+    assert secret not in plan.out and secret not in world.cli("plan", "--json").out
+    again = world.apply()
+    assert again.code == 0, again.text
+    assert secret not in again.out
+    log = SerialLog(world.serial_log("node-a", "c1"))
+    line = log.wait_for(f"reconciler-guest: seed instance-id={new.instance_id} ", EVENT_TIMEOUT)
+    assert line.endswith(f"user-data-sha256={hashlib.sha256(changed.encode()).hexdigest()} device=sr0")
+
+
+def test_seed_files_outside_the_manifests_are_refused_in_one_line(world: World) -> None:
+    world.instance("c2", "node-a", cloudInit={"userDataFile": "../../etc/shadow"})
+    refused = world.cli("validate")
+    assert refused.code != 0
+    lines = [ln for ln in refused.text.splitlines() if "c2" in ln]
+    assert len(lines) == 1 and lines[0].endswith(
+        "instance c2: spec.cloudInit.userDataFile: userDataFile '../../etc/shadow' must stay inside the "
+        "manifest's directory (a relative path, without ..)"), refused.text
+    (world.manifests / "escape").symlink_to("/etc")
+    world.instance("c2", "node-a", cloudInit={"userDataFile": "escape/hostname"})
+    plan = world.cli("plan")
+    lines = [ln for ln in plan.text.splitlines() if "c2" in ln]
+    assert plan.code != 0 and len(lines) == 1, plan.text
+    assert lines[0].endswith("instance c2: spec.cloudInit.userDataFile: userDataFile 'escape/hostname' leads "
+                             "outside the manifest's directory (/etc/hostname); refused"), plan.text
+    assert world.qemu_pids() == []
