@@ -229,7 +229,8 @@ def test_the_guest_reads_the_seed_and_a_changed_user_data_is_a_new_instance_id(w
     line = log.wait_for("reconciler-guest: seed ", EVENT_TIMEOUT)
     want = build_seed("c1", SeedSpec(user_data=user_data))
     digest = hashlib.sha256(user_data.encode()).hexdigest()
-    assert line == f"reconciler-guest: seed instance-id={want.instance_id} user-data-sha256={digest} device=sr0"
+    assert line == f"reconciler-guest: seed instance-id={want.instance_id} user-data-sha256={digest} " \
+                   "device=sr0"
 
     changed = user_data + "hostname: c1-renamed\n"
     (seeds / "c1.user-data").write_text(changed)
