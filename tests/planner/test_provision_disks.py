@@ -189,3 +189,65 @@ def test_json_carries_the_disks_and_reads_back() -> None:
                                 "size": 64 * MiB, "base": None, "base_format": None, "format": "raw", "reason": None}
     assert plan_from_dict(json.loads(json.dumps(data))) == RENDERED
     assert "disks" not in plan_to_dict(Plan())  # absent when there are none (older readers, goldens)
+
+
+# --- cloud-init ------------------------------------------------------------------------------------
+
+SECRET = "#cloud-config\npassword: hunter2\n"
+
+
+def test_a_seed_change_is_shown_by_digest_and_forces_a_restart() -> None:
+    from reconciler.planner.diff import diff_specs
+    from reconciler.provision.seed import SeedSpec, build_seed
+
+    old = model.InstanceSpec("web1", 128, cloud_init=model.CloudInit(user_data=SECRET))
+    new = model.InstanceSpec("web1", 128, cloud_init=model.CloudInit(user_data=SECRET + "x: 1\n"))
+    a, b = build_seed("web1", SeedSpec(SECRET)), build_seed("web1", SeedSpec(SECRET + "x: 1\n"))
+    (change,) = diff_specs(old, new)
+    assert change.path == "cloud_init" and change.forces_restart
+    assert json.loads(change.old) == f"seed sha256:{a.digest[:12]} (instance-id {a.instance_id})"
+    assert json.loads(change.new) == f"seed sha256:{b.digest[:12]} (instance-id {b.instance_id})"
+    assert "hunter2" not in change.old + change.new
+    (added,) = diff_specs(model.InstanceSpec("web1", 128), new)
+    assert added.old == "null"
+
+
+def test_the_seed_is_a_read_only_cdrom_and_the_launch_carries_its_parts() -> None:
+    from reconciler.argv import build_launch
+    from reconciler.provision.seed import SeedSpec
+
+    spec = model.InstanceSpec("web1", 128, cloud_init=model.CloudInit(user_data=SECRET, network_config="v: 2\n"))
+    launch = build_launch(spec, NODE)
+    argv = list(launch.argv)
+    i = argv.index("driver=file,node-name=seed0-file,filename=/var/lib/r/a/instances/web1/seed.iso,read-only=on")
+    assert argv[i - 1:i + 5] == [
+        "-blockdev", argv[i], "-blockdev", "driver=raw,node-name=seed0-format,file=seed0-file,read-only=on",
+        "-device", "ide-cd,id=seed0,drive=seed0-format"]
+    assert launch.seed == SeedSpec(SECRET, None, "v: 2\n")
+    assert not any("hunter2" in a for a in argv)
+    assert build_launch(model.InstanceSpec("web1", 128), NODE).seed is None
+
+
+SEED_CASES = [
+    pytest.param("  cloudInit: {userData: x, userDataFile: u.yaml}\n", ["m/x.yaml:11:28: instance web1: spec.cloudInit.userDataFile: give userData or userDataFile, not both"], id="both"),
+    pytest.param("  cloudInit: {metaDataFile: ../m}\n", ["m/x.yaml:11:15: instance web1: spec.cloudInit.metaDataFile: metaDataFile '../m' must stay inside the manifest's directory (a relative path, without ..)"], id="dotdot"),
+    pytest.param("  cloudInit: {networkConfigFile: /etc/n}\n", ["m/x.yaml:11:15: instance web1: spec.cloudInit.networkConfigFile: networkConfigFile '/etc/n' must stay inside the manifest's directory (a relative path, without ..)"], id="absolute"),
+    pytest.param("  cloudInit: {userDataFile: missing.ud}\n", ["m/x.yaml:11:15: instance web1: spec.cloudInit.userDataFile: userDataFile 'missing.ud' does not exist (m/missing.ud)"], id="missing"),
+]
+
+
+@pytest.mark.parametrize(("extra", "want"), SEED_CASES)
+def test_bad_seed_fields_are_one_line_each(tmp_path: Path, extra: str, want: list[str]) -> None:
+    write_tree(tmp_path, {"m/nodes.yaml": NODE_A, "m/x.yaml": instance(extra=extra)})
+    got = [line.replace(str(tmp_path) + "/", "") for line in problem_lines([str(tmp_path / "m")])]
+    assert got == want
+
+
+def test_seed_files_are_read_into_the_spec(tmp_path: Path) -> None:
+    from reconciler import manifest
+
+    write_tree(tmp_path, {"m/nodes.yaml": NODE_A, "m/x.yaml": instance(extra="  cloudInit: {userDataFile: s/ud}\n"),
+                          "m/s/ud": SECRET})
+    desired = manifest.load([str(tmp_path / "m")]).desired
+    assert desired is not None
+    assert desired.instances["web1"].cloud_init == model.CloudInit(user_data=SECRET, user_data_file="s/ud")
