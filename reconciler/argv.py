@@ -33,6 +33,8 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
 - Every value goes through qemuopts (commas doubled); what cannot be expressed raises ArgvError.
 - A cloud-init seed (cloudInit) is an `ide-cd` of the ISO at `seed.iso` in the instance's directory,
   read-only; the executor's node writes the ISO (0600) right before the launch (Launch.seed).
+- `guestAgent` adds a `virtio-serial-pci` with qemu-guest-agent's port on `agent.sock` in the instance's
+  directory (QEMU serves it; made 0600 after the launch).
 - `extra_args`, the escape hatch, comes last, verbatim.
 """
 
@@ -49,6 +51,7 @@ from reconciler.layout import (
     InstancePaths,
     InvalidInstanceName,
     SocketPathTooLong,
+    check_socket_path,
     check_sockets,
     instance_paths,
 )
@@ -159,6 +162,7 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     argv += _kernel(spec)
     argv += _disks(spec)
     argv += _seed(spec, paths)
+    argv += _agent(spec, paths)
     nic_argv, nic_files = _nics(spec, node, paths, q.path("ifup", ifup_path))
     argv += nic_argv
     if incoming is not None:
@@ -293,6 +297,18 @@ def _seed(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
     fmt_node = q.join(None, [("driver", "raw"), ("node-name", "seed0-format"), ("file", "seed0-file"),
                              ("read-only", "on")])
     return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", "ide-cd,id=seed0,drive=seed0-format"]
+
+
+AGENT_PORT = "org.qemu.guest_agent.0"
+
+
+def _agent(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """qemu-guest-agent's virtio-serial port, served by QEMU on the instance's agent socket."""
+    if not spec.guest_agent:
+        return []
+    sock = check_socket_path(paths.agent)
+    return ["-device", "virtio-serial-pci,id=agent-serial0", "-chardev", _socket("agent0", sock),
+            "-device", f"virtserialport,bus=agent-serial0.0,chardev=agent0,name={AGENT_PORT}"]
 
 
 def _nics(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths,

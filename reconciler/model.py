@@ -207,6 +207,7 @@ class InstanceSpec:
     migration: Migration = field(default_factory=Migration)
     extra_args: tuple[str, ...] = ()  # escape hatch: raw QEMU arguments, shown in plans
     cloud_init: CloudInit | None = None  # a NoCloud seed ISO, attached read-only as a CD-ROM (issue 14)
+    guest_agent: bool = False  # the qemu-guest-agent channel, on its own socket (issue 14)
 
     @property
     def boot_disk(self) -> Disk | None:

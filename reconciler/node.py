@@ -139,6 +139,10 @@ class Node(Protocol):
         """Whether a migration listener could bind `port` on the node's address right now."""
         ...
 
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        """Run a qemu-guest-agent command on the instance's agent socket (GuestAgentError otherwise)."""
+        ...
+
     async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
         """For each disk the plan would create (path -> answer): its directory, its base image (opened
         read-only) and the free space there. One call per node and plan, only for disks to create."""
@@ -223,7 +227,10 @@ class LocalNode:
             from reconciler.provision import iso, seed
 
             iso.write_seed_iso(paths.seed, seed.build_seed(instance, launch.seed))
-        return await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
+        launched = await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
+        with contextlib.suppress(FileNotFoundError):  # guestAgent: the socket QEMU made is ours alone
+            os.chmod(paths.agent, 0o600)
+        return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
         return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
@@ -254,6 +261,12 @@ class LocalNode:
 
     async def read_secret(self, path: str, field: str) -> str:
         return secretfile.read_secret(path, field)
+
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        from reconciler import guestagent
+
+        result: object = await guestagent.call(self.paths(instance).agent, command, timeout)
+        return result
 
     async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
         return await images.check_for_create(queries)

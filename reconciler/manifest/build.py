@@ -194,6 +194,7 @@ def build_instance(
         migration=migration,
         extra_args=extra,
         cloud_init=cloud_init,
+        guest_agent=spec.get("guestAgent", False),
     )
     return instance, b.issues
 

@@ -40,6 +40,7 @@ POLICY = MappingProxyType({
     "shutdown_timeout": FieldPolicy.IGNORE,
     "migration": FieldPolicy.IGNORE,
     "extra_args": FieldPolicy.RESTART,
+    "guest_agent": FieldPolicy.RESTART,  # a device on the command line
     "cloud_init": FieldPolicy.RESTART,  # the seed is read at boot: a new process attaches the new one
 })
 

@@ -63,7 +63,7 @@ class HostOps:
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
             "lock_release": self.lock_release, "check_images": self.check_images,
             "create_disk": self.create_disk, "owned_images": self.owned_images,
-            "delete_disk": self.delete_disk,
+            "delete_disk": self.delete_disk, "guest_agent": self.guest_agent,
         }
 
     async def close(self) -> None:
@@ -151,6 +151,11 @@ class HostOps:
     async def owned_images(self, params: dict[str, Any]) -> Any:
         paths = [str(p) for p in _param(params, "paths", list)]
         return {p: model.to_jsonable(o) for p, o in (await self._node(params).owned_images(paths)).items()}
+
+    async def guest_agent(self, params: dict[str, Any]) -> Any:
+        timeout = float(_param(params, "timeout", (int, float)))
+        return await self._node(params).guest_agent(_param(params, "instance", str),
+                                                    _param(params, "command", str), timeout)
 
     async def delete_disk(self, params: dict[str, Any]) -> Any:
         return await self._node(params).delete_disk(_param(params, "path", str))

@@ -123,6 +123,11 @@ class RemoteNode:
         raw = await self._call("owned_images", paths=sorted(set(paths)))
         return {str(p): records.decode_as(OwnedImage, o, p) for p, o in raw.items()}
 
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        result: object = await self._call("guest_agent", timeout + CALL_TIMEOUT, instance=instance,
+                                          command=command, timeout=timeout)
+        return result
+
     async def delete_disk(self, path: str) -> bool:
         return bool(await self._call("delete_disk", path=path))
 

@@ -265,3 +265,25 @@ def test_seed_files_outside_the_manifests_are_refused_in_one_line(world: World) 
     assert lines[0].endswith("instance c2: spec.cloudInit.userDataFile: userDataFile 'escape/hostname' leads "
                              "outside the manifest's directory (/etc/hostname); refused"), plan.text
     assert world.qemu_pids() == []
+
+
+def test_a_guest_that_ignores_acpi_stops_through_its_agent(world: World) -> None:
+    import asyncio
+
+    from reconciler.node import LocalNode
+
+    world.instance("ga1", "node-a", ignore_acpi=True, guestAgent=True, shutdownTimeout="2s")
+    assert world.apply().code == 0
+    log = SerialLog(world.serial_log("node-a", "ga1"))
+    log.wait_for(AGENT_STARTED_PREFIX, BOOT_TIMEOUT)
+    sock = Path(world.paths("node-a", "ga1").agent)
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    assert asyncio.run(LocalNode(world.node("node-a")).guest_agent("ga1", "guest-ping", 10.0)) == {}
+
+    world.instance("ga1", "node-a", ignore_acpi=True, guestAgent=True, shutdownTimeout="2s",
+                   runStrategy="Halted")
+    stopped = world.apply()
+    assert stopped.code == 0, stopped.text
+    assert "ga1: stopped on node-a (guest agent shutdown)" in stopped.out, stopped.out
+    log.wait_for("reconciler-guest: agent shutdown, powering off", EVENT_TIMEOUT)
+    assert world.qemu_pids("ga1") == []
