@@ -262,9 +262,8 @@ async def provision(record_path: str, instance: str, path: str, *, base: str | N
     it is, and never becomes ours), and record it as owned at `record_path`."""
     if os.path.lexists(path):
         return None
-    if base is not None:
-        info = await check_base(base)
-        owned = await create_overlay(path, base, ImageFormat(info.format), size)
+    if base is not None:  # the plan checked the base (qemu-img info); its format is in its first bytes
+        owned = await create_overlay(path, base, probe_format(base), size)
     elif size is not None:
         owned = await create_blank(path, size, fmt)
     else:
@@ -273,6 +272,20 @@ async def provision(record_path: str, instance: str, path: str, *, base: str | N
                        instance)
     write_owned(record_path, owned)
     return owned
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def probe_format(base: str) -> ImageFormat:
+    """qcow2 if the file starts with qcow2's magic, else raw: what qemu-img's own probe decides for these
+    two formats, without a subprocess. ImageError when the base cannot be read."""
+    try:
+        with open(base, "rb") as f:
+            head = f.read(len(QCOW2_MAGIC))
+    except OSError as err:
+        raise ImageError(base, f"cannot read the base image: {err.strerror or err}") from None
+    return ImageFormat.QCOW2 if head == QCOW2_MAGIC else ImageFormat.RAW
 
 
 def read_owned(record_path: str) -> OwnedImage | None:
