@@ -33,6 +33,9 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
 - Every value goes through qemuopts (commas doubled); what cannot be expressed raises ArgvError.
 - A cloud-init seed (cloudInit) is an `ide-cd` of the ISO at `seed.iso` in the instance's directory,
   read-only; the executor's node writes the ISO (0600) right before the launch (Launch.seed).
+- `firmware: uefi` maps OVMF's code read-only and the instance's own `nvram.fd` (copied from OVMF's
+  template at the first start, kept across restarts) as the machine's pflash0/pflash1, by -blockdev
+  node names; `secureBoot` uses the secure-boot build, `smm=on` and a secure pflash.
 - `guestAgent` adds a `virtio-serial-pci` with qemu-guest-agent's port on `agent.sock` in the instance's
   directory (QEMU serves it; made 0600 after the launch).
 - `extra_args`, the escape hatch, comes last, verbatim.
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 
 from reconciler import qemuopts as q
 from reconciler.errors import ArgvError
+from reconciler.firmware import ovmf_of
 from reconciler.hooks import ifup
 from reconciler.layout import (
     InstancePaths,
@@ -111,6 +115,7 @@ class Launch:
     env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU
     nic_files: tuple[NicFile, ...] = ()  # write these (and create paths.dir) before starting
     seed: SeedSpec | None = None  # write its NoCloud ISO at paths.seed (0600) before starting
+    nvram_template: str | None = None  # firmware uefi: copy it to paths.nvram first, if that is missing
 
 
 def tap_ifname(node: NodeSpec, instance: str, index: int) -> str:
@@ -150,7 +155,9 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     paths = check_sockets(instance_paths(node, spec.name))
     argv: list[str] = [q.text("node.qemu_binary", node.qemu_binary)]
     argv += ["-name", q.join(None, [("guest", spec.name)]), "-nodefaults", "-no-user-config"]
-    argv += _machine(spec, node)
+    ovmf = ovmf_of(spec)
+    argv += _machine(spec, node, ovmf is not None)
+    argv += _firmware(spec, paths)
     argv += _sizes(spec)
     argv += ["-pidfile", paths.pidfile]
     if daemonize:
@@ -173,19 +180,40 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     argv += spec.extra_args
     env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if nic_files else ()
     seed = seed_spec(spec.cloud_init) if spec.cloud_init is not None else None
-    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files, seed=seed)
+    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files, seed=seed,
+                  nvram_template=ovmf.vars_template if ovmf is not None else None)
 
 
-def _machine(spec: InstanceSpec, node: NodeSpec) -> list[str]:
+def _machine(spec: InstanceSpec, node: NodeSpec, uefi: bool = False) -> list[str]:
     opts = [("accel", node.accelerator.value)]
     if not spec.acpi:
         opts.append(("acpi", "off"))
+    if uefi:
+        opts += [("pflash0", "fw-code"), ("pflash1", "fw-vars")]
+    if spec.secure_boot:
+        opts.append(("smm", "on"))
     out = ["-machine", q.join(q.token("machine", spec.machine), opts)]
     if spec.cpu_model is not None:
         model = q.text("cpu_model", spec.cpu_model)
         if node.accelerator is Accelerator.TCG and model.split(",", 1)[0] == "host":
             raise q.BadValue("cpu_model", f"'host' needs KVM; node {node.name} uses TCG (try 'max')")
         out += ["-cpu", model]  # verbatim: QEMU's -cpu syntax is model[,feature...]
+    return out
+
+
+def _firmware(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """OVMF's code (read-only, shared) and the instance's own variable store, as the machine's pflash."""
+    ovmf = ovmf_of(spec)
+    if ovmf is None:
+        return []
+    code = q.join(None, [("driver", "file"), ("node-name", "fw-code-file"), ("filename", ovmf.code),
+                         ("read-only", "on")])
+    nvram = q.join(None, [("driver", "file"), ("node-name", "fw-vars-file"),
+                          ("filename", q.path("firmware", paths.nvram))])
+    out = ["-blockdev", code, "-blockdev", "driver=raw,node-name=fw-code,file=fw-code-file,read-only=on",
+           "-blockdev", nvram, "-blockdev", "driver=raw,node-name=fw-vars,file=fw-vars-file"]
+    if spec.secure_boot:
+        out += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     return out
 
 

@@ -12,6 +12,7 @@ none of them joins strings on its own. Pure: nothing here touches the filesystem
     <state_dir>/instances/<name>/record.json    the applied record
     <state_dir>/instances/<name>/intent.json    what an unfinished action was about to do
     <state_dir>/instances/<name>/nic-<ifname>.json  facts for the bridge hook (see reconciler.hooks.ifup)
+    <state_dir>/instances/<name>/nvram.fd       UEFI variables (firmware uefi), kept across restarts
     <state_dir>/instances/<name>/agent.sock     qemu-guest-agent's channel (guestAgent)
     <state_dir>/instances/<name>/seed.iso       the cloud-init seed (cloudInit), rewritten at each start
     <state_dir>/images/<digest of the path>.json    a disk image the reconciler created (provision.images)
@@ -112,6 +113,11 @@ class InstancePaths:
     @property
     def sockets(self) -> tuple[str, ...]:
         return (self.qmp, self.qmp_watch, self.serial)
+
+    @property
+    def nvram(self) -> str:
+        """The UEFI variable store (firmware uefi): the instance's own, kept across restarts."""
+        return posixpath.join(self.dir, "nvram.fd")
 
     @property
     def agent(self) -> str:

@@ -89,6 +89,11 @@ class Accelerator(enum.StrEnum):
     TCG = "tcg"
 
 
+class Firmware(enum.StrEnum):
+    BIOS = "bios"  # SeaBIOS, QEMU's own
+    UEFI = "uefi"  # OVMF (reconciler.firmware), with a per-instance NVRAM file
+
+
 class MigrationMode(enum.StrEnum):
     LIVE = "live"
     OFFLINE = "offline"  # pause the source first (the seed's non-live migration)
@@ -208,6 +213,8 @@ class InstanceSpec:
     extra_args: tuple[str, ...] = ()  # escape hatch: raw QEMU arguments, shown in plans
     cloud_init: CloudInit | None = None  # a NoCloud seed ISO, attached read-only as a CD-ROM (issue 14)
     guest_agent: bool = False  # the qemu-guest-agent channel, on its own socket (issue 14)
+    firmware: Firmware = Firmware.BIOS
+    secure_boot: bool = False  # UEFI only: the secure-boot OVMF build (needs q35: SMM)
 
     @property
     def boot_disk(self) -> Disk | None:

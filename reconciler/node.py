@@ -25,7 +25,7 @@ from reconciler import launch as launch_mod
 from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
-from reconciler.errors import QmpError
+from reconciler.errors import LaunchError, QmpError
 from reconciler.model import Disk, NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
@@ -223,6 +223,8 @@ class LocalNode:
         statedir.ensure_dir(paths.dir)
         for nic in launch.nic_files:
             statedir.atomic_write(nic.path, nic.text.encode())
+        if launch.nvram_template is not None and not os.path.lexists(paths.nvram):
+            statedir.atomic_write(paths.nvram, _read_template(instance, launch.nvram_template))
         if launch.seed is not None:
             from reconciler.provision import iso, seed
 
@@ -307,6 +309,16 @@ class LocalNode:
 
     async def remove_instance(self, instance: str) -> None:
         statedir.remove_instance_files(self.paths(instance))
+
+
+def _read_template(instance: str, path: str) -> bytes:
+    """OVMF's variable-store template (a LaunchError names it when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        detail = f"the UEFI variable template {path} cannot be read: {err.strerror or err} (package ovmf)"
+        raise LaunchError(instance, detail) from None
 
 
 def probe_path(path: str) -> PathInfo:

@@ -155,7 +155,7 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
     """
     d = Path(paths.dir)
     own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record, paths.seed,
-           paths.agent]
+           paths.agent, paths.nvram]
     own += [str(p) for p in d.glob("nic-*.json")]  # bridge hook facts
     own += [str(p) for p in d.glob(".*.tmp")]  # our own interrupted atomic writes
     for path in own:

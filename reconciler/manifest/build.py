@@ -171,6 +171,10 @@ def build_instance(
     if cloud_init is not None and sum(1 for d in disks if d.bus is model.DiskBus.IDE) > 3:
         b.fail(("spec", "cloudInit"), "the seed CD-ROM takes an ide slot: at most 3 disks can use the ide "
                                       "bus with cloudInit")
+    if spec.get("secureBoot") and spec.get("firmware", "bios") != "uefi":
+        b.fail(("spec", "secureBoot"), "secure boot needs firmware uefi")
+    if spec.get("secureBoot") and not str(spec.get("machine", "pc")).startswith(("q35", "pc-q35")):
+        b.fail(("spec", "secureBoot"), "secure boot needs SMM: use machine q35")
     if b.issues and not partial:
         return None, b.issues
     instance = model.InstanceSpec(
@@ -195,6 +199,8 @@ def build_instance(
         extra_args=extra,
         cloud_init=cloud_init,
         guest_agent=spec.get("guestAgent", False),
+        firmware=model.Firmware(spec.get("firmware", "bios")),
+        secure_boot=spec.get("secureBoot", False),
     )
     return instance, b.issues
 

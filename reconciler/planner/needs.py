@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.actual import ActualState
+from reconciler.firmware import ovmf_of
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
 from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind
@@ -66,6 +67,7 @@ FieldPath = tuple[str | int, ...]
 _QEMU_BINARY: FieldPath = ("spec", "qemuBinary")
 _KERNEL: FieldPath = ("spec", "kernel", "path")
 _INITRD: FieldPath = ("spec", "kernel", "initrd")
+_FIRMWARE: FieldPath = ("spec", "firmware")
 
 
 def _wants(spec: InstanceSpec, node: NodeSpec,
@@ -77,6 +79,10 @@ def _wants(spec: InstanceSpec, node: NodeSpec,
         yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
         if spec.kernel.initrd is not None:
             yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
+    ovmf = ovmf_of(spec)
+    if ovmf is not None:  # firmware uefi: OVMF's code and its variable-store template (package ovmf)
+        yield NeedKind.FILE, ovmf.code, _FIRMWARE, Kind.INSTANCE
+        yield NeedKind.FILE, ovmf.vars_template, _FIRMWARE, Kind.INSTANCE
     for i, disk in enumerate(spec.disks):
         kind = NeedKind.NEW_DISK if create and disk.provisioned else NeedKind.DISK
         yield kind, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE

@@ -41,6 +41,8 @@ POLICY = MappingProxyType({
     "migration": FieldPolicy.IGNORE,
     "extra_args": FieldPolicy.RESTART,
     "guest_agent": FieldPolicy.RESTART,  # a device on the command line
+    "firmware": FieldPolicy.RESTART,
+    "secure_boot": FieldPolicy.RESTART,
     "cloud_init": FieldPolicy.RESTART,  # the seed is read at boot: a new process attaches the new one
 })
 

@@ -287,3 +287,28 @@ def test_a_guest_that_ignores_acpi_stops_through_its_agent(world: World) -> None
     assert "ga1: stopped on node-a (guest agent shutdown)" in stopped.out, stopped.out
     log.wait_for("reconciler-guest: agent shutdown, powering off", EVENT_TIMEOUT)
     assert world.qemu_pids("ga1") == []
+
+
+@pytest.mark.skipif(not Path("/usr/share/OVMF/OVMF_CODE_4M.fd").exists(), reason="ovmf missing (.ci/setup)")
+@pytest.mark.timeout(420)
+def test_a_uefi_guest_boots_through_ovmf_and_keeps_its_nvram_across_a_restart(world: World) -> None:
+    uefi_boot = 180.0  # OVMF under TCG on shared cores: tens of seconds
+    template = Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes()
+    world.instance("fw1", "node-a", firmware="uefi", memory="256M")
+    first = world.apply()
+    assert first.code == 0, first.text
+    serial = world.serial_log("node-a", "fw1")
+    SerialLog(serial).wait_for("reconciler-guest: ready fw1", uefi_boot)
+    before_ready = serial.read_bytes().split(b"reconciler-guest: ready")[0]
+    assert b"\x1b[" in before_ready  # OVMF's console set-up on the serial port, then the kernel's line
+    nvram = Path(world.paths("node-a", "fw1").nvram)
+    assert oct(nvram.stat().st_mode & 0o777) == "0o600"
+    written = nvram.read_bytes()
+    assert len(written) == len(template) and written != template  # the firmware stored its variables
+    inode = nvram.stat().st_ino
+
+    world.instance("fw1", "node-a", firmware="uefi", memory="272M")  # forces a new QEMU process
+    again = world.apply()
+    assert again.code == 0 and "1 restarted" in again.out, again.text
+    SerialLog(serial).wait_for("reconciler-guest: ready fw1", uefi_boot)
+    assert nvram.stat().st_ino == inode and nvram.read_bytes() != template  # kept, not copied afresh

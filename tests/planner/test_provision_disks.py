@@ -251,3 +251,53 @@ def test_seed_files_are_read_into_the_spec(tmp_path: Path) -> None:
     desired = manifest.load([str(tmp_path / "m")]).desired
     assert desired is not None
     assert desired.instances["web1"].cloud_init == model.CloudInit(user_data=SECRET, user_data_file="s/ud")
+
+
+# --- firmware --------------------------------------------------------------------------------------
+
+
+def test_uefi_maps_ovmf_read_only_and_the_instances_own_nvram() -> None:
+    from reconciler.argv import build_launch
+
+    spec = model.InstanceSpec("web1", 256, firmware=model.Firmware.UEFI)
+    launch = build_launch(spec, NODE)
+    argv = list(launch.argv)
+    assert argv[argv.index("-machine") + 1] == "pc,accel=kvm,pflash0=fw-code,pflash1=fw-vars"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-blockdev"][:4] == [
+        "driver=file,node-name=fw-code-file,filename=/usr/share/OVMF/OVMF_CODE_4M.fd,read-only=on",
+        "driver=raw,node-name=fw-code,file=fw-code-file,read-only=on",
+        "driver=file,node-name=fw-vars-file,filename=/var/lib/r/a/instances/web1/nvram.fd",
+        "driver=raw,node-name=fw-vars,file=fw-vars-file"]
+    assert launch.nvram_template == "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    secure = build_launch(model.InstanceSpec("web1", 256, machine="q35", firmware=model.Firmware.UEFI,
+                                             secure_boot=True), NODE)
+    assert "q35,accel=kvm,pflash0=fw-code,pflash1=fw-vars,smm=on" in secure.argv
+    assert "driver=cfi.pflash01,property=secure,value=on" in secure.argv
+    assert secure.nvram_template == "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+    plain = build_launch(model.InstanceSpec("web1", 256), NODE)
+    assert plain.nvram_template is None and not any("pflash" in a for a in plain.argv)
+
+
+def test_uefi_on_a_node_without_ovmf_is_a_plan_error() -> None:
+    from reconciler.planner import needs
+
+    spec = model.InstanceSpec("web1", 256, node="node-a", firmware=model.Firmware.UEFI)
+    desired = model.DesiredState({"web1": spec}, {"node-a": NODE})
+    plan = Plan(actions=(Action("web1", ActionKind.START, Reason.NEW, "node-a"),))
+    reqs = needs.requirements(plan, desired, ActualState(()))
+    answers = {"node-a": {q: (MISSING if "OVMF" in q else PathInfo(PathKind.FILE, executable=True))
+                          for q in reqs.queries()["node-a"]}}
+    assert [p.message for p in needs.problems(needs.missing(reqs, answers), {})] == [
+        "instance web1: spec.firmware: '/usr/share/OVMF/OVMF_CODE_4M.fd' does not exist on node node-a"]
+
+
+FIRMWARE_CASES = [
+    pytest.param("  secureBoot: true\n", ["m/x.yaml:11:3: instance web1: spec.secureBoot: secure boot needs SMM: use machine q35", "m/x.yaml:11:3: instance web1: spec.secureBoot: secure boot needs firmware uefi"], id="secure_bios"),
+    pytest.param("  firmware: efi\n", ["m/x.yaml:11:3: instance web1: spec.firmware: 'efi' is not one of bios, uefi"], id="bad_enum"),
+]
+
+
+@pytest.mark.parametrize(("extra", "want"), FIRMWARE_CASES)
+def test_bad_firmware_fields(tmp_path: Path, extra: str, want: list[str]) -> None:
+    write_tree(tmp_path, {"m/nodes.yaml": NODE_A, "m/x.yaml": instance(extra=extra)})
+    assert [line.replace(str(tmp_path) + "/", "") for line in problem_lines([str(tmp_path / "m")])] == want
