@@ -25,6 +25,9 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
                       nodes: Mapping[str, Node]) -> Plan:
     """`plan` with an error for each file, binary or bridge its launches need and their nodes lack, and
     the disks its starts create (or an error for each that cannot be created)."""
+    shrunk = disks_mod.shrinks(desired, actual)
+    if shrunk:
+        plan = replace(plan, errors=plan.errors + shrunk)
     plan = await _deletions(plan, desired, actual, nodes)
     reqs = needs_mod.requirements(plan, desired, actual)
     if not reqs:

@@ -153,6 +153,10 @@ class Node(Protocol):
         was already there (used as it is, never ours). ImageError naming the file otherwise."""
         ...
 
+    async def grow_disk(self, disk: Disk) -> None:
+        """Grow a disk no process uses to its declared size (qemu-img resize; never a shrink)."""
+        ...
+
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
         """The images among `paths` the reconciler created (their ownership records)."""
         ...
@@ -278,6 +282,10 @@ class LocalNode:
         owned = await images.provision(record, instance, disk.path, base=disk.base_image, size=disk.size,
                                        fmt=images.ImageFormat(disk.format.value))
         return owned is not None
+
+    async def grow_disk(self, disk: Disk) -> None:
+        if disk.size is not None:
+            await images.grow(disk.path, disk.size, images.ImageFormat(disk.format.value))
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
         found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}

@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.model import InstanceSpec, to_jsonable
 from reconciler.planner.actions import FieldChange
-from reconciler.planner.policy import DIFFED_FIELDS, forces_restart
+from reconciler.planner.policy import DIFFED_FIELDS, forces_restart, grown_only
 
 
 def as_json(value: Any) -> str:
@@ -52,6 +52,8 @@ def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
             if old.cloud_init != new.cloud_init:
                 changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))
             continue
+        if name == "disks" and grown_only(old.disks, new.disks):
+            restart = False  # only sizes grew: resized live (block_resize), an in-place update
         for path, o, n in _walk(name, getattr(old, name), getattr(new, name)):
             changes.append(FieldChange(path, as_json(o), as_json(n), restart))
     return tuple(changes)

@@ -172,3 +172,22 @@ def owned_deletions(candidates: tuple[DiskChange, ...],
                     owned: Mapping[str, Collection[str]]) -> tuple[DiskChange, ...]:
     """The candidates whose image the node's ownership records name (node -> owned paths)."""
     return tuple(d for d in candidates if d.path in owned.get(d.node, ()))
+
+
+def shrinks(desired: DesiredState, actual: ActualState) -> tuple[PlanProblem, ...]:
+    """A disk whose declared size went below the recorded one: refused (a shrink would cut the guest's
+    data past the new end); growing is an in-place update (block_resize)."""
+    out = []
+    for rec in actual.instances:
+        spec = desired.instances.get(rec.name)
+        if rec.spec is None or spec is None:
+            continue
+        before = {d.path: d.size for d in rec.spec.disks}
+        for i, disk in enumerate(spec.disks):
+            old = before.get(disk.path)
+            if old is not None and disk.size is not None and disk.size < old:
+                out.append(PlanProblem(ProblemKind.REFUSED, f"instance {rec.name}",
+                                       f"spec.disks[{i}].size: {format_size(old)} -> "
+                                       f"{format_size(disk.size)}: a disk is never shrunk (the data past "
+                                       "the new end would be lost)"))
+    return tuple(out)

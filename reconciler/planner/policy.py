@@ -11,7 +11,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.model import InstanceSpec
+from reconciler.model import Disk, InstanceSpec
 
 
 class FieldPolicy(enum.StrEnum):
@@ -67,4 +67,22 @@ def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str) -> 
     }
     if desired.node is None or desired.node == on_node:
         taken["node"] = desired.node
+    if grown_only(recorded.disks, desired.disks):  # resized live (block_resize), no new process
+        taken["disks"] = desired.disks
     return replace(recorded, **taken)
+
+
+def grown_disks(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> tuple[tuple[int, Disk], ...]:
+    """(index, new disk) of the provisioned disks whose `size` grew, the entry otherwise the same."""
+    if len(old) != len(new):
+        return ()
+    return tuple((i, n) for i, (o, n) in enumerate(zip(old, new, strict=True))
+                 if n.provisioned and o.size is not None and n.size is not None and n.size > o.size
+                 and replace(o, size=n.size) == n)
+
+
+def grown_only(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> bool:
+    """The disks differ, and only in sizes that grew: a live resize, not a restart (issue 14)."""
+    grown = grown_disks(old, new)
+    return bool(grown) and all(o == n for i, (o, n) in enumerate(zip(old, new, strict=True))
+                               if i not in {j for j, _ in grown})

@@ -274,6 +274,12 @@ async def provision(record_path: str, instance: str, path: str, *, base: str | N
     return owned
 
 
+async def grow(path: str, size: int, fmt: ImageFormat) -> None:
+    """Grow the image at `path` (not in use) to `size` bytes; qemu-img refuses a shrink (no --shrink)."""
+    _absolute(path)
+    await _qemu_img(path, "resize", "-q", "-f", fmt.value, path, str(size))
+
+
 QCOW2_MAGIC = b"QFI\xfb"
 
 

@@ -63,7 +63,7 @@ class HostOps:
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
             "lock_release": self.lock_release, "check_images": self.check_images,
             "create_disk": self.create_disk, "owned_images": self.owned_images,
-            "delete_disk": self.delete_disk, "guest_agent": self.guest_agent,
+            "delete_disk": self.delete_disk, "guest_agent": self.guest_agent, "grow_disk": self.grow_disk,
         }
 
     async def close(self) -> None:
@@ -147,6 +147,11 @@ class HostOps:
     async def create_disk(self, params: dict[str, Any]) -> Any:
         disk: model.Disk = _decode(model.Disk, params, "disk")
         return await self._node(params).create_disk(_param(params, "instance", str), disk)
+
+    async def grow_disk(self, params: dict[str, Any]) -> Any:
+        disk: model.Disk = _decode(model.Disk, params, "disk")
+        await self._node(params).grow_disk(disk)
+        return None
 
     async def owned_images(self, params: dict[str, Any]) -> Any:
         paths = [str(p) for p in _param(params, "paths", list)]

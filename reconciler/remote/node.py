@@ -119,6 +119,9 @@ class RemoteNode:
         return bool(await self._call("create_disk", IMAGE_TIMEOUT, instance=instance,
                                      disk=model.to_jsonable(disk)))
 
+    async def grow_disk(self, disk: model.Disk) -> None:
+        await self._call("grow_disk", IMAGE_TIMEOUT, disk=model.to_jsonable(disk))
+
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
         raw = await self._call("owned_images", paths=sorted(set(paths)))
         return {str(p): records.decode_as(OwnedImage, o, p) for p, o in raw.items()}

@@ -312,3 +312,32 @@ def test_a_uefi_guest_boots_through_ovmf_and_keeps_its_nvram_across_a_restart(wo
     assert again.code == 0 and "1 restarted" in again.out, again.text
     SerialLog(serial).wait_for("reconciler-guest: ready fw1", uefi_boot)
     assert nvram.stat().st_ino == inode and nvram.read_bytes() != template  # kept, not copied afresh
+
+
+def test_a_blank_disk_grows_live_and_a_shrink_is_refused(world: World, tmp_path: Path) -> None:
+    data = tmp_path / "grow.raw"
+    world.instance("gr1", "node-a", disks=[{"path": str(data), "size": "64M"}])
+    assert world.apply().code == 0
+    log = SerialLog(world.serial_log("node-a", "gr1"))
+    log.wait_for("reconciler-guest: ready gr1", BOOT_TIMEOUT)
+    assert wait_for_report(log, lambda r: "vda" in r.blk, EVENT_TIMEOUT).blk["vda"] == 64 * MiB
+    (pid,) = world.qemu_pids("gr1")
+
+    world.instance("gr1", "node-a", disks=[{"path": str(data), "size": "96M"}])
+    plan = world.cli("plan")
+    assert plan.code == 0, plan.text
+    assert "~ gr1 on node-a (record updated in place)" in plan.out, plan.out
+    assert f"disks[0].size: {64 * MiB} -> {96 * MiB}\n" in plan.out  # no "# forces restart"
+    grown = world.apply()
+    assert grown.code == 0, grown.text
+    assert f"gr1: grew {data} to 96 MiB live (block_resize) on node-a, record updated" in grown.out, grown.out
+    assert wait_for_report(log, lambda r: r.blk.get("vda") == 96 * MiB, EVENT_TIMEOUT)  # no reboot
+    assert world.qemu_pids("gr1") == [pid]
+    assert "No changes" in world.cli("plan").out
+
+    world.instance("gr1", "node-a", disks=[{"path": str(data), "size": "32M"}])
+    shrink = world.cli("plan")
+    assert shrink.code != 0
+    assert ("x instance gr1: spec.disks[0].size: 96 MiB -> 32 MiB: a disk is never shrunk (the data past "
+            "the new end would be lost)") in shrink.out, shrink.out
+    assert world.apply().code != 0 and world.qemu_pids("gr1") == [pid] and data.stat().st_size == 96 * MiB
