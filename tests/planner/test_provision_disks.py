@@ -301,3 +301,28 @@ FIRMWARE_CASES = [
 def test_bad_firmware_fields(tmp_path: Path, extra: str, want: list[str]) -> None:
     write_tree(tmp_path, {"m/nodes.yaml": NODE_A, "m/x.yaml": instance(extra=extra)})
     assert [line.replace(str(tmp_path) + "/", "") for line in problem_lines([str(tmp_path / "m")])] == want
+
+
+# --- growing -------------------------------------------------------------------------------------
+
+
+def test_only_a_grown_size_is_an_in_place_update() -> None:
+    from dataclasses import replace
+
+    from reconciler.planner.diff import diff_specs
+    from reconciler.planner.policy import grown_disks, record_spec
+
+    old = model.InstanceSpec("web1", 128, disks=(BLANK, KEPT))
+    grown = replace(old, disks=(replace(BLANK, size=96 * MiB), KEPT))
+    assert diff_specs(old, grown)[0].forces_restart is False
+    assert record_spec(old, grown, "node-a").disks == grown.disks
+    assert grown_disks(old.disks, grown.disks) == ((0, grown.disks[0]),)
+    for forcing in (replace(old, disks=(replace(BLANK, size=32 * MiB), KEPT)),  # a shrink
+                    replace(old, disks=(replace(BLANK, size=96 * MiB), replace(KEPT, cache=model.CacheMode.UNSAFE))),
+                    replace(old, disks=(replace(BLANK, size=96 * MiB, bus=model.DiskBus.SCSI), KEPT))):
+        assert any(c.forces_restart for c in diff_specs(old, forcing))
+        assert record_spec(old, forcing, "node-a").disks == old.disks
+    shrunk = replace(old, disks=(replace(BLANK, size=32 * MiB), KEPT))
+    problems = disks.shrinks(model.DesiredState({"web1": shrunk}, {}), ActualState((_rec(old),)))
+    assert [p.message for p in problems] == [
+        "instance web1: spec.disks[0].size: 64 MiB -> 32 MiB: a disk is never shrunk (the data past the new end would be lost)"]
