@@ -341,3 +341,16 @@ def test_a_blank_disk_grows_live_and_a_shrink_is_refused(world: World, tmp_path:
     assert ("x instance gr1: spec.disks[0].size: 96 MiB -> 32 MiB: a disk is never shrunk (the data past "
             "the new end would be lost)") in shrink.out, shrink.out
     assert world.apply().code != 0 and world.qemu_pids("gr1") == [pid] and data.stat().st_size == 96 * MiB
+
+
+def test_status_shows_that_the_agent_answers_and_the_guests_interfaces(world: World) -> None:
+    world.instance("ga2", "node-a", guestAgent=True)
+    assert world.apply().code == 0
+    SerialLog(world.serial_log("node-a", "ga2")).wait_for(AGENT_STARTED_PREFIX, BOOT_TIMEOUT)
+    mac = world.instances["ga2"]["nics"][0]["mac"]
+    rows = json.loads(world.cli("status", "--json").out)["instances"]
+    (row,) = [r for r in rows if r["name"] == "ga2"]
+    assert row["agent"]["answers"] is True, row
+    assert [(i["name"], i["mac"]) for i in row["agent"]["interfaces"]] == [("eth0", mac)]
+    table = world.cli("status").out
+    assert "agent: " in next(ln for ln in table.splitlines() if ln.startswith("ga2 ")), table

@@ -326,3 +326,19 @@ def test_only_a_grown_size_is_an_in_place_update() -> None:
     problems = disks.shrinks(model.DesiredState({"web1": shrunk}, {}), ActualState((_rec(old),)))
     assert [p.message for p in problems] == [
         "instance web1: spec.disks[0].size: 64 MiB -> 32 MiB: a disk is never shrunk (the data past the new end would be lost)"]
+
+
+def test_the_agents_interfaces_leave_loopback_out() -> None:
+    from reconciler.agentinfo import AgentInfo, GuestInterface, interfaces_of
+
+    answer = [{"name": "lo", "ip-addresses": [{"ip-address": "127.0.0.1", "prefix": 8}]},
+              {"name": "eth0", "hardware-address": "52:54:00:00:00:01",
+               "ip-addresses": [{"ip-address": "10.0.2.15", "ip-address-type": "ipv4", "prefix": 24}]},
+              {"name": "eth1", "hardware-address": "52:54:00:00:00:02"}]
+    found = interfaces_of(answer)
+    assert found == (GuestInterface("eth0", "52:54:00:00:00:01", ("10.0.2.15/24",)),
+                     GuestInterface("eth1", "52:54:00:00:00:02", ()))
+    assert AgentInfo(True, found).words == "agent: 10.0.2.15/24"
+    assert AgentInfo(True, ()).words == "agent: answers (no address)"
+    assert AgentInfo(False, detail="x").words == "agent: no answer"
+    assert interfaces_of({"error": 1}) == ()
