@@ -78,11 +78,16 @@ def grown_disks(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> tuple[tuple[int
         return ()
     return tuple((i, n) for i, (o, n) in enumerate(zip(old, new, strict=True))
                  if n.provisioned and o.size is not None and n.size is not None and n.size > o.size
-                 and replace(o, size=n.size) == n)
+                 and replace(o, size=n.size, delete_policy=n.delete_policy) == n)
 
 
 def grown_only(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> bool:
-    """The disks differ, and only in sizes that grew: a live resize, not a restart (issue 14)."""
-    grown = grown_disks(old, new)
-    return bool(grown) and all(o == n for i, (o, n) in enumerate(zip(old, new, strict=True))
-                               if i not in {j for j, _ in grown})
+    """The disks differ, and only in sizes that grew (a live resize) or in their deletePolicy (read by
+    the reconciler alone): an in-place update, not a restart (issue 14)."""
+    if len(old) != len(new) or old == new:
+        return False
+    for o, n in zip(old, new, strict=True):
+        grew = n.provisioned and o.size is not None and n.size is not None and n.size > o.size
+        if replace(o, size=n.size if grew else o.size, delete_policy=n.delete_policy) != n:
+            return False
+    return True

@@ -342,3 +342,20 @@ def test_the_agents_interfaces_leave_loopback_out() -> None:
     assert AgentInfo(True, ()).words == "agent: answers (no address)"
     assert AgentInfo(False, detail="x").words == "agent: no answer"
     assert interfaces_of({"error": 1}) == ()
+
+
+def test_a_changed_delete_policy_needs_no_restart() -> None:
+    from dataclasses import replace
+
+    from reconciler.planner.diff import diff_specs
+    from reconciler.planner.policy import record_spec
+
+    old = model.InstanceSpec("web1", 128, disks=(BLANK,))
+    new = replace(old, disks=(replace(BLANK, delete_policy=DeletePolicy.DELETE),))
+    (change,) = diff_specs(old, new)
+    assert (change.path, change.forces_restart) == ("disks[0].delete_policy", False)
+    assert record_spec(old, new, "node-a") == new
+    both = replace(old, disks=(replace(BLANK, size=96 * MiB, delete_policy=DeletePolicy.DELETE),))
+    from reconciler.planner.policy import grown_disks
+
+    assert grown_disks(old.disks, both.disks) == ((0, both.disks[0]),)  # grown while the policy changed
