@@ -359,3 +359,24 @@ def test_a_changed_delete_policy_needs_no_restart() -> None:
     from reconciler.planner.policy import grown_disks
 
     assert grown_disks(old.disks, both.disks) == ((0, both.disks[0]),)  # grown while the policy changed
+
+
+def test_the_watch_daemon_holds_back_a_base_that_another_instance_writes(tmp_path: Path) -> None:
+    from reconciler import manifest
+    from reconciler.watch.assembly import Assembly
+
+    writer = instance(extra="  disks:\n    - {path: /srv/w.raw}\n")
+    reader = instance(name="web2", mac="52:54:00:00:00:02",
+                      extra="  disks:\n    - {path: /srv/o.qcow2, baseImage: /srv/w.raw}\n")
+    write_tree(tmp_path, {"node.yaml": NODE_A, "a.yaml": writer, "b.yaml": reader})
+    parsed = manifest.parse_paths(sorted(str(p) for p in tmp_path.iterdir()))
+    assembly = Assembly()
+    assembly.update({f.path: f for f in parsed})
+    assert assembly.desired() is None
+    assert [p.message for p in manifest.assemble(parsed).problems] == [
+        "base image '/srv/w.raw' is a writable disk of instance web1; a base must not be written (declare it "
+        "readOnly there)"]
+    write_tree(tmp_path, {"a.yaml": writer.replace("{path: /srv/w.raw}", "{path: /srv/w.raw, readOnly: true}")})
+    parsed = manifest.parse_paths(sorted(str(p) for p in tmp_path.iterdir()))
+    assembly.update({f.path: f for f in parsed})
+    assert assembly.desired() is not None
