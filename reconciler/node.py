@@ -25,12 +25,12 @@ from reconciler import launch as launch_mod
 from reconciler import layout, procs, qmp, secretfile, statedir
 from reconciler.actual import ActualState
 from reconciler.argv import Launch
-from reconciler.errors import LaunchError, QmpError
-from reconciler.model import Disk, NodeSpec
+from reconciler.errors import QmpError
+from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
 from reconciler.provision import images
-from reconciler.provision.imagecheck import ImageCheck, ImageQuery
+from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
 from reconciler.provision.images import OwnedImage
 from reconciler.records import AppliedRecord
 
@@ -148,12 +148,12 @@ class Node(Protocol):
         read-only) and the free space there. One call per node and plan, only for disks to create."""
         ...
 
-    async def create_disk(self, instance: str, disk: Disk) -> bool:
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
         """Create `disk` (a provisioned one) if its file is missing, recorded as owned; False when a file
         was already there (used as it is, never ours). ImageError naming the file otherwise."""
         ...
 
-    async def grow_disk(self, disk: Disk) -> None:
+    async def grow_disk(self, disk: DiskRequest) -> None:
         """Grow a disk no process uses to its declared size (qemu-img resize; never a shrink)."""
         ...
 
@@ -227,8 +227,10 @@ class LocalNode:
         statedir.ensure_dir(paths.dir)
         for nic in launch.nic_files:
             statedir.atomic_write(nic.path, nic.text.encode())
-        if launch.nvram_template is not None and not os.path.lexists(paths.nvram):
-            statedir.atomic_write(paths.nvram, _read_template(instance, launch.nvram_template))
+        if launch.nvram_template is not None:
+            from reconciler.provision import nvram
+
+            nvram.ensure(instance, paths.nvram, launch.nvram_template)
         if launch.seed is not None:
             from reconciler.provision import iso, seed
 
@@ -277,15 +279,15 @@ class LocalNode:
     async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
         return await images.check_for_create(queries)
 
-    async def create_disk(self, instance: str, disk: Disk) -> bool:
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
         record = layout.owned_image_record(self._spec, disk.path)
-        owned = await images.provision(record, instance, disk.path, base=disk.base_image, size=disk.size,
-                                       fmt=images.ImageFormat(disk.format.value))
+        owned = await images.provision(record, instance, disk.path, base=disk.base, size=disk.size,
+                                       fmt=images.ImageFormat(disk.format))
         return owned is not None
 
-    async def grow_disk(self, disk: Disk) -> None:
+    async def grow_disk(self, disk: DiskRequest) -> None:
         if disk.size is not None:
-            await images.grow(disk.path, disk.size, images.ImageFormat(disk.format.value))
+            await images.grow(disk.path, disk.size, images.ImageFormat(disk.format))
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
         found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}
@@ -317,16 +319,6 @@ class LocalNode:
 
     async def remove_instance(self, instance: str) -> None:
         statedir.remove_instance_files(self.paths(instance))
-
-
-def _read_template(instance: str, path: str) -> bytes:
-    """OVMF's variable-store template (a LaunchError names it when it cannot be read)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as err:
-        detail = f"the UEFI variable template {path} cannot be read: {err.strerror or err} (package ovmf)"
-        raise LaunchError(instance, detail) from None
 
 
 def probe_path(path: str) -> PathInfo:

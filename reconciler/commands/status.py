@@ -120,21 +120,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_agents(rows: list[Row], actual: ActualState, nodes: Sequence[model.NodeSpec]) -> list[Row]:
-    """Ask the guest agent of each running instance started with one (guestAgent), all at once."""
-    from reconciler.node import LocalNode
-
-    by_name = {n.name: n for n in nodes}
-    wanted = [(i.node, i.name) for i in actual.instances
-              if i.state.has_process and i.spec is not None and i.spec.guest_agent and i.node in by_name]
-    if not wanted:
-        return rows
-    from reconciler import agentinfo
-
-    found = asyncio.run(agentinfo.ask_all([(LocalNode(by_name[n]), name) for n, name in wanted]))
-    return [replace(r, agent=found.get((r.node or "", r.name))) for r in rows]
-
-
 def _plan(desired: model.DesiredState | None, actual: ActualState) -> Plan | None:
     if desired is None:
         return None
@@ -336,3 +321,18 @@ def _detail(r: Row) -> str:
 def render_json(rows: Iterable[Row]) -> str:
     doc = {"format_version": JSON_FORMAT_VERSION, "instances": [asdict(r) for r in rows]}
     return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def _with_agents(rows: list[Row], actual: ActualState, nodes: Sequence[model.NodeSpec]) -> list[Row]:
+    """Ask the guest agent of each running instance started with one (guestAgent), all at once."""
+    from reconciler.node import LocalNode
+
+    by_name = {n.name: n for n in nodes}
+    wanted = [(i.node, i.name) for i in actual.instances
+              if i.state.has_process and i.spec is not None and i.spec.guest_agent and i.node in by_name]
+    if not wanted:
+        return rows
+    from reconciler import agentinfo
+
+    found = asyncio.run(agentinfo.ask_all([(LocalNode(by_name[n]), name) for n, name in wanted]))
+    return [replace(r, agent=found.get((r.node or "", r.name))) for r in rows]

@@ -31,6 +31,7 @@ from reconciler.intent import IntentKind
 from reconciler.launch import Launched
 from reconciler.model import InstanceSpec
 from reconciler.node import Node, live_copies
+from reconciler.provision.imagecheck import request_of
 from reconciler.provision.images import ImageError
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
@@ -135,7 +136,7 @@ async def create_disks(ctx: Context, node: Node, spec: InstanceSpec) -> tuple[st
         if not disk.provisioned:
             continue
         try:
-            created = await node.create_disk(spec.name, disk)
+            created = await node.create_disk(spec.name, request_of(disk))
         except (ImageError, RemoteCallError) as err:
             raise ActionFailed(str(err)) from None
         if created:

@@ -24,6 +24,7 @@ from reconciler.node import Node
 from reconciler.planner.actions import Action
 from reconciler.planner.disks import format_size
 from reconciler.planner.policy import grown_disks, record_spec
+from reconciler.provision.imagecheck import request_of
 from reconciler.records import AppliedRecord
 
 
@@ -66,7 +67,7 @@ async def _grow_disks(ctx: Context, node: Node, name: str, rec: AppliedRecord, s
                 await close_quietly(session)
         else:
             for _, disk in grown:
-                await node.grow_disk(disk)
+                await node.grow_disk(request_of(disk))
     except ReconcilerError as err:
         raise ActionFailed(f"could not grow disk {grown[0][1].path}: {err}") from None
     return "grew " + ", ".join(f"{d.path} to {format_size(d.size or 0)}" for _, d in grown) + \

@@ -223,9 +223,9 @@ class Plan:
     orphans: tuple[Orphan, ...] = ()
     errors: tuple[PlanProblem, ...] = ()
     warnings: tuple[str, ...] = ()
+    disks: tuple[DiskChange, ...] = ()  # images created or deleted (added by the host checks, hostcheck)
     prune: bool = False
     targets: tuple[str, ...] | None = None
-    disks: tuple[DiskChange, ...] = ()  # images created or deleted (added by the host checks, hostcheck)
 
     @property
     def empty(self) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.model import Disk
+
 
 @dataclass(frozen=True, slots=True)
 class ImageQuery:
@@ -31,3 +33,17 @@ class ImageCheck:
     base_size: int | None = None  # the base's virtual size, bytes
     device: int = 0  # st_dev of the target directory: disks on one filesystem share its free space
     free: int = 0  # bytes an unprivileged writer may still use there
+
+
+@dataclass(frozen=True, slots=True)
+class DiskRequest:
+    """A provisioned disk as a node creates or grows it (Node.create_disk, Node.grow_disk)."""
+
+    path: str
+    format: str  # raw or qcow2: of the new image (an overlay is always qcow2)
+    base: str | None = None
+    size: int | None = None
+
+
+def request_of(disk: Disk) -> DiskRequest:
+    return DiskRequest(disk.path, disk.format.value, disk.base_image, disk.size)

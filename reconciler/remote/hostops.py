@@ -19,7 +19,7 @@ from reconciler import lock as lock_mod
 from reconciler import model, records
 from reconciler.argv import Launch
 from reconciler.node import LocalNode, Process
-from reconciler.provision.imagecheck import ImageQuery
+from reconciler.provision.imagecheck import DiskRequest, ImageQuery
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -53,6 +53,7 @@ class HostOps:
 
     def handlers(self) -> dict[str, Handler]:
         return {
+            **self._provision_handlers(),
             "discover": self.discover, "live_pids": self.live_pids, "launch": self.launch,
             "process_open": self.process_open, "process_signal": self.process_signal,
             "process_wait": self.process_wait, "process_close": self.process_close,
@@ -61,9 +62,7 @@ class HostOps:
             "read_intent": self.read_intent, "write_intent": self.write_intent,
             "remove_intent": self.remove_intent, "clean_runtime_files": self.clean_runtime_files,
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
-            "lock_release": self.lock_release, "check_images": self.check_images,
-            "create_disk": self.create_disk, "owned_images": self.owned_images,
-            "delete_disk": self.delete_disk, "guest_agent": self.guest_agent, "grow_disk": self.grow_disk,
+            "lock_release": self.lock_release,
         }
 
     async def close(self) -> None:
@@ -137,7 +136,12 @@ class HostOps:
     async def port_free(self, params: dict[str, Any]) -> Any:
         return await self._node(params).port_free(_param(params, "port", int))
 
-    # --- disk images the reconciler creates (issue 14) ---------------------------------------------
+    # --- disk images the reconciler creates, the guest agent (issue 14) ---------------------------
+
+    def _provision_handlers(self) -> dict[str, Handler]:
+        return {"check_images": self.check_images, "create_disk": self.create_disk,
+                "owned_images": self.owned_images, "delete_disk": self.delete_disk,
+                "grow_disk": self.grow_disk, "guest_agent": self.guest_agent}
 
     async def check_images(self, params: dict[str, Any]) -> Any:
         queries: tuple[ImageQuery, ...] = _decode(tuple[ImageQuery, ...], params, "queries")
@@ -145,11 +149,11 @@ class HostOps:
         return {p: model.to_jsonable(a) for p, a in answers.items()}
 
     async def create_disk(self, params: dict[str, Any]) -> Any:
-        disk: model.Disk = _decode(model.Disk, params, "disk")
+        disk: DiskRequest = _decode(DiskRequest, params, "disk")
         return await self._node(params).create_disk(_param(params, "instance", str), disk)
 
     async def grow_disk(self, params: dict[str, Any]) -> Any:
-        disk: model.Disk = _decode(model.Disk, params, "disk")
+        disk: DiskRequest = _decode(DiskRequest, params, "disk")
         await self._node(params).grow_disk(disk)
         return None
 

@@ -21,7 +21,7 @@ from reconciler.argv import Launch
 from reconciler.launch import Launched
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import PathInfo
-from reconciler.provision.imagecheck import ImageCheck, ImageQuery
+from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
 from reconciler.provision.images import OwnedImage
 from reconciler.records import AppliedRecord
 from reconciler.remote.ssh import HostLink
@@ -115,11 +115,11 @@ class RemoteNode:
         raw = await self._call("check_images", IMAGE_TIMEOUT, queries=model.to_jsonable(tuple(queries)))
         return {str(p): records.decode_as(ImageCheck, a, p) for p, a in raw.items()}
 
-    async def create_disk(self, instance: str, disk: model.Disk) -> bool:
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
         return bool(await self._call("create_disk", IMAGE_TIMEOUT, instance=instance,
                                      disk=model.to_jsonable(disk)))
 
-    async def grow_disk(self, disk: model.Disk) -> None:
+    async def grow_disk(self, disk: DiskRequest) -> None:
         await self._call("grow_disk", IMAGE_TIMEOUT, disk=model.to_jsonable(disk))
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:

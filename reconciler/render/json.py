@@ -157,7 +157,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         errors=tuple(PlanProblem(ProblemKind(e["kind"]), str(e["subject"]), str(e["detail"]),
                                  _where_from(e.get("where"))) for e in data["errors"]),
         warnings=tuple(str(w) for w in data["warnings"]),
+        disks=tuple(_disk_from(d) for d in data.get("disks", ())),
         prune=bool(data["prune"]),
         targets=tuple(str(t) for t in targets) if targets is not None else None,
-        disks=tuple(_disk_from(d) for d in data.get("disks", ())),
     )

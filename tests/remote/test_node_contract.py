@@ -144,12 +144,12 @@ def test_a_launched_qemu_is_found_pinned_and_signalled(node_of: NodeFactory) -> 
 def test_disks_are_checked_created_owned_and_deleted_alike(node_of: NodeFactory) -> None:
     """Issue 14's node operations: the plan's question about disks to create, the creation recorded as
     owned, and a deletion that removes only what the reconciler created."""
-    from reconciler.provision.imagecheck import ImageQuery
+    from reconciler.provision.imagecheck import DiskRequest, ImageQuery
 
     async def body(node: Node) -> dict[str, Any]:
         await node.write_intent("c3", {"kind": "start"})  # makes the instance's directory
         where = node.paths("c3").dir
-        disk = model.Disk(f"{where}/d,x=y.raw", size=1024 * 1024)
+        disk = DiskRequest(f"{where}/d,x=y.raw", "raw", size=1024 * 1024)
         seen: dict[str, Any] = {}
         try:
             checks = await node.check_images([ImageQuery(disk.path, size=disk.size),
