@@ -25,6 +25,7 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
                       nodes: Mapping[str, Node]) -> Plan:
     """`plan` with an error for each file, binary or bridge its launches need and their nodes lack, and
     the disks its starts create (or an error for each that cannot be created)."""
+    plan = replace(plan, disks=())  # found afresh (a saved plan's are what was true when it was made)
     shrunk = disks_mod.shrinks(desired, actual)
     if shrunk:
         plan = replace(plan, errors=plan.errors + shrunk)

@@ -354,3 +354,15 @@ def test_status_shows_that_the_agent_answers_and_the_guests_interfaces(world: Wo
     assert [(i["name"], i["mac"]) for i in row["agent"]["interfaces"]] == [("eth0", mac)]
     table = world.cli("status").out
     assert "agent: " in next(ln for ln in table.splitlines() if ln.startswith("ga2 ")), table
+
+
+def test_a_saved_plan_creates_its_disk_once(world: World, tmp_path: Path) -> None:
+    disk = tmp_path / "saved.raw"
+    world.instance("sp1", "node-a", disks=[{"path": str(disk), "size": "16M"}])
+    saved = tmp_path / "plan.json"
+    assert world.cli("plan", "--out", str(saved)).code == 0
+    assert [d["path"] for d in json.loads(saved.read_text())["plan"]["disks"]] == [str(disk)]
+    applied = world.cli("apply", "--plan", str(saved))
+    assert applied.code == 0, applied.text
+    assert applied.out.count(f"+ create {disk} ") == 1, applied.out  # checked again, listed once
+    assert disk.stat().st_size == 16 * MiB
