@@ -31,6 +31,13 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
   contract is in that module. Interface names are ours: `rc<8 hex>n<index>` from the node's state dir
   and the instance name, unique per host and within IFNAMSIZ.
 - Every value goes through qemuopts (commas doubled); what cannot be expressed raises ArgvError.
+- A cloud-init seed (cloudInit) is an `ide-cd` of the ISO at `seed.iso` in the instance's directory,
+  read-only; the executor's node writes the ISO (0600) right before the launch (Launch.seed).
+- `firmware: uefi` maps OVMF's code read-only and the instance's own `nvram.fd` (copied from OVMF's
+  template at the first start, kept across restarts) as the machine's pflash0/pflash1, by -blockdev
+  node names; `secureBoot` uses the secure-boot build, `smm=on` and a secure pflash.
+- `guestAgent` adds a `virtio-serial-pci` with qemu-guest-agent's port on `agent.sock` in the instance's
+  directory (QEMU serves it; made 0600 after the launch).
 - `extra_args`, the escape hatch, comes last, verbatim.
 """
 
@@ -42,11 +49,13 @@ from dataclasses import dataclass
 
 from reconciler import qemuopts as q
 from reconciler.errors import ArgvError
+from reconciler.firmware import ovmf_of
 from reconciler.hooks import ifup
 from reconciler.layout import (
     InstancePaths,
     InvalidInstanceName,
     SocketPathTooLong,
+    check_socket_path,
     check_sockets,
     instance_paths,
 )
@@ -61,6 +70,7 @@ from reconciler.model import (
     NicModel,
     NodeSpec,
 )
+from reconciler.provision.seed import SeedSpec, seed_spec
 
 DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "ifup.py")
 SERIAL_BAUD = 115200
@@ -104,6 +114,8 @@ class Launch:
     paths: InstancePaths
     env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU
     nic_files: tuple[NicFile, ...] = ()  # write these (and create paths.dir) before starting
+    seed: SeedSpec | None = None  # write its NoCloud ISO at paths.seed (0600) before starting
+    nvram_template: str | None = None  # firmware uefi: copy it to paths.nvram first, if that is missing
 
 
 def tap_ifname(node: NodeSpec, instance: str, index: int) -> str:
@@ -143,7 +155,9 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     paths = check_sockets(instance_paths(node, spec.name))
     argv: list[str] = [q.text("node.qemu_binary", node.qemu_binary)]
     argv += ["-name", q.join(None, [("guest", spec.name)]), "-nodefaults", "-no-user-config"]
-    argv += _machine(spec, node)
+    ovmf = ovmf_of(spec)
+    argv += _machine(spec, node, ovmf is not None)
+    argv += _firmware(spec, paths)
     argv += _sizes(spec)
     argv += ["-pidfile", paths.pidfile]
     if daemonize:
@@ -154,6 +168,8 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     argv += _display(spec)
     argv += _kernel(spec)
     argv += _disks(spec)
+    argv += _seed(spec, paths)
+    argv += _agent(spec, paths)
     nic_argv, nic_files = _nics(spec, node, paths, q.path("ifup", ifup_path))
     argv += nic_argv
     if incoming is not None:
@@ -163,19 +179,41 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
             raise q.BadValue(f"extra_args[{i}]", "contains a NUL character")
     argv += spec.extra_args
     env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if nic_files else ()
-    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files)
+    seed = seed_spec(spec.cloud_init) if spec.cloud_init is not None else None
+    return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files, seed=seed,
+                  nvram_template=ovmf.vars_template if ovmf is not None else None)
 
 
-def _machine(spec: InstanceSpec, node: NodeSpec) -> list[str]:
+def _machine(spec: InstanceSpec, node: NodeSpec, uefi: bool = False) -> list[str]:
     opts = [("accel", node.accelerator.value)]
     if not spec.acpi:
         opts.append(("acpi", "off"))
+    if uefi:
+        opts += [("pflash0", "fw-code"), ("pflash1", "fw-vars")]
+    if spec.secure_boot:
+        opts.append(("smm", "on"))
     out = ["-machine", q.join(q.token("machine", spec.machine), opts)]
     if spec.cpu_model is not None:
         model = q.text("cpu_model", spec.cpu_model)
         if node.accelerator is Accelerator.TCG and model.split(",", 1)[0] == "host":
             raise q.BadValue("cpu_model", f"'host' needs KVM; node {node.name} uses TCG (try 'max')")
         out += ["-cpu", model]  # verbatim: QEMU's -cpu syntax is model[,feature...]
+    return out
+
+
+def _firmware(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """OVMF's code (read-only, shared) and the instance's own variable store, as the machine's pflash."""
+    ovmf = ovmf_of(spec)
+    if ovmf is None:
+        return []
+    code = q.join(None, [("driver", "file"), ("node-name", "fw-code-file"), ("filename", ovmf.code),
+                         ("read-only", "on")])
+    nvram = q.join(None, [("driver", "file"), ("node-name", "fw-vars-file"),
+                          ("filename", q.path("firmware", paths.nvram))])
+    out = ["-blockdev", code, "-blockdev", "driver=raw,node-name=fw-code,file=fw-code-file,read-only=on",
+           "-blockdev", nvram, "-blockdev", "driver=raw,node-name=fw-vars,file=fw-vars-file"]
+    if spec.secure_boot:
+        out += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     return out
 
 
@@ -275,6 +313,30 @@ def _disk(i: int, disk: Disk) -> list[str]:
     if not disk.read_only:
         dev.append(("write-cache", q.on_off(write_cache)))
     return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", q.join(_DISK_DEVICE[disk.bus], dev)]
+
+
+def _seed(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """The cloud-init seed as a read-only CD-ROM (the guest finds it by its label, cidata)."""
+    if spec.cloud_init is None:
+        return []
+    path = q.path("cloud_init", paths.seed)
+    file_node = q.join(None, [("driver", "file"), ("node-name", "seed0-file"), ("filename", path),
+                              ("read-only", "on")])
+    fmt_node = q.join(None, [("driver", "raw"), ("node-name", "seed0-format"), ("file", "seed0-file"),
+                             ("read-only", "on")])
+    return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", "ide-cd,id=seed0,drive=seed0-format"]
+
+
+AGENT_PORT = "org.qemu.guest_agent.0"
+
+
+def _agent(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
+    """qemu-guest-agent's virtio-serial port, served by QEMU on the instance's agent socket."""
+    if not spec.guest_agent:
+        return []
+    sock = check_socket_path(paths.agent)
+    return ["-device", "virtio-serial-pci,id=agent-serial0", "-chardev", _socket("agent0", sock),
+            "-device", f"virtserialport,bus=agent-serial0.0,chardev=agent0,name={AGENT_PORT}"]
 
 
 def _nics(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths,

@@ -16,25 +16,60 @@ from reconciler.actual import ActualState
 from reconciler.model import DesiredState
 from reconciler.node import Node, check_paths_all
 from reconciler.planner import Plan
+from reconciler.planner import disks as disks_mod
 from reconciler.planner import needs as needs_mod
+from reconciler.planner.actions import DiskChange, PlanProblem
 
 
 async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
                       nodes: Mapping[str, Node]) -> Plan:
-    """`plan` with an error for each file, binary or bridge its launches need and their nodes lack."""
+    """`plan` with an error for each file, binary or bridge its launches need and their nodes lack, and
+    the disks its starts create (or an error for each that cannot be created)."""
+    plan = replace(plan, disks=())  # found afresh (a saved plan's are what was true when it was made)
+    shrunk = disks_mod.shrinks(desired, actual)
+    if shrunk:
+        plan = replace(plan, errors=plan.errors + shrunk)
+    plan = await _deletions(plan, desired, actual, nodes)
     reqs = needs_mod.requirements(plan, desired, actual)
     if not reqs:
         return plan
     answers = await check_paths_all(nodes, reqs.queries())
     missing = needs_mod.missing(reqs, answers)
-    if not missing:
+    creations = disks_mod.to_create(reqs, answers)
+    creates: tuple[DiskChange, ...] = ()
+    failed: tuple[PlanProblem, ...] = ()
+    if creations:  # only disks about to be created are looked into (their bases, their filesystems)
+        asked = disks_mod.queries(creations)
+        checks = await asyncio.gather(*(nodes[n].check_images(asked[n]) for n in asked))
+        creates, failed = disks_mod.changes(creations, dict(zip(asked, checks, strict=True)))
+        plan = replace(plan, disks=plan.disks + creates)
+    if not missing and not failed:
         return plan
     from reconciler.manifest import origin
 
-    refs = {m.need.field for m in missing}
+    refs = {m.need.field for m in missing} | {c.field for c in creations if failed}
     texts = {path: _text(path) for path in origin.files_to_read(refs, desired.sources)}
     origins = origin.locate_fields(refs, desired.sources, texts)
-    return replace(plan, errors=plan.errors + needs_mod.problems(missing, origins))
+    if failed:
+        _, failed = disks_mod.changes(creations, dict(zip(asked, checks, strict=True)), origins)
+    return replace(plan, errors=plan.errors + needs_mod.problems(missing, origins) + failed)
+
+
+async def _deletions(plan: Plan, desired: DesiredState, actual: ActualState,
+                     nodes: Mapping[str, Node]) -> Plan:
+    """`plan` with a line for each image it deletes: one the reconciler created (its ownership record on
+    the node says so), deletePolicy Delete, whose instance is pruned or whose entry was removed."""
+    candidates, forbidden = disks_mod.deletion_candidates(plan, desired, actual)
+    if not candidates and not forbidden:
+        return plan
+    asked: dict[str, set[str]] = {}
+    for d in candidates:
+        if d.node in nodes:
+            asked.setdefault(d.node, set()).add(d.path)
+    answers = await asyncio.gather(*(nodes[n].owned_images(paths) for n, paths in asked.items()))
+    owned = {n: set(a) for n, a in zip(asked, answers, strict=True)}
+    return replace(plan, disks=plan.disks + disks_mod.owned_deletions(candidates, owned),
+                   errors=plan.errors + forbidden)
 
 
 def check(plan: Plan, desired: DesiredState, actual: ActualState, nodes: Mapping[str, Node]) -> Plan:

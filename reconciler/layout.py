@@ -12,6 +12,10 @@ none of them joins strings on its own. Pure: nothing here touches the filesystem
     <state_dir>/instances/<name>/record.json    the applied record
     <state_dir>/instances/<name>/intent.json    what an unfinished action was about to do
     <state_dir>/instances/<name>/nic-<ifname>.json  facts for the bridge hook (see reconciler.hooks.ifup)
+    <state_dir>/instances/<name>/nvram.fd       UEFI variables (firmware uefi), kept across restarts
+    <state_dir>/instances/<name>/agent.sock     qemu-guest-agent's channel (guestAgent)
+    <state_dir>/instances/<name>/seed.iso       the cloud-init seed (cloudInit), rewritten at each start
+    <state_dir>/images/<digest of the path>.json    a disk image the reconciler created (provision.images)
 
 Instance names are DNS labels (RFC 1123), so a name can never contain `/` or be `..` and escape the state
 directory. Unix socket paths must fit `sun_path` (108 bytes including the terminating NUL);
@@ -21,6 +25,7 @@ bind error.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -81,6 +86,13 @@ def node_lock(node: NodeSpec) -> str:
     return posixpath.join(node.state_dir, "node.lock")
 
 
+def owned_image_record(node: NodeSpec, image: str) -> str:
+    """The ownership record of the disk image at `image` (kept apart from any instance's files: an image
+    outlives the instance that created it under deletePolicy Retain, and stays known as ours)."""
+    digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return posixpath.join(node.state_dir, "images", f"{digest}.json")
+
+
 def instances_dir(node: NodeSpec) -> str:
     return posixpath.join(node.state_dir, "instances")
 
@@ -101,6 +113,21 @@ class InstancePaths:
     @property
     def sockets(self) -> tuple[str, ...]:
         return (self.qmp, self.qmp_watch, self.serial)
+
+    @property
+    def nvram(self) -> str:
+        """The UEFI variable store (firmware uefi): the instance's own, kept across restarts."""
+        return posixpath.join(self.dir, "nvram.fd")
+
+    @property
+    def agent(self) -> str:
+        """qemu-guest-agent's channel (guestAgent), a socket QEMU serves (0600)."""
+        return posixpath.join(self.dir, "agent.sock")
+
+    @property
+    def seed(self) -> str:
+        """The cloud-init NoCloud seed ISO (0600: user-data may hold secrets), written at each start."""
+        return posixpath.join(self.dir, "seed.iso")
 
     def nic_file(self, ifname: str) -> str:
         """The bridge hook's facts for the tap device `ifname`."""

@@ -52,6 +52,13 @@ class DiskFormat(enum.StrEnum):
     QCOW2 = "qcow2"
 
 
+class DeletePolicy(enum.StrEnum):
+    """What becomes of an image the reconciler created once its disk entry or its instance is gone."""
+
+    RETAIN = "Retain"
+    DELETE = "Delete"  # only ever an image the reconciler created (provision.images ownership records)
+
+
 class DiskBus(enum.StrEnum):
     VIRTIO = "virtio"
     IDE = "ide"
@@ -82,6 +89,11 @@ class Accelerator(enum.StrEnum):
     TCG = "tcg"
 
 
+class Firmware(enum.StrEnum):
+    BIOS = "bios"  # SeaBIOS, QEMU's own
+    UEFI = "uefi"  # OVMF (reconciler.firmware), with a per-instance NVRAM file
+
+
 class MigrationMode(enum.StrEnum):
     LIVE = "live"
     OFFLINE = "offline"  # pause the source first (the seed's non-live migration)
@@ -95,6 +107,35 @@ class Disk:
     read_only: bool = False
     cache: CacheMode = CacheMode.NONE
     boot: bool = False  # normalized: exactly one disk boots when there are disks and no kernel
+    size: int | None = None  # bytes: create a blank disk (or an overlay this big) when the file is missing
+    base_image: str | None = None  # create a qcow2 overlay on this raw/qcow2 image when the file is missing
+    delete_policy: DeletePolicy = DeletePolicy.RETAIN
+
+    @property
+    def provisioned(self) -> bool:
+        """The reconciler creates this disk when its file is missing (issue 14)."""
+        return self.size is not None or self.base_image is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CloudInit:
+    """A cloud-init NoCloud seed (issue 14). Each part is text: inline in the manifest, or read from
+    `*_file` (relative to the instance's manifest directory) when the manifests are loaded, so the spec
+    (and its digest) changes when the file does. The text is never shown: plans show a digest."""
+
+    user_data: str | None = None
+    meta_data: str | None = None  # None: instance-id (name + seed digest) and local-hostname are generated
+    network_config: str | None = None
+    user_data_file: str | None = None  # as written in the manifest; the text above is its content
+    meta_data_file: str | None = None
+    network_config_file: str | None = None
+
+    @property
+    def files(self) -> tuple[tuple[str, str], ...]:
+        """(part, relative path) of the parts read from files, in part order."""
+        named = (("user_data", self.user_data_file), ("meta_data", self.meta_data_file),
+                 ("network_config", self.network_config_file))
+        return tuple((part, path) for part, path in named if path is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +211,10 @@ class InstanceSpec:
     shutdown_timeout: float = 30.0  # seconds for a graceful ACPI shutdown
     migration: Migration = field(default_factory=Migration)
     extra_args: tuple[str, ...] = ()  # escape hatch: raw QEMU arguments, shown in plans
+    cloud_init: CloudInit | None = None  # a NoCloud seed ISO, attached read-only as a CD-ROM (issue 14)
+    guest_agent: bool = False  # the qemu-guest-agent channel, on its own socket (issue 14)
+    firmware: Firmware = Firmware.BIOS
+    secure_boot: bool = False  # UEFI only: the secure-boot OVMF build (needs q35: SMM)
 
     @property
     def boot_disk(self) -> Disk | None:

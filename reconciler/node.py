@@ -31,6 +31,9 @@ from reconciler.hostfacts import HostFacts
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 from reconciler.pidfd import ProcessHandle
+from reconciler.provision import images
+from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
+from reconciler.provision.images import OwnedImage
 from reconciler.records import AppliedRecord
 
 
@@ -162,6 +165,33 @@ class Node(Protocol):
         """Whether a migration listener could bind `port` on the node's address right now."""
         ...
 
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        """Run a qemu-guest-agent command on the instance's agent socket (GuestAgentError otherwise)."""
+        ...
+
+    async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        """For each disk the plan would create (path -> answer): its directory, its base image (opened
+        read-only) and the free space there. One call per node and plan, only for disks to create."""
+        ...
+
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
+        """Create `disk` (a provisioned one) if its file is missing, recorded as owned; False when a file
+        was already there (used as it is, never ours). ImageError naming the file otherwise."""
+        ...
+
+    async def grow_disk(self, disk: DiskRequest) -> None:
+        """Grow a disk no process uses to its declared size (qemu-img resize; never a shrink)."""
+        ...
+
+    async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        """The images among `paths` the reconciler created (their ownership records)."""
+        ...
+
+    async def delete_disk(self, path: str) -> bool:
+        """Delete an image only if the reconciler created that very file (False: not ours, untouched);
+        ImageError when something else now sits at the path."""
+        ...
+
     async def read_secret(self, path: str, field: str) -> str:
         """A secret file on the node (vnc.passwordFile): SecretFileError naming `field` when unfit."""
         ...
@@ -239,7 +269,18 @@ class LocalNode:
         statedir.ensure_dir(paths.dir)
         for nic in launch.nic_files:
             statedir.atomic_write(nic.path, nic.text.encode())
-        return await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
+        if launch.nvram_template is not None:
+            from reconciler.provision import nvram
+
+            nvram.ensure(instance, paths.nvram, launch.nvram_template)
+        if launch.seed is not None:
+            from reconciler.provision import iso, seed
+
+            iso.write_seed_iso(paths.seed, seed.build_seed(instance, launch.seed))
+        launched = await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
+        with contextlib.suppress(FileNotFoundError):  # guestAgent: the socket QEMU made is ours alone
+            os.chmod(paths.agent, 0o600)
+        return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
         return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
@@ -279,6 +320,32 @@ class LocalNode:
 
     async def read_secret(self, path: str, field: str) -> str:
         return secretfile.read_secret(path, field)
+
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        from reconciler import guestagent
+
+        result: object = await guestagent.call(self.paths(instance).agent, command, timeout)
+        return result
+
+    async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        return await images.check_for_create(queries)
+
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
+        record = layout.owned_image_record(self._spec, disk.path)
+        owned = await images.provision(record, instance, disk.path, base=disk.base, size=disk.size,
+                                       fmt=images.ImageFormat(disk.format))
+        return owned is not None
+
+    async def grow_disk(self, disk: DiskRequest) -> None:
+        if disk.size is not None:
+            await images.grow(disk.path, disk.size, images.ImageFormat(disk.format))
+
+    async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}
+        return {p: o for p, o in found.items() if o is not None and o.path == p}
+
+    async def delete_disk(self, path: str) -> bool:
+        return images.delete_recorded(layout.owned_image_record(self._spec, path), path)
 
     async def read_record(self, instance: str) -> AppliedRecord | None:
         return statedir.read_record(self.paths(instance))

@@ -154,7 +154,8 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
     Only known names are removed, so anything else a person left there (a disk image) survives.
     """
     d = Path(paths.dir)
-    own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record]
+    own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record, paths.seed,
+           paths.agent, paths.nvram]
     own += [str(p) for p in d.glob("nic-*.json")]  # bridge hook facts
     own += [str(p) for p in d.glob(".*.tmp")]  # our own interrupted atomic writes
     for path in own:
@@ -168,7 +169,7 @@ def remove_runtime_files(paths: layout.InstancePaths) -> None:
     """Remove what only a live process needs (pidfile, sockets, NIC facts, intent); keep the record and
     the serial log, so a stopped instance still says what it ran and what it printed last."""
     d = Path(paths.dir)
-    own = [paths.pidfile, *paths.sockets, paths.intent]
+    own = [paths.pidfile, *paths.sockets, paths.intent, paths.seed, paths.agent]
     own += [str(p) for p in d.glob("nic-*.json")]
     own += [str(p) for p in d.glob(".*.tmp")]
     for path in own:

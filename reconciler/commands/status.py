@@ -12,6 +12,7 @@ aligned table or stable JSON (docs/status.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -33,6 +34,7 @@ from reconciler.actual import (
 from reconciler.errors import InstanceNotFound, UsageError
 
 if TYPE_CHECKING:
+    from reconciler.agentinfo import AgentInfo
     from reconciler.planner import Plan
     from reconciler.watch.statusfile import WatchStatus
 
@@ -74,6 +76,7 @@ class Row:
     stopped_at: float | None = None  # epoch seconds, when the record says
     in_flight: InFlight | None = None  # an action another run is carrying out now (from its intent)
     pending: tuple[Pending, ...] = ()  # what the next apply would do (needs valid manifests)
+    agent: AgentInfo | None = None  # guestAgent: whether it answers, the guest's interfaces (issue 14)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise InstanceNotFound(missing[0])
         rows = [r for r in rows if r.name in names]
+    rows = _with_agents(rows, actual, nodes)
     watch = _watch_status(nodes or found, args.status_file)  # what a `watch` daemon reported, if one ran
     if watch is not None:
         rows = _with_watch_details(rows, watch, now)
@@ -353,7 +357,7 @@ def render_table(rows: Iterable[Row]) -> str:
 
 
 def _detail(r: Row) -> str:
-    return "; ".join(filter(None, [r.detail, *(
+    return "; ".join(filter(None, [r.detail, r.agent.words if r.agent is not None else "", *(
         f"pending: {p.words}" if p.action == "pending" else f"next apply: {p.action} ({p.words})"
         for p in r.pending)]))
 
@@ -364,3 +368,18 @@ def render_json(rows: Iterable[Row], unreachable: Iterable[UnreachableNode] = ()
     if lost:  # only when some node could not be reached: the usual document stays as it was
         doc["unreachable"] = lost
     return json.dumps(doc, indent=2, sort_keys=True)
+
+
+def _with_agents(rows: list[Row], actual: ActualState, nodes: Sequence[model.NodeSpec]) -> list[Row]:
+    """Ask the guest agent of each running instance started with one (guestAgent), all at once."""
+    from reconciler.node import LocalNode
+
+    by_name = {n.name: n for n in nodes}
+    wanted = [(i.node, i.name) for i in actual.instances
+              if i.state.has_process and i.spec is not None and i.spec.guest_agent and i.node in by_name]
+    if not wanted:
+        return rows
+    from reconciler import agentinfo
+
+    found = asyncio.run(agentinfo.ask_all([(LocalNode(by_name[n]), name) for n, name in wanted]))
+    return [replace(r, agent=found.get((r.node or "", r.name))) for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from reconciler.planner.actions import Action, ActionKind
+from reconciler.planner.actions import Action, ActionKind, DiskChange
 
 
 class Status(enum.StrEnum):
@@ -27,12 +27,23 @@ class ActionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskResult:
+    """What became of a disk image deletion of the plan (issue 14)."""
+
+    change: DiskChange
+    status: Status
+    detail: str = ""
+    deleted: bool = False  # False when done: the image was no longer ours at apply time, and kept
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     results: tuple[ActionResult, ...]
+    disks: tuple[DiskResult, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return all(r.ok for r in self.results) and all(d.status is Status.DONE for d in self.disks)
 
     def done(self, kind: ActionKind) -> int:
         return sum(1 for r in self.results if r.ok and r.action.kind is kind)
@@ -49,11 +60,16 @@ class Summary:
         updated = self.done(ActionKind.UPDATE)
         if updated:  # named only when there are some: the usual line stays as it was
             counts += f", {updated} record{'s' if updated != 1 else ''} updated"
+        deleted = sum(1 for d in self.disks if d.deleted)
+        if deleted:
+            counts += f", {deleted} disk image{'s' if deleted != 1 else ''} deleted"
         bad = self.failed
-        if not bad:
+        bad_disks = [d for d in self.disks if d.status is not Status.DONE]
+        if not bad and not bad_disks:
             return f"Apply complete: {counts}."
-        nfail = sum(1 for r in bad if r.status is Status.FAILED)
-        nskip = len(bad) - nfail
+        nfail = sum(1 for r in bad if r.status is Status.FAILED) + \
+            sum(1 for d in bad_disks if d.status is Status.FAILED)
+        nskip = len(bad) + len(bad_disks) - nfail
         tail = f"{nfail} failed" + (f", {nskip} skipped" if nskip else "")
         return f"Apply finished with errors: {counts}; {tail}."
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from reconciler.errors import ReconcilerError
 from reconciler.executor.context import Context
-from reconciler.executor.outcome import ActionFailed, ActionResult, Status, Summary
-from reconciler.planner.actions import Action, ActionKind, Plan, Reason
+from reconciler.executor.outcome import ActionFailed, ActionResult, DiskResult, Status, Summary
+from reconciler.planner.actions import Action, ActionKind, DiskChange, DiskOp, Plan, Reason
 
 # Halted stops keep the record, and so does `reconciler stop` (marked stopped); other stops discard
 # the copy (prune, duplicate).
@@ -40,7 +40,26 @@ async def run_plan(plan: Plan, ctx: Context, parallel: int = 4) -> Summary:
                     failed.add(action.name)
 
         await asyncio.gather(*(run_group(g) for g in groups.values()))
-    return Summary(tuple(results))
+    disks = [await delete_disk(ctx, d, d.instance in failed) for d in plan.disks if d.op is DiskOp.DELETE]
+    return Summary(tuple(results), tuple(disks))
+
+
+async def delete_disk(ctx: Context, change: DiskChange, skip: bool) -> DiskResult:
+    """Delete an image the plan says the reconciler created, after its instance's actions all succeeded.
+    The node deletes it only if it still is that very file (a symlink or other file swapped in is
+    refused, untouched)."""
+    if skip:
+        return DiskResult(change, Status.SKIPPED, "an earlier action failed")
+    try:
+        deleted = await ctx.node(change.node).delete_disk(change.path)
+    except (ReconcilerError, ActionFailed) as err:
+        detail = err.detail if isinstance(err, ActionFailed) else str(err)
+        ctx.progress.event(change.instance, f"delete disk image FAILED: {detail}")
+        return DiskResult(change, Status.FAILED, detail)
+    detail = f"deleted disk image {change.path}" if deleted else \
+        f"disk image {change.path} was not created by the reconciler; kept"
+    ctx.progress.event(change.instance, detail)
+    return DiskResult(change, Status.DONE, detail, deleted=deleted)
 
 
 async def run_action(ctx: Context, action: Action) -> ActionResult:

@@ -31,6 +31,8 @@ from reconciler.intent import IntentKind
 from reconciler.launch import Launched
 from reconciler.model import InstanceSpec
 from reconciler.node import Node, live_copies
+from reconciler.provision.imagecheck import request_of
+from reconciler.provision.images import ImageError
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
@@ -108,6 +110,8 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     password = await _vnc_password(node, spec)
     kind = IntentKind.START if incoming is None else IntentKind.MIGRATE_TARGET
     await refuse_if_running(ctx, spec.name, except_node=peer)
+    if incoming is None:  # a migration target uses the source's disks (shared storage); never new ones
+        await create_disks(ctx, node, spec)
     await ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
     work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, password))
     try:
@@ -122,6 +126,23 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     if work.cancelled() or work.exception() is not None:
         raise LaunchCancelled(None)
     raise LaunchCancelled(work.result())
+
+
+async def create_disks(ctx: Context, node: Node, spec: InstanceSpec) -> tuple[str, ...]:
+    """Create the instance's missing provisioned disks (size, baseImage), recorded as owned on the node;
+    a file already there is used as it is. Returns the paths created."""
+    made = []
+    for disk in spec.disks:
+        if not disk.provisioned:
+            continue
+        try:
+            created = await node.create_disk(spec.name, request_of(disk))
+        except (ImageError, RemoteCallError) as err:
+            raise ActionFailed(str(err)) from None
+        if created:
+            made.append(disk.path)
+            ctx.progress.event(spec.name, f"created disk image {disk.path}")
+    return tuple(made)
 
 
 async def _vnc_password(node: Node, spec: InstanceSpec) -> str | None:

@@ -1,7 +1,8 @@
 """Stop: graceful first, then ever harder, only ever to the verified process, returning the moment it is gone.
 
 Escalation: `system_powerdown` (ACPI) and wait for the guest's SHUTDOWN event or the process's exit, up to
-the instance's shutdown timeout; then `quit`; then SIGTERM; then SIGKILL. ACPI off, or --force, starts at
+the instance's shutdown timeout; with guestAgent, then `guest-shutdown` through the agent, as long again;
+then `quit`; then SIGTERM; then SIGKILL. ACPI off, or --force, starts at
 `quit`. QEMU runs with -no-shutdown, so after the guest's SHUTDOWN event the process stays: `quit` is sent
 at once. Signals go through a pidfd opened and verified (start time + argv) before use; every wait is on
 that pidfd (readable the instant the process exits; a zombie counts) under a deadline.
@@ -22,12 +23,12 @@ import asyncio
 import enum
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from reconciler.actual import StopCause
-from reconciler.errors import QmpDisconnected, QmpError, RecordError
+from reconciler.errors import QmpDisconnected, QmpError, ReconcilerError, RecordError
 from reconciler.executor.context import Context, Deadlines
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly, query_status
@@ -46,6 +47,7 @@ class Step(enum.StrEnum):
     """The step of the escalation that ended the process."""
 
     ACPI = "ACPI power-off"
+    AGENT = "guest agent shutdown"  # the ACPI press was ignored (or ACPI is off); the agent was not
     QUIT = "quit"
     SIGTERM = "SIGTERM"
     SIGKILL = "SIGKILL"
@@ -75,20 +77,23 @@ async def first(*aws: Awaitable[T]) -> tuple[int, T | BaseException]:
 
 
 async def escalate(handle: Process, session: QmpSession | None, *, graceful: float | None,
-                   d: Deadlines) -> Step:
-    """End the pinned process: ACPI (if `graceful` seconds are given), quit, SIGTERM, SIGKILL."""
-    guest_off = False
+                   d: Deadlines, agent: Callable[[], Awaitable[object]] | None = None,
+                   acpi: bool = True) -> Step:
+    """End the pinned process: ACPI (if `graceful` seconds are given and `acpi`), then `agent`'s
+    guest-shutdown (if given, with as long again), quit, SIGTERM, SIGKILL."""
+    off: Step | None = None  # the graceful step that powered the guest off while QEMU lingers
     if session is not None and graceful is not None:
-        try:
-            await session.execute("system_powerdown", timeout=d.qmp)
-        except QmpError:
-            pass  # fall through to quit
-        else:
-            i, res = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
-            if await handle.exited():
-                return Step.ACPI
-            # The guest is off and QEMU lingers (-no-shutdown): quit at once; still an ACPI stop.
-            guest_off = i == 1 and not isinstance(res, BaseException)
+        steps: list[tuple[Step, Callable[[], Awaitable[object]]]] = []
+        if acpi:
+            steps.append((Step.ACPI, lambda: session.execute("system_powerdown", timeout=d.qmp)))
+        if agent is not None:
+            steps.append((Step.AGENT, agent))
+        for step, ask in steps:
+            exited, off = await _graceful(handle, session, graceful, step, ask)
+            if exited:
+                return step
+            if off is not None:
+                break
     if session is not None:
         try:
             await session.execute("quit", timeout=d.qmp)
@@ -97,7 +102,7 @@ async def escalate(handle: Process, session: QmpSession | None, *, graceful: flo
         except QmpError:
             pass
         if await handle.wait_exit(d.quit):
-            return Step.ACPI if guest_off else Step.QUIT
+            return off or Step.QUIT
     await handle.send_signal(signal.SIGTERM)
     await handle.send_signal(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
     if await handle.wait_exit(d.term):
@@ -108,10 +113,25 @@ async def escalate(handle: Process, session: QmpSession | None, *, graceful: flo
     raise ActionFailed(f"pid {handle.pid} survived SIGKILL for {d.kill:g}s")
 
 
+async def _graceful(handle: Process, session: QmpSession, graceful: float, step: Step,
+                    ask: Callable[[], Awaitable[object]]) -> tuple[bool, Step | None]:
+    """Ask the guest to power off (`ask`) and wait up to `graceful` seconds: (exited, `step` when the
+    guest is off but QEMU lingers under -no-shutdown, so quit follows at once and it still counts)."""
+    try:
+        await ask()
+    except ReconcilerError:
+        return False, None  # not asked (no answer): the next step
+    i, res = await first(handle.wait_exit(graceful), session.wait_event(["SHUTDOWN"], graceful))
+    if await handle.exited():
+        return True, step
+    return False, step if i == 1 and not isinstance(res, BaseException) else None
+
+
 async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
                        shutdown_timeout: float, by_signal: bool = False) -> Stopped:
     """Stop the instance's recorded process on `node` (no file changes). ActionFailed if it cannot.
-    `by_signal`: its QMP does not answer, so none is tried (SIGTERM, then SIGKILL)."""
+    `by_signal`: its QMP does not answer, so none is tried (SIGTERM, then SIGKILL). A process started
+    with the guest agent's channel (its record says so) gets guest-shutdown when ACPI did not stop it."""
     t0 = time.monotonic()
     try:
         rec = await node.read_record(name)
@@ -140,8 +160,15 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
                 except QmpError:
                     status = ""
             cause = StopCause.GUEST if status == "shutdown" else StopCause.RECONCILER
-            graceful = shutdown_timeout if acpi and not ctx.force and status not in _NO_GUEST else None
-            step = await escalate(handle, session, graceful=graceful, d=ctx.deadlines)
+            agent = rec.spec.guest_agent
+
+            async def shutdown_by_agent() -> object:
+                return await node.guest_agent(name, "guest-shutdown", ctx.deadlines.qmp)
+
+            graceful = shutdown_timeout if (acpi or agent) and not ctx.force and status not in _NO_GUEST \
+                else None
+            step = await escalate(handle, session, graceful=graceful, d=ctx.deadlines, acpi=acpi,
+                                  agent=shutdown_by_agent if agent else None)
         finally:
             if session is not None:
                 await close_quietly(session)

@@ -2,23 +2,30 @@
 
 `protect`, labels, the run strategy, the shutdown timeout and the migration settings are read by the
 reconciler, not by QEMU. Left out of the record, prune would not see a `protect: true` added later and
-`status` would say "differs" forever. The process is not touched; the record keeps its argv, PID and
-restart-forcing fields (policy.record_spec). Crash safety: an intent without argv is written first, so
-a run killed midway leaves either the old record or the new one (the write is atomic) plus an intent
-that discovery drops once its writer is gone; the next plan then shows the update again.
+`status` would say "differs" forever. A provisioned disk whose `size` grew is resized first: live (QMP
+block_resize) when the process runs, the image itself (qemu-img resize) when it does not. The process
+is not touched otherwise; the record keeps its argv, PID and restart-forcing fields
+(policy.record_spec). Crash safety: an intent without argv is written first, so a run killed midway
+leaves either the old record or the new one (the write is atomic) plus an intent that discovery drops
+once its writer is gone; the next plan then shows the update again.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.errors import RecordError
+from reconciler.errors import ReconcilerError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.start import close_quietly
 from reconciler.intent import IntentKind
-from reconciler.model import spec_hash
+from reconciler.model import InstanceSpec, spec_hash
+from reconciler.node import Node
 from reconciler.planner.actions import Action
-from reconciler.planner.policy import record_spec
+from reconciler.planner.disks import format_size
+from reconciler.planner.policy import grown_disks, record_spec
+from reconciler.provision.imagecheck import request_of
+from reconciler.records import AppliedRecord
 
 
 async def update_record(ctx: Context, action: Action) -> str:
@@ -34,7 +41,34 @@ async def update_record(ctx: Context, action: Action) -> str:
     if spec == rec.spec:
         return f"record on {node.name} already up to date"
     await ctx.intent(IntentKind.UPDATE, action.name, node)
+    resized = await _grow_disks(ctx, node, action.name, rec, spec)
     revision = ctx.revision if spec == desired else rec.revision  # held-back changes: not that revision yet
     await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision))
     await node.remove_intent(action.name)
+    if resized:
+        return f"{resized} on {node.name}, record updated (no restart needed)"
     return f"record updated on {node.name} (no restart needed)"
+
+
+async def _grow_disks(ctx: Context, node: Node, name: str, rec: AppliedRecord, spec: InstanceSpec) -> str:
+    """Grow the disks whose declared size grew (policy.grown_disks): live with QMP block_resize when the
+    process runs (the guest sees the new size at once), else the image itself (qemu-img resize)."""
+    grown = grown_disks(rec.spec.disks, spec.disks)
+    if not grown:
+        return ""
+    try:
+        if rec.stop_cause is None:
+            session = await node.qmp(name, ctx.deadlines.qmp)
+            try:
+                for i, disk in grown:
+                    await session.execute("block_resize", {"node-name": f"disk{i}-format", "size": disk.size},
+                                          timeout=ctx.deadlines.qmp)
+            finally:
+                await close_quietly(session)
+        else:
+            for _, disk in grown:
+                await node.grow_disk(request_of(disk))
+    except ReconcilerError as err:
+        raise ActionFailed(f"could not grow disk {grown[0][1].path}: {err}") from None
+    return "grew " + ", ".join(f"{d.path} to {format_size(d.size or 0)}" for _, d in grown) + \
+        (" live (block_resize)" if rec.stop_cause is None else "")

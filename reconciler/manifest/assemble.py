@@ -103,6 +103,7 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.node_references(references, declared_nodes)
     violations += rules.unique_macs(instances, positions.where)
     violations += rules.unique_disks(instances, positions.where)
+    violations += rules.written_bases(instances)
     node_specs = {n: spec for n, (spec, _) in nodes.items()}
     violations += rules.unique_fixed_ports(instances, node_specs, positions.where)
     violations += rules.host_cpu_needs_kvm(instances, node_specs)

@@ -167,6 +167,14 @@ def build_instance(
         if "\0" in arg:
             b.fail(("spec", "qemuExtraArgs", i), "contains a NUL character")
     migration = _migration(b, spec.get("migration") or {})
+    cloud_init = _cloud_init(b, spec["cloudInit"]) if "cloudInit" in spec else None
+    if cloud_init is not None and sum(1 for d in disks if d.bus is model.DiskBus.IDE) > 3:
+        b.fail(("spec", "cloudInit"), "the seed CD-ROM takes an ide slot: at most 3 disks can use the ide "
+                                      "bus with cloudInit")
+    if spec.get("secureBoot") and spec.get("firmware", "bios") != "uefi":
+        b.fail(("spec", "secureBoot"), "secure boot needs firmware uefi")
+    if spec.get("secureBoot") and not str(spec.get("machine", "pc")).startswith(("q35", "pc-q35")):
+        b.fail(("spec", "secureBoot"), "secure boot needs SMM: use machine q35")
     if b.issues and not partial:
         return None, b.issues
     instance = model.InstanceSpec(
@@ -189,6 +197,10 @@ def build_instance(
         shutdown_timeout=float(shutdown),
         migration=migration,
         extra_args=extra,
+        cloud_init=cloud_init,
+        guest_agent=spec.get("guestAgent", False),
+        firmware=model.Firmware(spec.get("firmware", "bios")),
+        secure_boot=spec.get("secureBoot", False),
     )
     return instance, b.issues
 
@@ -211,6 +223,36 @@ def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | No
     if raw.get("cmdline"):
         b.plain_text((*at, "cmdline"), raw["cmdline"], "the kernel command line")
     return model.KernelBoot(kernel=path or "", root=root or "", initrd=initrd, cmdline=raw.get("cmdline", ""))
+
+
+_SEED_PARTS = (("userData", "user_data"), ("metaData", "meta_data"), ("networkConfig", "network_config"))
+
+
+def _cloud_init(b: _Builder, raw: Mapping[str, Any]) -> model.CloudInit:
+    """The seed's parts: inline text, or a file relative to the manifest's directory (read by the loader,
+    manifest.seedfiles); a file must stay inside that directory."""
+    at: FieldPath = ("spec", "cloudInit")
+    values: dict[str, str] = {}
+    for key, attribute in _SEED_PARTS:
+        text, path = raw.get(key), raw.get(f"{key}File")
+        if text is not None and path is not None:
+            b.fail((*at, f"{key}File"), f"give {key} or {key}File, not both")
+        if text is not None:
+            values[attribute] = text
+        if path is not None and _inside(b, (*at, f"{key}File"), path, f"{key}File"):
+            values[f"{attribute}_file"] = path
+    return model.CloudInit(**values)
+
+
+def _inside(b: _Builder, at: FieldPath, path: str, what: str) -> bool:
+    """A relative path that cannot leave the directory it is relative to (symlinks: checked on reading)."""
+    if not b.plain_text(at, path, what):
+        return False
+    if os.path.isabs(path) or os.path.normpath(path).split(os.sep)[0] == "..":
+        b.fail(at, f"{what} {show(path)} must stay inside the manifest's directory (a relative path, "
+                   "without ..)")
+        return False
+    return True
 
 
 def _vnc(b: _Builder, raw: Mapping[str, Any]) -> model.Vnc:
@@ -240,16 +282,22 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
     disks = []
     for i, d in enumerate(raw):
         b.absolute(("spec", "disks", i, "path"), d["path"], "disk path")
+        base, size = d.get("baseImage"), _disk_size(b, i, d)
+        default_format = "qcow2" if base is not None else "raw"
         disks.append(
             model.Disk(
                 path=d["path"],
-                format=model.DiskFormat(d.get("format", "raw")),
+                format=model.DiskFormat(d.get("format", default_format)),
                 bus=model.DiskBus(d.get("bus", "virtio")),
                 read_only=d.get("readOnly", False),
                 cache=model.CacheMode(d.get("cache", "none")),
                 boot=i == boot_index,
+                size=size,
+                base_image=base,
+                delete_policy=model.DeletePolicy(d.get("deletePolicy", "Retain")),
             )
         )
+        _provisioned(b, i, disks[-1])
     ide = [i for i, d in enumerate(disks) if d.bus is model.DiskBus.IDE]
     for i in ide:
         if disks[i].read_only:
@@ -258,6 +306,41 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
     if len(ide) > 4:
         b.fail(("spec", "disks", ide[4], "bus"), "at most 4 disks can use the ide bus")
     return tuple(disks)
+
+
+SECTOR = 512
+
+
+def _disk_size(b: _Builder, i: int, d: Mapping[str, Any]) -> int | None:
+    if "size" not in d:
+        return None
+    at: FieldPath = ("spec", "disks", i, "size")
+    size = b.convert(at, d["size"], units.parse_bytes, -1)
+    if size == 0:
+        b.fail(at, f"{show(d['size'])} is not a size above zero")
+    elif size > 0 and size % SECTOR:
+        b.fail(at, f"{show(d['size'])} is not a whole number of 512-byte sectors")
+    return max(size, 0) or None
+
+
+def _provisioned(b: _Builder, i: int, disk: model.Disk) -> None:
+    """A disk the reconciler creates when missing: a file it can make with qemu-img, from a usable base."""
+    at: FieldPath = ("spec", "disks", i)
+    if not disk.provisioned:
+        if disk.delete_policy is model.DeletePolicy.DELETE:
+            b.fail((*at, "deletePolicy"), "deletePolicy applies to disks the reconciler creates (size or "
+                                          "baseImage)")
+        return
+    if disk.path.startswith("/dev/"):
+        b.fail((*at, "path"), f"disk path {show(disk.path)} is a device; only image files can be created "
+                              "(size, baseImage)")
+    if disk.base_image is None:
+        return
+    b.absolute((*at, "baseImage"), disk.base_image, "baseImage")
+    if disk.format is not model.DiskFormat.QCOW2:
+        b.fail((*at, "format"), "a disk made from a baseImage is a qcow2 overlay; format must be qcow2")
+    if os.path.normpath(disk.base_image) == os.path.normpath(disk.path):
+        b.fail((*at, "baseImage"), "the base image cannot be the disk itself")
 
 
 def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:

@@ -285,3 +285,18 @@ def node_resources(
                 break
         by_address[node.address].append((node, doc))
     return out
+
+
+def written_bases(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]]) -> list[Violation]:
+    """A base image is read by its overlays: it must not be a disk some instance writes (issue 14)."""
+    written = {d.path: name for name, (spec, _) in instances.items() for d in spec.disks if not d.read_only}
+    out = []
+    for name, (spec, doc) in sorted(instances.items()):
+        for i, disk in enumerate(spec.disks):
+            writer = written.get(disk.base_image or "")
+            if writer is not None:
+                whose = "this instance" if writer == name else f"instance {writer}"
+                out.append(Violation(doc, ("spec", "disks", i, "baseImage"),
+                                     f"base image {disk.base_image!r} is a writable disk of {whose}; a base "
+                                     "must not be written (declare it readOnly there)"))
+    return out

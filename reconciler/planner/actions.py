@@ -178,6 +178,7 @@ class ProblemKind(enum.StrEnum):
     REFUSED = "refused"  # an imperative verb that cannot be done in the instance's current state
     PORT_IN_USE = "port_in_use"  # a migration target could not bind a fixed port (a VNC display)
     MISSING_ON_NODE = "missing_on_node"  # a file, binary or bridge a start needs is not on its node
+    DISK_CREATE = "disk_create"  # a disk the plan would create cannot be (base, directory, free space)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,26 @@ class PlanProblem:
         return text if self.where is None else f"{self.where}: {text}"
 
 
+class DiskOp(enum.StrEnum):
+    CREATE = "create"  # before the instance's start: the file is missing and the entry says how to make it
+    DELETE = "delete"  # after its stop: an image the reconciler created, deletePolicy Delete
+
+
+@dataclass(frozen=True, slots=True)
+class DiskChange:
+    """A disk image the plan creates (before `instance` starts) or deletes, one plan line each."""
+
+    instance: str
+    node: str
+    path: str
+    op: DiskOp
+    size: int | None = None  # CREATE: the new disk's virtual size in bytes (an overlay's: its base's)
+    base: str | None = None  # CREATE of an overlay: the base image (never written)
+    base_format: str | None = None
+    format: str = "qcow2"
+    reason: str = ""  # DELETE: why ("pruned", "disk entry removed")
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     actions: tuple[Action, ...] = ()
@@ -212,6 +233,7 @@ class Plan:
     orphans: tuple[Orphan, ...] = ()
     errors: tuple[PlanProblem, ...] = ()
     warnings: tuple[str, ...] = ()
+    disks: tuple[DiskChange, ...] = ()  # images created or deleted (added by the host checks, hostcheck)
     prune: bool = False
     targets: tuple[str, ...] | None = None
     # Nodes nothing is known of in this run, and the instances left alone because of them (planner.reach).
@@ -221,7 +243,7 @@ class Plan:
     @property
     def empty(self) -> bool:
         """No action to take (pending changes, orphans and warnings are information only)."""
-        return not any(a.kind is not ActionKind.NOOP for a in self.actions)
+        return not any(a.kind is not ActionKind.NOOP for a in self.actions) and not self.disks
 
     def count(self, kind: ActionKind) -> int:
         return sum(1 for a in self.actions if a.kind is kind)

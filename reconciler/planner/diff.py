@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.model import InstanceSpec, to_jsonable
 from reconciler.planner.actions import FieldChange
-from reconciler.planner.policy import DIFFED_FIELDS, forces_restart
+from reconciler.planner.policy import DIFFED_FIELDS, forces_restart, grown_only
 
 
 def as_json(value: Any) -> str:
@@ -48,9 +48,25 @@ def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
     changes: list[FieldChange] = []
     for name in DIFFED_FIELDS:
         restart = forces_restart(name)
+        if name == "cloud_init":  # user-data may hold secrets: the plan shows the seed's digest only
+            if old.cloud_init != new.cloud_init:
+                changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))
+            continue
+        if name == "disks" and grown_only(old.disks, new.disks):
+            restart = False  # only sizes grew: resized live (block_resize), an in-place update
         for path, o, n in _walk(name, getattr(old, name), getattr(new, name)):
             changes.append(FieldChange(path, as_json(o), as_json(n), restart))
     return tuple(changes)
+
+
+def seed_text(spec: InstanceSpec) -> str:
+    """A seed as plans show it, as JSON text: "seed sha256:<12 hex> (instance-id <id>)", or null."""
+    if spec.cloud_init is None:
+        return "null"
+    from reconciler.provision.seed import DIGEST_CHARS, build_seed, seed_spec
+
+    seed = build_seed(spec.name, seed_spec(spec.cloud_init))
+    return json.dumps(f"seed sha256:{seed.digest[:DIGEST_CHARS]} (instance-id {seed.instance_id})")
 
 
 def restart_forcing(changes: tuple[FieldChange, ...]) -> bool:

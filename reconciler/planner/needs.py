@@ -4,8 +4,8 @@ The seed checked the kernel and initrd files before a start (ValidateParameters)
 (Verify). Here the plan does it, for everything a start needs from its node: the kernel and initrd
 files, the disks (a file or a block device), the QEMU binary (executable; a name is looked up in the
 node's PATH), the bridge of each bridge-mode NIC that uses the default hook (a Linux bridge:
-/sys/class/net/<bridge>/bridge), and a NIC's own hook (executable). Firmware files and base images join
-this table when the model has them.
+/sys/class/net/<bridge>/bridge), and a NIC's own hook (executable). A disk the reconciler creates (size,
+baseImage) may also be missing: planner.disks then plans its creation.
 
 Which actions: only those that launch a QEMU. A start and a restart need the desired spec's files on the
 node they land on; a migration's target needs the recorded spec's files (a migration keeps the running
@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.actual import ActualState
+from reconciler.firmware import ovmf_of
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
 from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind
@@ -37,6 +38,7 @@ class NeedKind(enum.StrEnum):
     DISK = "disk"  # a regular file or a block device
     EXECUTABLE = "executable"  # qemuBinary, a NIC hook
     BRIDGE = "bridge"  # a Linux bridge
+    NEW_DISK = "new disk"  # a disk with size/baseImage: a file or a block device, or missing (created)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +67,25 @@ FieldPath = tuple[str | int, ...]
 _QEMU_BINARY: FieldPath = ("spec", "qemuBinary")
 _KERNEL: FieldPath = ("spec", "kernel", "path")
 _INITRD: FieldPath = ("spec", "kernel", "initrd")
+_FIRMWARE: FieldPath = ("spec", "firmware")
 
 
-def _wants(spec: InstanceSpec, node: NodeSpec) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
-    """The table: (kind, value, manifest field, the kind of object declaring it), in field order."""
+def _wants(spec: InstanceSpec, node: NodeSpec,
+           create: bool = True) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
+    """The table: (kind, value, manifest field, the kind of object declaring it), in field order.
+    `create`: a missing provisioned disk is created (a start); a migration's target needs it there."""
     yield NeedKind.EXECUTABLE, node.qemu_binary, _QEMU_BINARY, Kind.NODE
     if spec.kernel is not None:
         yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
         if spec.kernel.initrd is not None:
             yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
+    ovmf = ovmf_of(spec)
+    if ovmf is not None:  # firmware uefi: OVMF's code and its variable-store template (package ovmf)
+        yield NeedKind.FILE, ovmf.code, _FIRMWARE, Kind.INSTANCE
+        yield NeedKind.FILE, ovmf.vars_template, _FIRMWARE, Kind.INSTANCE
     for i, disk in enumerate(spec.disks):
-        yield NeedKind.DISK, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE
+        kind = NeedKind.NEW_DISK if create and disk.provisioned else NeedKind.DISK
+        yield kind, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE
     for i, nic in enumerate(spec.nics):
         if nic.mode is not NicMode.BRIDGE:
             continue
@@ -85,12 +95,12 @@ def _wants(spec: InstanceSpec, node: NodeSpec) -> Iterator[tuple[NeedKind, str, 
             yield NeedKind.BRIDGE, nic.bridge, ("spec", "nics", i, "bridge"), Kind.INSTANCE
 
 
-def needs_of(spec: InstanceSpec, node: NodeSpec) -> tuple[Need, ...]:
+def needs_of(spec: InstanceSpec, node: NodeSpec, create: bool = True) -> tuple[Need, ...]:
     """Everything a new QEMU process of `spec` needs on `node`, in manifest field order."""
     return tuple(
         Need(spec.name, node.name, FieldRef(owner, spec.name if owner is Kind.INSTANCE else node.name, path),
              value, kind)
-        for kind, value, path, owner in _wants(spec, node)
+        for kind, value, path, owner in _wants(spec, node, create)
     )
 
 
@@ -103,6 +113,11 @@ class Requirements:
 
     launches: tuple[tuple[InstanceSpec, NodeSpec], ...] = ()
     wanted: Mapping[str, Mapping[NeedKind, frozenset[str]]] = field(default_factory=dict)
+    incoming: frozenset[tuple[str, str]] = frozenset()  # (instance, node) of migration targets: no creating
+
+    def creates(self, spec: InstanceSpec, node: NodeSpec) -> bool:
+        """Whether this launch creates its missing provisioned disks (a start does; a migration not)."""
+        return (spec.name, node.name) not in self.incoming
 
     def __bool__(self) -> bool:
         return bool(self.launches)
@@ -123,6 +138,7 @@ def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requ
     the plan already), need nothing."""
     recorded = {(r.name, r.node): r.spec for r in actual.instances if r.spec is not None}
     launches: list[tuple[InstanceSpec, NodeSpec]] = []
+    incoming: set[tuple[str, str]] = set()
     wanted: dict[str, dict[NeedKind, set[str]]] = {}
     for action in plan.actions:
         node = desired.nodes.get(action.node)
@@ -133,18 +149,19 @@ def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requ
             spec = desired.instances.get(action.name)
         elif action.kind is ActionKind.MIGRATE:
             spec = recorded.get((action.name, action.source_node or ""))
+            incoming.add((action.name, node.name))
         if spec is None:
             continue
         launches.append((spec, node))
         kinds = wanted.get(node.name)
         if kinds is None:
             kinds = wanted[node.name] = {kind: set() for kind in NeedKind}
-        for kind, value, _, _ in _wants(spec, node):
+        for kind, value, _, _ in _wants(spec, node, (action.name, node.name) not in incoming):
             kinds[kind].add(value)
     return Requirements(tuple(launches), {
         node: {kind: frozenset(values) for kind, values in kinds.items() if values}
         for node, kinds in sorted(wanted.items())
-    })
+    }, frozenset(incoming))
 
 
 _NO_ANSWER = PathInfo(PathKind.ERROR, error="the node gave no answer for it")
@@ -163,7 +180,7 @@ def missing(reqs: Requirements, answers: Mapping[str, Mapping[str, PathInfo]]) -
         return ()
     out = []
     for spec, node in reqs.launches:
-        for need in needs_of(spec, node):
+        for need in needs_of(spec, node, reqs.creates(spec, node)):
             if (need.node, need.kind, need.value) in failing:
                 info = answers.get(need.node, {}).get(need.query, _NO_ANSWER)
                 on = "" if need.field.kind is Kind.NODE else f" on node {need.node}"
@@ -176,6 +193,7 @@ _SATISFY = {
     NeedKind.DISK: frozenset({PathKind.FILE, PathKind.BLOCK_DEVICE}),
     NeedKind.EXECUTABLE: frozenset({PathKind.FILE}),  # and executable
     NeedKind.BRIDGE: frozenset({PathKind.DIRECTORY}),
+    NeedKind.NEW_DISK: frozenset({PathKind.FILE, PathKind.BLOCK_DEVICE, PathKind.MISSING}),
 }
 
 
@@ -193,6 +211,9 @@ def _problem(need: NeedKind, raw: str, info: PathInfo, on: str) -> str | None:
     if need is NeedKind.BRIDGE:
         ok = kind is PathKind.DIRECTORY
         return None if ok else f"there is no bridge {value}{on} ({BRIDGE_DIR.format(raw)} is missing)"
+    if need is NeedKind.NEW_DISK:  # missing is fine: the plan creates it (planner.disks)
+        ok = kind in _SATISFY[need]
+        return None if ok else f"{value}{on} is {_A[kind]}, not a disk image file or block device"
     if kind is PathKind.MISSING:
         return f"{value} is not found in PATH{on}" if "/" not in raw else f"{value} does not exist{on}"
     if need is NeedKind.FILE and kind is not PathKind.FILE:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.model import InstanceSpec
+from reconciler.model import Disk, InstanceSpec
 
 
 class FieldPolicy(enum.StrEnum):
@@ -40,6 +40,10 @@ POLICY = MappingProxyType({
     "shutdown_timeout": FieldPolicy.IGNORE,
     "migration": FieldPolicy.IGNORE,
     "extra_args": FieldPolicy.RESTART,
+    "guest_agent": FieldPolicy.RESTART,  # a device on the command line
+    "firmware": FieldPolicy.RESTART,
+    "secure_boot": FieldPolicy.RESTART,
+    "cloud_init": FieldPolicy.RESTART,  # the seed is read at boot: a new process attaches the new one
 })
 
 # Fields the spec diff walks: `node` is decided by placement, not by comparing records.
@@ -63,4 +67,27 @@ def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str) -> 
     }
     if desired.node is None or desired.node == on_node:
         taken["node"] = desired.node
+    if grown_only(recorded.disks, desired.disks):  # resized live (block_resize), no new process
+        taken["disks"] = desired.disks
     return replace(recorded, **taken)
+
+
+def grown_disks(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> tuple[tuple[int, Disk], ...]:
+    """(index, new disk) of the provisioned disks whose `size` grew, the entry otherwise the same."""
+    if len(old) != len(new):
+        return ()
+    return tuple((i, n) for i, (o, n) in enumerate(zip(old, new, strict=True))
+                 if n.provisioned and o.size is not None and n.size is not None and n.size > o.size
+                 and replace(o, size=n.size, delete_policy=n.delete_policy) == n)
+
+
+def grown_only(old: tuple[Disk, ...], new: tuple[Disk, ...]) -> bool:
+    """The disks differ, and only in sizes that grew (a live resize) or in their deletePolicy (read by
+    the reconciler alone): an in-place update, not a restart (issue 14)."""
+    if len(old) != len(new) or old == new:
+        return False
+    for o, n in zip(old, new, strict=True):
+        grew = n.provisioned and o.size is not None and n.size is not None and n.size > o.size
+        if replace(o, size=n.size if grew else o.size, delete_policy=n.delete_policy) != n:
+            return False
+    return True

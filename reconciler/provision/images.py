@@ -20,10 +20,12 @@ import json
 import os
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler import statedir
 from reconciler.errors import ReconcilerError
+from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
 QEMU_IMG = "qemu-img"
 TIMEOUT = 30.0
@@ -63,6 +65,7 @@ class OwnedImage:
     inode: int
     base: str | None = None  # the base image of an overlay
     size: int | None = None  # bytes, for a blank disk
+    instance: str | None = None  # the instance it was created for
 
 
 async def _qemu_img(path: str, *args: str, timeout: float = TIMEOUT) -> str:
@@ -86,25 +89,35 @@ async def _qemu_img(path: str, *args: str, timeout: float = TIMEOUT) -> str:
     return out.decode()
 
 
-async def inspect(path: str) -> ImageInfo:
-    """Format and virtual size of an image (qemu-img info; the image is opened read-only, shared)."""
+async def inspect(path: str, *, shared: bool = True) -> ImageInfo:
+    """Format and virtual size of an image (qemu-img info; the image is opened read-only). `shared`:
+    even while a QEMU writes it (-U); otherwise that fails on QEMU's image lock."""
     _absolute(path)
-    raw = json.loads(await _qemu_img(path, "info", "--output=json", "-U", path))
+    raw = json.loads(await _qemu_img(path, "info", "--output=json", *(["-U"] if shared else []), path))
     return ImageInfo(str(raw["format"]), int(raw["virtual-size"]), raw.get("backing-filename"))
 
 
 async def check_base(path: str) -> ImageInfo:
-    """A base image must be a readable raw or qcow2 file; ImageError says why it is not."""
-    info = await inspect(path)
+    """A base image must be a readable raw or qcow2 file that nothing writes (QEMU's image lock tells:
+    a running instance's writable disk is no base); ImageError says why it is not."""
+    try:
+        info = await inspect(path, shared=False)
+    except ImageError as err:
+        if '"write" lock' in err.detail:
+            raise ImageError(path, "is being written by a running QEMU; a base image must not be written "
+                                   "(stop its writer, or copy it)") from None
+        raise
     if info.format not in (ImageFormat.RAW, ImageFormat.QCOW2):
         raise ImageError(path, f"a base image must be raw or qcow2, not {info.format}")
     return info
 
 
-async def create_overlay(path: str, base: str, base_format: ImageFormat) -> OwnedImage:
-    """A qcow2 overlay on `base` at `path`, which must not exist; `base` is never written."""
+async def create_overlay(path: str, base: str, base_format: ImageFormat,
+                         size: int | None = None) -> OwnedImage:
+    """A qcow2 overlay on `base` at `path` (of `size` bytes, else the base's), which must not exist; `base`
+    is never written."""
     _absolute(base)
-    return await _create(path, ("-f", "qcow2", "-b", base, "-F", base_format.value), base=base)
+    return await _create(path, ("-f", "qcow2", "-b", base, "-F", base_format.value), base=base, size=size)
 
 
 async def create_blank(path: str, size: int, fmt: ImageFormat) -> OwnedImage:
@@ -163,7 +176,7 @@ def free_bytes(directory: str) -> int:
 def owned_to_json(owned: OwnedImage) -> bytes:
     return json.dumps({"format_version": 1, "path": owned.path, "created_at": owned.created_at,
                        "device": owned.device, "inode": owned.inode, "base": owned.base,
-                       "size": owned.size}, indent=1).encode()
+                       "size": owned.size, "instance": owned.instance}, indent=1).encode()
 
 
 def owned_from_json(data: bytes) -> OwnedImage:
@@ -172,7 +185,7 @@ def owned_from_json(data: bytes) -> OwnedImage:
         if raw.get("format_version") != 1:
             raise ValueError(f"unsupported format_version {raw.get('format_version')!r}")
         return OwnedImage(str(raw["path"]), float(raw["created_at"]), int(raw["device"]), int(raw["inode"]),
-                          raw.get("base"), raw.get("size"))
+                          raw.get("base"), raw.get("size"), raw.get("instance"))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ImageError("?", f"unreadable ownership record: {err}") from None
 
@@ -184,3 +197,123 @@ def write_owned(record_path: str, owned: OwnedImage) -> None:
 def _absolute(path: str) -> None:
     if not os.path.isabs(path) or "\0" in path:
         raise ImageError(path, "must be an absolute path")
+
+
+# --- the plan's question about the disks it would create (Node.check_images) ---------------------
+
+
+async def check_for_create(queries: Sequence[ImageQuery]) -> dict[str, ImageCheck]:
+    """Per disk to create: whether it can be (its directory exists; its base is a readable raw or qcow2
+    image nothing writes, opened read-only) and how much room its filesystem has. Each distinct base and
+    directory is looked at once, however many disks share it."""
+    bases = sorted({q.base for q in queries if q.base is not None})
+    infos = await asyncio.gather(*(_base_or_error(b) for b in bases), return_exceptions=False)
+    base_info = dict(zip(bases, infos, strict=True))
+    dirs: dict[str, tuple[int, int] | str] = {}
+    out = {}
+    for q in queries:
+        directory = os.path.dirname(q.path)
+        where = dirs.get(directory)
+        if where is None:
+            where = dirs[directory] = _directory(q.path, directory)
+        if isinstance(where, str):
+            out[q.path] = ImageCheck(q.path, where)
+            continue
+        device, free = where
+        info = base_info.get(q.base) if q.base is not None else None
+        if isinstance(info, ImageError):
+            out[q.path] = ImageCheck(q.path, f"base image: {info.message}", device=device, free=free)
+        elif info is not None:
+            out[q.path] = ImageCheck(q.path, base_format=info.format, base_size=info.virtual_size,
+                                     device=device, free=free)
+        else:
+            out[q.path] = ImageCheck(q.path, device=device, free=free)
+    return out
+
+
+async def _base_or_error(base: str) -> ImageInfo | ImageError:
+    try:
+        return await check_base(base)
+    except ImageError as err:
+        return err
+
+
+def _directory(path: str, directory: str) -> tuple[int, int] | str:
+    """(device, free bytes) of the directory a disk is created in, or the one-line reason it cannot be."""
+    if not os.path.isabs(path) or "\0" in path:
+        return f"disk image {path}: must be an absolute path"
+    try:
+        st = os.stat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            return f"disk image {path}: {directory} is not a directory"
+        return st.st_dev, free_bytes(directory)
+    except FileNotFoundError:
+        return f"disk image {path}: the directory {directory} does not exist"
+    except OSError as err:
+        return f"disk image {path}: {directory}: {err.strerror or err}"
+
+
+# --- what a node does for the executor (LocalNode.create_disk / delete_disk) ----------------------
+
+
+async def provision(record_path: str, instance: str, path: str, *, base: str | None, size: int | None,
+                    fmt: ImageFormat) -> OwnedImage | None:
+    """Create the disk at `path` unless something is already there (None: an existing file is used as
+    it is, and never becomes ours), and record it as owned at `record_path`."""
+    if os.path.lexists(path):
+        return None
+    if base is not None:  # the plan checked the base (qemu-img info); its format is in its first bytes
+        owned = await create_overlay(path, base, probe_format(base), size)
+    elif size is not None:
+        owned = await create_blank(path, size, fmt)
+    else:
+        raise ImageError(path, "has neither a size nor a base image to be created from")
+    owned = OwnedImage(owned.path, owned.created_at, owned.device, owned.inode, owned.base, owned.size,
+                       instance)
+    write_owned(record_path, owned)
+    return owned
+
+
+async def grow(path: str, size: int, fmt: ImageFormat) -> None:
+    """Grow the image at `path` (not in use) to `size` bytes; qemu-img refuses a shrink (no --shrink)."""
+    _absolute(path)
+    await _qemu_img(path, "resize", "-q", "-f", fmt.value, path, str(size))
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def probe_format(base: str) -> ImageFormat:
+    """qcow2 if the file starts with qcow2's magic, else raw: what qemu-img's own probe decides for these
+    two formats, without a subprocess. ImageError when the base cannot be read."""
+    try:
+        with open(base, "rb") as f:
+            head = f.read(len(QCOW2_MAGIC))
+    except OSError as err:
+        raise ImageError(base, f"cannot read the base image: {err.strerror or err}") from None
+    return ImageFormat.QCOW2 if head == QCOW2_MAGIC else ImageFormat.RAW
+
+
+def read_owned(record_path: str) -> OwnedImage | None:
+    """The ownership record at `record_path`; None when there is none (the image is not ours)."""
+    try:
+        with open(record_path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise ImageError("?", f"ownership record {record_path}: {err.strerror or err}") from None
+    return owned_from_json(data)
+
+
+def delete_recorded(record_path: str, path: str) -> bool:
+    """Delete the image at `path` if its ownership record says the reconciler created that very file;
+    then drop the record. False when the image is not ours (nothing is touched). ImageError when the path
+    now holds something else (a symlink or another file swapped in): refused, untouched."""
+    owned = read_owned(record_path)
+    if owned is None or owned.path != path:
+        return False
+    delete_owned(owned)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path)
+    return True

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from reconciler.model import CloudInit
+
 DIGEST_CHARS = 12  # of the sha256 hex digest, in the instance-id
 
 
@@ -33,6 +35,11 @@ class Seed:
 
     def file(self, name: str) -> bytes | None:
         return next((data for n, data in self.files if n == name), None)
+
+
+def seed_spec(cloud_init: CloudInit) -> SeedSpec:
+    """The seed's text parts of a spec's cloudInit (files already read into it by the manifest loader)."""
+    return SeedSpec(cloud_init.user_data, cloud_init.meta_data, cloud_init.network_config)
 
 
 def build_seed(name: str, spec: SeedSpec) -> Seed:

@@ -20,6 +20,7 @@ from reconciler import lock as lock_mod
 from reconciler import model, records
 from reconciler.argv import Launch
 from reconciler.node import LocalNode, Process
+from reconciler.provision.imagecheck import DiskRequest, ImageQuery
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -53,6 +54,7 @@ class HostOps:
 
     def handlers(self) -> dict[str, Handler]:
         return {
+            **self._provision_handlers(),
             "discover": self.discover, "live_pids": self.live_pids, "launch": self.launch,
             "process_open": self.process_open, "process_signal": self.process_signal,
             "process_wait": self.process_wait, "process_close": self.process_close,
@@ -135,6 +137,39 @@ class HostOps:
 
     async def port_free(self, params: dict[str, Any]) -> Any:
         return await self._node(params).port_free(_param(params, "port", int))
+
+    # --- disk images the reconciler creates, the guest agent (issue 14) ---------------------------
+
+    def _provision_handlers(self) -> dict[str, Handler]:
+        return {"check_images": self.check_images, "create_disk": self.create_disk,
+                "owned_images": self.owned_images, "delete_disk": self.delete_disk,
+                "grow_disk": self.grow_disk, "guest_agent": self.guest_agent}
+
+    async def check_images(self, params: dict[str, Any]) -> Any:
+        queries: tuple[ImageQuery, ...] = _decode(tuple[ImageQuery, ...], params, "queries")
+        answers = await self._node(params).check_images(queries)
+        return {p: model.to_jsonable(a) for p, a in answers.items()}
+
+    async def create_disk(self, params: dict[str, Any]) -> Any:
+        disk: DiskRequest = _decode(DiskRequest, params, "disk")
+        return await self._node(params).create_disk(_param(params, "instance", str), disk)
+
+    async def grow_disk(self, params: dict[str, Any]) -> Any:
+        disk: DiskRequest = _decode(DiskRequest, params, "disk")
+        await self._node(params).grow_disk(disk)
+        return None
+
+    async def owned_images(self, params: dict[str, Any]) -> Any:
+        paths = [str(p) for p in _param(params, "paths", list)]
+        return {p: model.to_jsonable(o) for p, o in (await self._node(params).owned_images(paths)).items()}
+
+    async def guest_agent(self, params: dict[str, Any]) -> Any:
+        timeout = float(_param(params, "timeout", (int, float)))
+        return await self._node(params).guest_agent(_param(params, "instance", str),
+                                                    _param(params, "command", str), timeout)
+
+    async def delete_disk(self, params: dict[str, Any]) -> Any:
+        return await self._node(params).delete_disk(_param(params, "path", str))
 
     # --- files of the state directory -------------------------------------------------------------
 

@@ -25,11 +25,14 @@ from reconciler.lock import Holder
 from reconciler.model import NodeSpec
 from reconciler.node import OnLockWait
 from reconciler.pathinfo import PathInfo
+from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
+from reconciler.provision.images import OwnedImage
 from reconciler.records import AppliedRecord
 from reconciler.remote.ssh import HostLink
 
 CALL_TIMEOUT = 10.0  # a state-directory read or write on the host, round trip included
 DISCOVER_TIMEOUT = 30.0
+IMAGE_TIMEOUT = 60.0  # qemu-img on the host (inspecting bases, creating images), round trip included
 
 
 class RemoteProcess:
@@ -121,6 +124,29 @@ class RemoteNode:
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         raw = await self._call("check_paths", paths=sorted(set(paths)))
         return {str(p): records.decode_as(PathInfo, info, p) for p, info in raw.items()}
+
+    async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        raw = await self._call("check_images", IMAGE_TIMEOUT, queries=model.to_jsonable(tuple(queries)))
+        return {str(p): records.decode_as(ImageCheck, a, p) for p, a in raw.items()}
+
+    async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
+        return bool(await self._call("create_disk", IMAGE_TIMEOUT, instance=instance,
+                                     disk=model.to_jsonable(disk)))
+
+    async def grow_disk(self, disk: DiskRequest) -> None:
+        await self._call("grow_disk", IMAGE_TIMEOUT, disk=model.to_jsonable(disk))
+
+    async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        raw = await self._call("owned_images", paths=sorted(set(paths)))
+        return {str(p): records.decode_as(OwnedImage, o, p) for p, o in raw.items()}
+
+    async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
+        result: object = await self._call("guest_agent", timeout + CALL_TIMEOUT, instance=instance,
+                                          command=command, timeout=timeout)
+        return result
+
+    async def delete_disk(self, path: str) -> bool:
+        return bool(await self._call("delete_disk", path=path))
 
     async def read_secret(self, path: str, field: str) -> str:
         return str(await self._call("read_secret", path=path, field=field))

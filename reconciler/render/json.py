@@ -15,6 +15,8 @@ from reconciler.model import MigrationMode, SourceRef
 from reconciler.planner.actions import (
     Action,
     ActionKind,
+    DiskChange,
+    DiskOp,
     FieldChange,
     Handoff,
     Held,
@@ -94,7 +96,22 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "held": [{"name": h.name, "node": h.node, "reason": h.reason} for h in plan.held],
         "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message,
                     "where": _where(e.where)} for e in plan.errors],
+        # disk images created or deleted (added in 1.0, issue 14; absent: none)
+        **({"disks": [_disk(d) for d in plan.disks]} if plan.disks else {}),
     }
+
+
+def _disk(d: DiskChange) -> dict[str, Any]:
+    return {"instance": d.instance, "node": d.node, "path": d.path, "op": d.op.value, "size": d.size,
+            "base": d.base, "base_format": d.base_format, "format": d.format, "reason": d.reason or None}
+
+
+def _disk_from(d: dict[str, Any]) -> DiskChange:
+    size = d.get("size")
+    return DiskChange(str(d["instance"]), str(d["node"]), str(d["path"]), DiskOp(d["op"]),
+                      int(size) if size is not None else None, _str_or_none(d.get("base")),
+                      _str_or_none(d.get("base_format")), str(d.get("format") or "qcow2"),
+                      str(d.get("reason") or ""))
 
 
 def render_json(plan: Plan, git: GitInfo | None = None) -> str:
@@ -145,6 +162,7 @@ def plan_from_dict(data: dict[str, Any]) -> Plan:
         errors=tuple(PlanProblem(ProblemKind(e["kind"]), str(e["subject"]), str(e["detail"]),
                                  _where_from(e.get("where"))) for e in data["errors"]),
         warnings=tuple(str(w) for w in data["warnings"]),
+        disks=tuple(_disk_from(d) for d in data.get("disks", ())),
         prune=bool(data["prune"]),
         targets=tuple(str(t) for t in targets) if targets is not None else None,
         unreachable=tuple(UnreachableNode(str(u["node"]), Reach(u["reach"]), str(u["detail"]))

@@ -10,7 +10,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from reconciler.planner.actions import Action, ActionKind, FieldChange, Orphan, OrphanFate, Plan
+from reconciler.planner.actions import (
+    Action,
+    ActionKind,
+    DiskChange,
+    DiskOp,
+    FieldChange,
+    Orphan,
+    OrphanFate,
+    Plan,
+)
 from reconciler.units import format_rate
 
 if TYPE_CHECKING:
@@ -62,6 +71,10 @@ def summary(plan: Plan) -> str:
     updates = plan.count(ActionKind.UPDATE)
     if updates:  # named only when there are some: the usual line stays as it was
         counts += f", {updates} record{'s' if updates != 1 else ''} to update in place (no restart)"
+    for op, words in ((DiskOp.CREATE, "to create"), (DiskOp.DELETE, "to delete")):
+        n = sum(1 for d in plan.disks if d.op is op)
+        if n:
+            counts += f", {n} disk image{'s' if n != 1 else ''} {words}"
     return f"Plan: {counts}."
 
 
@@ -101,6 +114,31 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
     return lines
 
 
+def disk_line(d: DiskChange) -> str:
+    """One disk image the plan creates or deletes (never its contents; sizes in binary units)."""
+    from reconciler.planner.disks import format_size
+
+    if d.op is DiskOp.DELETE:
+        why = f"; {d.reason}" if d.reason else ""
+        return (f"- delete {d.path} on {d.node} (of {d.instance}: created by the reconciler, "
+                f"deletePolicy Delete{why})")
+    size = format_size(d.size) if d.size is not None else "?"
+    if d.base is not None:
+        made = f"qcow2 overlay on {d.base} ({d.base_format or '?'}; never written), {size}"
+    else:
+        made = f"blank {d.format}, {size}"
+    return f"+ create {d.path} on {d.node} for {d.instance}: {made}"
+
+
+def _disks(plan: Plan, paint: _Painter) -> list[str]:
+    lines = ["Disk images:", ""]
+    for d in plan.disks:
+        color = _COLORS[ActionKind.START if d.op is DiskOp.CREATE else ActionKind.STOP]
+        symbol, rest = disk_line(d).split(" ", 1)
+        lines.append(f"  {paint(color, symbol)} {rest}")
+    return lines
+
+
 def _pending(plan: Plan, paint: _Painter) -> list[str]:
     lines = ["Pending changes (not applied by this plan):"]
     for p in plan.pending:
@@ -124,6 +162,8 @@ def render_text(plan: Plan, options: RenderOptions | None = None, git: GitInfo |
         sections.append(["Targets: " + ", ".join(plan.targets)])
     if plan.actions:
         sections.append(_actions(plan, paint))
+    if plan.disks:
+        sections.append(_disks(plan, paint))
     if plan.pending:
         sections.append(_pending(plan, paint))
     if plan.orphans:

@@ -162,6 +162,8 @@ class Assembly:
                 return False
             if what == "host-cpu" and node is not None and node[0].accelerator is not model.Accelerator.KVM:
                 return False
+            if what == "base" and self._refs.get(("written", key), 0) > 0:
+                return False
             if what == "sockets":
                 length, _, name = key.partition("/")
                 node = nodes.get(name)
@@ -244,6 +246,11 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
                 built.unique.extend(_unique_claims(instance))
                 if instance.vnc is not None and instance.node is not None:
                     built.ports.append(instance)
+                for d in instance.disks:  # a base must not be a disk some instance writes (rules)
+                    if d.base_image is not None:
+                        built.refs.append(("base", d.base_image))
+                    if not d.read_only:
+                        built.refs.append(("written", d.path))
                 if instance.node is not None:
                     built.refs.append(("node", instance.node))
                     # socket paths depend on the name's length only: one key per (node, length)

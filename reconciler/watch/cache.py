@@ -27,7 +27,16 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.manifest import Discovery, ParsedFile, Problem, assemble, discover, parse_file, read_file
+from reconciler.manifest import (
+    Discovery,
+    ParsedFile,
+    Problem,
+    assemble,
+    discover,
+    parse_file,
+    read_file,
+    seedfiles,
+)
 from reconciler.manifest.discovery import SUFFIXES
 from reconciler.model import DesiredState
 from reconciler.watch.assembly import Assembly
@@ -218,6 +227,9 @@ class ManifestCache:
             rebuilt += self._assembly.update(candidate)
             desired = self._assembly.desired()
             if desired is not None:
+                desired, unreadable = seedfiles.resolve(desired)  # cloudInit files (issue 14)
+                if unreadable:
+                    return None, list(errors.values()), rebuilt, _lines(unreadable)
                 self._good = candidate
                 return desired, list(errors.values()), rebuilt, ()
             problems = assemble(list(candidate.values())).problems  # the slow path: exact problems

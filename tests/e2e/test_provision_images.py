@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -119,3 +120,18 @@ def test_ownership_records_round_trip_and_refuse_garbage(tmp_path: Path) -> None
     assert oct(record.stat().st_mode & 0o777) == "0o600"
     with pytest.raises(ImageError, match="unreadable ownership record"):
         images.owned_from_json(b'{"format_version": 2}')
+
+
+def test_provision_makes_an_overlay_of_the_base_format_and_records_it(tmp_path: Path) -> None:
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    record = tmp_path / "state" / "images" / "r.json"
+    overlay = tmp_path / "vm.qcow2"
+    owned = asyncio.run(images.provision(str(record), "vm", str(overlay), base=str(base), size=None,
+                                         fmt=ImageFormat.QCOW2))
+    assert owned is not None and images.read_owned(str(record)) == owned and owned.instance == "vm"
+    raw = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(overlay)], check=True,
+                                    capture_output=True, text=True).stdout)
+    assert (raw["backing-filename"], raw["backing-filename-format"]) == (str(base), "qcow2")
+    assert asyncio.run(images.provision(str(record), "vm", str(overlay), base=str(base), size=None,
+                                        fmt=ImageFormat.QCOW2)) is None  # there now: used as it is

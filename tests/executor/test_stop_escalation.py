@@ -161,3 +161,49 @@ def test_stop_by_signal_asks_no_qmp(force: bool) -> None:
     assert stopped.step is Step.SIGTERM and stopped.cause is StopCause.RECONCILER
     assert node.qmp_asked == 0
     assert stopped.seconds < FAST.term
+
+
+@pytest.mark.parametrize(("agent_works", "lingers", "expected", "names"), [
+    (True, False, Step.AGENT, ["system_powerdown"]),  # the agent's shutdown ends the process
+    (True, True, Step.AGENT, ["system_powerdown", "quit"]),  # guest off, QEMU lingers: quit at once
+    (False, False, Step.QUIT, ["system_powerdown", "quit"]),  # no agent answers: quit
+])
+def test_an_ignored_acpi_press_tries_the_guest_agent_before_quit(
+        agent_works: bool, lingers: bool, expected: Step, names: list[str]) -> None:
+    from reconciler.guestagent import GuestAgentError
+
+    async def go() -> tuple[Step, FakeSession, list[str]]:
+        proc = FakeProcess()
+        s = FakeSession({"quit": lambda s, a: proc.exit()})
+        asked: list[str] = []
+
+        async def agent() -> object:
+            asked.append("guest-shutdown")
+            if not agent_works:
+                raise GuestAgentError("/x/agent.sock", "guest-shutdown: no answer within 0.2s")
+            if lingers:
+                s.emit("SHUTDOWN", guest=True)
+            else:
+                proc.exit()
+            return None
+
+        step = await escalate(proc, s, graceful=0.3, d=FAST, agent=agent)  # type: ignore[arg-type]
+        return step, s, asked
+
+    step, s, asked = run(go())
+    assert step is expected and s.names == names and asked == ["guest-shutdown"]
+
+
+def test_without_acpi_the_agent_is_the_graceful_step() -> None:
+    async def go() -> tuple[Step, FakeSession]:
+        proc = FakeProcess()
+        s = FakeSession({})
+
+        async def agent() -> object:
+            proc.exit()
+            return None
+
+        return await escalate(proc, s, graceful=0.3, d=FAST, agent=agent, acpi=False), s  # type: ignore[arg-type]
+
+    step, s = run(go())
+    assert step is Step.AGENT and s.names == []

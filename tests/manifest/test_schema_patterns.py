@@ -41,6 +41,7 @@ PATTERNS: dict[str, tuple[str, tuple[str | int, ...], str]] = {
     "$defs/nodeSpec/properties/ssh/properties/connectTimeout": (
         "Node", ("spec", "ssh", "connectTimeout"), "10s"),
     "$defs/nic/properties/bridge": ("Instance", ("spec", "nics", 0, "bridge"), "br0"),
+    "$defs/disk/properties/size": ("Instance", ("spec", "disks", 0, "size"), "64M"),
     "$defs/migration/properties/maxBandwidth": ("Instance", ("spec", "migration", "maxBandwidth"), "1G"),
     "$defs/migration/properties/maxDowntime": ("Instance", ("spec", "migration", "maxDowntime"), "300ms"),
     "$defs/migration/properties/completionTimeoutPerGiB": (
@@ -83,7 +84,8 @@ def _document(kind: str, where: tuple[str | int, ...], value: str) -> str:
     else:
         doc = {"apiVersion": "reconciler/v1", "kind": "Instance", "metadata": {"name": "web1"},
                "spec": {"node": "node-a", "memory": "128M",
-                        "nics": [{"mac": "52:54:00:00:00:01", "mode": "bridge", "bridge": "br0"}]}}
+                        "nics": [{"mac": "52:54:00:00:00:01", "mode": "bridge", "bridge": "br0"}],
+                        "disks": [{"path": "/srv/web1.raw"}]}}
     parent: Any = doc
     for part in where[:-1]:
         parent = parent.setdefault(part, {}) if isinstance(part, str) else parent[part]

@@ -157,6 +157,8 @@ NOT_FROM_THE_MANIFEST = {
     "vnc.display": "the schema allows 0 to 99",
     "incoming.port": "a port from the node's migration range, chosen by the executor",
     "ifup": "the bridge hook's path, the package's own",
+    "firmware": "the NVRAM file's path in the instance's directory (the state directory's, checked as such)",
+    "cloud_init": "the seed ISO's path in the instance's directory (the state directory's, checked as such)",
 }
 
 

@@ -139,3 +139,37 @@ def test_a_launched_qemu_is_found_pinned_and_signalled(node_of: NodeFactory) -> 
     assert seen["wrong"] is None
     assert (seen["exited_before"], seen["signalled"], seen["exited"]) == (False, True, True)
     assert seen["after"] == ()
+
+
+def test_disks_are_checked_created_owned_and_deleted_alike(node_of: NodeFactory) -> None:
+    """Issue 14's node operations: the plan's question about disks to create, the creation recorded as
+    owned, and a deletion that removes only what the reconciler created."""
+    from reconciler.provision.imagecheck import DiskRequest, ImageQuery
+
+    async def body(node: Node) -> dict[str, Any]:
+        await node.write_intent("c3", {"kind": "start"})  # makes the instance's directory
+        where = node.paths("c3").dir
+        disk = DiskRequest(f"{where}/d,x=y.raw", "raw", size=1024 * 1024)
+        seen: dict[str, Any] = {}
+        try:
+            checks = await node.check_images([ImageQuery(disk.path, size=disk.size),
+                                              ImageQuery(f"{where}/o.qcow2", base=f"{where}/nope.raw")])
+            seen["free"] = checks[disk.path].free > 0 and not checks[disk.path].error
+            seen["no_base"] = checks[f"{where}/o.qcow2"].error
+            seen["created"] = [await node.create_disk("c3", disk), await node.create_disk("c3", disk)]
+            owned = await node.owned_images([disk.path, f"{where}/other.raw"])
+            seen["owned"] = {p: (o.instance, o.size) for p, o in owned.items()}
+            seen["deleted"] = [await node.delete_disk(disk.path), await node.delete_disk(disk.path)]
+            seen["after"] = (await node.check_paths([disk.path]))[disk.path].kind
+        finally:
+            await node.delete_disk(disk.path)
+            await node.remove_instance("c3")
+        return seen
+
+    seen = run(node_of, body)
+    assert seen["free"] is True
+    assert seen["no_base"].startswith("base image: disk image ") and "No such file" in seen["no_base"]
+    assert seen["created"] == [True, False]  # the second time, the file is there: used, not recreated
+    assert list(seen["owned"].values()) == [("c3", 1024 * 1024)]
+    assert seen["deleted"] == [True, False]  # then no longer ours: nothing to delete
+    assert seen["after"] is PathKind.MISSING
