@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from reconciler import launch
+from reconciler import firmware, launch
 from reconciler.errors import LaunchError
 
 MIB = 1024 * 1024
@@ -28,6 +28,8 @@ class HostFacts:
     qemu_version: str | None
     kvm_usable: bool
     kvm_detail: str
+    uefi: bool = False  # OVMF's code and variable template are there (firmware: uefi)
+    secure_boot: bool = False  # and its secure-boot build (secureBoot: true)
 
 
 def gather(qemu_binary: str, state_dir: str | None = None) -> HostFacts:
@@ -40,10 +42,13 @@ def gather(qemu_binary: str, state_dir: str | None = None) -> HostFacts:
         version = None
     kvm_ok, kvm_detail = kvm_usable()
     one, five, fifteen = os.getloadavg()
+    uefi, secure = (all(os.path.isfile(p) for p in (build.code, build.vars_template))
+                    for build in (firmware.PLAIN, firmware.SECURE))
     return HostFacts(
         memory_total_mib=mem.total // MIB, memory_available_mib=mem.available // MIB,
         cpus=psutil.cpu_count() or 1, load_average=(round(one, 2), round(five, 2), round(fifteen, 2)),
         qemu_path=qemu_path, qemu_version=version, kvm_usable=kvm_ok, kvm_detail=kvm_detail,
+        uefi=uefi, secure_boot=secure,
     )
 
 

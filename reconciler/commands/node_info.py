@@ -39,6 +39,8 @@ class NodeInfo:
     qemu_version: str | None
     kvm_usable: bool
     kvm_detail: str
+    uefi_firmware: bool  # OVMF is on the node (firmware: uefi)
+    secure_boot_firmware: bool  # its secure-boot build too (secureBoot: true)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +104,7 @@ def node_info(node: model.NodeSpec, actual: ActualState, facts: HostFacts) -> No
         cpus=facts.cpus, load_average=facts.load_average,
         qemu_binary=node.qemu_binary, qemu_path=facts.qemu_path, qemu_version=facts.qemu_version,
         kvm_usable=facts.kvm_usable, kvm_detail=facts.kvm_detail,
+        uefi_firmware=facts.uefi, secure_boot_firmware=facts.secure_boot,
     )
 
 
@@ -120,6 +123,9 @@ def render(infos: list[NodeInfo]) -> str:
             f"  qemu         {i.qemu_path or i.qemu_binary + ' (not found)'}"
             + (f", version {i.qemu_version}" if i.qemu_version else ""),
             f"  kvm          {'usable' if i.kvm_usable else 'not usable'} ({i.kvm_detail})",
+            "  firmware     bios; uefi " + ("(OVMF present" + (", with secure boot)" if i.secure_boot_firmware
+                                                               else ", no secure-boot build)")
+                                            if i.uefi_firmware else "not available (apt install ovmf)"),
             "",
         ]
     return "\n".join(out)

@@ -156,8 +156,10 @@ def test_node_info(mdir: Path, reaper: Reaper, capsys: pytest.CaptureFixture[str
     except OSError:
         kvm = False
     assert info["kvm_usable"] is kvm
+    assert info["uefi_firmware"] is os.path.isfile("/usr/share/OVMF/OVMF_CODE_4M.fd")  # .ci/setup: ovmf
     rc, out, _ = _run(capsys, "node-info", str(mdir))
     assert "our instances use 128 MiB (1 running)" in out
+    assert "  firmware     bios; uefi " in out
 
 
 # ------------------------------------------------------------------------------------------ console
