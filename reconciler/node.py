@@ -196,6 +196,14 @@ class Node(Protocol):
         """A secret file on the node (vnc.passwordFile): SecretFileError naming `field` when unfit."""
         ...
 
+    async def read_nvram(self, instance: str) -> bytes | None:
+        """The instance's UEFI variable store (firmware uefi), None when it has none."""
+        ...
+
+    async def write_nvram(self, instance: str, data: bytes) -> None:
+        """Replace the instance's UEFI variable store (a migration's target, before it launches)."""
+        ...
+
     async def read_record(self, instance: str) -> AppliedRecord | None: ...
 
     async def write_record(self, record: AppliedRecord) -> None: ...
@@ -346,6 +354,18 @@ class LocalNode:
 
     async def delete_disk(self, path: str) -> bool:
         return images.delete_recorded(layout.owned_image_record(self._spec, path), path)
+
+    async def read_nvram(self, instance: str) -> bytes | None:
+        try:
+            with open(self.paths(instance).nvram, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    async def write_nvram(self, instance: str, data: bytes) -> None:
+        paths = self.paths(instance)
+        statedir.ensure_dir(paths.dir)
+        statedir.atomic_write(paths.nvram, data)
 
     async def read_record(self, instance: str) -> AppliedRecord | None:
         return statedir.read_record(self.paths(instance))

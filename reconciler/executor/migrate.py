@@ -44,7 +44,7 @@ from reconciler.executor.start import (
 )
 from reconciler.executor.stop import escalate
 from reconciler.intent import IntentKind
-from reconciler.model import InstanceSpec, Migration, MigrationMode, NodeSpec
+from reconciler.model import Firmware, InstanceSpec, Migration, MigrationMode, NodeSpec
 from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
@@ -167,6 +167,7 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             await ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name,
                              paused_source=offline)
             try:
+                await _carry_nvram(source, target, name, spec)
                 started, port = await _launch_target(ctx, target, spec, source.name)
             except ActionFailed:
                 await source.remove_intent(name)
@@ -204,6 +205,16 @@ async def _complete(ctx: Context, handle: Process, src: QmpSession, source: Node
     await target.remove_intent(name)
     await escalate(handle, src, graceful=None, d=ctx.deadlines)
     await source.remove_instance(name)
+
+
+async def _carry_nvram(source: Node, target: Node, name: str, spec: InstanceSpec) -> None:
+    """A UEFI instance's variable store goes with it: the target's pflash file starts as the source's
+    (QEMU moves the flash's memory, but writes only the sectors the guest writes later to the file)."""
+    if spec.firmware is not Firmware.UEFI:
+        return
+    data = await source.read_nvram(name)
+    if data is not None:
+        await target.write_nvram(name, data)
 
 
 async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source: str) -> tuple[Started, int]:

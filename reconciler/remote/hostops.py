@@ -10,6 +10,7 @@ handle number for later signals and waits. Handles and locks belong to the conne
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import signal
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,7 @@ class HostOps:
             "remove_intent": self.remove_intent, "clean_runtime_files": self.clean_runtime_files,
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
             "lock_holder": self.lock_holder, "facts": self.facts,
+            "read_nvram": self.read_nvram, "write_nvram": self.write_nvram,
             "lock_release": self.lock_release,
         }
 
@@ -131,6 +133,18 @@ class HostOps:
         paths = [str(p) for p in _param(params, "paths", list)]
         answers = await self._node(params).check_paths(paths)
         return {p: model.to_jsonable(info) for p, info in answers.items()}
+
+    async def read_nvram(self, params: dict[str, Any]) -> Any:
+        data = await self._node(params).read_nvram(_param(params, "instance", str))
+        return None if data is None else base64.b64encode(data).decode()
+
+    async def write_nvram(self, params: dict[str, Any]) -> Any:
+        try:
+            data = base64.b64decode(_param(params, "data", str), validate=True)
+        except ValueError:
+            raise BadParams("data: expected base64") from None
+        await self._node(params).write_nvram(_param(params, "instance", str), data)
+        return None
 
     async def read_secret(self, params: dict[str, Any]) -> Any:
         return await self._node(params).read_secret(_param(params, "path", str), _param(params, "field", str))

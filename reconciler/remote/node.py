@@ -11,6 +11,7 @@ awaits either kind alike); the commands open links and build RemoteNodes in a la
 
 from __future__ import annotations
 
+import base64
 import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -165,6 +166,13 @@ class RemoteNode:
 
     async def port_free(self, port: int) -> bool:
         return bool(await self._call("port_free", port=port))
+
+    async def read_nvram(self, instance: str) -> bytes | None:
+        text = await self._call("read_nvram", instance=instance)
+        return None if text is None else base64.b64decode(text)
+
+    async def write_nvram(self, instance: str, data: bytes) -> None:
+        await self._call("write_nvram", instance=instance, data=base64.b64encode(data).decode())
 
     async def read_record(self, instance: str) -> AppliedRecord | None:
         text = await self._call("read_record", instance=instance)

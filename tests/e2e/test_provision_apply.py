@@ -291,7 +291,8 @@ def test_a_guest_that_ignores_acpi_stops_through_its_agent(world: World) -> None
 
 @pytest.mark.skipif(not Path("/usr/share/OVMF/OVMF_CODE_4M.fd").exists(), reason="ovmf missing (.ci/setup)")
 @pytest.mark.timeout(420)
-def test_a_uefi_guest_boots_through_ovmf_and_keeps_its_nvram_across_a_restart(world: World) -> None:
+def test_a_uefi_guest_boots_through_ovmf_and_keeps_its_nvram_across_a_restart_and_a_migration(
+        world: World) -> None:
     uefi_boot = 180.0  # OVMF under TCG on shared cores: tens of seconds
     template = Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes()
     world.instance("fw1", "node-a", firmware="uefi", memory="256M")
@@ -312,6 +313,13 @@ def test_a_uefi_guest_boots_through_ovmf_and_keeps_its_nvram_across_a_restart(wo
     assert again.code == 0 and "1 restarted" in again.out, again.text
     SerialLog(serial).wait_for("reconciler-guest: ready fw1", uefi_boot)
     assert nvram.stat().st_ino == inode and nvram.read_bytes() != template  # kept, not copied afresh
+
+    stored = nvram.read_bytes()
+    world.instance("fw1", "node-b", firmware="uefi", memory="272M")  # a live migration: the store goes too
+    moved = world.apply()
+    assert moved.code == 0 and "1 migrated" in moved.out, moved.text
+    there = Path(world.paths("node-b", "fw1").nvram)
+    assert there.read_bytes() == stored and not nvram.exists()  # before: OVMF's template on node-b
 
 
 def test_a_blank_disk_grows_live_and_a_shrink_is_refused(world: World, tmp_path: Path) -> None:
