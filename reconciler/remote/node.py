@@ -25,6 +25,8 @@ from reconciler.lock import Holder
 from reconciler.model import NodeSpec
 from reconciler.node import OnLockWait
 from reconciler.pathinfo import PathInfo
+from reconciler.procwatch import ExitSeen
+from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 from reconciler.remote.ssh import HostLink
 
@@ -103,11 +105,30 @@ class RemoteNode:
         return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
-        remote = self.paths(instance).qmp
+        return await qmp.connect(await self._forward(self.paths(instance).qmp), timeout, patient=patient)
+
+    async def _forward(self, remote: str) -> str:
         local = self._forwards.get(remote)
         if local is None:
             local = self._forwards[remote] = await self._link.forward_unix(remote)
-        return await qmp.connect(local, timeout, patient=patient)
+        return local
+
+    # --- for the watch daemon: what happens on the host, pushed as it happens -----------------------
+
+    async def qmp_watch(self, instance: str, timeout: float) -> QmpSession:
+        """A session on the instance's watcher socket (qmp-watch.sock), forwarded over the link."""
+        return await qmp.connect(await self._forward(self.paths(instance).qmp_watch), timeout,
+                                 name="reconciler-watch")
+
+    async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
+                         timeout: float) -> ExitSeen:
+        """Wait up to `timeout` s for the host's process `pid` to exit: the agent watches it with a pidfd
+        there and answers the moment it exits (no polling from here); RemoteCallError if the link fails."""
+        raw = await self._link.call("process_watch", {"pid": pid, "started_at": started_at,
+                                                      "pidfile": pidfile, "timeout": timeout},
+                                    timeout=timeout + CALL_TIMEOUT)
+        seen: ExitSeen = records.decode_as(ExitSeen, raw, "process_watch")
+        return seen
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         raw = await self._call("check_paths", paths=sorted(set(paths)))

@@ -69,6 +69,7 @@ class HostLink:
         self._sockdir: str | None = None
         self._lost: str | None = None
         self.on_event: Callable[[p.Event], None] | None = None
+        self._gone = asyncio.Event()  # set when the agent's channel ends (lost or closed)
         self._reader = asyncio.create_task(self._read(), name=f"agent-reader-{target.node}")
 
     # --- calls ------------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class HostLink:
         except (OSError, asyncssh.Error) as err:
             reason = f"the connection was lost ({err})"
         self._lost = reason
+        self._gone.set()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self._error("", reason))
@@ -120,6 +122,12 @@ class HostLink:
     @property
     def alive(self) -> bool:
         return self._lost is None
+
+    async def wait_lost(self) -> str:
+        """Wait until the connection ends (the agent's channel closed, or `close()`); returns why. The
+        watch daemon reconnects then, at once, instead of finding out at its next pass."""
+        await self._gone.wait()
+        return self._lost or "the link was closed"
 
     # --- sockets on the host ----------------------------------------------------------------------
 
@@ -146,6 +154,8 @@ class HostLink:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        self._lost = self._lost or "the link was closed"
+        self._gone.set()
         if self._sockdir is not None:
             for name in os.listdir(self._sockdir):
                 with contextlib.suppress(OSError):

@@ -36,6 +36,7 @@ from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
 from reconciler.watch.debounce import Debounce, collect
+from reconciler.watch.hosts import RECONNECT
 from reconciler.watch.logfmt import EventLog
 from reconciler.watch.metrics import Metrics, MetricsServer
 from reconciler.watch.notify import Notifier
@@ -65,30 +66,34 @@ class DaemonConfig:
     status_file: str | None = None
     metrics_address: tuple[str, int] | None = None
     parallel: int = 4
+    reconnect: BackoffPolicy = RECONNECT  # delays between attempts to reach a lost host again
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig, log: EventLog, *, apply_plan: ApplyPlan | None = None,
                  discover: Discover | None = None, notifier: Notifier | None = None,
                  metrics: Metrics | None = None) -> None:
-        from reconciler.hostcheck import check_local as check_hosts
-        from reconciler.watch.execute import ExecutorApply, discover_nodes
+        from reconciler.watch.execute import ExecutorApply, FleetPass
+        from reconciler.watch.hosts import HostLinks
 
         self.config = config
         self.log = log
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.loops = CrashLoops(config.backoff)
+        self.hosts = HostLinks(self.emit, log, config.reconnect)
+        steps = FleetPass(self.hosts, config.lock_timeout, self._lock_wait)
         self.reconciler = Reconciler(
-            cache=ManifestCache(config.roots), apply_plan=apply_plan or ExecutorApply(log, config.parallel),
-            discover=discover or discover_nodes, revision=self._git_revision, loops=self.loops,
+            cache=ManifestCache(config.roots),
+            apply_plan=apply_plan or ExecutorApply(log, config.parallel, steps.nodes),
+            discover=discover or steps.discover, revision=self._git_revision, loops=self.loops,
             lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying,
-            check_hosts=check_hosts)
+            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._watchers = ExitWatchers(self.emit, self._observed)
+        self._watchers = ExitWatchers(self.emit, self._observed, self.hosts.port_of)
         self._backoff_timer: asyncio.TimerHandle | None = None
         self._followups = 0
         self._acting: set[str] = set()  # instances the pass in flight is acting on
@@ -110,7 +115,7 @@ class Daemon:
             self.log.info("metrics-listening", address=f"{host}:{self.metrics_server.port}")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         files = FileWatcher(self.config.roots, loop, self.emit)
         resync: asyncio.Task[None] | None = None
         try:
@@ -139,6 +144,7 @@ class Daemon:
                 self.log.warning("watcher-stuck", task=task.get_name(), where=_where(task))
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self.hosts.close()
             self._write_status(None, stopped=True)
             if self.metrics_server is not None:
                 self.metrics_server.close()
@@ -271,6 +277,10 @@ class Daemon:
         self.log.info("signal", signal=sig.name, note="stopping; the VMs keep running")
         self.notifier.stopping(f"stopping on {sig.name}")
         self._stop.set()
+
+    def _on_sighup(self) -> None:
+        self.hosts.retry_rejected()  # the one way a host key rejected once is tried again
+        self.emit(Trigger(TriggerSource.SIGHUP))
 
     def _applying(self, actions: Sequence[Action]) -> None:
         self._acting = {a.name for a in actions}
