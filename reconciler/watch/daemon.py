@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import gitinfo
+from reconciler.actual import UnreachableNode
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
@@ -102,6 +103,7 @@ class Daemon:
         self._status_path = config.status_file
         self._shown_errors: dict[str, tuple[str, ...]] = {}
         self._shown_plan_errors: tuple[str, ...] = ()
+        self._unreachable: dict[str, UnreachableNode] = {}  # as the last discovery found them
 
     def emit(self, trigger: Trigger) -> None:
         self._queue.put_nowait(trigger)
@@ -212,6 +214,9 @@ class Daemon:
         self.metrics.backoff.set(len(self.loops.holds(now)))
         self.metrics.set_revision(result.revision)
         if result.actual is not None:
+            self._reach(result.actual.unreachable)
+        self.metrics.nodes_unreachable.set(len(self._unreachable))
+        if result.actual is not None:
             self.metrics.set_instances(i.state for i in result.actual.instances)
             self.metrics.set_instance_series(result.actual, snap.desired)
         for o in result.outcomes:
@@ -296,6 +301,17 @@ class Daemon:
             event, instance=obs.name, node=obs.node, pid=obs.pid, kind=obs.kind.value, detail=obs.detail,
             during_action=ours)
 
+    def _reach(self, unreachable: Sequence[UnreachableNode]) -> None:
+        """Log the nodes that became unreachable, and those reachable again, since the last pass."""
+        now = {u.node: u for u in unreachable}
+        for name, u in sorted(now.items()):
+            if self._unreachable.get(name) != u:
+                self.log.warning("node-unreachable", node=name, reach=u.reach.value, detail=u.detail,
+                                 note="nothing is planned on it, nothing it may run is started elsewhere")
+        for name in sorted(self._unreachable.keys() - now.keys()):
+            self.log.info("node-reachable", node=name)
+        self._unreachable = now
+
     def _lock_wait(self, path: str, holder: Holder | None) -> None:
         self.log.info("lock-wait", lock=path, holder=holder.describe() if holder else "another process")
 
@@ -348,7 +364,8 @@ class Daemon:
         now = time.time()
         status: statusfile.WatchStatus | None = None
         if result is not None:
-            status = status_of(result, self.loops, self.reconciler.passes, self._last_success, now)
+            status = status_of(result, self.loops, self.reconciler.passes, self._last_success, now,
+                               tuple(self._unreachable.values()))
         else:
             previous = statusfile.read(self._status_path)
             if previous is not None and previous.pid == os.getpid():
@@ -362,7 +379,7 @@ class Daemon:
 
 
 def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: float | None,
-              now: float) -> statusfile.WatchStatus:
+              now: float, unreachable: Sequence[UnreachableNode] = ()) -> statusfile.WatchStatus:
     """What the state file says after `result` (pure)."""
     snap = result.snapshot
     return statusfile.WatchStatus(
@@ -376,6 +393,7 @@ def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: 
         failed_actions=tuple(f"{o.action.name}: {o.action.kind.value} {o.word}: {o.detail}"
                              for o in result.outcomes if not o.ok),
         last_error=result.error,
+        unreachable=tuple(u.line for u in sorted(unreachable, key=lambda u: u.node)),
     )
 
 
@@ -410,6 +428,8 @@ def _summary(result: PassResult) -> str:
         parts.append(f"{len(result.snapshot.errors)} broken manifest files (pruning suspended)")
     if result.held:
         parts.append(f"{len(result.held)} restarts held back (crash loop)")
+    if result.actual is not None and result.actual.unreachable:
+        parts.append(f"{len(result.actual.unreachable)} nodes unreachable")
     if result.error:
         parts.append(f"error: {result.error}")
     return "; ".join(parts)
