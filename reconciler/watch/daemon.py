@@ -224,6 +224,7 @@ class Daemon:
         if result.ok:
             self._last_success = now
             self.metrics.last_success.set(now)
+        self._write_status(result)  # before the log line, so whoever waits for that line reads this pass
         self._log_pass(result, now)
         if result.actual is not None:
             self._watch(result)
@@ -233,7 +234,6 @@ class Daemon:
             self.emit(Trigger(TriggerSource.FOLLOWUP, f"after pass {result.number}"))
         elif not result.changed:
             self._followups = 0
-        self._write_status(result)
         summary = _summary(result)
         if not self._ready:
             self._ready = True
