@@ -10,6 +10,11 @@ STATUS= after each), QEMU watchers following the instances discovery found alive
 held restart, and a follow-up pass when actions succeeded (to watch the new processes and check that
 nothing is left to do; at most `MAX_FOLLOWUPS` in a row so a plan that never converges cannot spin).
 
+Remote nodes: the daemon keeps one SSH link per host for its life (reconciler.watch.hosts); each pass
+works on the fleet of that moment (reconciler.watch.execute.FleetPass), the watchers of remote QEMUs hear
+of exits and events from their hosts over those links, and a host whose link is lost or back wakes a
+pass (HOST triggers); unreachable nodes are logged when that changes and written to the state file.
+
 SIGTERM/SIGINT: no new pass starts; a pass in flight may finish within `shutdown_grace` seconds (a
 second signal abandons it at once); then it is cancelled (the executor's intents make that safe: the
 next start adopts or cleans what it left). QEMU processes are not the daemon's children (they run in
