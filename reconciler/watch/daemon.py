@@ -38,6 +38,7 @@ from reconciler.actual import UnreachableNode
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
+from reconciler.planner.actions import Held
 from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
@@ -109,6 +110,7 @@ class Daemon:
         self._shown_errors: dict[str, tuple[str, ...]] = {}
         self._shown_plan_errors: tuple[str, ...] = ()
         self._unreachable: dict[str, UnreachableNode] = {}  # as the last discovery found them
+        self._shown_held: tuple[Held, ...] = ()
 
     def emit(self, trigger: Trigger) -> None:
         self._queue.put_nowait(trigger)
@@ -341,6 +343,12 @@ class Daemon:
             for msg in plan_errors:
                 log.error("plan-error", error=msg, blocked=result.plan_blocked)
             self._shown_plan_errors = plan_errors
+        held = result.plan.held if result.plan is not None else ()
+        if held != self._shown_held:
+            for h in held:
+                if h not in self._shown_held:
+                    log.warning("unreachable-held", instance=h.name, node=h.node, reason=h.reason)
+            self._shown_held = held
         for hold in result.held:
             log.warning("restart-held", instance=hold.name, restarts=hold.restarts,
                         seconds_left=round(hold.remaining(now), 1), note="crash loop: backing off")

@@ -135,6 +135,8 @@ def test_a_host_whose_sshd_is_stopped_is_reported_then_reconciled_once_back(
     assert lost["host"] == f"root@{h3.address}:22", lost
     ev = d.wait("node-unreachable", PUSHED, node="node-h3")
     assert ev["reach"] == "unreachable", ev
+    held = d.wait("unreachable-held", PUSHED, instance="cache")
+    assert held["node"] == "node-h3" and "node-h3 is unreachable" in held["reason"], held
     d.wait("reconcile")
     status = json.loads((tmp_path / "watch-status.json").read_text())
     assert [u for u in status["unreachable"] if u.startswith("node node-h3: unreachable: ")], status
