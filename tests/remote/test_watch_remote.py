@@ -44,6 +44,11 @@ def hosts(rig: netns_rig.Rig, guest: Guest, tmp_path: Path,
             if not rig.sshd_pids(host):
                 rig.start_sshd(host)
         made.teardown()
+        for node in made.nodes:  # nothing of ours left running on any host
+            made.on_host(node, "timeout", "10", "pidwait", "-f", "--", f"-pidfile {made.state}/")
+            left = made.on_host(node, "pgrep", "-a", "-f", "--", f"-pidfile {made.state}/")
+            assert left == "", (node, left)
+        assert agents_left(made) == []
 
 
 @pytest.fixture
