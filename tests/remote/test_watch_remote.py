@@ -6,7 +6,8 @@
   event, then the exit) and restarted too; a manifest edit reaches host h3.
 - A host whose sshd is stopped (the listener and the daemon's own session) is reported: a log event,
   the status file and the metrics; nothing is done to its instance; once sshd is back the daemon
-  reconnects by itself and the next pass applies the edit made meanwhile.
+  reconnects by itself, the next pass applies the edit made meanwhile, and its QEMU's exits are watched
+  again over the new link.
 
 Afterwards: one QEMU per instance across the hosts, and once the daemon stops no agent is left on any
 host.
@@ -167,6 +168,13 @@ def test_a_host_whose_sshd_is_stopped_is_reported_then_reconciled_once_back(
     d.wait("reconcile", where=lambda e: e["actions"] == 0)
     after = one_qemu_each(hosts)
     assert after["db"] == before["db"]  # untouched all along
+    # The exits on h3 are watched again, over the new link.
+    d.mark()
+    hosts.on_host("node-h3", "kill", "-KILL", str(after["cache"]))
+    assert d.wait("qemu-exit", PUSHED, instance="cache", node="node-h3")["kind"] == "crash"
+    d.action("cache", "start", PUSHED)
+    d.wait("reconcile", where=lambda e: e["actions"] == 0)
+    one_qemu_each(hosts)
     assert metric(d.metrics(), "reconciler_nodes_unreachable") == 0
     status = json.loads((tmp_path / "watch-status.json").read_text())
     assert status["unreachable"] == [], status
