@@ -119,7 +119,7 @@ class HostLinks:
         """Where the daemon's watcher of `w` hears of its exit and events (None: its host is down)."""
         spec = self._specs.get(w.node)
         if spec is None or spec.ssh is None:
-            return LocalPort(lambda _instance: w.qmp_watch)
+            return LocalPort(w.qmp_watch)
         host = self._hosts.get(host_key(spec))
         return None if host is None else self._node(host, spec)
 

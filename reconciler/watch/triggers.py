@@ -215,7 +215,7 @@ _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
 class WatchPort(Protocol):
-    """Where a node's QEMUs are watched from: this machine (`LOCAL`), or a remote node (RemoteNode), whose
+    """Where a node's QEMUs are watched from: this machine (`LocalPort`), or a remote node (RemoteNode), whose
     host watches the process with a pidfd there and answers the moment it exits, and whose watcher
     socket is forwarded over the link. Either way the exit is pushed as it happens: nothing is polled."""
 
@@ -226,21 +226,21 @@ class WatchPort(Protocol):
 
 
 class LocalPort:
-    """The QEMUs of nodes on this machine: a pidfd here, the watcher socket's path as it is."""
+    """A QEMU on this machine: a pidfd here, and its watcher socket (`qmp_watch`) as it is."""
 
-    def __init__(self, paths: Callable[[str], str]) -> None:
-        self._paths = paths  # instance -> its qmp-watch.sock
+    def __init__(self, qmp_watch: str) -> None:
+        self._qmp_watch = qmp_watch
 
     async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
                          timeout: float) -> ExitSeen:
         return await procwatch.watch_exit(pid, started_at, pidfile, timeout)
 
     async def qmp_watch(self, instance: str, timeout: float) -> qmp.QmpSession:
-        return await qmp.connect(self._paths(instance), timeout, name="reconciler-watch")
+        return await qmp.connect(self._qmp_watch, timeout, name="reconciler-watch")
 
 
 def local_port(w: Watched) -> WatchPort:
-    return LocalPort(lambda _instance: w.qmp_watch)
+    return LocalPort(w.qmp_watch)
 
 
 class ExitWatchers:
