@@ -40,6 +40,10 @@ async def _qemu_version(params: dict[str, Any]) -> Any:
     return await asyncio.to_thread(launch.qemu_version, binary, state_dir)
 
 
+# Requests that only wait for something to happen on the host (a watched process's exit): when the
+# controller goes away there is nobody to tell, so they end with the connection instead of being let finish.
+WAITS_ONLY = frozenset({"process_watch"})
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping,
     "qemu_version": _qemu_version,
@@ -68,6 +72,7 @@ async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
     controller pings every p.HEARTBEAT s: a silent one is gone, even when TCP has not noticed yet)."""
     write(p.encode(p.Hello(p.PROTOCOL, __version__, platform.python_version())))
     tasks: set[asyncio.Task[None]] = set()
+    waits: set[asyncio.Task[None]] = set()
 
     async def answer(request: p.Request) -> None:
         write(p.encode(await handle(request, handlers)))
@@ -87,12 +92,15 @@ async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None],
                 continue  # nothing to answer to: the controller's deadline reports it
             if isinstance(frame, p.Request):
                 task = asyncio.create_task(answer(frame))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                group = waits if frame.method in WAITS_ONLY else tasks
+                group.add(task)
+                task.add_done_callback(group.discard)
     finally:
+        for task in list(waits):
+            task.cancel()
         # The controller went away (or is done): let what it asked for finish, each under its own
         # deadline -- a launch cut off mid-daemonize could leave a QEMU behind that nobody records.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *waits, return_exceptions=True)
 
 
 async def _main() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from reconciler import intent as intents
 from reconciler import lock as lock_mod
-from reconciler import model, records
+from reconciler import model, procwatch, records
 from reconciler.argv import Launch
 from reconciler.node import LocalNode, Process
 from reconciler.provision.imagecheck import DiskRequest, ImageQuery
@@ -66,7 +66,7 @@ class HostOps:
             "remove_instance": self.remove_instance, "lock_acquire": self.lock_acquire,
             "lock_holder": self.lock_holder, "facts": self.facts,
             "read_nvram": self.read_nvram, "write_nvram": self.write_nvram,
-            "lock_release": self.lock_release,
+            "lock_release": self.lock_release, "process_watch": self.process_watch,
         }
 
     async def close(self) -> None:
@@ -128,6 +128,19 @@ class HostOps:
         if handle is not None:
             await handle.close()
         return None
+
+    async def process_watch(self, params: dict[str, Any]) -> Any:
+        """Wait on the host for a process's exit (a pidfd here), answering the moment it exits: the exit
+        is pushed to the controller as it happens, with the pidfile's evidence looked at right then."""
+        started = params.get("started_at")
+        pidfile = params.get("pidfile")
+        if started is not None and not isinstance(started, int | float):
+            raise BadParams("started_at: expected a number or null")
+        if pidfile is not None and not isinstance(pidfile, str):
+            raise BadParams("pidfile: expected a string or null")
+        seen = await procwatch.watch_exit(_param(params, "pid", int), started, pidfile,
+                                          float(_param(params, "timeout", (int, float))))
+        return model.to_jsonable(seen)
 
     async def check_paths(self, params: dict[str, Any]) -> Any:
         paths = [str(p) for p in _param(params, "paths", list)]

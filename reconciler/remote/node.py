@@ -26,8 +26,10 @@ from reconciler.lock import Holder
 from reconciler.model import NodeSpec
 from reconciler.node import OnLockWait
 from reconciler.pathinfo import PathInfo
+from reconciler.procwatch import ExitSeen
 from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
 from reconciler.provision.images import OwnedImage
+from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 from reconciler.remote.ssh import HostLink
 
@@ -121,6 +123,23 @@ class RemoteNode:
         if local is None:
             local = self._forwards[remote] = await self._link.forward_unix(remote)
         return local
+
+    # --- for the watch daemon: what happens on the host, pushed as it happens -----------------------
+
+    async def qmp_watch(self, instance: str, timeout: float) -> QmpSession:
+        """A session on the instance's watcher socket (qmp-watch.sock), forwarded over the link."""
+        return await qmp.connect(await self._forward(self.paths(instance).qmp_watch), timeout,
+                                 name="reconciler-watch")
+
+    async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
+                         timeout: float) -> ExitSeen:
+        """Wait up to `timeout` s for the host's process `pid` to exit: the agent watches it with a pidfd
+        there and answers the moment it exits (no polling from here); RemoteCallError if the link fails."""
+        raw = await self._link.call("process_watch", {"pid": pid, "started_at": started_at,
+                                                      "pidfile": pidfile, "timeout": timeout},
+                                    timeout=timeout + CALL_TIMEOUT)
+        seen: ExitSeen = records.decode_as(ExitSeen, raw, "process_watch")
+        return seen
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
         raw = await self._call("check_paths", paths=sorted(set(paths)))

@@ -69,6 +69,7 @@ class HostLink:
         self._sockdir: str | None = None
         self._lost: str | None = None
         self.on_event: Callable[[p.Event], None] | None = None
+        self._gone = asyncio.Event()  # set when the agent's channel ends (lost or closed)
         self._reader = asyncio.create_task(self._read(), name=f"agent-reader-{target.node}")
         self._heart = asyncio.create_task(self._heartbeat(), name=f"agent-heartbeat-{target.node}")
 
@@ -116,6 +117,7 @@ class HostLink:
         """The link is lost: every call waiting on it fails now, and every later one at once."""
         if self._lost is None:
             self._lost = reason
+        self._gone.set()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self._error("", self._lost))
@@ -139,6 +141,12 @@ class HostLink:
     @property
     def alive(self) -> bool:
         return self._lost is None
+
+    async def wait_lost(self) -> str:
+        """Wait until the connection ends (the agent's channel closed, or `close()`); returns why. The
+        watch daemon reconnects then, at once, instead of finding out at its next pass."""
+        await self._gone.wait()
+        return self._lost or "the link was closed"
 
     # --- sockets on the host ----------------------------------------------------------------------
 
@@ -166,6 +174,8 @@ class HostLink:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._lost = self._lost or "the link was closed"
+        self._gone.set()
         if self._sockdir is not None:
             for name in os.listdir(self._sockdir):
                 with contextlib.suppress(OSError):

@@ -10,6 +10,11 @@ STATUS= after each), QEMU watchers following the instances discovery found alive
 held restart, and a follow-up pass when actions succeeded (to watch the new processes and check that
 nothing is left to do; at most `MAX_FOLLOWUPS` in a row so a plan that never converges cannot spin).
 
+Remote nodes: the daemon keeps one SSH link per host for its life (reconciler.watch.hosts); each pass
+works on the fleet of that moment (reconciler.watch.execute.FleetPass), the watchers of remote QEMUs hear
+of exits and events from their hosts over those links, and a host whose link is lost or back wakes a
+pass (HOST triggers); unreachable nodes are logged when that changes and written to the state file.
+
 SIGTERM/SIGINT: no new pass starts; a pass in flight may finish within `shutdown_grace` seconds (a
 second signal abandons it at once); then it is cancelled (the executor's intents make that safe: the
 next start adopts or cleans what it left). QEMU processes are not the daemon's children (they run in
@@ -29,13 +34,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import gitinfo
+from reconciler.actual import UnreachableNode
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
+from reconciler.planner.actions import Held
 from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
 from reconciler.watch.debounce import Debounce, collect
+from reconciler.watch.hosts import RECONNECT
 from reconciler.watch.logfmt import EventLog
 from reconciler.watch.metrics import Metrics, MetricsServer
 from reconciler.watch.notify import Notifier
@@ -65,30 +73,34 @@ class DaemonConfig:
     status_file: str | None = None
     metrics_address: tuple[str, int] | None = None
     parallel: int = 4
+    reconnect: BackoffPolicy = RECONNECT  # delays between attempts to reach a lost host again
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig, log: EventLog, *, apply_plan: ApplyPlan | None = None,
                  discover: Discover | None = None, notifier: Notifier | None = None,
                  metrics: Metrics | None = None) -> None:
-        from reconciler.hostcheck import check_local as check_hosts
-        from reconciler.watch.execute import ExecutorApply, discover_nodes
+        from reconciler.watch.execute import ExecutorApply, FleetPass
+        from reconciler.watch.hosts import HostLinks
 
         self.config = config
         self.log = log
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.loops = CrashLoops(config.backoff)
+        self.hosts = HostLinks(self.emit, log, config.reconnect)
+        steps = FleetPass(self.hosts, config.lock_timeout, self._lock_wait)
         self.reconciler = Reconciler(
-            cache=ManifestCache(config.roots), apply_plan=apply_plan or ExecutorApply(log, config.parallel),
-            discover=discover or discover_nodes, revision=self._git_revision, loops=self.loops,
+            cache=ManifestCache(config.roots),
+            apply_plan=apply_plan or ExecutorApply(log, config.parallel, steps.nodes),
+            discover=discover or steps.discover, revision=self._git_revision, loops=self.loops,
             lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying,
-            check_hosts=check_hosts)
+            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._watchers = ExitWatchers(self.emit, self._observed)
+        self._watchers = ExitWatchers(self.emit, self._observed, self.hosts.port_of)
         self._backoff_timer: asyncio.TimerHandle | None = None
         self._followups = 0
         self._acting: set[str] = set()  # instances the pass in flight is acting on
@@ -97,6 +109,8 @@ class Daemon:
         self._status_path = config.status_file
         self._shown_errors: dict[str, tuple[str, ...]] = {}
         self._shown_plan_errors: tuple[str, ...] = ()
+        self._unreachable: dict[str, UnreachableNode] = {}  # as the last discovery found them
+        self._shown_held: tuple[Held, ...] = ()
 
     def emit(self, trigger: Trigger) -> None:
         self._queue.put_nowait(trigger)
@@ -110,7 +124,7 @@ class Daemon:
             self.log.info("metrics-listening", address=f"{host}:{self.metrics_server.port}")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.emit, Trigger(TriggerSource.SIGHUP))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         files = FileWatcher(self.config.roots, loop, self.emit)
         resync: asyncio.Task[None] | None = None
         try:
@@ -139,6 +153,7 @@ class Daemon:
                 self.log.warning("watcher-stuck", task=task.get_name(), where=_where(task))
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self.hosts.close()
             self._write_status(None, stopped=True)
             if self.metrics_server is not None:
                 self.metrics_server.close()
@@ -206,6 +221,9 @@ class Daemon:
         self.metrics.backoff.set(len(self.loops.holds(now)))
         self.metrics.set_revision(result.revision)
         if result.actual is not None:
+            self._reach(result.actual.unreachable)
+        self.metrics.nodes_unreachable.set(len(self._unreachable))
+        if result.actual is not None:
             self.metrics.set_instances(i.state for i in result.actual.instances)
             self.metrics.set_instance_series(result.actual, snap.desired)
         for o in result.outcomes:
@@ -213,6 +231,7 @@ class Daemon:
         if result.ok:
             self._last_success = now
             self.metrics.last_success.set(now)
+        self._write_status(result)  # before the log line, so whoever waits for that line reads this pass
         self._log_pass(result, now)
         if result.actual is not None:
             self._watch(result)
@@ -222,7 +241,6 @@ class Daemon:
             self.emit(Trigger(TriggerSource.FOLLOWUP, f"after pass {result.number}"))
         elif not result.changed:
             self._followups = 0
-        self._write_status(result)
         summary = _summary(result)
         if not self._ready:
             self._ready = True
@@ -272,6 +290,10 @@ class Daemon:
         self.notifier.stopping(f"stopping on {sig.name}")
         self._stop.set()
 
+    def _on_sighup(self) -> None:
+        self.hosts.retry_rejected()  # the one way a host key rejected once is tried again
+        self.emit(Trigger(TriggerSource.SIGHUP))
+
     def _applying(self, actions: Sequence[Action]) -> None:
         self._acting = {a.name for a in actions}
 
@@ -285,6 +307,17 @@ class Daemon:
         (self.log.debug if ours else self.log.info)(
             event, instance=obs.name, node=obs.node, pid=obs.pid, kind=obs.kind.value, detail=obs.detail,
             during_action=ours)
+
+    def _reach(self, unreachable: Sequence[UnreachableNode]) -> None:
+        """Log the nodes that became unreachable, and those reachable again, since the last pass."""
+        now = {u.node: u for u in unreachable}
+        for name, u in sorted(now.items()):
+            if self._unreachable.get(name) != u:
+                self.log.warning("node-unreachable", node=name, reach=u.reach.value, detail=u.detail,
+                                 note="nothing is planned on it, nothing it may run is started elsewhere")
+        for name in sorted(self._unreachable.keys() - now.keys()):
+            self.log.info("node-reachable", node=name)
+        self._unreachable = now
 
     def _lock_wait(self, path: str, holder: Holder | None) -> None:
         self.log.info("lock-wait", lock=path, holder=holder.describe() if holder else "another process")
@@ -310,6 +343,12 @@ class Daemon:
             for msg in plan_errors:
                 log.error("plan-error", error=msg, blocked=result.plan_blocked)
             self._shown_plan_errors = plan_errors
+        held = result.plan.held if result.plan is not None else ()
+        if held != self._shown_held:
+            for h in held:
+                if h not in self._shown_held:
+                    log.warning("unreachable-held", instance=h.name, node=h.node, reason=h.reason)
+            self._shown_held = held
         for hold in result.held:
             log.warning("restart-held", instance=hold.name, restarts=hold.restarts,
                         seconds_left=round(hold.remaining(now), 1), note="crash loop: backing off")
@@ -338,7 +377,8 @@ class Daemon:
         now = time.time()
         status: statusfile.WatchStatus | None = None
         if result is not None:
-            status = status_of(result, self.loops, self.reconciler.passes, self._last_success, now)
+            status = status_of(result, self.loops, self.reconciler.passes, self._last_success, now,
+                               tuple(self._unreachable.values()))
         else:
             previous = statusfile.read(self._status_path)
             if previous is not None and previous.pid == os.getpid():
@@ -352,7 +392,7 @@ class Daemon:
 
 
 def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: float | None,
-              now: float) -> statusfile.WatchStatus:
+              now: float, unreachable: Sequence[UnreachableNode] = ()) -> statusfile.WatchStatus:
     """What the state file says after `result` (pure)."""
     snap = result.snapshot
     return statusfile.WatchStatus(
@@ -366,6 +406,7 @@ def status_of(result: PassResult, loops: CrashLoops, passes: int, last_success: 
         failed_actions=tuple(f"{o.action.name}: {o.action.kind.value} {o.word}: {o.detail}"
                              for o in result.outcomes if not o.ok),
         last_error=result.error,
+        unreachable=tuple(u.line for u in sorted(unreachable, key=lambda u: u.node)),
     )
 
 
@@ -400,6 +441,8 @@ def _summary(result: PassResult) -> str:
         parts.append(f"{len(result.snapshot.errors)} broken manifest files (pruning suspended)")
     if result.held:
         parts.append(f"{len(result.held)} restarts held back (crash loop)")
+    if result.actual is not None and result.actual.unreachable:
+        parts.append(f"{len(result.actual.unreachable)} nodes unreachable")
     if result.error:
         parts.append(f"error: {result.error}")
     return "; ".join(parts)

@@ -2,18 +2,27 @@
 
 The executor (shared with `apply`) carries out a plan on `Node` objects and reports through the
 `Progress` protocol; here its progress lines become log events and its results become the daemon's
-`ActionOutcome`s. Discovery goes through the same `Node` objects `apply` uses.
+`ActionOutcome`s. Every step of a pass (locks, discovery, host checks, executor) goes through the Nodes
+of the daemon's fleet (`FleetPass`, over reconciler.watch.hosts): local nodes and remote hosts alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from reconciler.actual import ActualState
+from reconciler.lock import Holder
 from reconciler.model import DesiredState, NodeSpec
+from reconciler.node import Node
 from reconciler.planner import Plan
 from reconciler.watch.logfmt import EventLog
 from reconciler.watch.reconcile import ActionOutcome
+
+if TYPE_CHECKING:
+    from reconciler.fleet import Fleet
+    from reconciler.watch.hosts import HostLinks
 
 
 class LogProgress:
@@ -36,30 +45,68 @@ class LogProgress:
 
 
 class ExecutorApply:
-    """Carries out plans with the real executor on local nodes."""
+    """Carries out plans with the real executor on the nodes `nodes()` gives (the pass's fleet)."""
 
-    def __init__(self, log: EventLog, parallel: int = 4) -> None:
+    def __init__(self, log: EventLog, parallel: int = 4,
+                 nodes: Callable[[DesiredState], Mapping[str, Node]] | None = None) -> None:
         self._log = log
         self._parallel = parallel
+        self._nodes = nodes or _local
 
     async def __call__(self, plan: Plan, desired: DesiredState,
                        revision: str | None) -> Sequence[ActionOutcome]:
         from reconciler.executor.context import Context
         from reconciler.executor.schedule import run_plan
-        from reconciler.node import local_nodes
 
-        nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
-        ctx = Context(nodes=nodes, specs=desired.instances, progress=LogProgress(self._log),
-                      revision=revision)
+        ctx = Context(nodes=dict(self._nodes(desired)), specs=desired.instances,
+                      progress=LogProgress(self._log), revision=revision)
         summary = await run_plan(plan, ctx, self._parallel)
         return [ActionOutcome(r.action, r.ok, r.detail, r.seconds, r.status.value) for r in summary.results]
 
 
-async def discover_nodes(nodes: Sequence[NodeSpec]) -> ActualState:
-    """The actual state of `nodes`, discovered as `apply` does (one Node at a time, merged)."""
-    import asyncio
+def _local(desired: DesiredState) -> Mapping[str, Node]:
+    from reconciler.node import local_nodes
 
-    from reconciler.node import local_nodes, merge_states
+    return local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
 
-    local = local_nodes(list(nodes))
-    return merge_states(list(await asyncio.gather(*(n.discover() for n in local.values()))))
+
+class FleetPass:
+    """A pass's I/O on the daemon's fleet: the node locks, discovery, the host checks and the executor,
+    all through the Nodes that the host links give the pass (local and remote alike).
+
+    `locked` opens the pass: it takes the fleet of this moment from `HostLinks` and locks each reachable
+    node on the node, in name order (as `apply` does); the other steps of the pass use that fleet.
+    A host that fails during the pass (its discovery or lock) is unreachable for the rest of it."""
+
+    def __init__(self, hosts: HostLinks, lock_timeout: float,
+                 on_wait: Callable[[str, Holder | None], None] | None = None) -> None:
+        self._hosts = hosts
+        self._timeout = lock_timeout
+        self._on_wait = on_wait
+        self._fleet: Fleet | None = None
+
+    @contextlib.asynccontextmanager
+    async def locked(self, nodes: Sequence[NodeSpec]) -> AsyncIterator[None]:
+        fleet = await self._hosts.fleet(nodes)
+        self._fleet = fleet
+        try:
+            async with fleet.locked("watch", self._timeout, self._on_wait):
+                yield
+        finally:
+            self._fleet = None
+
+    def _current(self) -> Fleet:
+        if self._fleet is None:
+            raise RuntimeError("a pass step ran outside `locked`")
+        return self._fleet
+
+    async def discover(self, nodes: Sequence[NodeSpec]) -> ActualState:
+        return await self._current().discover()
+
+    async def check_hosts(self, plan: Plan, desired: DesiredState, actual: ActualState) -> Plan:
+        from reconciler import hostcheck
+
+        return await hostcheck.check_async(plan, desired, actual, self._current().nodes)
+
+    def nodes(self, desired: DesiredState) -> Mapping[str, Node]:
+        return self._current().nodes

@@ -117,6 +117,9 @@ class Metrics:
                                 registry=r)
         self.exits = Counter("reconciler_qemu_exits", "QEMU exits and guest stops seen, by kind", ["kind"],
                              registry=r)
+        self.nodes_unreachable = Gauge("reconciler_nodes_unreachable",
+                                       "Nodes the last pass could not reach (nothing planned on them)",
+                                       registry=r)
         self.last_success = Gauge("reconciler_last_success_timestamp_seconds",
                                   "Time of the end of the last reconcile pass without errors", registry=r)
         self.revision = Gauge("reconciler_applied_revision_info",

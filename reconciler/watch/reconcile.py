@@ -67,6 +67,8 @@ Discover = Callable[[Sequence[NodeSpec]], Awaitable[ActualState]]
 # lacks on its node; those errors drop the instance's actions, as other per-instance errors do.
 CheckHosts = Callable[[Plan, DesiredState, ActualState], Awaitable[Plan]]
 Revision = Callable[[], Awaitable[str | None]]
+# Held for the whole pass: the daemon's fleet locks each node on the node (reconciler.watch.execute).
+Locks = Callable[[Sequence[NodeSpec]], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class Reconciler:
     on_apply: Callable[[Sequence[Action]], None] | None = None  # told what is about to be carried out
     clock: Callable[[], float] = time.time
     check_hosts: CheckHosts | None = None
+    locks: Locks | None = None  # the node locks of a pass (default: every node's lock on this machine)
     passes: int = 0
     _revision: str | None = field(default=None, init=False)
 
@@ -129,7 +132,7 @@ class Reconciler:
             revision = asyncio.ensure_future(self.revision())  # git runs while we lock and discover
         nodes = [desired.nodes[n] for n in sorted(desired.nodes)]
         try:
-            async with self._locks(nodes):
+            async with (self.locks or self._locks)(nodes):
                 timer.lap("lock")
                 result = await self._locked(base, desired, nodes, snapshot, timer, revision)
         except ReconcilerError as err:

@@ -4,7 +4,7 @@
 pass the daemon writes a small JSON file atomically: broken manifest files (and whether their last good
 version stands in), whether pruning is suspended, instances held back by the crash-loop backoff, plan
 errors, the last pass's failures, and the time of the last successful pass. Its default place is the
-state directory of the first declared node (sorted by name), where `status` finds it from the manifests
+state directory of the first declared local node (sorted by name), where `status` finds it from the manifests
 alone; `--status-file` puts it elsewhere.
 """
 
@@ -53,13 +53,16 @@ class WatchStatus:
     failed_actions: tuple[str, ...] = ()
     last_error: str | None = None  # the last pass could not complete (lock, discovery)
     stopped: bool = False  # written by a daemon on its way out
+    unreachable: tuple[str, ...] = ()  # one line per node the last pass could not reach
 
 
 def default_path(nodes: Sequence[NodeSpec]) -> str | None:
-    """`<first node's state dir>/watch-status.json`, or None without nodes."""
-    if not nodes:
+    """`<first local node's state dir>/watch-status.json`, or None without a local node (a remote node's
+    state directory is on its host: the daemon and `status` then need `--status-file`)."""
+    local = [n for n in nodes if n.ssh is None]
+    if not local:
         return None
-    first = min(nodes, key=lambda n: n.name)
+    first = min(local, key=lambda n: n.name)
     return posixpath.join(first.state_dir, FILE_NAME)
 
 
@@ -80,6 +83,7 @@ def to_json(status: WatchStatus) -> dict[str, Any]:
         "failed_actions": list(status.failed_actions),
         "last_error": status.last_error,
         "stopped": status.stopped,
+        "unreachable": list(status.unreachable),
     }
 
 
@@ -105,6 +109,7 @@ def read(path: str) -> WatchStatus | None:
             plan_errors=tuple(map(str, raw.get("plan_errors", []))),
             failed_actions=tuple(map(str, raw.get("failed_actions", []))),
             last_error=raw.get("last_error"), stopped=bool(raw.get("stopped")),
+            unreachable=tuple(map(str, raw.get("unreachable", []))),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -155,6 +160,7 @@ def summary_lines(status: WatchStatus, now: float, alive: bool) -> list[str]:
     for h in status.backoff:
         if h.not_before > now:
             lines.append(f"  {h.name}: {hold_detail(h, now)}")
+    lines.extend(f"  {u}" for u in status.unreachable)
     lines.extend(f"  plan error: {e}" for e in status.plan_errors)
     lines.extend(f"  failed: {f}" for f in status.failed_actions)
     if status.last_error:

@@ -10,7 +10,10 @@ event costs at most a pass, and the periodic resync bounds how long anything can
   connection to the instance's *watcher* QMP socket (`qmp-watch.sock`; the control socket is the
   executor's and QEMU serves one client per socket) for SHUTDOWN, STOP and GUEST_PANICKED. What was
   seen is kept, so an exit can be told apart: a guest power-off (SHUTDOWN with guest: true), a panic,
-  a stop asked over QMP, or an exit with no event at all (a crash or a kill).
+  a stop asked over QMP, or an exit with no event at all (a crash or a kill). On a remote node both
+  come from its host as they happen: the agent holds the pidfd there and answers when QEMU exits, and
+  the watcher socket is forwarded over the SSH link (`WatchPort`).
+- `HOST` triggers come from the daemon's host links (reconciler.watch.hosts): a link lost or back.
 - `jittered`: the resync interval, spread so many daemons do not wake in step.
 """
 
@@ -23,14 +26,12 @@ import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import psutil
-
-from reconciler import qmp
-from reconciler.errors import QmpError, QmpTimeout
+from reconciler import procwatch, qmp
+from reconciler.errors import QmpError, QmpTimeout, RemoteHostError
 from reconciler.manifest.discovery import SUFFIXES
-from reconciler.pidfd import ProcessHandle
+from reconciler.procwatch import Ended, ExitSeen
 
 
 class TriggerSource(enum.StrEnum):
@@ -41,6 +42,7 @@ class TriggerSource(enum.StrEnum):
     SIGHUP = "sighup"
     BACKOFF = "backoff"  # a restart held back by the crash-loop backoff may now happen
     FOLLOWUP = "followup"  # the previous pass changed things: look again until nothing is left to do
+    HOST = "host"  # a remote host's link was lost, or is back
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +214,47 @@ CLOSE_TIMEOUT = 2.0
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
-class ExitWatchers:
-    """One task per watched process; `sync` starts and cancels them to follow discovery."""
+class WatchPort(Protocol):
+    """Where a node's QEMUs are watched from: this machine (`LocalPort`), or a remote node (RemoteNode), whose
+    host watches the process with a pidfd there and answers the moment it exits, and whose watcher
+    socket is forwarded over the link. Either way the exit is pushed as it happens: nothing is polled."""
 
-    def __init__(self, emit: Emit, on_observation: Callable[[Observation], None]) -> None:
+    async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
+                         timeout: float) -> ExitSeen: ...
+
+    async def qmp_watch(self, instance: str, timeout: float) -> qmp.QmpSession: ...
+
+
+class LocalPort:
+    """A QEMU on this machine: a pidfd here, and its watcher socket (`qmp_watch`) as it is."""
+
+    def __init__(self, qmp_watch: str) -> None:
+        self._qmp_watch = qmp_watch
+
+    async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
+                         timeout: float) -> ExitSeen:
+        return await procwatch.watch_exit(pid, started_at, pidfile, timeout)
+
+    async def qmp_watch(self, instance: str, timeout: float) -> qmp.QmpSession:
+        return await qmp.connect(self._qmp_watch, timeout, name="reconciler-watch")
+
+
+def local_port(w: Watched) -> WatchPort:
+    return LocalPort(w.qmp_watch)
+
+
+class ExitWatchers:
+    """One task per watched process; `sync` starts and cancels them to follow discovery.
+
+    `port_of` says where a watched process is watched from (default: this machine); None means its node
+    cannot be reached now (the task ends at once; the pass after the host is back starts it again). A
+    host lost while watching ends its watchers quietly: the loss is the host links' to report."""
+
+    def __init__(self, emit: Emit, on_observation: Callable[[Observation], None],
+                 port_of: Callable[[Watched], WatchPort | None] = local_port) -> None:
         self._emit = emit
         self._observe = on_observation
+        self._port_of = port_of
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
 
     @property
@@ -232,7 +269,7 @@ class ExitWatchers:
                 task.cancel()
         for key, w in wanted.items():
             if key not in self._tasks:
-                self._tasks[key] = asyncio.create_task(self._watch(w), name=f"watch {w.name}@{w.node}")
+                self._tasks[key] = asyncio.create_task(self._guarded(w), name=f"watch {w.name}@{w.node}")
 
     async def close(self, timeout: float = 5.0) -> list[asyncio.Task[None]]:
         """Cancel every watcher; returns those still running after `timeout` (abandoned)."""
@@ -245,35 +282,45 @@ class ExitWatchers:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         return list(pending)
 
-    async def _watch(self, w: Watched) -> None:
-        handle = ProcessHandle.open_verified(w.pid, lambda pid: _same_process(pid, w.started_at))
-        if handle is None:
-            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone"))
+    async def _guarded(self, w: Watched) -> None:
+        port = self._port_of(w)
+        if port is None:
             return
-        seen: list[qmp.QmpEvent] = []
-        events = asyncio.create_task(self._events(w, seen), name=f"qmp-watch {w.name}@{w.node}")
         try:
-            with handle:
-                while not await handle.wait_exit(_LONG_WAIT):
-                    pass
-            kind, detail = classify_exit(seen, os.path.lexists(w.pidfile) if w.pidfile else None)
+            await self._watch(w, port)
+        except RemoteHostError:
+            return  # the link went away: reported (and reconnected) by the daemon's host links
+
+    async def _watch(self, w: Watched, port: WatchPort) -> None:
+        seen: list[qmp.QmpEvent] = []
+        events = asyncio.create_task(self._events(w, port, seen), name=f"qmp-watch {w.name}@{w.node}")
+        try:
+            while (result := await port.watch_exit(w.pid, w.started_at, w.pidfile, _LONG_WAIT)).ended \
+                    is Ended.RUNNING:
+                pass  # the watch is renewed in bounded slices
+            if result.ended is Ended.GONE:
+                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone"))
+                return
+            kind, detail = classify_exit(seen, result.pidfile_left)
             self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
             self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
         finally:
             events.cancel()
             await asyncio.wait({events}, timeout=CLOSE_TIMEOUT)  # never hang on a stuck QMP client
 
-    async def _events(self, w: Watched, seen: list[qmp.QmpEvent]) -> None:
+    async def _events(self, w: Watched, port: WatchPort, seen: list[qmp.QmpEvent]) -> None:
         # QEMU serves one client per socket: right after a daemon restart the old connection may not be
-        # closed yet. Retry with a growing delay while the process lives (the pidfd reports its exit).
+        # closed yet. Retry with a growing delay while the process lives (its exit comes via the pidfd).
         delay = 0.5
         while True:
             try:
-                session = await qmp.connect(w.qmp_watch, QMP_CONNECT_TIMEOUT, name="reconciler-watch")
+                session = await port.qmp_watch(w.name, QMP_CONNECT_TIMEOUT)
                 break
             except QmpError:
                 await asyncio.sleep(delay)  # a retry timer, not a poll: the exit comes via the pidfd
                 delay = min(delay * 2, QMP_RETRY_MAX)
+            except RemoteHostError:
+                return  # the link is gone: the exit watch reports that
         try:
             while True:
                 try:
@@ -320,13 +367,3 @@ def classify_exit(seen: Sequence[qmp.QmpEvent], pidfile_left: bool | None = None
     if pidfile_left is False:
         return ExitKind.HOST_STOP, "exited cleanly (pidfile removed) without a SHUTDOWN event seen"
     return ExitKind.CRASH, "exited without a SHUTDOWN event"
-
-
-def _same_process(pid: int, started_at: float | None) -> bool:
-    """Watching only (never signalling): the start time is enough to refuse a reused PID."""
-    if started_at is None:
-        return True
-    try:
-        return abs(psutil.Process(pid).create_time() - started_at) < 0.05
-    except psutil.Error:
-        return False

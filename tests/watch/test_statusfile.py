@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.model import NodeSpec
+from reconciler.model import NodeSpec, SshSpec
 from reconciler.watch import statusfile
 from reconciler.watch.statusfile import BrokenFile, HeldRestart, WatchStatus
 
@@ -22,6 +22,7 @@ STATUS = WatchStatus(
     backoff=(HeldRestart("vm1", 3, 1004.4), HeldRestart("old", 1, 500.0)),
     plan_errors=("node n1: too much memory",),
     failed_actions=("vm2: start failed: no kernel",),
+    unreachable=("node r1: unreachable: root@198.18.0.11:22: connection refused",),
 )
 
 
@@ -46,6 +47,12 @@ def test_default_path_is_the_first_node_by_name() -> None:
     assert statusfile.default_path([]) is None
 
 
+def test_default_path_skips_remote_nodes_whose_state_dir_is_on_their_host() -> None:
+    remote = NodeSpec("a", "/var/lib/far", ssh=SshSpec("198.18.0.11"))
+    assert statusfile.default_path([remote, NodeSpec("b", "/srv/b")]) == "/srv/b/watch-status.json"
+    assert statusfile.default_path([remote]) is None  # --status-file then
+
+
 def test_summary_lines() -> None:
     assert statusfile.summary_lines(STATUS, 1000.0, alive=True) == [
         "watch daemon (pid 4242, running): 7 passes, last successful reconcile 10s ago, "
@@ -56,6 +63,7 @@ def test_summary_lines() -> None:
         "  m/new.yaml: ignored (no good version yet)",
         "    m/new.yaml: invalid YAML: x",
         "  vm1: crash loop: backing off after 3 restarts, next try in 4s",
+        "  node r1: unreachable: root@198.18.0.11:22: connection refused",
         "  plan error: node n1: too much memory",
         "  failed: vm2: start failed: no kernel",
     ]
