@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -260,7 +261,7 @@ class LocalNode:
             if on_wait is not None:
                 on_wait(path, holder)
 
-        await asyncio.to_thread(held.acquire, timeout, waiting)
+        await _acquire_abandonable(held, timeout, waiting)
         return _LocalLock(held)
 
     async def discover(self) -> ActualState:
@@ -390,6 +391,37 @@ class LocalNode:
 
     async def remove_instance(self, instance: str) -> None:
         statedir.remove_instance_files(self.paths(instance))
+
+
+async def _acquire_abandonable(held: lock_mod.NodeLock, timeout: float | None,
+                               waiting: Callable[[lock_mod.Holder | None], None]) -> None:
+    """`held.acquire` on a thread of its own (flock blocks); if the caller is cancelled meanwhile (a
+    daemon shutting down), a lock the thread still gets is let go at once instead of held for ever."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(err: BaseException | None) -> None:
+        if done.cancelled():
+            if err is None:
+                held.release()
+        elif err is None:
+            done.set_result(None)
+        else:
+            done.set_exception(err)
+
+    def run() -> None:
+        try:
+            held.acquire(timeout, waiting)
+        except BaseException as err:  # handed to the loop, raised there
+            loop.call_soon_threadsafe(settle, err)
+            return
+        try:
+            loop.call_soon_threadsafe(settle, None)
+        except RuntimeError:  # the loop is closed: nobody is left to hold it
+            held.release()
+
+    threading.Thread(target=run, name="node-lock", daemon=True).start()
+    await done
 
 
 class _LocalLock:

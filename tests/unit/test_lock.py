@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -111,3 +112,31 @@ def test_hold_all_takes_locks_in_sorted_order(tmp_path: Path) -> None:
         with pytest.raises(LockTimeout):
             NodeLock(str(b), "x").acquire(timeout=0)
     NodeLock(str(a), "x").acquire(timeout=0)
+
+
+def test_a_node_lock_wait_cancelled_lets_go_of_the_lock_it_gets_later(tmp_path: Path) -> None:
+    """A daemon shutting down while it waits for a node lock must not take the lock for ever after."""
+    import asyncio
+
+    from reconciler.model import NodeSpec
+    from reconciler.node import LocalNode
+
+    node = LocalNode(NodeSpec(name="n", state_dir=str(tmp_path / "state")))
+    other = NodeLock(node.lock_path, "apply")
+    other.acquire(0)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        blocked = asyncio.Event()
+        waiter = asyncio.create_task(node.lock("watch", None,
+                                               lambda path, holder: loop.call_soon_threadsafe(blocked.set)))
+        await blocked.wait()  # told who holds it: the thread waits in flock next
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(go())
+    other.release()  # the abandoned waiter gets it now, and lets go
+    again = NodeLock(node.lock_path, "apply")
+    again.acquire(5.0)  # held for ever by the abandoned thread before the fix: LockTimeout
+    again.release()
