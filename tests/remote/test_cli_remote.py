@@ -20,8 +20,9 @@ from typing import IO
 
 import pytest
 from conftest import Guest
+from executor.kit import BOOT_TIMEOUT
 
-from tests.remote import netns_rig
+from tests.remote import netns_rig, rig_look
 
 pytestmark = [pytest.mark.e2e, pytest.mark.remote, pytest.mark.timeout(300)]
 
@@ -52,7 +53,8 @@ class Fleet:
         (self.root / "nodes.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in docs))
 
     def declare(self, name: str, node: str, **spec: object) -> None:
-        kernel = {"path": str(self.guest.kernel), "initrd": str(self.guest.initrd), "root": "/dev/ram0"}
+        kernel = {"path": str(self.guest.kernel), "initrd": str(self.guest.initrd), "root": "/dev/ram0",
+                  "cmdline": f"quiet panic=-1 reconciler.tag={name}"}
         body = {"node": node, "memory": "128M", "serialConsole": True, "shutdownTimeout": "10s",
                 "kernel": kernel, **spec}
         doc = {"apiVersion": "reconciler/v1", "kind": "Instance", "metadata": {"name": name}, "spec": body}
@@ -307,3 +309,28 @@ def test_a_host_lost_in_the_middle_of_apply_is_reported_and_the_next_apply_conve
     assert again.returncode == 0, again.stdout + again.stderr
     assert fleet.cli("plan", "--detailed-exitcode").returncode == 0
     assert fleet.qemu_pids("node-h3", "cache") == cache_pid
+
+
+def test_a_restart_and_an_acpi_stop_on_a_remote_host(fleet: Fleet, rig: netns_rig.Rig) -> None:
+    fleet.declare("web", "node-h3")
+    assert fleet.cli("apply", "--yes").returncode == 0
+    host = fleet.nodes["node-h3"]
+    serial = f"{fleet.state}/instances/web/serial.log"
+    with rig_look.HostLog(rig, host, serial) as log:
+        log.wait_for("reconciler-guest: ready web", BOOT_TIMEOUT)
+    (first,) = fleet.qemu_pids("node-h3", "web")
+    fleet.declare("web", "node-h3", memory="160M")
+    done = fleet.cli("apply", "--yes")
+    assert done.returncode == 0 and "1 restarted" in done.stdout, done.stdout + done.stderr
+    (second,) = fleet.qemu_pids("node-h3", "web")
+    assert second != first
+    with rig_look.HostLog(rig, host, serial) as log:  # the new process's log: the guest booted again
+        log.wait_for("reconciler-guest: ready web", BOOT_TIMEOUT)
+        fleet.declare("web", "node-h3", memory="160M", runStrategy="Halted")
+        done = fleet.cli("apply", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "(ACPI power-off)" in done.stdout, done.stdout  # the guest's power-off was seen
+        log.wait_for("reconciler-guest: power button, powering off", 10)  # the guest's words, on its host
+    assert fleet.qemu_pids("node-h3", "web") == []
+    record = fleet.record("node-h3", "web")
+    assert record is not None and record["stop_cause"] == "reconciler", record
