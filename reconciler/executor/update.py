@@ -6,6 +6,9 @@ reconciler, not by QEMU. Left out of the record, prune would not see a `protect:
 restart-forcing fields (policy.record_spec). Crash safety: an intent without argv is written first, so
 a run killed midway leaves either the old record or the new one (the write is atomic) plus an intent
 that discovery drops once its writer is gone; the next plan then shows the update again.
+
+An UPDATE with live changes (memory, vCPUs within the running QEMU's limits) changes QEMU first:
+executor.live.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import replace
 
 from reconciler.errors import RecordError
 from reconciler.executor.context import Context
+from reconciler.executor.live import apply_live
 from reconciler.executor.outcome import ActionFailed
 from reconciler.intent import IntentKind
 from reconciler.model import spec_hash
@@ -30,9 +34,15 @@ async def update_record(ctx: Context, action: Action) -> str:
         raise ActionFailed(f"cannot read the applied record: {err}") from None
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}")
-    spec = record_spec(rec.spec, desired, node.name)
+    live = any(c.live for c in action.changes)
+    spec = record_spec(rec.spec, desired, node.name, live=live)
     if spec == rec.spec:
         return f"record on {node.name} already up to date"
+    if live:
+        if rec.pid <= 0 or rec.stop_cause is not None:
+            raise ActionFailed(f"not running on {node.name}: nothing to change live")
+        revision = ctx.revision if spec == desired else rec.revision
+        return await apply_live(ctx, rec, spec, revision)
     await ctx.intent(IntentKind.UPDATE, action.name, node)
     revision = ctx.revision if spec == desired else rec.revision  # held-back changes: not that revision yet
     await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision))

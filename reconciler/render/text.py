@@ -71,7 +71,8 @@ def _header(action: Action) -> str:
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration{cap})"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
     if action.kind is ActionKind.UPDATE:
-        return f"{action.name} on {action.node} (record updated in place)"
+        live = any(c.live for c in action.changes)
+        return f"{action.name} on {action.node} ({'update' if live else 'record updated'} in place)"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
     if action.kind is ActionKind.REBOOT:
         extra = " (guest reset: system_reset + cont, same QEMU process)"
@@ -82,6 +83,8 @@ def _changes(changes: Iterable[FieldChange], paint: _Painter) -> list[str]:
     lines = []
     for c in changes:
         tail = "  " + paint(_RED, "# forces restart") if c.forces_restart else ""
+        if c.live:
+            tail = "  # live"
         lines.append(f"      {c.path}: {c.old} -> {c.new}{tail}")
     return lines
 

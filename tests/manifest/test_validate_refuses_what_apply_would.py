@@ -157,6 +157,7 @@ NOT_FROM_THE_MANIFEST = {
     "vnc.display": "the schema allows 0 to 99",
     "incoming.port": "a port from the node's migration range, chosen by the executor",
     "ifup": "the bridge hook's path, the package's own",
+    "cpu": "a hotplugged CPU's driver and id, as QEMU's query-hotpluggable-cpus named them",
 }
 
 
