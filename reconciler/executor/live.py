@@ -27,6 +27,7 @@ from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
+from reconciler.node import Node
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
@@ -54,9 +55,26 @@ async def apply_live(ctx: Context, rec: AppliedRecord, spec: InstanceSpec, revis
         raise ActionFailed("maxMemory/maxVcpus differ from what QEMU was started with: a restart is needed")
     await ctx.intent(IntentKind.UPDATE, rec.name, node, spec=spec)
     t0 = time.monotonic()
-    session = await node.qmp(rec.name, ctx.deadlines.qmp)
     try:
-        steps = await _converge(ctx, session, boot, spec)
+        steps, seen = await _change(ctx, node, rec.name, spec)
+    except ActionFailed:
+        await node.remove_intent(rec.name)  # the record still says what was applied: the plan shows it
+        raise
+    await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision,
+                                    boot_spec=boot, plugged=seen.plugged))
+    await node.remove_intent(rec.name)
+    done = ", ".join(steps) or "QEMU already had it"
+    return f"updated in place on {node.name} ({done}) in {time.monotonic() - t0:.2f}s"
+
+
+async def _change(ctx: Context, node: Node, name: str, spec: InstanceSpec) -> tuple[list[str], _Seen]:
+    """Steps 2-6: the change made in QEMU and read back (ActionFailed when QEMU does not show it)."""
+    try:
+        session = await node.qmp(name, ctx.deadlines.qmp)
+    except QmpError as err:
+        raise ActionFailed(f"QMP: {err}") from None
+    try:
+        steps = await _converge(ctx, session, spec)
         seen = await _read(ctx, session)
     except QmpError as err:
         raise ActionFailed(f"QMP: {err}") from None
@@ -65,14 +83,10 @@ async def apply_live(ctx: Context, rec: AppliedRecord, spec: InstanceSpec, revis
     problem = _mismatch(seen, spec)
     if problem:
         raise ActionFailed(f"QEMU does not show the change: {problem}")
-    await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision,
-                                    boot_spec=boot, plugged=seen.plugged))
-    await node.remove_intent(rec.name)
-    done = ", ".join(steps) or "QEMU already had it"
-    return f"updated in place on {node.name} ({done}) in {time.monotonic() - t0:.2f}s"
+    return steps, seen
 
 
-async def _converge(ctx: Context, s: QmpSession, boot: InstanceSpec, spec: InstanceSpec) -> list[str]:
+async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str]:
     steps: list[str] = []
     seen = await _read(ctx, s)
     q = ctx.deadlines.qmp

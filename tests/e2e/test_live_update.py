@@ -6,6 +6,7 @@ The guest's view is the verdict, with the PID: the same process before and after
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 from conftest import MEMORY_HOTPLUG_CMDLINE, Guest, GuestReport, SerialLog, wait_for_report
 from executor.kit import BOOT_TIMEOUT, World, kill_verified, make_world, record_of
+
+from reconciler import qmp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -85,7 +88,8 @@ def test_memory_down_with_the_balloon_back_up_then_up_with_a_dimm(world: World) 
     # More than maxMemory: refused by plan (and apply) before anything is touched.
     declare(world, "web1", memory="512M", maxMemory="384M")
     refused = world.cli("plan")
-    assert refused.code == 1 and "spec.memory: 512 MiB is above maxMemory (384 MiB)" in refused.text, refused.text
+    assert refused.code == 1, refused.text
+    assert "spec.memory: 512 MiB is above maxMemory (384 MiB)" in refused.text, refused.text
     assert world.apply().code == 1
     assert world.qemu_pids("web1") == [pid] and record_of(world, "node-a", "web1").spec.memory_mib == 256
 
@@ -106,30 +110,72 @@ def test_vcpus_one_to_two_in_the_same_process(world: World) -> None:
 
 
 def test_sigkill_of_apply_mid_hotplug_then_apply_converges(world: World) -> None:
+    """Killed while the guest takes back ballooned memory, with a DIMM just plugged and the CPU not yet:
+    the next apply reads QEMU's devices back, plugs no second DIMM, and finishes (same QEMU)."""
     declare(world, "web1", memory="128M", maxMemory="384M", vcpus=1, maxVcpus=2)
     assert world.apply().code == 0
     log, first = booted(world, "web1")
     (pid,) = world.qemu_pids("web1")
-    declare(world, "web1", memory="256M", maxMemory="384M", vcpus=2, maxVcpus=2)
-    intent = Path(world.paths("node-a", "web1").intent)
+    declare(world, "web1", memory="96M", maxMemory="384M", vcpus=1, maxVcpus=2)
+    assert world.apply().code == 0
+    low = wait_for_report(log, lambda r: r.mem_kib < first.mem_kib - 16 * 1024, REPORT_TIMEOUT)
+
+    declare(world, "web1", memory="384M", maxMemory="384M", vcpus=2, maxVcpus=2)
+    proc = _apply_killed_at_first_balloon_change(world)
+    assert proc.returncode == -signal.SIGKILL
+    assert world.qemu_pids("web1") == [pid]
+    rec = record_of(world, "node-a", "web1")
+    assert (rec.spec.memory_mib, rec.spec.vcpus) == (96, 1), "the kill came after the live update ended"
+    assert Path(world.paths("node-a", "web1").intent).exists()
+    plan = world.cli("plan")  # the record says what was applied before: the change is shown again
+    assert plan.code == 0 and "(update in place)" in plan.out and "memory_mib: 96 -> 384  # live" in plan.out
+
+    again = world.apply()
+    assert again.code == 0 and "DIMM" not in again.out, again.text  # the first one is read back
+    report = wait_for_report(log, lambda r: r.cpus == 2 and r.mem_kib > low.mem_kib + 256 * 1024,
+                             REPORT_TIMEOUT)
+    assert near(report.mem_kib, first.mem_kib + 256 * 1024), (first, report)
+    assert world.qemu_pids("web1") == [pid]  # one QEMU, the same one
+    rec = record_of(world, "node-a", "web1")
+    assert (rec.spec.memory_mib, rec.spec.vcpus) == (384, 2)
+    assert [(d.id, d.size_mib) for d in rec.plugged.dimms] == [("dimm0", 256)] and len(rec.plugged.cpus) == 1
+    assert not Path(world.paths("node-a", "web1").intent).exists()
+    assert "No changes" in world.apply().out
+
+
+def _apply_killed_at_first_balloon_change(world: World) -> subprocess.Popen[bytes]:
+    """`apply` as a child, SIGKILLed at the first BALLOON_CHANGE QEMU sends (seen on the watch monitor)."""
+    connected, changed = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    async def watch() -> None:
+        session = await qmp.connect(world.paths("node-a", "web1").qmp_watch, 5.0)
+        try:
+            connected.set()
+            await session.wait_event(["BALLOON_CHANGE"], 60.0)
+            changed.set()
+        finally:
+            await session.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(watch())
+        except BaseException as err:  # reported by the test
+            failed.append(err)
+            connected.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert connected.wait(10.0) and not failed, failed
     proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--yes", str(world.manifests)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _appears(intent, 60.0), "the live update wrote no intent"
-        kill_verified(proc.pid, "reconciler")  # right after the intent: before, during or after the hotplug
+        assert changed.wait(60.0), f"no BALLOON_CHANGE: {failed}"
+        kill_verified(proc.pid, "reconciler")
     finally:
         proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
-    again = world.apply()
-    assert again.code == 0, again.text
-    report = wait_for_report(log, lambda r: r.cpus == 2 and r.mem_kib > first.mem_kib + 64 * 1024,
-                             REPORT_TIMEOUT)
-    assert near(report.mem_kib, first.mem_kib + 128 * 1024), (first, report)
-    assert world.qemu_pids("web1") == [pid]  # one QEMU, the same one
-    rec = record_of(world, "node-a", "web1")
-    assert (rec.spec.memory_mib, rec.spec.vcpus, len(rec.plugged.dimms), len(rec.plugged.cpus)) == (256, 2, 1, 1)
-    assert not intent.exists()
-    assert "No changes" in world.apply().out
+        thread.join(10.0)
+    return proc
 
 
 def _appears(path: Path, timeout: float) -> bool:
