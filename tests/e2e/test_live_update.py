@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MEMORY_HOTPLUG_CMDLINE, Guest, GuestReport, SerialLog, wait_for_report
+from conftest import MEMORY_HOTPLUG_CMDLINE, TICK_PREFIX, Guest, GuestReport, SerialLog, wait_for_report
 from executor.kit import BOOT_TIMEOUT, World, kill_verified, make_world, record_of
 
 from reconciler import qmp
@@ -34,11 +34,11 @@ def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
         yield w
 
 
-def declare(world: World, name: str, **spec: Any) -> None:
+def declare(world: World, name: str, node: str = "node-a", **spec: Any) -> None:
     """An instance with room for hotplug; the kernel line a 128 MiB guest with maxmem needs."""
     words = ["quiet", "panic=-1", f"reconciler.tag={name}", MEMORY_HOTPLUG_CMDLINE]
     kernel = {"path": world.kernel, "initrd": world.initrd, "root": "/dev/ram0", "cmdline": " ".join(words)}
-    world.instance(name, "node-a", kernel=kernel, **spec)
+    world.instance(name, node, kernel=kernel, **spec)
 
 
 def booted(world: World, name: str) -> tuple[SerialLog, GuestReport]:
@@ -141,6 +141,38 @@ def test_sigkill_of_apply_mid_hotplug_then_apply_converges(world: World) -> None
     assert [(d.id, d.size_mib) for d in rec.plugged.dimms] == [("dimm0", 256)] and len(rec.plugged.cpus) == 1
     assert not Path(world.paths("node-a", "web1").intent).exists()
     assert "No changes" in world.apply().out
+
+
+def test_a_live_migration_after_hotplugs_recreates_them_on_the_target(world: World) -> None:
+    declare(world, "web1", memory="128M", maxMemory="384M", vcpus=1, maxVcpus=2)
+    assert world.apply().code == 0
+    log, first = booted(world, "web1")
+    declare(world, "web1", memory="256M", maxMemory="384M", vcpus=2, maxVcpus=2)
+    assert world.apply().code == 0
+    grown = wait_for_report(log, lambda r: r.cpus == 2 and r.mem_kib > first.mem_kib + 64 * 1024,
+                            REPORT_TIMEOUT)
+    (old_pid,) = world.qemu_pids("web1")
+
+    declare(world, "web1", "node-b", memory="256M", maxMemory="384M", vcpus=2, maxVcpus=2)
+    moved = world.apply()
+    assert moved.code == 0 and "web1: migrated node-a -> node-b" in moved.out, moved.text
+    (pid,) = world.qemu_pids("web1")
+    assert pid != old_pid
+    rec = record_of(world, "node-b", "web1")
+    assert "dimm0" in " ".join(rec.argv) and "vcpu0-1-0" in " ".join(rec.argv), rec.argv
+    assert (rec.spec.memory_mib, rec.spec.vcpus, rec.launched_spec.memory_mib) == (256, 2, BOOT_MIB)
+    target_log = SerialLog(world.serial_log("node-b", "web1"))
+    target_log.wait_for(TICK_PREFIX, REPORT_TIMEOUT)  # the guest keeps running: no second boot
+    assert "ready" not in world.serial_log("node-b", "web1").read_text()
+    assert "No changes" in world.apply().out
+
+    # Still live-changeable on the target, with the same devices: down with the balloon.
+    declare(world, "web1", "node-b", memory="192M", maxMemory="384M", vcpus=2, maxVcpus=2)
+    down = world.apply()
+    assert down.code == 0 and "balloon 192 MiB" in down.out and "DIMM" not in down.out, down.text
+    low = wait_for_report(target_log, lambda r: r.mem_kib < grown.mem_kib - 32 * 1024, REPORT_TIMEOUT)
+    assert near(low.mem_kib, grown.mem_kib - 64 * 1024) and low.cpus == 2, (grown, low)
+    assert world.qemu_pids("web1") == [pid]
 
 
 def _apply_killed_at_first_balloon_change(world: World) -> subprocess.Popen[bytes]:
