@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,18 @@ def test_change_classes() -> None:
     assert FieldChange("vcpus", "1", "2", True).change_class is ChangeClass.RESTART
     assert FieldChange("node", '"a"', '"b"', False).change_class is ChangeClass.MIGRATE
     assert FieldChange("labels", "[]", "[]", False).change_class is ChangeClass.RECORD
+
+
+def test_the_manifest_docs_show_every_fields_class() -> None:
+    """docs/manifests.md's class table has one row per model field, with the policy table's class."""
+    text = (Path(__file__).parents[2] / "docs" / "manifests.md").read_text()
+    section = text.split("### Live changes and each field's class", 1)[1]
+    (table,) = [b for b in section.split("\n\n") if b.startswith("| field | in plans | class |")]
+    rows = [[c.strip().strip("`") for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    shown = {row[1]: row[2] for row in rows}
+    assert set(shown) == set(POLICY)
+    words = {FieldPolicy.RESTART: "restart", FieldPolicy.MIGRATE: "migrate-only",
+             FieldPolicy.IGNORE: "record", FieldPolicy.LIVE: "live"}
+    for name, policy in POLICY.items():
+        if name != "name":
+            assert shown[name].startswith(words[policy]), (name, shown[name])
