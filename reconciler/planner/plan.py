@@ -437,7 +437,8 @@ def _powered_off(
         _start(spec, _sticky_node(spec, rec, nodes), reason, changes, out)
         return
     target = spec.node or rec.node
-    in_place = target == rec.node and not restart_forcing(changes)
+    # A guest that is off cannot answer the balloon or bring CPUs online: live changes need a new process.
+    in_place = target == rec.node and not restart_forcing(changes) and not any(c.live for c in changes)
     _restart(spec, rec, target, reason, changes, out, in_place=in_place)
 
 

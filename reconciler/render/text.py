@@ -79,11 +79,12 @@ def _header(action: Action) -> str:
     return f"{action.name} {where}{extra}"
 
 
-def _changes(changes: Iterable[FieldChange], paint: _Painter) -> list[str]:
+def _changes(changes: Iterable[FieldChange], paint: _Painter, *, live: bool = True) -> list[str]:
+    """`live`: mark the changes made in the running QEMU (not in a start or restart, which makes all)."""
     lines = []
     for c in changes:
         tail = "  " + paint(_RED, "# forces restart") if c.forces_restart else ""
-        if c.live:
+        if c.live and live:
             tail = "  # live"
         lines.append(f"      {c.path}: {c.old} -> {c.new}{tail}")
     return lines
@@ -99,7 +100,7 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         lines += [f"      # after {h.instance} releases {h.resource}" for h in a.handoffs]
         if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
             lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
-        lines += _changes(a.changes, paint)
+        lines += _changes(a.changes, paint, live=a.kind is ActionKind.UPDATE)
     return lines
 
 

@@ -71,6 +71,12 @@ CASES = [
          pending=["manual: memory_mib"]),
     Case("paused-is-not-changed-live", desired(changed(ROOMY, memory_mib=1024)),
          actual(rec(ROOMY, "a", RunState.PAUSED)), []),
+    Case("powered-off-guest-restarts-with-the-new-size", desired(changed(ROOMY, memory_mib=1024)),
+         actual(rec(ROOMY, "a", RunState.SHUTDOWN)), ["restart web a guest_powered_off"],
+         ["memory_mib 512->1024 live"]),
+    Case("powered-off-guest-unchanged-resets-in-place", desired(changed(ROOMY, protect=True)),
+         actual(rec(ROOMY, "a", RunState.SHUTDOWN)), ["restart web a guest_powered_off in_place"],
+         ["protect false->true record"]),
     Case("node-change-migrates-first", desired(changed(ROOMY, memory_mib=1024, node="b")),
          actual(rec(ROOMY, "a")), ["migrate web a->b node_changed live"], ["node \"a\"->\"b\" migrate"]),
 ]
@@ -158,3 +164,11 @@ def test_the_manifest_docs_show_every_fields_class() -> None:
     for name, policy in POLICY.items():
         if name != "name":
             assert shown[name].startswith(words[policy]), (name, shown[name])
+
+
+def test_text_marks_live_fields_only_where_they_are_made_live() -> None:
+    """In a restart (a mix with a restart-forcing change) the new process takes every change: no `# live`."""
+    plan = make_plan(desired(changed(ROOMY, memory_mib=1024, machine="q35")), actual(rec(ROOMY, "a")))
+    text = render_text(plan)
+    assert "      memory_mib: 512 -> 1024\n" in text
+    assert '      machine: "pc" -> "q35"  # forces restart\n' in text
