@@ -35,10 +35,10 @@ GUEST = Path("/var/tmp/reconciler-guest")
 TIMEOUT = 120.0
 
 
-def declare(world: World, name: str, **spec: Any) -> None:
+def declare(world: World, name: str, node: str = "node-a", **spec: Any) -> None:
     words = ["quiet", "panic=-1", f"reconciler.tag={name}", MEMORY_HOTPLUG_CMDLINE]
     kernel = {"path": world.kernel, "initrd": world.initrd, "root": "/dev/ram0", "cmdline": " ".join(words)}
-    world.instance(name, "node-a", kernel=kernel, **spec)
+    world.instance(name, node, kernel=kernel, **spec)
 
 
 def apply(world: World) -> None:

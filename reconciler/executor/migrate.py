@@ -398,6 +398,10 @@ async def _finish_target(ctx: Context, target: Node, name: str, started: Started
     session = await target.qmp(name, ctx.deadlines.qmp)
     try:
         status = await query_status(session, ctx.deadlines.qmp)
+        if status == "inmigrate":  # the source has sent it all; the target may still be loading it
+            with contextlib.suppress(QmpTimeout):
+                await session.wait_event(["RESUME", "STOP"], ctx.deadlines.launch)
+            status = await query_status(session, ctx.deadlines.qmp)
         if status in ("paused", "postmigrate", "prelaunch"):
             await session.execute("cont", timeout=ctx.deadlines.qmp)
             status = await query_status(session, ctx.deadlines.qmp)
