@@ -113,6 +113,14 @@ def plugged_from_qmp(memory_devices: Any, hotpluggable_cpus: Any) -> Plugged:
     return Plugged(tuple(sorted(dimms, key=lambda d: d.id)), tuple(sorted(cpus, key=lambda c: c.props)))
 
 
+def orphan_backends(memdevs: Any, plugged: Plugged) -> list[str]:
+    """Our DIMM backends (query-memdev) with no DIMM on them: left by a run killed between its object-add
+    and its device_add; they hold the id the next DIMM would take (and host memory)."""
+    used = {d.backend for d in plugged.dimms}
+    ids = [m.get("id") for m in memdevs if isinstance(m, Mapping)] if isinstance(memdevs, list) else []
+    return sorted(i for i in ids if isinstance(i, str) and i.startswith("mem-dimm") and i not in used)
+
+
 def free_cpu_slots(hotpluggable_cpus: Any) -> list[Cpu]:
     """The empty CPU slots, lowest topology first, as the devices that would fill them."""
     free: list[Cpu] = []

@@ -4,7 +4,9 @@ with live changes; see reconciler.hotplug for the rules).
 Steps, each skipped when QEMU already shows it done (so a run killed halfway is finished by the next):
 1. The intent: an UPDATE intent carrying the spec being applied, written before QEMU is touched.
 2. Read back what QEMU has: base and plugged memory (query-memory-size-summary), the DIMMs
-   (query-memory-devices), the CPU slots (query-hotpluggable-cpus) and online vCPUs (query-cpus-fast).
+   (query-memory-devices), the CPU slots (query-hotpluggable-cpus), online vCPUs (query-cpus-fast) and
+   the memory backends (query-memdev: one of ours without its DIMM, left by a run killed between the
+   two commands, is deleted, `object-del`, so its id is free again).
 3. Memory above what is plugged: `object-add` a memory-backend-ram and `device_add` a pc-dimm on it.
 4. The balloon to the spec's memory (`balloon`), confirmed by BALLOON_CHANGE events until QEMU's
    `actual` is the target, within Deadlines.balloon (the guest's driver moves it page by page).
@@ -41,6 +43,7 @@ class _Seen:
     balloon_mib: int | None  # None: no balloon device
     vcpus: int
     slots: Any  # query-hotpluggable-cpus, as QEMU answered it
+    orphans: tuple[str, ...] = ()  # DIMM backends without their DIMM (a run killed between the two)
 
     @property
     def memory_mib(self) -> int:
@@ -90,6 +93,9 @@ async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str
     steps: list[str] = []
     seen = await _read(ctx, s)
     q = ctx.deadlines.qmp
+    for backend in seen.orphans:  # a killed run's half-plugged DIMM: its backend goes (memory, and the id)
+        await s.execute("object-del", {"id": backend}, timeout=q)
+        steps.append(f"unused {backend} removed")
     if spec.max_memory_mib is not None and spec.memory_mib != (seen.balloon_mib or seen.memory_mib):
         size = hotplug.dimm_to_add(seen.memory_mib, spec.memory_mib, spec.max_memory_mib)
         if size:
@@ -139,13 +145,15 @@ async def _read(ctx: Context, s: QmpSession) -> _Seen:
     devices = await s.execute("query-memory-devices", timeout=q)
     slots = await s.execute("query-hotpluggable-cpus", timeout=q)
     cpus = await s.execute("query-cpus-fast", timeout=q)
+    memdevs = await s.execute("query-memdev", timeout=q)
     try:
         balloon = _int(await s.execute("query-balloon", timeout=q), "actual")
     except QmpError:  # DeviceNotActive: started without maxMemory
         balloon = None
     base = _int(summary, "base-memory") or 0
-    return _Seen(base // hotplug.MIB, hotplug.plugged_from_qmp(devices, slots),
-                 None if balloon is None else balloon // hotplug.MIB, hotplug.cpu_count(cpus), slots)
+    plugged = hotplug.plugged_from_qmp(devices, slots)
+    return _Seen(base // hotplug.MIB, plugged, None if balloon is None else balloon // hotplug.MIB,
+                 hotplug.cpu_count(cpus), slots, tuple(hotplug.orphan_backends(memdevs, plugged)))
 
 
 def _mismatch(seen: _Seen, spec: InstanceSpec) -> str:

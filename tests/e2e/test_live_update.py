@@ -65,20 +65,19 @@ def test_memory_down_with_the_balloon_back_up_then_up_with_a_dimm(world: World) 
     assert "memory_mib: 128 -> 96  # live" in plan.out and "forces restart" not in plan.out
     down = world.apply()
     assert down.code == 0 and "web1: updated in place on node-a (balloon 96 MiB)" in down.out, down.text
-    low = wait_for_report(log, lambda r: r.mem_kib < first.mem_kib, REPORT_TIMEOUT)
-    assert near(low.mem_kib, first.mem_kib - 32 * 1024), (first, low)
-    assert world.qemu_pids("web1") == [pid]
+    # The guest reports at each tick while its balloon moves: wait for the report at the target.
+    low = wait_for_report(log, lambda r: near(r.mem_kib, first.mem_kib - 32 * 1024), REPORT_TIMEOUT)
+    assert world.qemu_pids("web1") == [pid] and low.cpus == 1
 
     declare(world, "web1", memory="128M", maxMemory="384M")
     assert world.apply().code == 0
-    back = wait_for_report(log, lambda r: r.mem_kib > low.mem_kib, REPORT_TIMEOUT)
-    assert near(back.mem_kib, first.mem_kib), (first, back)
+    back = wait_for_report(log, lambda r: near(r.mem_kib, first.mem_kib), REPORT_TIMEOUT)
 
     declare(world, "web1", memory="256M", maxMemory="384M")
     up = world.apply()
     assert up.code == 0 and "DIMM dimm0 of 128 MiB" in up.out, up.text
-    high = wait_for_report(log, lambda r: r.mem_kib > back.mem_kib + 64 * 1024, REPORT_TIMEOUT)
-    assert near(high.mem_kib, first.mem_kib + 128 * 1024), (first, high)
+    high = wait_for_report(log, lambda r: near(r.mem_kib, first.mem_kib + 128 * 1024), REPORT_TIMEOUT)
+    assert high.mem_kib > back.mem_kib
     assert world.qemu_pids("web1") == [pid]
     rec = record_of(world, "node-a", "web1")
     assert rec.spec.memory_mib == 256 and rec.launched_spec.memory_mib == BOOT_MIB and rec.argv == argv
@@ -118,7 +117,7 @@ def test_sigkill_of_apply_mid_hotplug_then_apply_converges(world: World) -> None
     (pid,) = world.qemu_pids("web1")
     declare(world, "web1", memory="96M", maxMemory="384M", vcpus=1, maxVcpus=2)
     assert world.apply().code == 0
-    low = wait_for_report(log, lambda r: r.mem_kib < first.mem_kib - 16 * 1024, REPORT_TIMEOUT)
+    low = wait_for_report(log, lambda r: near(r.mem_kib, first.mem_kib - 32 * 1024), REPORT_TIMEOUT)
 
     declare(world, "web1", memory="384M", maxMemory="384M", vcpus=2, maxVcpus=2)
     proc = _apply_killed_at_first_balloon_change(world)
@@ -132,9 +131,9 @@ def test_sigkill_of_apply_mid_hotplug_then_apply_converges(world: World) -> None
 
     again = world.apply()
     assert again.code == 0 and "DIMM" not in again.out, again.text  # the first one is read back
-    report = wait_for_report(log, lambda r: r.cpus == 2 and r.mem_kib > low.mem_kib + 256 * 1024,
+    report = wait_for_report(log, lambda r: r.cpus == 2 and near(r.mem_kib, first.mem_kib + 256 * 1024),
                              REPORT_TIMEOUT)
-    assert near(report.mem_kib, first.mem_kib + 256 * 1024), (first, report)
+    assert report.mem_kib > low.mem_kib
     assert world.qemu_pids("web1") == [pid]  # one QEMU, the same one
     rec = record_of(world, "node-a", "web1")
     assert (rec.spec.memory_mib, rec.spec.vcpus) == (384, 2)
@@ -149,7 +148,7 @@ def test_a_live_migration_after_hotplugs_recreates_them_on_the_target(world: Wor
     log, first = booted(world, "web1")
     declare(world, "web1", memory="256M", maxMemory="384M", vcpus=2, maxVcpus=2)
     assert world.apply().code == 0
-    grown = wait_for_report(log, lambda r: r.cpus == 2 and r.mem_kib > first.mem_kib + 64 * 1024,
+    grown = wait_for_report(log, lambda r: r.cpus == 2 and near(r.mem_kib, first.mem_kib + 128 * 1024),
                             REPORT_TIMEOUT)
     (old_pid,) = world.qemu_pids("web1")
 
@@ -170,8 +169,8 @@ def test_a_live_migration_after_hotplugs_recreates_them_on_the_target(world: Wor
     declare(world, "web1", "node-b", memory="192M", maxMemory="384M", vcpus=2, maxVcpus=2)
     down = world.apply()
     assert down.code == 0 and "balloon 192 MiB" in down.out and "DIMM" not in down.out, down.text
-    low = wait_for_report(target_log, lambda r: r.mem_kib < grown.mem_kib - 32 * 1024, REPORT_TIMEOUT)
-    assert near(low.mem_kib, grown.mem_kib - 64 * 1024) and low.cpus == 2, (grown, low)
+    low = wait_for_report(target_log, lambda r: near(r.mem_kib, grown.mem_kib - 64 * 1024), REPORT_TIMEOUT)
+    assert low.cpus == 2
     assert world.qemu_pids("web1") == [pid]
 
 

@@ -61,6 +61,8 @@ def session(guest: Guest, devices: list[Any] | None = None, cpus: int = 1) -> Fa
         "query-hotpluggable-cpus": SLOTS,
         "query-cpus-fast": [{"cpu-index": i} for i in range(cpus)],
         "query-balloon": guest.query,
+        "query-memdev": [{"id": "pc.ram", "size": 128 * MIB}] + [
+            {"id": f"mem-{d['data']['id']}", "size": d["data"]["size"]} for d in devices or []],
         "balloon": guest.balloon,
     })
 
@@ -86,6 +88,16 @@ def test_a_dimm_qemu_already_has_is_not_plugged_again() -> None:
     want = InstanceSpec("web", 256, max_memory_mib=384, vcpus=2, max_vcpus=2)
     assert asyncio.run(_converge(ctx(), s, want)) == ["balloon 256 MiB"]
     assert "device_add" not in s.names and "object-add" not in s.names
+
+
+def test_a_backend_left_without_its_dimm_is_removed_before_plugging() -> None:
+    """A run killed between object-add and device_add left mem-dimm0: it goes, then dimm0 is plugged."""
+    s = session(Guest(128))
+    s.replies["query-memdev"] = [{"id": "pc.ram", "size": 128 * MIB}, {"id": "mem-dimm0", "size": 128 * MIB}]
+    steps = asyncio.run(_converge(ctx(), s, InstanceSpec("web", 256, max_memory_mib=384)))
+    assert steps == ["unused mem-dimm0 removed", "DIMM dimm0 of 128 MiB", "balloon 256 MiB"]
+    assert [c for c in s.names if not c.startswith("query-")] == ["object-del", "object-add", "device_add",
+                                                                  "balloon"]
 
 
 def test_down_with_the_balloon_only() -> None:
