@@ -38,6 +38,9 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
   node names; `secureBoot` uses the secure-boot build, `smm=on` and a secure pflash.
 - `guestAgent` adds a `virtio-serial-pci` with qemu-guest-agent's port on `agent.sock` in the instance's
   directory (QEMU serves it; made 0600 after the launch).
+- Live changes (reconciler.hotplug): `maxMemory` adds a virtio-balloon device (id balloon0), and above
+  `memory` also `-m SIZE,slots=8,maxmem=MAX`; `maxVcpus` above `vcpus` is `-smp N,maxcpus=MAX`. A
+  migration target gets the DIMMs and CPUs hotplugged into its source as boot devices (same ids).
 - `extra_args`, the escape hatch, comes last, verbatim.
 """
 
@@ -47,6 +50,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from reconciler import hotplug
 from reconciler import qemuopts as q
 from reconciler.errors import ArgvError
 from reconciler.firmware import ovmf_of
@@ -129,6 +133,9 @@ def build_argv(spec: InstanceSpec, node: NodeSpec, *,
     return build_launch(spec, node, incoming=incoming).argv
 
 
+_NOTHING_PLUGGED = hotplug.Plugged()
+
+
 def build_launch(
     spec: InstanceSpec,
     node: NodeSpec,
@@ -137,10 +144,12 @@ def build_launch(
     daemonize: bool = True,
     serial_log: bool = True,
     ifup_path: str = DEFAULT_IFUP,
+    plugged: hotplug.Plugged = _NOTHING_PLUGGED,
 ) -> Launch:
-    """Everything needed to start `spec` on `node`; raises ArgvError for what QEMU cannot be told safely."""
+    """Everything needed to start `spec` on `node`; raises ArgvError for what QEMU cannot be told safely.
+    `plugged`: devices hotplugged into the QEMU this one replaces (a migration target), added at boot."""
     try:
-        return _build(spec, node, incoming, daemonize, serial_log, ifup_path)
+        return _build(spec, node, incoming, daemonize, serial_log, ifup_path, plugged)
     except q.BadValue as err:
         raise ArgvError(spec.name, err.field, err.detail) from None
     except InvalidInstanceName as err:
@@ -150,7 +159,7 @@ def build_launch(
 
 
 def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, daemonize: bool,
-           serial_log: bool, ifup_path: str) -> Launch:
+           serial_log: bool, ifup_path: str, plugged: hotplug.Plugged) -> Launch:
     q.path("node.state_dir", node.state_dir)
     paths = check_sockets(instance_paths(node, spec.name))
     argv: list[str] = [q.text("node.qemu_binary", node.qemu_binary)]
@@ -172,6 +181,7 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
     argv += _agent(spec, paths)
     nic_argv, nic_files = _nics(spec, node, paths, q.path("ifup", ifup_path))
     argv += nic_argv
+    argv += _live_devices(spec, plugged)
     if incoming is not None:
         argv += ["-incoming", _incoming_uri(incoming)]
     for i, arg in enumerate(spec.extra_args):
@@ -222,7 +232,33 @@ def _sizes(spec: InstanceSpec) -> list[str]:
         raise q.BadValue("memory", f"must be at least 1 MiB, not {spec.memory_mib}")
     if spec.vcpus < 1:
         raise q.BadValue("vcpus", f"must be at least 1, not {spec.vcpus}")
-    return ["-m", str(spec.memory_mib), "-smp", str(spec.vcpus)]
+    memory, smp = str(spec.memory_mib), str(spec.vcpus)
+    room = hotplug.memory_room(spec)
+    if room < 0:
+        raise q.BadValue("memory", f"{spec.memory_mib} MiB is above maxMemory ({spec.max_memory_mib} MiB)")
+    if room:
+        memory = f"{spec.memory_mib}M,slots={hotplug.DIMM_SLOTS},maxmem={spec.max_memory_mib}M"
+    if spec.max_vcpus is not None and spec.max_vcpus < spec.vcpus:
+        raise q.BadValue("vcpus", f"{spec.vcpus} is above maxVcpus ({spec.max_vcpus})")
+    if spec.max_vcpus is not None and spec.max_vcpus > spec.vcpus:
+        smp = f"{spec.vcpus},maxcpus={spec.max_vcpus}"
+    return ["-m", memory, "-smp", smp]
+
+
+def _live_devices(spec: InstanceSpec, plugged: hotplug.Plugged) -> list[str]:
+    """The balloon (with maxMemory), then what was hotplugged into the running QEMU since its start, as
+    boot devices, for a migration target (same ids, same slots: QEMU's device state must match)."""
+    out = []
+    if spec.max_memory_mib is not None:
+        out += ["-device", f"virtio-balloon-pci,id={hotplug.BALLOON_ID}"]
+    for dimm in plugged.dimms:
+        backend = [("id", dimm.backend), ("size", f"{dimm.size_mib}M")]
+        out += ["-object", q.join("memory-backend-ram", backend),
+                "-device", q.join("pc-dimm", [("id", dimm.id), ("memdev", dimm.backend)])]
+    for cpu in plugged.cpus:
+        props = [(k, str(v)) for k, v in cpu.props]
+        out += ["-device", q.join(q.token("cpu", cpu.driver), [("id", q.token("cpu", cpu.id)), *props])]
+    return out
 
 
 def _socket(chardev_id: str, path: str, extra: list[tuple[str, str]] | None = None) -> str:

@@ -195,6 +195,10 @@ class InstanceSpec:
     name: str
     memory_mib: int
     vcpus: int = 1
+    # Room for live changes, fixed at boot (None: the boot value, no hotplug). max_memory_mib set also
+    # adds the virtio-balloon device; above memory_mib it adds DIMM slots (`-m ...,slots=,maxmem=`).
+    max_memory_mib: int | None = None
+    max_vcpus: int | None = None  # above vcpus: `-smp N,maxcpus=M`, CPUs hotplugged up to it
     node: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     run_strategy: RunStrategy = RunStrategy.ALWAYS

@@ -13,10 +13,10 @@ import functools
 import json
 import types
 import typing
-from dataclasses import MISSING, Field, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
-from reconciler import model
+from reconciler import hotplug, model
 from reconciler.actual import StopCause
 
 FORMAT_VERSION = 1
@@ -43,6 +43,15 @@ class AppliedRecord:
     stop_cause: StopCause | None = None  # set once the process is gone and we know why
     stopped_at: float | None = None
     format_version: int = FORMAT_VERSION
+    # Live changes (executor.live): `spec` is what the guest has now; `boot_spec` what `argv` was built
+    # from, once the two differ (None: the same); `plugged` the devices hotplugged since the start.
+    boot_spec: model.InstanceSpec | None = None
+    plugged: hotplug.Plugged = field(default_factory=hotplug.Plugged)
+
+    @property
+    def launched_spec(self) -> model.InstanceSpec:
+        """The spec the QEMU process was started with (its argv's)."""
+        return self.boot_spec if self.boot_spec is not None else self.spec
 
     @classmethod
     def create(
@@ -74,6 +83,10 @@ def to_json(record: AppliedRecord) -> str:
         "stop_cause": record.stop_cause.value if record.stop_cause else None,
         "stopped_at": record.stopped_at,
     }
+    if record.boot_spec is not None:  # only after a live change: older readers never see the keys
+        data["boot_spec"] = model.to_jsonable(record.boot_spec)
+    if record.plugged != hotplug.Plugged():
+        data["plugged"] = model.to_jsonable(record.plugged)
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
@@ -107,6 +120,9 @@ def from_json(text: str | bytes) -> AppliedRecord:
             revision=data.get("revision"),
             stop_cause=StopCause(cause) if cause is not None else None,
             stopped_at=data.get("stopped_at"),
+            boot_spec=None if data.get("boot_spec") is None else instance_from_jsonable(data["boot_spec"]),
+            plugged=_decode(hotplug.Plugged, data["plugged"], "plugged") if "plugged" in data
+            else hotplug.Plugged(),
         )
     except KeyError as err:
         raise DecodeError(f"missing field {err.args[0]}") from None

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler import hotplug
 from reconciler.argv import IncomingSpec
 from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
@@ -155,6 +156,11 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     spec = record_spec(rec.spec, desired, target.name)
     if spec.node is not None:
         spec = replace(spec, node=target.name)
+    # After live changes the target boots as the source did (its launched spec), plus the devices
+    # hotplugged since (read back from the source below): the same DIMMs and CPUs at the same ids.
+    boot = spec if rec.boot_spec is None else replace(record_spec(rec.boot_spec, desired, target.name),
+                                                       node=spec.node)
+    live = _Live(boot, hotplug.Plugged())
     cap = f", capped at {format_rate(settings.max_bandwidth)}" if settings.max_bandwidth else ""
     ctx.progress.event(name, f"migrating {source.name} -> {target.name} ({mode.value}{cap})")
     async with handle:
@@ -164,11 +170,12 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             raise ActionFailed(f"source: {err}") from None
         try:
             offline = mode is MigrationMode.OFFLINE
+            live = await _read_plugged(ctx, src, live)
             await ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name,
                              paused_source=offline)
             try:
                 await _carry_nvram(source, target, name, spec)
-                started, port = await _launch_target(ctx, target, spec, source.name)
+                started, port = await _launch_target(ctx, target, live, source.name)
             except ActionFailed:
                 await source.remove_intent(name)
                 raise
@@ -183,7 +190,7 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             except asyncio.CancelledError:
                 if await _unwind(ctx, src, source, target, name, started, offline) is End.COMPLETED:
                     with contextlib.suppress(ActionFailed, ReconcilerError):  # else the intents recover it
-                        await _complete(ctx, handle, src, source, target, name, started, spec)
+                        await _complete(ctx, handle, src, source, target, name, started, spec, live)
                 raise
             if watched.end is not End.COMPLETED:
                 await kill_started(ctx, target, name, started)
@@ -191,17 +198,41 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
                 await source.remove_intent(name)
                 raise ActionFailed(f"migration {watched.end.value}: {watched.detail}; the instance stays on "
                                    f"{source.name}{resumed}")
-            await _complete(ctx, handle, src, source, target, name, started, spec)
+            await _complete(ctx, handle, src, source, target, name, started, spec, live)
         finally:
             await close_quietly(src)
     return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """What the target is started as: the source's launched spec and the devices hotplugged since."""
+
+    boot: InstanceSpec
+    plugged: hotplug.Plugged
+
+
+async def _read_plugged(ctx: Context, src: QmpSession, live: _Live) -> _Live:
+    """The DIMMs and CPUs the source QEMU has hotplugged, as it reports them (not as a record says: a
+    live update killed halfway may have plugged one it never recorded)."""
+    if live.boot.max_memory_mib is None and live.boot.max_vcpus is None:
+        return live  # started without room for hotplug: nothing can have been plugged
+    try:
+        devices = await src.execute("query-memory-devices", timeout=ctx.deadlines.qmp)
+        slots = await src.execute("query-hotpluggable-cpus", timeout=ctx.deadlines.qmp)
+    except QmpError as err:
+        raise ActionFailed(f"source: {err}") from None
+    return replace(live, plugged=hotplug.plugged_from_qmp(devices, slots))
+
+
 async def _complete(ctx: Context, handle: Process, src: QmpSession, source: Node, target: Node,
-                    name: str, started: Started, spec: InstanceSpec) -> None:
+                    name: str, started: Started, spec: InstanceSpec, live: _Live) -> None:
     """QEMU completed the migration: the target runs and is recorded, the source's shell goes."""
     await _finish_target(ctx, target, name, started)
-    await target.write_record(started.record(spec, target.name, ctx.revision))
+    record = started.record(spec, target.name, ctx.revision)
+    if live.boot != spec or live.plugged != hotplug.Plugged():
+        record = replace(record, boot_spec=live.boot, plugged=live.plugged)
+    await target.write_record(record)
     await target.remove_intent(name)
     await escalate(handle, src, graceful=None, d=ctx.deadlines)
     await source.remove_instance(name)
@@ -217,7 +248,7 @@ async def _carry_nvram(source: Node, target: Node, name: str, spec: InstanceSpec
         await target.write_nvram(name, data)
 
 
-async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source: str) -> tuple[Started, int]:
+async def _launch_target(ctx: Context, target: Node, live: _Live, source: str) -> tuple[Started, int]:
     ports = target.spec.migration_ports
     reserved = ctx.reserved_ports.setdefault(target.name, set())
     last = ""
@@ -227,7 +258,9 @@ async def _launch_target(ctx: Context, target: Node, spec: InstanceSpec, source:
         reserved.add(port)
         try:
             incoming = IncomingSpec(target.spec.address, port)
-            return await launch_instance(ctx, target, spec, incoming=incoming, peer=source), port
+            started = await launch_instance(ctx, target, live.boot, incoming=incoming, peer=source,
+                                            plugged=live.plugged)
+            return started, port
         except PortInUse as err:
             last = f" (last: {err.detail})"
         finally:
@@ -416,10 +449,10 @@ async def _finish_target(ctx: Context, target: Node, name: str, started: Started
     session = await target.qmp(name, ctx.deadlines.qmp)
     try:
         status = await query_status(session, ctx.deadlines.qmp)
-        if status == "inmigrate":
+        if status == "inmigrate":  # the source has sent it all; the target may still be loading it
             await session.execute("cont", timeout=ctx.deadlines.qmp)
             with contextlib.suppress(QmpTimeout):
-                await session.wait_event(["RESUME"], ctx.deadlines.qmp)
+                await session.wait_event(["RESUME", "STOP"], ctx.deadlines.launch)
             status = await query_status(session, ctx.deadlines.qmp)
         if status in ("paused", "postmigrate", "prelaunch"):
             await session.execute("cont", timeout=ctx.deadlines.qmp)

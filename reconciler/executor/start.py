@@ -27,6 +27,7 @@ from reconciler.errors import (
 )
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
+from reconciler.hotplug import Plugged
 from reconciler.intent import IntentKind
 from reconciler.launch import Launched
 from reconciler.model import InstanceSpec
@@ -99,12 +100,13 @@ class LaunchCancelled(asyncio.CancelledError):
 
 
 async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
-                          incoming: IncomingSpec | None = None, peer: str | None = None) -> Started:
-    """Launch `spec` on `node` (as a migration target when `incoming` is set); the caller writes the
-    record. Raises ActionFailed (PortInUse for a taken migration port) with nothing left running, or
-    LaunchCancelled."""
+                          incoming: IncomingSpec | None = None, peer: str | None = None,
+                          plugged: Plugged | None = None) -> Started:
+    """Launch `spec` on `node` (as a migration target when `incoming` is set, with the devices `plugged`
+    into its source); the caller writes the record. Raises ActionFailed (PortInUse for a taken migration
+    port) with nothing left running, or LaunchCancelled."""
     try:
-        built = build_launch(spec, node.spec, incoming=incoming)
+        built = build_launch(spec, node.spec, incoming=incoming, plugged=plugged or Plugged())
     except ArgvError as err:
         raise ActionFailed(str(err)) from None
     password = await _vnc_password(node, spec)

@@ -8,6 +8,9 @@ is not touched otherwise; the record keeps its argv, PID and restart-forcing fie
 (policy.record_spec). Crash safety: an intent without argv is written first, so a run killed midway
 leaves either the old record or the new one (the write is atomic) plus an intent that discovery drops
 once its writer is gone; the next plan then shows the update again.
+
+An UPDATE with live changes (memory, vCPUs within the running QEMU's limits) changes QEMU first:
+executor.live.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import replace
 
 from reconciler.errors import ReconcilerError, RecordError
 from reconciler.executor.context import Context
+from reconciler.executor.live import apply_live
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly
 from reconciler.intent import IntentKind
@@ -37,9 +41,15 @@ async def update_record(ctx: Context, action: Action) -> str:
         raise ActionFailed(f"cannot read the applied record: {err}") from None
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}")
-    spec = record_spec(rec.spec, desired, node.name)
+    live = any(c.live for c in action.changes)
+    spec = record_spec(rec.spec, desired, node.name, live=live)
     if spec == rec.spec:
         return f"record on {node.name} already up to date"
+    if live:
+        if rec.pid <= 0 or rec.stop_cause is not None:
+            raise ActionFailed(f"not running on {node.name}: nothing to change live")
+        revision = ctx.revision if spec == desired else rec.revision
+        return await apply_live(ctx, rec, spec, revision)
     await ctx.intent(IntentKind.UPDATE, action.name, node)
     resized = await _grow_disks(ctx, node, action.name, rec, spec)
     revision = ctx.revision if spec == desired else rec.revision  # held-back changes: not that revision yet

@@ -152,6 +152,7 @@ def build_instance(
         memory = b.convert(("spec", "memory"), spec["memory"], units.parse_size_mib, -1)
         if memory >= 0:
             b.in_range(("spec", "memory"), memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")
+    max_memory, max_vcpus = _hotplug_room(b, spec, memory)
     kernel = _kernel(b, spec.get("kernel"))
     disks = _disks(b, spec.get("disks") or [], has_kernel="kernel" in spec)
     nics = tuple(_nic(b, ("spec", "nics", i), n) for i, n in enumerate(spec.get("nics") or []))
@@ -181,6 +182,8 @@ def build_instance(
         name=name,
         memory_mib=memory,
         vcpus=spec.get("vcpus", 1),
+        max_memory_mib=max_memory,
+        max_vcpus=max_vcpus,
         node=spec.get("node"),
         labels=labels,
         run_strategy=model.RunStrategy(spec.get("runStrategy", "Always")),
@@ -203,6 +206,25 @@ def build_instance(
         secure_boot=spec.get("secureBoot", False),
     )
     return instance, b.issues
+
+
+def _hotplug_room(b: _Builder, spec: Mapping[str, Any], memory: int) -> tuple[int | None, int | None]:
+    """maxMemory and maxVcpus (None when not given: the boot values, no hotplug). The boot values must fit
+    under them: a manifest asking for more than its maximum is refused here, at `memory` / `vcpus`."""
+    max_memory = None
+    if "maxMemory" in spec:
+        max_memory = b.convert(("spec", "maxMemory"), spec["maxMemory"], units.parse_size_mib, -1)
+        if max_memory >= 0:
+            b.in_range(("spec", "maxMemory"), max_memory, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB")
+        if max_memory < 0:
+            max_memory = None
+        elif memory > max_memory:
+            b.fail(("spec", "memory"), f"{memory} MiB is above maxMemory ({max_memory} MiB)")
+    max_vcpus = spec.get("maxVcpus")
+    vcpus = spec.get("vcpus", 1)
+    if max_vcpus is not None and vcpus > max_vcpus:
+        b.fail(("spec", "vcpus"), f"{vcpus} is above maxVcpus ({max_vcpus})")
+    return max_memory, max_vcpus
 
 
 def _kernel(b: _Builder, raw: Mapping[str, Any] | None) -> model.KernelBoot | None:

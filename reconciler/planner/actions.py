@@ -61,6 +61,7 @@ class Reason(enum.StrEnum):
     MANUAL = "manual"
     REQUESTED = "requested"  # an imperative verb: reconciler start|stop|restart|reboot
     RECORD_ONLY = "record_only"
+    LIVE_UPDATE = "live_update"
     CHANGED_SINCE_POWEROFF = "changed_since_poweroff"
 
     @property
@@ -90,9 +91,19 @@ _WORDS = {
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
     Reason.REQUESTED: "asked for on the command line",
     Reason.RECORD_ONLY: "only fields that QEMU does not read changed; no restart needed",
+    Reason.LIVE_UPDATE: "changed in the running QEMU (balloon, memory or CPU hotplug); no restart needed",
     Reason.CHANGED_SINCE_POWEROFF: "the guest powered itself off and the manifests changed since: a new "
                                    "intent, so RerunOnFailure starts it",
 }
+
+
+class ChangeClass(enum.StrEnum):
+    """How a field's change takes effect (the policy table's classes, docs/manifests.md)."""
+
+    RESTART = "restart"  # a new QEMU process
+    LIVE = "live"  # in the running QEMU, over QMP
+    MIGRATE = "migrate"  # the node: a migration moves the process
+    RECORD = "record"  # read by the reconciler only: the applied record is rewritten
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,15 @@ class FieldChange:
     old: str
     new: str
     forces_restart: bool
+    live: bool = False  # made in the running QEMU (balloon, memory or CPU hotplug)
+
+    @property
+    def change_class(self) -> ChangeClass:
+        if self.forces_restart:
+            return ChangeClass.RESTART
+        if self.live:
+            return ChangeClass.LIVE
+        return ChangeClass.MIGRATE if self.path == "node" else ChangeClass.RECORD
 
 
 @dataclass(frozen=True, slots=True)

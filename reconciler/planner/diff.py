@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.model import InstanceSpec, to_jsonable
 from reconciler.planner.actions import FieldChange
-from reconciler.planner.policy import DIFFED_FIELDS, forces_restart, grown_only
+from reconciler.planner.policy import DIFFED_FIELDS, FieldPolicy, change_class, grown_only
 
 
 def as_json(value: Any) -> str:
@@ -42,20 +42,24 @@ def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
 
 
 def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
-    """Every difference except `node`, in model field order; restart-forcing ones are flagged."""
+    """Every difference except `node`, in model field order; restart-forcing ones are flagged, and so are
+    the ones the running QEMU (started as `old`) can take live (policy.change_class)."""
     if old == new:
         return ()
     changes: list[FieldChange] = []
     for name in DIFFED_FIELDS:
-        restart = forces_restart(name)
+        o_value, n_value = getattr(old, name), getattr(new, name)
+        if o_value == n_value:
+            continue
+        cls = change_class(name, old, new)
+        restart, live = cls is FieldPolicy.RESTART, cls is FieldPolicy.LIVE
         if name == "cloud_init":  # user-data may hold secrets: the plan shows the seed's digest only
-            if old.cloud_init != new.cloud_init:
-                changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))
+            changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))
             continue
         if name == "disks" and grown_only(old.disks, new.disks):
             restart = False  # only sizes grew: resized live (block_resize), an in-place update
-        for path, o, n in _walk(name, getattr(old, name), getattr(new, name)):
-            changes.append(FieldChange(path, as_json(o), as_json(n), restart))
+        for path, o, n in _walk(name, o_value, n_value):
+            changes.append(FieldChange(path, as_json(o), as_json(n), restart, live=live))
     return tuple(changes)
 
 

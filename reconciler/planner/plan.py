@@ -29,7 +29,10 @@ same plan byte for byte. Decisions, in order:
    later (planner.handoff).
 7. Where an instance stays as it is but its record differs in fields that need no restart (protect,
    labels, run strategy, ...), an UPDATE action rewrites the record in place (policy.record_spec), so
-   prune, status and the next plan see what was applied.
+   prune, status and the next plan see what was applied. Memory and vCPUs within the limits the running
+   QEMU started with (maxMemory, maxVcpus) are live: the UPDATE makes them in QEMU first
+   (Reason.LIVE_UPDATE). A mix of live and restart-forcing changes is a restart, unless the restart part
+   is pending (UpdatePolicy.PENDING): then the live part is applied now. Manual instances: pending.
 8. A migration whose target could not bind the instance's VNC display (nodes sharing an address, or a
    live holder there) is an error (planner.binds), not a launch that fails at apply time.
 9. A process proved ours whose QMP does not answer (UNKNOWN, `qmp_unresponsive`) can only be stopped
@@ -363,16 +366,18 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
     changes = _changes(spec, rec)
     target = spec.node or rec.node
     forcing = restart_forcing(changes)
-    held = tuple(c for c in changes if c.forces_restart)  # the rest takes effect without QEMU
-    if strategy is RunStrategy.MANUAL:
-        if forcing or target != rec.node:
+    held = tuple(c for c in changes if c.forces_restart)  # the rest takes effect without a new QEMU
+    if strategy is RunStrategy.MANUAL:  # live changes too are left to the person who runs it
+        manual = held + tuple(c for c in changes if c.live)
+        if manual or target != rec.node:
             out.pending.append(PendingChange(spec.name, rec.node, Reason.MANUAL,
-                                             _node_change(rec.node, target) + held))
+                                             _node_change(rec.node, target) + manual))
         _record_update(spec, rec, out)
         return
     if forcing and spec.update_policy is UpdatePolicy.PENDING:
         out.pending.append(PendingChange(spec.name, rec.node, Reason.UPDATE_PENDING, held))
         forcing = False
+    live = rec.state is RunState.RUNNING  # a paused guest cannot answer the balloon
     if forcing:
         reason = Reason.SPEC_CHANGED if target == rec.node else Reason.RELOCATE
         _restart(spec, rec, target, reason, changes, out)
@@ -383,23 +388,30 @@ def _running(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, NodeSp
                         max_bandwidth=spec.migration.max_bandwidth, memory_mib=mib)
         out.moves.append(placement.Move(action, ((rec.node, -mib), (target, mib))))
     else:
-        _record_update(spec, rec, out)
+        _record_update(spec, rec, out, live=live)
 
 
-def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome) -> None:
+def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome, *, live: bool = False) -> None:
     """The record kept where the instance stays, rewritten with the changes that need no new process
     (ActionKind.UPDATE), so that prune sees `protect`, status sees the applied spec, and the next plan
-    starts from what was applied. Nothing when the record already says it (or cannot be read)."""
+    starts from what was applied. Nothing when the record already says it (or cannot be read).
+
+    `live` (a running QEMU): the live changes (memory, vCPUs within the limits it started with) are made
+    in it first (Reason.LIVE_UPDATE); their memory counts on the node as a start's would."""
     if rec.spec is None:
         return
-    updated = record_spec(rec.spec, spec, rec.node)
+    updated = record_spec(rec.spec, spec, rec.node, live=live)
     if updated == rec.spec:
         return
     node = (FieldChange("node", as_json(rec.spec.node), as_json(updated.node), False),) \
         if rec.spec.node != updated.node else ()
-    changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart)
-    action = Action(spec.name, ActionKind.UPDATE, Reason.RECORD_ONLY, rec.node, changes=node + changes)
-    out.moves.append(placement.Move(action, ()))
+    changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart and (live or not c.live))
+    in_qemu = any(c.live for c in changes)
+    reason = Reason.LIVE_UPDATE if in_qemu else Reason.RECORD_ONLY
+    grow = updated.memory_mib - rec.spec.memory_mib
+    action = Action(spec.name, ActionKind.UPDATE, reason, rec.node, changes=node + changes,
+                    memory_mib=updated.memory_mib if in_qemu else 0)
+    out.moves.append(placement.Move(action, ((rec.node, grow),) if grow else ()))
 
 
 def _unresponsive(spec: InstanceSpec, rec: ActualInstance, force: bool, out: _Outcome) -> None:
@@ -436,7 +448,8 @@ def _powered_off(
         _start(spec, _sticky_node(spec, rec, nodes), reason, changes, out)
         return
     target = spec.node or rec.node
-    in_place = target == rec.node and not restart_forcing(changes)
+    # A guest that is off cannot answer the balloon or bring CPUs online: live changes need a new process.
+    in_place = target == rec.node and not restart_forcing(changes) and not any(c.live for c in changes)
     _restart(spec, rec, target, reason, changes, out, in_place=in_place)
 
 

@@ -1,7 +1,9 @@
 """Which InstanceSpec fields need a new QEMU process when they change, and which do not.
 
 One table, one entry per field, so adding a field to the model without deciding its policy fails a
-test instead of silently never (or always) restarting instances.
+test instead of silently never (or always) restarting instances. The classes (docs/manifests.md shows
+each field's): restart, live (changed in the running QEMU within limits fixed at its start, else a
+restart: reconciler.hotplug), migrate-only (`node`), and record (read by the reconciler alone).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from reconciler import hotplug
 from reconciler.model import Disk, InstanceSpec
 
 
@@ -18,12 +21,15 @@ class FieldPolicy(enum.StrEnum):
     RESTART = "restart"  # baked into the QEMU command line: needs a new process
     MIGRATE = "migrate"  # where the process runs: a migration moves it
     IGNORE = "ignore"  # read by the reconciler itself; takes effect without touching QEMU
+    LIVE = "live"  # changed in the running QEMU over QMP when within its boot limits; else RESTART
 
 
 POLICY = MappingProxyType({
     "name": FieldPolicy.IGNORE,  # the identity; never differs between desired and recorded
-    "memory_mib": FieldPolicy.RESTART,
-    "vcpus": FieldPolicy.RESTART,
+    "memory_mib": FieldPolicy.LIVE,  # balloon / DIMM hotplug, up to the max_memory_mib QEMU started with
+    "vcpus": FieldPolicy.LIVE,  # CPU hotplug, up to the max_vcpus QEMU started with
+    "max_memory_mib": FieldPolicy.RESTART,
+    "max_vcpus": FieldPolicy.RESTART,
     "node": FieldPolicy.MIGRATE,
     "labels": FieldPolicy.IGNORE,
     "run_strategy": FieldPolicy.IGNORE,  # decides what to do, is not itself a change to apply
@@ -56,14 +62,35 @@ def forces_restart(field_name: str) -> bool:
     return POLICY[field_name] is FieldPolicy.RESTART
 
 
-def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str) -> InstanceSpec:
+def live_ok(field_name: str, running: InstanceSpec, desired: InstanceSpec) -> bool:
+    """Whether a LIVE field's change from `running` (what the QEMU runs with, its limits included) to
+    `desired` can be made in that QEMU. Other fields: False."""
+    if field_name == "memory_mib":
+        return hotplug.live_memory_ok(running, desired.memory_mib)
+    if field_name == "vcpus":
+        return hotplug.live_vcpus_ok(running, running.vcpus, desired.vcpus)
+    return False
+
+
+def change_class(field_name: str, running: InstanceSpec, desired: InstanceSpec) -> FieldPolicy:
+    """The class of this field's change: a LIVE field outside the running QEMU's limits is RESTART."""
+    policy = POLICY[field_name]
+    if policy is FieldPolicy.LIVE and not live_ok(field_name, running, desired):
+        return FieldPolicy.RESTART
+    return policy
+
+
+def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str, *,
+                live: bool = False) -> InstanceSpec:
     """What the applied record of a process started with `recorded` says once `desired` is applied
-    without a new process: every field that needs no restart comes from `desired`, and so does the
-    declared node when the instance is on it (or none is declared). Restart-forcing fields keep what
-    the process runs with, so held-back changes stay visible as changes."""
+    without a new process: every field that needs no restart comes from `desired` (LIVE ones too when
+    `live`, the process being changed, and within its limits), and so does the declared node when the
+    instance is on it (or none is declared). Restart-forcing fields keep what the process runs with, so
+    held-back changes stay visible as changes."""
     taken: dict[str, Any] = {
         name: getattr(desired, name) for name, policy in POLICY.items()
-        if policy is FieldPolicy.IGNORE and name != "name"
+        if name != "name" and (policy is FieldPolicy.IGNORE
+                               or (live and policy is FieldPolicy.LIVE and live_ok(name, recorded, desired)))
     }
     if desired.node is None or desired.node == on_node:
         taken["node"] = desired.node

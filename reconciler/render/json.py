@@ -38,7 +38,7 @@ FORMAT_VERSION = "1.0"
 
 def _change(c: FieldChange) -> dict[str, Any]:
     return {"path": c.path, "old": json.loads(c.old), "new": json.loads(c.new),
-            "forces_restart": c.forces_restart}
+            "forces_restart": c.forces_restart, "class": c.change_class.value}
 
 
 def _action(a: Action) -> dict[str, Any]:
@@ -122,7 +122,8 @@ def render_json(plan: Plan, git: GitInfo | None = None) -> str:
 
 
 def _change_from(d: dict[str, Any]) -> FieldChange:
-    return FieldChange(str(d["path"]), as_json(d["old"]), as_json(d["new"]), bool(d["forces_restart"]))
+    return FieldChange(str(d["path"]), as_json(d["old"]), as_json(d["new"]), bool(d["forces_restart"]),
+                       live=d.get("class") == "live")
 
 
 def _str_or_none(value: Any) -> str | None:

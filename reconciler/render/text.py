@@ -85,17 +85,21 @@ def _header(action: Action) -> str:
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration{cap})"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
     if action.kind is ActionKind.UPDATE:
-        return f"{action.name} on {action.node} (record updated in place)"
+        live = any(c.live for c in action.changes)
+        return f"{action.name} on {action.node} ({'update' if live else 'record updated'} in place)"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
     if action.kind is ActionKind.REBOOT:
         extra = " (guest reset: system_reset + cont, same QEMU process)"
     return f"{action.name} {where}{extra}"
 
 
-def _changes(changes: Iterable[FieldChange], paint: _Painter) -> list[str]:
+def _changes(changes: Iterable[FieldChange], paint: _Painter, *, live: bool = True) -> list[str]:
+    """`live`: mark the changes made in the running QEMU (not in a start or restart, which makes all)."""
     lines = []
     for c in changes:
         tail = "  " + paint(_RED, "# forces restart") if c.forces_restart else ""
+        if c.live and live:
+            tail = "  # live"
         lines.append(f"      {c.path}: {c.old} -> {c.new}{tail}")
     return lines
 
@@ -110,7 +114,7 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         lines += [f"      # after {h.instance} releases {h.resource}" for h in a.handoffs]
         if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
             lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
-        lines += _changes(a.changes, paint)
+        lines += _changes(a.changes, paint, live=a.kind is ActionKind.UPDATE)
     return lines
 
 

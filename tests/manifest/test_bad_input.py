@@ -39,7 +39,7 @@ CASES = [
     pytest.param(
         instance(extra="  foo: 1\n  bar: 2\n"),
         [
-            "m/x.yaml:12:3: instance web1: spec.bar: unknown field (and 1 more); expected one of acpi, cloudInit, cpuModel, disks, firmware, guestAgent, kernel, machine, memory, migration, nics, node, protect, qemuExtraArgs, runStrategy, secureBoot, serialConsole, shutdownTimeout, updatePolicy, vcpus, vnc"
+            "m/x.yaml:12:3: instance web1: spec.bar: unknown field (and 1 more); expected one of acpi, cloudInit, cpuModel, disks, firmware, guestAgent, kernel, machine, maxMemory, maxVcpus, memory, migration, nics, node, protect, qemuExtraArgs, runStrategy, secureBoot, serialConsole, shutdownTimeout, updatePolicy, vcpus, vnc"
         ],
         id="two_unknown",
     ),

@@ -47,7 +47,7 @@ CASES = [
     pytest.param(
         {"b.yaml": instance("web1", extra="  colour: blue\n") + "---\n" + instance("web2")},
         [
-            "m/b.yaml:11:3: instance web1: spec.colour: unknown field; expected one of acpi, cloudInit, cpuModel, disks, firmware, guestAgent, kernel, machine, memory, migration, nics, node, protect, qemuExtraArgs, runStrategy, secureBoot, serialConsole, shutdownTimeout, updatePolicy, vcpus, vnc",
+            "m/b.yaml:11:3: instance web1: spec.colour: unknown field; expected one of acpi, cloudInit, cpuModel, disks, firmware, guestAgent, kernel, machine, maxMemory, maxVcpus, memory, migration, nics, node, protect, qemuExtraArgs, runStrategy, secureBoot, serialConsole, shutdownTimeout, updatePolicy, vcpus, vnc",
             "m/b.yaml:21:7: instance web2: spec.nics[0].mac: MAC address '52:54:00:00:00:01' is also used by instance web1 (m/b.yaml:1:1)",
         ],
         id="unknown_field_and_duplicate_mac",

@@ -32,6 +32,7 @@ PATTERNS: dict[str, tuple[str, tuple[str | int, ...], str]] = {
     "$defs/metadata/properties/labels/additionalProperties": ("Instance", ("metadata", "labels", "tier"), "web"),
     "$defs/instanceSpec/properties/node": ("Instance", ("spec", "node"), "node-a"),
     "$defs/instanceSpec/properties/memory": ("Instance", ("spec", "memory"), "512M"),
+    "$defs/instanceSpec/properties/maxMemory": ("Instance", ("spec", "maxMemory"), "1G"),
     "$defs/instanceSpec/properties/machine": ("Instance", ("spec", "machine"), "q35"),
     "$defs/instanceSpec/properties/cpuModel": ("Instance", ("spec", "cpuModel"), "qemu64,+ssse3"),
     "$defs/instanceSpec/properties/shutdownTimeout": ("Instance", ("spec", "shutdownTimeout"), "30s"),

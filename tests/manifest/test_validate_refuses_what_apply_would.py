@@ -159,6 +159,7 @@ NOT_FROM_THE_MANIFEST = {
     "ifup": "the bridge hook's path, the package's own",
     "firmware": "the NVRAM file's path in the instance's directory (the state directory's, checked as such)",
     "cloud_init": "the seed ISO's path in the instance's directory (the state directory's, checked as such)",
+    "cpu": "a hotplugged CPU's driver and id, as QEMU's query-hotpluggable-cpus named them",
 }
 
 

@@ -74,7 +74,8 @@ EXPECTED = """\
           "path": "vcpus",
           "old": 1,
           "new": 2,
-          "forces_restart": true
+          "forces_restart": true,
+          "class": "restart"
         }
       ]
     }
@@ -90,7 +91,8 @@ EXPECTED = """\
           "path": "memory_mib",
           "old": 512,
           "new": 1024,
-          "forces_restart": true
+          "forces_restart": true,
+          "class": "restart"
         }
       ]
     }
@@ -159,7 +161,8 @@ EXPECTED_UPDATE = """\
         "path": "protect",
         "old": false,
         "new": true,
-        "forces_restart": false
+        "forces_restart": false,
+        "class": "record"
       }
     ]
   }

@@ -1,0 +1,173 @@
+"""Live update: memory and vCPUs changed in the running QEMU, then the applied record (an UPDATE action
+with live changes; see reconciler.hotplug for the rules).
+
+Steps, each skipped when QEMU already shows it done (so a run killed halfway is finished by the next):
+1. The intent: an UPDATE intent carrying the spec being applied, written before QEMU is touched.
+2. Read back what QEMU has: base and plugged memory (query-memory-size-summary), the DIMMs
+   (query-memory-devices), the CPU slots (query-hotpluggable-cpus), online vCPUs (query-cpus-fast) and
+   the memory backends (query-memdev: one of ours without its DIMM, left by a run killed between the
+   two commands, is deleted, `object-del`, so its id is free again).
+3. Memory above what is plugged: `object-add` a memory-backend-ram and `device_add` a pc-dimm on it.
+4. The balloon to the spec's memory (`balloon`), confirmed by BALLOON_CHANGE events until QEMU's
+   `actual` is the target, within Deadlines.balloon (the guest's driver moves it page by page).
+5. vCPUs below the spec: `device_add` the free CPU slots, lowest first.
+6. Read back again and compare with the spec: memory plugged, balloon, vCPUs. A mismatch fails the action
+   with what QEMU says; the record is left as it was, so the next plan shows the change again.
+7. The record: `spec` the new one, `boot_spec` what argv was built from, `plugged` what QEMU reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from reconciler import hotplug
+from reconciler.errors import QmpError
+from reconciler.executor.context import Context
+from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.start import close_quietly
+from reconciler.intent import IntentKind
+from reconciler.model import InstanceSpec, spec_hash
+from reconciler.node import Node
+from reconciler.qmp import QmpSession
+from reconciler.records import AppliedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """QEMU's account of memory and vCPUs."""
+
+    base_mib: int
+    plugged: hotplug.Plugged
+    balloon_mib: int | None  # None: no balloon device
+    vcpus: int
+    slots: Any  # query-hotpluggable-cpus, as QEMU answered it
+    orphans: tuple[str, ...] = ()  # DIMM backends without their DIMM (a run killed between the two)
+
+    @property
+    def memory_mib(self) -> int:
+        return self.base_mib + self.plugged.dimm_mib
+
+
+async def apply_live(ctx: Context, rec: AppliedRecord, spec: InstanceSpec, revision: str | None) -> str:
+    """Make the running QEMU of `rec` match `spec`'s memory and vCPUs, then write the record."""
+    node = ctx.node(rec.node)
+    boot = rec.launched_spec
+    if spec.max_memory_mib != boot.max_memory_mib or spec.max_vcpus != boot.max_vcpus:
+        raise ActionFailed("maxMemory/maxVcpus differ from what QEMU was started with: a restart is needed")
+    await ctx.intent(IntentKind.UPDATE, rec.name, node, spec=spec)
+    t0 = time.monotonic()
+    try:
+        steps, seen = await _change(ctx, node, rec.name, spec)
+    except ActionFailed:
+        await node.remove_intent(rec.name)  # the record still says what was applied: the plan shows it
+        raise
+    await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision,
+                                    boot_spec=boot, plugged=seen.plugged))
+    await node.remove_intent(rec.name)
+    done = ", ".join(steps) or "QEMU already had it"
+    return f"updated in place on {node.name} ({done}) in {time.monotonic() - t0:.2f}s"
+
+
+async def _change(ctx: Context, node: Node, name: str, spec: InstanceSpec) -> tuple[list[str], _Seen]:
+    """Steps 2-6: the change made in QEMU and read back (ActionFailed when QEMU does not show it)."""
+    try:
+        session = await node.qmp(name, ctx.deadlines.qmp)
+    except QmpError as err:
+        raise ActionFailed(f"QMP: {err}") from None
+    try:
+        steps = await _converge(ctx, session, spec)
+        seen = await _read(ctx, session)
+    except QmpError as err:
+        raise ActionFailed(f"QMP: {err}") from None
+    finally:
+        await close_quietly(session)
+    problem = _mismatch(seen, spec)
+    if problem:
+        raise ActionFailed(f"QEMU does not show the change: {problem}")
+    return steps, seen
+
+
+async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str]:
+    steps: list[str] = []
+    seen = await _read(ctx, s)
+    q = ctx.deadlines.qmp
+    for backend in seen.orphans:  # a killed run's half-plugged DIMM: its backend goes (memory, and the id)
+        await s.execute("object-del", {"id": backend}, timeout=q)
+        steps.append(f"unused {backend} removed")
+    if spec.max_memory_mib is not None and spec.memory_mib != (seen.balloon_mib or seen.memory_mib):
+        size = hotplug.dimm_to_add(seen.memory_mib, spec.memory_mib, spec.max_memory_mib)
+        if size:
+            if len(seen.plugged.dimms) >= hotplug.DIMM_SLOTS:
+                raise ActionFailed(f"all {hotplug.DIMM_SLOTS} DIMM slots are in use: a restart is needed")
+            dimm = hotplug.Dimm(seen.plugged.next_dimm_id(), size)
+            await s.execute("object-add", {"qom-type": "memory-backend-ram", "id": dimm.backend,
+                                           "size": size * hotplug.MIB}, timeout=q)
+            await s.execute("device_add", {"driver": "pc-dimm", "id": dimm.id, "memdev": dimm.backend},
+                            timeout=q)
+            steps.append(f"DIMM {dimm.id} of {size} MiB")
+        await _balloon(ctx, s, spec.memory_mib)
+        steps.append(f"balloon {spec.memory_mib} MiB")
+    if spec.vcpus > seen.vcpus:
+        free = hotplug.free_cpu_slots(seen.slots)
+        missing = spec.vcpus - seen.vcpus
+        if len(free) < missing:
+            raise ActionFailed(f"QEMU has {len(free)} free CPU slots, {missing} needed")
+        for cpu in free[:missing]:
+            await s.execute("device_add", {"driver": cpu.driver, "id": cpu.id, **dict(cpu.props)}, timeout=q)
+        steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
+    return steps
+
+
+async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> None:
+    """Set the balloon and wait, on BALLOON_CHANGE events, until QEMU's `actual` is the target."""
+    target = target_mib * hotplug.MIB
+    await s.execute("balloon", {"value": target}, timeout=ctx.deadlines.qmp)
+    deadline = time.monotonic() + ctx.deadlines.balloon
+    actual = _int(await s.execute("query-balloon", timeout=ctx.deadlines.qmp), "actual")
+    while actual != target:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            got = "?" if actual is None else f"{actual // hotplug.MIB} MiB"
+            raise ActionFailed(f"the guest did not move its balloon to {target_mib} MiB within "
+                               f"{ctx.deadlines.balloon:g}s (at {got})")
+        try:
+            event = await s.wait_event(["BALLOON_CHANGE"], remaining)
+        except QmpError:
+            continue  # the deadline: reported above
+        actual = _int(event.data, "actual")
+
+
+async def _read(ctx: Context, s: QmpSession) -> _Seen:
+    q = ctx.deadlines.qmp
+    summary = await s.execute("query-memory-size-summary", timeout=q)
+    devices = await s.execute("query-memory-devices", timeout=q)
+    slots = await s.execute("query-hotpluggable-cpus", timeout=q)
+    cpus = await s.execute("query-cpus-fast", timeout=q)
+    memdevs = await s.execute("query-memdev", timeout=q)
+    try:
+        balloon = _int(await s.execute("query-balloon", timeout=q), "actual")
+    except QmpError:  # DeviceNotActive: started without maxMemory
+        balloon = None
+    base = _int(summary, "base-memory") or 0
+    plugged = hotplug.plugged_from_qmp(devices, slots)
+    return _Seen(base // hotplug.MIB, plugged, None if balloon is None else balloon // hotplug.MIB,
+                 hotplug.cpu_count(cpus), slots, tuple(hotplug.orphan_backends(memdevs, plugged)))
+
+
+def _mismatch(seen: _Seen, spec: InstanceSpec) -> str:
+    problems = []
+    if spec.max_memory_mib is not None:
+        if seen.memory_mib < spec.memory_mib:
+            problems.append(f"{seen.memory_mib} MiB plugged, {spec.memory_mib} MiB wanted")
+        if seen.balloon_mib != spec.memory_mib:
+            problems.append(f"balloon at {seen.balloon_mib} MiB, {spec.memory_mib} MiB wanted")
+    if seen.vcpus != spec.vcpus:
+        problems.append(f"{seen.vcpus} vCPUs, {spec.vcpus} wanted")
+    return "; ".join(problems)
+
+
+def _int(data: Any, key: str) -> int | None:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
