@@ -92,20 +92,33 @@ class StrictParser(yaml.CSafeLoader):
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            if not implicit[0]:
-                return _STR
-            if value in _NULLS:
-                return _NULL
-            first = value[0]
-            if first in "0123456789-+.":
-                if _INT_RE.fullmatch(value):
-                    return _INT
-                if _FLOAT_RE.fullmatch(value):
-                    return _FLOAT
-            elif value in _BOOLS:
-                return _BOOL
-            return _STR
+            return _resolve_plain(value) if implicit[0] else _STR
         return _SEQ if kind is SequenceNode else _MAP
+
+
+def _resolve_plain(value: str) -> str:
+    """The YAML 1.2 core tag of a plain scalar."""
+    if value in _NULLS:
+        return _NULL
+    first = value[0]
+    if first in "0123456789-+.":
+        if _INT_RE.fullmatch(value):
+            return _INT
+        if _FLOAT_RE.fullmatch(value):
+            return _FLOAT
+    elif value in _BOOLS:
+        return _BOOL
+    return _STR
+
+
+def plain_value(text: str) -> tuple[Any, bool]:
+    """The data of a plain scalar `text` (YAML 1.2 core, as the strict reader resolves it), and whether
+    it is valid (False: the strict reader reports an issue for it)."""
+    tag = _resolve_plain(text)
+    if tag == _STR:
+        return text, True
+    value, message = _scalar_value(text, tag)
+    return value, message is None
 
 
 class _Converter:
@@ -141,29 +154,10 @@ class _Converter:
         return value
 
     def _scalar(self, node: ScalarNode, tag: str) -> Any:
-        text = node.value
-        if tag == _NULL and text in _NULLS:
-            return None
-        if tag == _BOOL and text in _BOOLS:
-            return _BOOLS[text]
-        if tag in (_INT, _FLOAT) and len(text) > MAX_NUMBER_CHARS:
-            self.issue(node, f"number {text[:20]}... is longer than {MAX_NUMBER_CHARS} characters")
-            return None
-        if tag == _INT and _INT_RE.fullmatch(text):
-            base = 16 if text.startswith("0x") else 8 if text.startswith("0o") else 10
-            return int(text[2:] if base != 10 else text, base)
-        if tag == _FLOAT and _FLOAT_RE.fullmatch(text):
-            lowered = text.lower()
-            if lowered.endswith(".nan"):
-                return math.nan
-            if lowered.endswith(".inf"):
-                return -math.inf if text.startswith("-") else math.inf
-            return float(text)
-        if tag in (_NULL, _BOOL, _INT, _FLOAT):
-            self.issue(node, f"{text!r} is not a valid {tag.rsplit(':', 1)[1]}")
-        else:
-            self.issue(node, _bad_tag(tag))
-        return None
+        value, message = _scalar_value(node.value, tag)
+        if message is not None:
+            self.issue(node, message)
+        return value
 
     def _mapping(self, node: MappingNode) -> dict[str, Any]:
         mapping: dict[str, Any] = {}
@@ -183,6 +177,29 @@ class _Converter:
             else:
                 mapping[key] = self.convert(value_node)
         return mapping
+
+
+def _scalar_value(text: str, tag: str) -> tuple[Any, str | None]:
+    """The data of a scalar with a resolved tag other than str, or None and why it is refused."""
+    if tag == _NULL and text in _NULLS:
+        return None, None
+    if tag == _BOOL and text in _BOOLS:
+        return _BOOLS[text], None
+    if tag in (_INT, _FLOAT) and len(text) > MAX_NUMBER_CHARS:
+        return None, f"number {text[:20]}... is longer than {MAX_NUMBER_CHARS} characters"
+    if tag == _INT and _INT_RE.fullmatch(text):
+        base = 16 if text.startswith("0x") else 8 if text.startswith("0o") else 10
+        return int(text[2:] if base != 10 else text, base), None
+    if tag == _FLOAT and _FLOAT_RE.fullmatch(text):
+        lowered = text.lower()
+        if lowered.endswith(".nan"):
+            return math.nan, None
+        if lowered.endswith(".inf"):
+            return (-math.inf if text.startswith("-") else math.inf), None
+        return float(text), None
+    if tag in (_NULL, _BOOL, _INT, _FLOAT):
+        return None, f"{text!r} is not a valid {tag.rsplit(':', 1)[1]}"
+    return None, _bad_tag(tag)
 
 
 def _non_specific(text: str, node: Node) -> bool:

@@ -1,0 +1,103 @@
+"""Benchmark: cold `validate` and `plan` of large manifest trees: wall time and peak RSS, per tree size.
+
+Trees of N instances (100 per file; bench_validate's realistic 20-line instances, 20 nodes) for N in
+1k, 10k, 50k and 100k. Each figure is a fresh CLI process (`python -m reconciler ...`: nothing cached in
+memory, no parsed-file cache), median of RUNS; the peak RSS is the largest of the process and the child it
+forks to parse on two cores (os.wait4's rusage), median too. Goals (issue 13): 50k instances, validate
+<= 1.5 s, plan <= 2.0 s, <= 150 MiB.
+
+Plans:
+- `plan (nothing to do)`: every instance `runStrategy: Halted`, nothing running, empty state dirs: the
+  whole manifest and planning path, a one-line plan.
+- `plan (all start)` (with --starts, root only): every instance plans as a start, so the node checks run
+  (disk files exist, bridge br0 in a private network namespace, as bench_plan_cli does) and the largest
+  plan is rendered.
+
+Usage: python3 bench/bench_scale.py [--quick] [--sizes 1000,10000] [--runs N] [--starts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_validate import generate
+
+PER_FILE = 100
+SIZES = (1_000, 10_000, 50_000, 100_000)
+QUICK_SIZES = (1_000, 10_000)
+
+
+def run_once(args: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS in MiB, exit code of one `python -m reconciler <args>`."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 2):
+        sys.exit(f"reconciler {' '.join(args)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def measure(args: list[str], runs: int) -> tuple[float, float]:
+    results = [run_once(args) for _ in range(runs)]
+    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+
+
+def make_tree(root: Path, count: int, halted: bool) -> None:
+    generate(root, count, PER_FILE)
+    nodes = root / "nodes.yaml"  # room for every instance: a plan without capacity errors
+    nodes.write_text(nodes.read_text().replace("memory: 64G", "memory: 8192G"))
+    state = root.parent / "state"
+    for i in range(20):
+        (state / f"node-{i}").mkdir(parents=True, exist_ok=True)
+    if halted:
+        for manifest in root.rglob("vms-*.yaml"):
+            manifest.write_text(manifest.read_text().replace("runStrategy: Always", "runStrategy: Halted"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="1k and 10k instances, 3 runs")
+    parser.add_argument("--sizes", help="comma-separated instance counts")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--starts", action="store_true", help="also plan every instance as a start (root)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+    runs = args.runs or (3 if args.quick else 5)
+    if args.starts:
+        from bench_plan_cli import create_disks, enter_namespace
+
+        enter_namespace()
+    print(f"load average {os.getloadavg()[0]:.2f}; median of {runs} cold runs, {PER_FILE} instances per file")
+    print(f"{'instances':>9} | {'validate':>18} | {'plan (nothing to do)':>20}" + (
+        f" | {'plan (all start)':>18}" if args.starts else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in sizes:
+            halted = Path(tmp) / f"h{count}" / "manifests"
+            make_tree(halted, count, halted=True)
+            v_wall, v_rss = measure(["validate", str(halted)], runs)
+            p_wall, p_rss = measure(["plan", str(halted)], runs)
+            line = f"{count:>9} | {v_wall:6.3f} s {v_rss:5.0f} MiB | {p_wall:8.3f} s {p_rss:5.0f} MiB"
+            if args.starts:
+                starting = Path(tmp) / f"s{count}" / "manifests"
+                make_tree(starting, count, halted=False)
+                create_disks(starting, Path(tmp) / f"disks{count}")
+                s_wall, s_rss = measure(["plan", str(starting)], runs)
+                line += f" | {s_wall:6.3f} s {s_rss:5.0f} MiB"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
