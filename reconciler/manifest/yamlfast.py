@@ -17,6 +17,7 @@ Scalars resolve through yamlsafe's own YAML 1.2 core rules (`plain_value`).
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 from reconciler.manifest import yamlsafe
@@ -38,6 +39,7 @@ _LINE = re.compile(
 _NOT_SIMPLE = re.compile(r"[^\x20-\x7e\n]")  # tabs, CR, control and non-ASCII characters
 _KEYWORDS = frozenset({"true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL"})
 _NOTHING = object()
+_intern = sys.intern
 
 
 class _Bail(Exception):
@@ -146,6 +148,7 @@ class _Reader:
             raise _Bail
         if key in container or key in _KEYWORDS or len(stack) > MAX_DEPTH:
             raise _Bail
+        key = _intern(key)  # the same few keys in every document: one string each, not one per line
         if value:
             container[key] = _scalar(value, self.scalars)
         else:
