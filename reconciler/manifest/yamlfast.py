@@ -4,14 +4,16 @@ to the strict reader (yamlsafe), which stays the reference.
 Composing YAML through libyaml costs about 80 µs per 20-line instance, mostly in building a Python node
 object per scalar; a 50,000-instance tree cannot load in 1.5 s that way. Most manifests use a small part
 of YAML: block mappings and sequences, `key: value` lines, plain words and quotes without escapes,
-`---` between documents and whole-line comments. This module reads exactly that part, line by line, and
+`---` between
+documents, comments, and flow mappings of plain words. This module reads exactly that part, line by line, and
 gives up (None) on the first line outside it, on anything it would have to judge (a duplicate key, a
 number too long, a tab, an empty document), and on every non-ASCII or control character. Then the
 strict reader reads the text from the start, so every error, warning and position comes from one place.
 
 For every text it accepts, the result equals yamlsafe.load_documents' (data, document positions, no
 issues); tests/manifest/test_yamlfast.py holds the two to that, on examples and on generated texts.
-Scalars resolve through yamlsafe's own YAML 1.2 core rules (`plain_value`).
+Scalars resolve through the strict reader's own YAML 1.2 core rules (yamlcore), and a run whose
+manifests are all inside the subset never imports yaml.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ import re
 import sys
 from typing import Any
 
-from reconciler.manifest import yamlsafe
-from reconciler.manifest.yamlsafe import YamlDocument, YamlFileError
+from reconciler.manifest import yamlcore
+from reconciler.manifest.yamlcore import YamlDocument, YamlFileError
 
 MAX_DEPTH = 50  # deeper texts go to the strict reader, whose limits and messages apply
 
 # One plain word: no indicator first (`-` only before another word character), no ':' last, none of
 # `#,[]{}&*!|>'"%@` and backquote anywhere. Words are joined by single spaces.
-_WORD = r"(?:[A-Za-z0-9_/+]|-(?=[A-Za-z0-9_./+=]))(?:[A-Za-z0-9_./+=@:-]*[A-Za-z0-9_./+=@-])?"
-_VALUE = rf"(?:{_WORD}(?: {_WORD})*|\"[^\"\\]*\"|'[^']*')"
+_WORD = r"(?:[A-Za-z0-9_./+]|-(?=[A-Za-z0-9_./+=]))(?:[A-Za-z0-9_./+=@:-]*[A-Za-z0-9_./+=@-])?"
 _KEY = r"[A-Za-z_][A-Za-z0-9_./-]*"
+# A flow mapping of plain words without ':' (`{first: 49152, last: 49183}`); nothing nests in it.
+_FLOW_WORD = r"(?:[A-Za-z0-9_./+]|-(?=[A-Za-z0-9_./+=]))[A-Za-z0-9_./+=@-]*"
+_FLOW_MAP = rf"\{{ *(?:{_KEY}: +{_FLOW_WORD}(?: *, *{_KEY}: +{_FLOW_WORD})*)? *\}}"
+_VALUE = rf"(?:{_WORD}(?: {_WORD})*|\"[^\"\\]*\"|'[^']*'|{_FLOW_MAP})"
 # indent, then either "- " (item) with what follows, or "key:" with an optional value; an optional
 # comment after a plain value (` #`), and trailing spaces.
 _LINE = re.compile(
@@ -49,7 +54,11 @@ class _Bail(Exception):
 def load_documents(text: str) -> tuple[list[YamlDocument], YamlFileError | None]:
     """yamlsafe.load_documents(text), read by the fast reader when the text allows it."""
     fast = read(text)
-    return (fast, None) if fast is not None else yamlsafe.load_documents(text)
+    if fast is not None:
+        return fast, None
+    from reconciler.manifest import yamlsafe  # imports yaml: only for texts the fast reader leaves
+
+    return yamlsafe.load_documents(text)
 
 
 def read(text: str) -> list[YamlDocument] | None:
@@ -66,16 +75,30 @@ def read(text: str) -> list[YamlDocument] | None:
 
 
 def _scalar(token: str, seen: dict[str, Any]) -> Any:
+    if token[0] == "{":
+        return _flow_mapping(token, seen)
     value = seen.get(token, _NOTHING)
     if value is _NOTHING:
         if token[0] == '"' or token[0] == "'":
             value = token[1:-1]
         else:
-            value, ok = yamlsafe.plain_value(token)
+            value, ok = yamlcore.plain_value(token)
             if not ok:
                 raise _Bail
         seen[token] = value
     return value
+
+
+def _flow_mapping(token: str, seen: dict[str, Any]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    inside = token[1:-1].strip()
+    for entry in inside.split(",") if inside else ():
+        key, _, value = entry.partition(":")
+        key = key.strip()
+        if key in mapping or key in _KEYWORDS:
+            raise _Bail
+        mapping[_intern(key)] = _scalar(value.strip(), seen)
+    return mapping
 
 
 def _read(lines: list[tuple[str, ...]]) -> list[YamlDocument]:

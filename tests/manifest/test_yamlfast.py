@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.manifest import yamlfast, yamlsafe
-from tests.manifest.helpers import instance
+from tests.manifest.helpers import NODE_A, instance
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -51,7 +51,12 @@ ACCEPTED: list[tuple[str, list[Any]]] = [
      [{"a": "/srv/x.img", "b": "user@host", "c": "a=b", "d": "-x", "e": "x-", "f": -math.inf,
        "g": "http://h/p"}]),
     ("k.s/t-u_v: 1\n", [{"k.s/t-u_v": 1}]),
+    ("a: ../state/x\nb: .5\nc: .inf\nd: .\ne:\n  - ...\n", [{"a": "../state/x", "b": 0.5, "c": math.inf,
+                                                           "d": ".", "e": ["..."]}]),
+    ("p: {first: 49152, last: 49183}\nq: {}\nr: { a: x , b: -1 }  # c\nl:\n  - {k: v}\n",
+     [{"p": {"first": 49152, "last": 49183}, "q": {}, "r": {"a": "x", "b": -1}, "l": [{"k": "v"}]}]),
     (instance(), [yaml.safe_load(instance())]),
+    (NODE_A, [yaml.safe_load(NODE_A)]),
 ]
 
 
@@ -69,14 +74,16 @@ def test_document_positions_are_the_strict_readers() -> None:
 
 
 LEFT_TO_THE_STRICT_READER = [
-    "a: {b: 1}\n", "a: [1, 2]\n", "a: &x 1\nb: *x\n", "a: !!str 1\n", "a: ! 1\n",
+    "a: [1, 2]\n", "a: &x 1\nb: *x\n", "a: !!str 1\n", "a: ! 1\n",
     "a:\tb\n", "a: 1\r\n", "a: é\n", "a: \x01\n", "\ufeffa: 1\n",
     "a: 1\na: 2\n",  # duplicate key: the strict reader reports it
+    "a: {b: 1, b: 2}\n", "a: {true: 1}\n", "a: {b: 1,}\n", "a: {b: \"x\"}\n", "a: {b: c:d}\n",
+    "a: {? b: 1}\n", "a: {b: [1]}\n", "a: {b: {c: 1}}\n", "a: {b}\n", "a: {b: 1\n",
     "a: 1234567890123456789012345678901\n",  # too long a number
     "true: 1\n", "null: 1\n", "1: x\n", "\"a\": 1\n", "? a\n: 1\n",
     "a: |\n  x\n", "a: >\n  x\n", "a: b\n  c\n",  # block and multi-line scalars
     "a: \"x\\ty\"\n", "a: 'it''s'\n", "a: \"x\n  y\"\n",
-    "a: ~\n", "a: .5\n", "a: x  y\n", "a: b: c\n", "a: x #\n".replace(" #", "#"),
+    "a: ~\n", "a: x  y\n", "a: b: c\n", "a: x #\n".replace(" #", "#"),
     "%YAML 1.2\n---\na: 1\n", "a: 1\n...\n", "--- a: 1\n", "---x\n", "a: 1\n--- \n",
     "a: 1\n---\n", "---\n---\na: 1\n", "", "# only a comment\n", "# c\n---\na: 1\n",
     "- a\n", "x\n", "  a: 1\n", "-\n", "- - a\n",
@@ -96,10 +103,13 @@ def test_texts_outside_the_subset_go_to_the_strict_reader(text: str) -> None:
 SCALARS = st.sampled_from([
     "1", "-1", "0x1f", "0o7", "1.5", "1e3", "-.inf", "true", "False", "null", "Null", "yes", "512M",
     "52:54:00:00:00:01", "x y", "\"q: #\"", "'s'", "''", "/p", "-x", "a=b", "u@h", "x", "1:2", "0x",
-    "~", ".5", "{a: 1}", "[1]", "&a x", "*a", "!x", "|", "x:", "x #c", "x#c", "é", "x\ty", "1" * 31,
+    "~", ".5", "../x", ".inf",
+    "{a: 1}", "{a: 1, a: 2}", "{a:1}", "{a: b c}", "[1]", "&a x", "*a", "!x", "|", "x:", "x #c", "x#c",
+    "é", "x\ty", "1" * 31,
 ])
 KEYS = st.sampled_from(["a", "b", "k", "k.x/y", "_", "true", "1", "\"q\"", "a b", "-a"])
-GOOD_SCALARS = st.sampled_from(["1", "-1", "0x1f", "true", "null", "512M", "x y", "'s'", "\"q: #\"", "x"])
+GOOD_SCALARS = st.sampled_from(["1", "-1", "0x1f", "true", "null", "512M", "x y", "'s'", "\"q: #\"", "x",
+                                "{a: 1, b: x}", "{}"])
 GOOD_KEYS = st.sampled_from(["a", "b", "k", "k.x/y"])
 
 
