@@ -35,8 +35,9 @@ SIZES = (1_000, 10_000, 50_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)
 
 
-def run_once(args: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MiB, exit code of one `python -m reconciler <args>`."""
+def run_once(args: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS in MiB, CPU seconds (user + system, with the forked child) of one
+    `python -m reconciler <args>`."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -47,12 +48,14 @@ def run_once(args: list[str]) -> tuple[float, float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 2):
         sys.exit(f"reconciler {' '.join(args)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def measure(args: list[str], runs: int) -> tuple[float, float]:
+def measure(args: list[str], runs: int) -> str:
+    """`wall s (CPU s) RSS MiB`, medians of `runs`."""
     results = [run_once(args) for _ in range(runs)]
-    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+    wall, rss, cpu = (statistics.median(r[i] for r in results) for i in range(3))
+    return f"{wall:6.2f} s ({cpu:5.2f} CPU) {rss:4.0f} MiB"
 
 
 def make_tree(root: Path, count: int, halted: bool) -> None:
@@ -80,22 +83,21 @@ def main() -> None:
         from bench_plan_cli import create_disks, enter_namespace
 
         enter_namespace()
-    print(f"load average {os.getloadavg()[0]:.2f}; median of {runs} cold runs, {PER_FILE} instances per file")
-    print(f"{'instances':>9} | {'validate':>18} | {'plan (nothing to do)':>20}" + (
-        f" | {'plan (all start)':>18}" if args.starts else ""))
+    print(f"load average {os.getloadavg()[0]:.2f}; median of {runs} cold runs, {PER_FILE} instances per "
+          "file; wall (CPU: user + system, the forked parser included) and peak RSS")
+    print(f"{'instances':>9} | {'validate':>27} | {'plan (nothing to do)':>27}" + (
+        f" | {'plan (all start)':>27}" if args.starts else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for count in sizes:
             halted = Path(tmp) / f"h{count}" / "manifests"
             make_tree(halted, count, halted=True)
-            v_wall, v_rss = measure(["validate", str(halted)], runs)
-            p_wall, p_rss = measure(["plan", str(halted)], runs)
-            line = f"{count:>9} | {v_wall:6.3f} s {v_rss:5.0f} MiB | {p_wall:8.3f} s {p_rss:5.0f} MiB"
+            validate, plan = measure(["validate", str(halted)], runs), measure(["plan", str(halted)], runs)
+            line = f"{count:>9} | {validate} | {plan}"
             if args.starts:
                 starting = Path(tmp) / f"s{count}" / "manifests"
                 make_tree(starting, count, halted=False)
                 create_disks(starting, Path(tmp) / f"disks{count}")
-                s_wall, s_rss = measure(["plan", str(starting)], runs)
-                line += f" | {s_wall:6.3f} s {s_rss:5.0f} MiB"
+                line += f" | {measure(['plan', str(starting)], runs)}"
             print(line, flush=True)
 
 
