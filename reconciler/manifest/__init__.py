@@ -12,7 +12,8 @@ Stable API (other modules and the watch daemon rely on it):
   merge, building model objects), pure. A daemon re-parses only changed files and re-assembles.
 - `discover(paths) -> Discovery` and `read_file(path)`: the I/O edge, separate so it can be replaced.
 
-Pipeline modules: discovery (which files), yamlsafe (strict YAML), schema (JSON Schema check and
+Pipeline modules: discovery (which files), yamlfast (plain block YAML, fast) and yamlsafe (strict YAML
+on libyaml, everything else), yamlcore (the scalar rules both share), schema (JSON Schema check and
 wording), parse (one file), build (one object -> model), rules (across objects), assemble (all),
 positions (line/column on demand), problems (diagnostics).
 """

@@ -2,7 +2,8 @@
 
 Parsing YAML is CPU-bound and the GIL keeps threads from helping, so for large trees (thousands of
 instances) the per-file work is split by bytes between this process and one forked child, which sends
-its results back pickled through a pipe (as plain tuples: pickling dataclasses with slots is slow).
+its results back pickled through a pipe (as plain tuples: pickling dataclasses with slots is slow),
+read as they come.
 Used only when it pays (enough work), when fork is safe
 (a single-threaded process) and when there are two CPUs; any failure of the child falls back to parsing
 its half here, so the result never depends on whether the fork happened.
@@ -54,23 +55,22 @@ def map_in_two(
         try:
             os.close(read_end)
             results = [encode(work(item)) for item in items[cut:]]
-            payload = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(payload)
+                pickle.dump(results, pipe, protocol=pickle.HIGHEST_PROTOCOL)
             status = 0
         finally:
             os._exit(status)
     os.close(write_end)
     first = [work(item) for item in items[:cut]]
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
     second: list[R] | None = None
-    if status == 0:
-        try:
-            second = [decode(result) for result in pickle.loads(payload)]
-        except Exception:  # a broken payload is our bug, never the user's: redo the work here
+    with os.fdopen(read_end, "rb") as pipe:
+        try:  # read as it comes: the whole payload is never held at once
+            second = [decode(result) for result in pickle.load(pipe)]
+        except Exception:  # a broken payload (a dead child, or our bug), never the user's: redo the work here
             second = None
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        second = None
     if second is None or len(second) != len(items) - cut:
         second = [work(item) for item in items[cut:]]
     return first + second

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.manifest import salvage, schema, yamlsafe
+from reconciler.manifest import salvage, schema, yamlcore, yamlfast
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, field_path
 
@@ -75,7 +75,7 @@ def parse_file(path: str, data: bytes) -> ParsedFile:
     text, problem = decode(path, data)
     if text is None:
         return ParsedFile(path, (), (problem,) if problem else ())
-    raw_docs, fatal = yamlsafe.load_documents(text)
+    raw_docs, fatal = yamlfast.load_documents(text)  # the strict reader for whatever it leaves
     problems: list[Problem] = []
     documents: list[ParsedDocument] = []
     locator = Locator(text)
@@ -107,7 +107,7 @@ def _identity(data: Any) -> tuple[str, str]:
 
 
 def _check_document(
-    path: str, raw: yamlsafe.YamlDocument, locator: Locator
+    path: str, raw: yamlcore.YamlDocument, locator: Locator
 ) -> tuple[ParsedDocument, list[Problem]]:
     kind, name = _identity(raw.data)
     line, column = raw.line + 1, raw.column + 1

@@ -8,16 +8,19 @@ through the node tree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import yaml
-from yaml.error import Mark
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
-from reconciler.manifest.yamlsafe import StrictParser
+if TYPE_CHECKING:  # yaml is imported only when a position is asked for
+    from yaml.error import Mark
+    from yaml.nodes import Node
 
 
 def compose_documents(text: str) -> list[Node | None]:
     """The node trees of all documents in `text`, as far as they can be composed."""
+    import yaml
+
+    from reconciler.manifest.yamlsafe import StrictParser
+
     roots: list[Node | None] = []
     loader = StrictParser(text)
     try:
@@ -45,6 +48,8 @@ def locate_exact(root: Node, path: Sequence[str | int]) -> tuple[int, int] | Non
 
 def _walk(root: Node, path: Sequence[str | int]) -> tuple[Mark, bool]:
     """The mark of the deepest part of `path` that exists under `root`, and whether all of it does."""
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
     node = root
     mark = root.start_mark
     for part in path:

@@ -18,65 +18,34 @@ of our own (faster than PyYAML's generic constructor) turns nodes into data:
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from reconciler.manifest.yamlcore import MAP_TAG as _MAP
+from reconciler.manifest.yamlcore import (  # noqa: F401 (YamlDocument, MAX_NUMBER_CHARS: part of this API)
+    MAX_NUMBER_CHARS,
+    YamlDocument,
+    YamlFileError,
+    YamlIssue,
+    bad_tag,
+    resolve_plain,
+    scalar_value,
+)
+from reconciler.manifest.yamlcore import SEQ_TAG as _SEQ
+from reconciler.manifest.yamlcore import STR_TAG as _STR
+
 MAX_EXPANDED_NODES = 100_000  # per document, after alias expansion
-MAX_NUMBER_CHARS = 30
 MAX_DEPTH = 100  # nesting of collections; libyaml's composer recurses in C and crashes past ~20,000
 SCAN_ABOVE = 5000  # files that might nest deeper than this are checked before composing
 
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
-_SEQ = "tag:yaml.org,2002:seq"
-_MAP = "tag:yaml.org,2002:map"
-_INT_RE = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
-_FLOAT_RE = re.compile(
-    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
-)
 _SPACE = " \t\r\n"
 _FLOW = ",[]{}"
 # Cheap pre-filters: only a text that matches one is token-scanned for the departures it names.
 _MAYBE_FLOW_KEY = re.compile(r"\?[^\s,\[\]{}]")
 _MAYBE_LONG_ANCHOR = re.compile(r"[&*][0-9A-Za-z_-]+[?:%@`]")  # libyaml's anchor ends; YAML 1.2's goes on
-_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_NULLS = frozenset({"~", "null", "Null", "NULL", ""})
-
-
-@dataclass(frozen=True, slots=True)
-class YamlIssue:
-    """Something wrong at a position (0-based line/column as libyaml reports them)."""
-
-    line: int
-    column: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class YamlDocument:
-    """One document: its data (None for an empty one), where it starts, what was wrong inside it."""
-
-    index: int
-    line: int  # 0-based
-    column: int
-    data: Any
-    issues: tuple[YamlIssue, ...]
-
-
-class YamlFileError(Exception):
-    """The stream itself is broken (syntax error): documents after this point are unreadable."""
-
-    def __init__(self, issue: YamlIssue) -> None:
-        super().__init__(issue.message)
-        self.issue = issue
 
 
 class StrictParser(yaml.CSafeLoader):
@@ -92,19 +61,7 @@ class StrictParser(yaml.CSafeLoader):
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            if not implicit[0]:
-                return _STR
-            if value in _NULLS:
-                return _NULL
-            first = value[0]
-            if first in "0123456789-+.":
-                if _INT_RE.fullmatch(value):
-                    return _INT
-                if _FLOAT_RE.fullmatch(value):
-                    return _FLOAT
-            elif value in _BOOLS:
-                return _BOOL
-            return _STR
+            return resolve_plain(value) if implicit[0] else _STR
         return _SEQ if kind is SequenceNode else _MAP
 
 
@@ -134,36 +91,17 @@ class _Converter:
         elif type(node) is SequenceNode and tag == _SEQ:
             value = [self.convert(item) for item in node.value]
         else:
-            self.issue(node, _bad_tag(tag))
+            self.issue(node, bad_tag(tag))
             value = None
         if self._may_alias:
             self._done[id(node)] = value
         return value
 
     def _scalar(self, node: ScalarNode, tag: str) -> Any:
-        text = node.value
-        if tag == _NULL and text in _NULLS:
-            return None
-        if tag == _BOOL and text in _BOOLS:
-            return _BOOLS[text]
-        if tag in (_INT, _FLOAT) and len(text) > MAX_NUMBER_CHARS:
-            self.issue(node, f"number {text[:20]}... is longer than {MAX_NUMBER_CHARS} characters")
-            return None
-        if tag == _INT and _INT_RE.fullmatch(text):
-            base = 16 if text.startswith("0x") else 8 if text.startswith("0o") else 10
-            return int(text[2:] if base != 10 else text, base)
-        if tag == _FLOAT and _FLOAT_RE.fullmatch(text):
-            lowered = text.lower()
-            if lowered.endswith(".nan"):
-                return math.nan
-            if lowered.endswith(".inf"):
-                return -math.inf if text.startswith("-") else math.inf
-            return float(text)
-        if tag in (_NULL, _BOOL, _INT, _FLOAT):
-            self.issue(node, f"{text!r} is not a valid {tag.rsplit(':', 1)[1]}")
-        else:
-            self.issue(node, _bad_tag(tag))
-        return None
+        value, message = scalar_value(node.value, tag)
+        if message is not None:
+            self.issue(node, message)
+        return value
 
     def _mapping(self, node: MappingNode) -> dict[str, Any]:
         mapping: dict[str, Any] = {}
@@ -256,11 +194,6 @@ def _word_at(text: str, start: int, plain: bool = False) -> str:
 
 def _at(token: Any, message: str) -> YamlIssue:
     return YamlIssue(token.start_mark.line, token.start_mark.column, message)
-
-
-def _bad_tag(tag: str) -> str:
-    shown = "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
-    return f"tag {shown} is not allowed (plain data only)"
 
 
 def _short(value: object) -> str:
