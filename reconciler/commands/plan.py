@@ -86,9 +86,8 @@ def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler import gitinfo, manifest, phases, planfile
+    from reconciler import gitinfo, manifest, phases
     from reconciler.planner import make_plan
-    from reconciler.render.json import render_json
     from reconciler.render.text import RenderOptions, render_text
 
     paths = args.paths or list(manifest.DEFAULT_PATHS)
@@ -105,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     git = gitinfo.describe(paths)
     phases.mark("git")
     if args.json:
+        from reconciler.render.json import render_json  # only --json needs it
+
         sys.stdout.write(render_json(plan, git))
     else:
         options = RenderOptions(color=use_color(args.no_color, sys.stdout, os.environ))
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"the plan has errors; not saved to {args.out}", file=sys.stderr)
         return ExitCode.ERROR
     if args.out:
+        from reconciler import planfile  # only --out needs it
+
         planfile.write_plan(args.out, planfile.SavedPlan(plan, planfile.fingerprint(desired, actual), git))
         print(f"Saved the plan to {args.out}. Apply it with: reconciler apply --plan {args.out}",
               file=sys.stderr)
