@@ -107,10 +107,11 @@ def test_a_killed_qemu_is_restarted_and_an_edit_reaches_its_host(hosts: Hosts, d
     d.mark()
     done = hosts.cli("qmp", "web", "quit", str(hosts.root))
     assert done.returncode == 0, done.stdout + done.stderr
-    stop = d.wait("guest-stop", PUSHED, instance="web", node="node-h1")
-    assert stop["kind"] == "stopped-by-host" and "SHUTDOWN by the host" in stop["detail"], stop
+    # The SHUTDOWN (on the forwarded watcher socket) and the exit (the agent's answer) travel on two
+    # channels of the connection: either may come first. Both say the host stopped it, not a crash.
     ev = d.wait("qemu-exit", PUSHED, instance="web")
-    assert ev["kind"] == "stopped-by-host" and "SHUTDOWN by the host" in ev["detail"], ev
+    assert ev["kind"] == "stopped-by-host", ev
+    assert "SHUTDOWN by the host" in ev["detail"] or "pidfile removed" in ev["detail"], ev
     d.action("web", "start", PUSHED)
 
     # A manifest edit reaches host h3: cache is restarted there with its new memory.

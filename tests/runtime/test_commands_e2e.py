@@ -99,7 +99,7 @@ def test_status(mdir: Path, reaper: Reaper, capsys: pytest.CaptureFixture[str], 
     assert {**vm1, "uptime": 0} == {
         "name": "vm1", "node": "n1", "desired": "running", "actual": "paused", "pid": rec.pid,
         "memory_mib": 128, "vcpus": 2, "uptime": 0, "spec_match": True, "detail": "", "stop_cause": None,
-        "stopped_at": None, "in_flight": None, "pending": []}
+        "stopped_at": None, "in_flight": None, "pending": [], "agent": None}
     assert (rows["vm2"]["desired"], rows["vm2"]["actual"], rows["vm2"]["pid"]) == ("stopped", "stopped", None)
     assert (rows["vm3"]["actual"], rows["vm3"]["detail"]) == ("stopped", "never started")
     assert (rows["old1"]["desired"], rows["old1"]["actual"]) == ("orphan", "stopped")
