@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
-from qemu.qmp.qmp_client import NegotiationError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError
 
 from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
 
@@ -148,6 +148,9 @@ async def _connect_once(socket_path: str, timeout: float, name: str, budget: flo
         if isinstance(cause, NegotiationError) and isinstance(cause.exc, AssertionError):
             await _abandon(client)
             raise _EventBeforeReply("an event came before the capabilities reply") from None
+        if isinstance(cause, GreetingError):  # the same race, one step earlier (seen on a loaded host)
+            await _abandon(client)
+            raise _EventBeforeReply(f"the greeting was not understood ({cause})") from None
         detail = (cause.strerror if isinstance(cause, OSError) and cause.strerror
                   else str(cause) or type(cause).__name__)
         raise QmpConnectError(socket_path, detail) from None
