@@ -144,6 +144,16 @@ class UnreachableNode:
     def line(self) -> str:
         return f"node {self.node}: {self.reach.value}: {self.detail}"
 
+    @property
+    def error(self) -> str:
+        """The one line a run prints on stderr for it (and then exits 1)."""
+        if self.reach is Reach.HOST_KEY:
+            return f"error: {self.line} (a possible attack: the host key changed; not retried)"
+        return f"error: {self.line}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"node": self.node, "reach": self.reach.value, "detail": self.detail}
+
 
 @dataclass(frozen=True, slots=True)
 class ActualState:

@@ -151,10 +151,6 @@ async def opened(specs: Iterable[NodeSpec]) -> AsyncIterator[Fleet]:
         await fleet.close()
 
 
-def unreachable_lines(fleet_or_state: Fleet | ActualState) -> Sequence[str]:
+def unreachable_lines(fleet: Fleet) -> Sequence[str]:
     """One line per unreachable node, for stderr at the end of a run (which then exits 1)."""
-    items = (fleet_or_state.unreachable.values() if isinstance(fleet_or_state, Fleet)
-             else fleet_or_state.unreachable)
-    return [f"error: {u.line}" + (" (a possible attack: the host key changed; not retried)"
-                                  if u.reach is Reach.HOST_KEY else "")
-            for u in sorted(items, key=lambda u: u.node)]
+    return [fleet.unreachable[n].error for n in sorted(fleet.unreachable)]

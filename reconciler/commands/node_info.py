@@ -63,14 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc: dict[str, object] = {"nodes": [asdict(i) for i in infos]}
         if unreachable:
-            doc["unreachable"] = [{"node": u.node, "reach": u.reach.value, "detail": u.detail}
-                                  for u in unreachable]
+            doc["unreachable"] = [u.to_json() for u in unreachable]
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         print(render(infos), end="")
         print("".join(f"node {u.node}  {u.reach.value}: {u.detail}\n\n" for u in unreachable), end="")
     for u in unreachable:
-        print(f"error: {u.line}", file=sys.stderr)
+        print(u.error, file=sys.stderr)
     return 1 if unreachable else 0
 
 

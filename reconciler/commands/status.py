@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(["", *statusfile.summary_lines(watch, now, statusfile.daemon_alive(watch))]))
     if actual.unreachable:
         for u in actual.unreachable:
-            print(f"error: {u.line}", file=sys.stderr)
+            print(u.error, file=sys.stderr)
         return 1
     return 0
 
@@ -364,7 +364,7 @@ def _detail(r: Row) -> str:
 
 def render_json(rows: Iterable[Row], unreachable: Iterable[UnreachableNode] = ()) -> str:
     doc: dict[str, object] = {"format_version": JSON_FORMAT_VERSION, "instances": [asdict(r) for r in rows]}
-    lost = [{"node": u.node, "reach": u.reach.value, "detail": u.detail} for u in unreachable]
+    lost = [u.to_json() for u in unreachable]
     if lost:  # only when some node could not be reached: the usual document stays as it was
         doc["unreachable"] = lost
     return json.dumps(doc, indent=2, sort_keys=True)

@@ -91,8 +91,7 @@ def plan_to_dict(plan: Plan, git: GitInfo | None = None) -> dict[str, Any]:
         "orphans": [{"name": o.name, "node": o.node, "state": o.state, "fate": o.fate.value}
                     for o in plan.orphans],
         "warnings": list(plan.warnings),
-        "unreachable": [{"node": u.node, "reach": u.reach.value, "detail": u.detail}
-                        for u in plan.unreachable],
+        "unreachable": [u.to_json() for u in plan.unreachable],
         "held": [{"name": h.name, "node": h.node, "reason": h.reason} for h in plan.held],
         "errors": [{"kind": e.kind.value, "subject": e.subject, "detail": e.detail, "message": e.message,
                     "where": _where(e.where)} for e in plan.errors],
