@@ -11,6 +11,7 @@ awaits either kind alike); the commands open links and build RemoteNodes in a la
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import signal
 from collections.abc import Collection, Mapping, Sequence
@@ -77,7 +78,7 @@ class RemoteNode:
         self._spec = spec
         self._link = link
         self._wire_spec = model.to_jsonable(spec)
-        self._forwards: dict[str, str] = {}  # remote socket path -> local forward
+        self._forwards: dict[str, asyncio.Future[str]] = {}  # remote socket path -> its local forward
 
     @property
     def spec(self) -> NodeSpec:
@@ -119,10 +120,16 @@ class RemoteNode:
         return await self._forward(self.paths(instance).serial)
 
     async def _forward(self, remote: str) -> str:
-        local = self._forwards.get(remote)
-        if local is None:
-            local = self._forwards[remote] = await self._link.forward_unix(remote)
-        return local
+        """One forward per remote socket, made once even when several calls ask at the same moment."""
+        made = self._forwards.get(remote)
+        if made is None:
+            made = self._forwards[remote] = asyncio.ensure_future(self._link.forward_unix(remote))
+        try:
+            return await asyncio.shield(made)
+        except BaseException:
+            if made.done() and (made.cancelled() or made.exception() is not None):
+                self._forwards.pop(remote, None)  # a failed forward is made afresh by the next call
+            raise
 
     # --- for the watch daemon: what happens on the host, pushed as it happens -----------------------
 

@@ -67,6 +67,7 @@ class HostLink:
         self._pending: dict[int, asyncio.Future[p.Response]] = {}
         self._listeners: list[asyncssh.SSHListener] = []
         self._sockdir: str | None = None
+        self._socket_names = itertools.count()  # taken before any await: concurrent forwards never share
         self._lost: str | None = None
         self.on_event: Callable[[p.Event], None] | None = None
         self._gone = asyncio.Event()  # set when the agent's channel ends (lost or closed)
@@ -154,7 +155,9 @@ class HostLink:
         """A local unix socket path whose connections reach `remote_path` on the host (QMP, serial)."""
         if self._sockdir is None:
             self._sockdir = tempfile.mkdtemp(prefix=f"reconciler-{self.target.node}-")  # 0700
-        local = os.path.join(self._sockdir, f"{len(self._listeners)}.sock")
+        # The name is taken before the await below: naming it after the listeners made so far let two
+        # concurrent forwards bind one path, and one instance's QMP client reached another's QEMU.
+        local = os.path.join(self._sockdir, f"{next(self._socket_names)}.sock")
         try:
             listener = await self._conn.forward_local_path(local, remote_path)
         except (OSError, asyncssh.Error) as err:

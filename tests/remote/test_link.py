@@ -140,3 +140,59 @@ def test_qmp_travels_over_the_ssh_connection(rig: netns_rig.Rig) -> None:
         subprocess.run(rig.exec_argv(h2, "pkill", "-KILL", "-f", qmp_path), check=False)
     assert status["status"] == "prelaunch"
     assert not Path(qmp_path).exists()  # the socket was on the host, never on the controller
+
+
+_NAMED_SERVER = """
+import os, signal, socket, sys
+signal.alarm(120)  # never outlives the test by long, whatever happens to it
+servers = []
+for path in sys.argv[1:]:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.listen(8)
+    servers.append((s, path))
+print(os.getpid(), flush=True)
+import selectors
+sel = selectors.DefaultSelector()
+for s, path in servers:
+    sel.register(s, selectors.EVENT_READ, path)
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.sendall(key.data.encode() + b"\\n")
+        conn.close()
+"""
+
+
+def test_concurrent_forwards_each_reach_their_own_socket(rig: netns_rig.Rig) -> None:
+    """Forwards asked for at the same moment get distinct local sockets, each reaching its own remote one
+    (two once shared a path: one instance's QMP client reached another instance's QEMU)."""
+    host = rig.hosts[0]
+    paths = [f"{netns_rig.STATE_ROOT}/fwd-{i}.sock" for i in range(8)]
+    pid = ""
+    server = subprocess.Popen(rig.exec_argv(host, sys.executable, "-c", _NAMED_SERVER, *paths),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        pid = server.stdout.readline().strip()  # in the host's PID namespace
+        assert pid.isdigit()
+
+        async def go() -> None:
+            link = await open_link(target(rig, host))
+            try:
+                locals_ = await asyncio.gather(*(link.forward_unix(p) for p in paths))
+                assert len(set(locals_)) == len(paths)
+                for remote, local in zip(paths, locals_, strict=True):
+                    reader, writer = await asyncio.open_unix_connection(local)
+                    assert (await asyncio.wait_for(reader.readline(), 10)).decode().strip() == remote
+                    writer.close()
+            finally:
+                await link.close()
+        run(go)
+    finally:
+        cleanup = ("sh", "-c", 'kill "$1"; shift; rm -f "$@"', "sh", pid, *paths)
+        subprocess.run(rig.exec_argv(host, *cleanup), check=False)
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
