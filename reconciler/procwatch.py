@@ -31,7 +31,7 @@ class ExitSeen:
     """How one watch on a process ended."""
 
     ended: Ended
-    pidfile_left: bool | None = None  # EXITED with a pidfile to look at: was it still there right after
+    pidfile_left: bool | None = None  # with a pidfile to look at: was it still there when the end was seen
 
 
 def same_process(pid: int, started_at: float | None) -> bool:
@@ -47,8 +47,8 @@ def same_process(pid: int, started_at: float | None) -> bool:
 async def watch_exit(pid: int, started_at: float | None, pidfile: str | None, timeout: float) -> ExitSeen:
     """Wait up to `timeout` seconds for `pid` (started at `started_at`) to exit."""
     handle = ProcessHandle.open_verified(pid, lambda p: same_process(p, started_at))
-    if handle is None:
-        return ExitSeen(Ended.GONE)
+    if handle is None:  # exited before the watch began: the pidfile's evidence is looked at all the same
+        return ExitSeen(Ended.GONE, os.path.lexists(pidfile) if pidfile else None)
     with handle:
         if not await handle.wait_exit(timeout):
             return ExitSeen(Ended.RUNNING)

@@ -215,3 +215,18 @@ async def _abandon(client: QMPClient) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(0.5):
             await client.disconnect()
+
+
+async def expect_name(session: QmpSession, instance: str, timeout: float) -> None:
+    """Close `session` and raise QmpConnectError unless its QEMU is `instance`'s (`-name guest=...`,
+    read by `query-name`): a socket reached through a forward is checked before any command is sent."""
+    try:
+        answer = await session.execute("query-name", timeout=timeout)
+    except QmpError:
+        await session.close()
+        raise
+    name = answer.get("name") if isinstance(answer, dict) else None
+    if name != instance:
+        await session.close()
+        raise QmpConnectError(session.socket_path, f"this is the monitor of {name!r}, not of {instance!r}: "
+                                                   "refusing to use it")

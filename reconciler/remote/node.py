@@ -114,7 +114,9 @@ class RemoteNode:
         return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
-        return await qmp.connect(await self._forward(self.paths(instance).qmp), timeout, patient=patient)
+        session = await qmp.connect(await self._forward(self.paths(instance).qmp), timeout, patient=patient)
+        await qmp.expect_name(session, instance, timeout)  # a forward is a path of ours, checked anyway
+        return session
 
     async def serial_socket(self, instance: str) -> str:
         return await self._forward(self.paths(instance).serial)
@@ -135,8 +137,10 @@ class RemoteNode:
 
     async def qmp_watch(self, instance: str, timeout: float) -> QmpSession:
         """A session on the instance's watcher socket (qmp-watch.sock), forwarded over the link."""
-        return await qmp.connect(await self._forward(self.paths(instance).qmp_watch), timeout,
-                                 name="reconciler-watch")
+        session = await qmp.connect(await self._forward(self.paths(instance).qmp_watch), timeout,
+                                    name="reconciler-watch")
+        await qmp.expect_name(session, instance, timeout)
+        return session
 
     async def watch_exit(self, pid: int, started_at: float | None, pidfile: str | None,
                          timeout: float) -> ExitSeen:

@@ -38,7 +38,7 @@ from reconciler.actual import UnreachableNode
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
-from reconciler.planner.actions import Held
+from reconciler.planner.actions import ActionKind, Held
 from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
@@ -60,6 +60,9 @@ from reconciler.watch.triggers import (
 
 MAX_FOLLOWUPS = 5
 CANCEL_TIMEOUT = 15.0  # seconds for a cancelled pass to unwind
+
+# Actions whose own stop, reset or hand-off of the QEMU the watchers see (logged as ours, not counted).
+_ACTS_ON_THE_PROCESS = frozenset(ActionKind) - {ActionKind.START, ActionKind.NOOP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +298,9 @@ class Daemon:
         self.emit(Trigger(TriggerSource.SIGHUP))
 
     def _applying(self, actions: Sequence[Action]) -> None:
-        self._acting = {a.name for a in actions}
+        # A start does not explain an exit: the pass that restarts a crashed QEMU may begin before the
+        # watcher has reported the crash, which must then still be logged and counted as one.
+        self._acting = {a.name for a in actions if a.kind in _ACTS_ON_THE_PROCESS}
 
     def _observed(self, obs: Observation) -> None:
         """A watcher saw a guest stop or a QEMU exit. Those the daemon caused itself (a stop, a restart,

@@ -256,6 +256,7 @@ class ExitWatchers:
         self._observe = on_observation
         self._port_of = port_of
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        self._ended: set[tuple[str, str, int]] = set()  # processes whose end was reported: never twice
 
     @property
     def watching(self) -> int:
@@ -263,6 +264,7 @@ class ExitWatchers:
 
     def sync(self, live: Iterable[Watched]) -> None:
         wanted = {w.key: w for w in live}
+        self._ended &= wanted.keys()  # a discovery that no longer lists a process forgets it
         for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
             task = self._tasks.pop(key)
             if key not in wanted:
@@ -298,11 +300,12 @@ class ExitWatchers:
             while (result := await port.watch_exit(w.pid, w.started_at, w.pidfile, _LONG_WAIT)).ended \
                     is Ended.RUNNING:
                 pass  # the watch is renewed in bounded slices
-            if result.ended is Ended.GONE:
-                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone"))
-                return
             kind, detail = classify_exit(seen, result.pidfile_left)
-            self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
+            if result.ended is Ended.GONE:  # it ended between the discovery that saw it and this watch
+                detail += "; it had ended before its watch began"
+            if w.key not in self._ended:  # a watch renewed on a process already seen ending says nothing new
+                self._ended.add(w.key)
+                self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
             self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
         finally:
             events.cancel()

@@ -66,3 +66,16 @@ def test_connect_failures_are_typed(tmp_path: object) -> None:
             assert time.monotonic() - began < 1.5
         finally:
             server.close()
+
+
+def test_expect_name_refuses_another_instances_monitor(paused_qmp: str) -> None:
+    async def scenario() -> None:
+        s = await qmp.connect(paused_qmp, 5)
+        await qmp.expect_name(s, "vm1", 5)  # its own: the session stays open and usable
+        assert (await s.execute("query-status"))["status"] == "prelaunch"
+        with pytest.raises(QmpConnectError, match=r"monitor of 'vm1', not of 'vm2': refusing to use it$"):
+            await qmp.expect_name(s, "vm2", 5)
+        async with qmp.session(paused_qmp, timeout=5) as again:  # closed: the one client slot is free
+            assert (await again.execute("query-name"))["name"] == "vm1"
+
+    asyncio.run(scenario())

@@ -43,7 +43,7 @@ def test_an_exit_is_seen_with_the_pidfile_evidence(tmp_path: Path) -> None:
         proc.wait()
 
 
-def test_a_running_process_a_reused_pid_and_a_gone_one() -> None:
+def test_a_running_process_a_reused_pid_and_a_gone_one(tmp_path: Path) -> None:
     proc, started = sleeper()
     try:
         assert asyncio.run(watch_exit(proc.pid, started, None, 0.05)) == ExitSeen(Ended.RUNNING)
@@ -52,6 +52,11 @@ def test_a_running_process_a_reused_pid_and_a_gone_one() -> None:
         proc.kill()
         proc.wait()
     assert asyncio.run(watch_exit(proc.pid, started, None, 5.0)) == ExitSeen(Ended.GONE)
+    pidfile = tmp_path / "qemu.pid"
+    pidfile.write_text(f"{proc.pid}\n")  # a kill leaves it behind: the evidence of a crash
+    assert asyncio.run(watch_exit(proc.pid, started, str(pidfile), 5.0)) == ExitSeen(Ended.GONE, True)
+    pidfile.unlink()  # a clean exit removes it
+    assert asyncio.run(watch_exit(proc.pid, started, str(pidfile), 5.0)) == ExitSeen(Ended.GONE, False)
 
 
 def test_the_agent_answers_a_watch_when_the_process_exits_and_drops_it_when_the_controller_leaves() -> None:
