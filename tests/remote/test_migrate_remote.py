@@ -28,11 +28,12 @@ from reconciler.executor.context import Context
 from reconciler.executor.outcome import Summary
 from reconciler.executor.progress import LineProgress
 from reconciler.executor.schedule import run_plan
+from reconciler.fleet import target_of
 from reconciler.node import merge_states
 from reconciler.planner import make_plan
 from reconciler.planner.actions import ActionKind, Plan
 from reconciler.remote.node import RemoteNode
-from reconciler.remote.ssh import HostLink, SshTarget, open_link
+from reconciler.remote.ssh import HostLink, open_link
 from tests.remote import netns_rig, rig_look
 from tests.remote.rig_look import HostLog
 
@@ -50,12 +51,6 @@ def node_spec(rig: netns_rig.Rig, host: netns_rig.Host, name: str, state_dir: st
     return model.NodeSpec(name=name, state_dir=state_dir, address=host.address,
                           accelerator=model.Accelerator.TCG, ssh=ssh)
 
-
-def target_of(spec: model.NodeSpec) -> SshTarget:
-    assert spec.ssh is not None
-    s = spec.ssh
-    return SshTarget(spec.name, s.host, s.port, s.user, s.identity_file, s.known_hosts_file,
-                     s.connect_timeout, s.agent_command)
 
 
 def guest_spec(guest: Guest, name: str, node: str, **fields: object) -> model.InstanceSpec:
@@ -91,6 +86,34 @@ class Pair:
         plan = await self.plan(instances)
         ctx = Context(nodes=self.nodes, specs=instances, progress=LineProgress(self.out))
         return plan, await run_plan(plan, ctx, 4)
+
+    async def boot_on_a(self, spec: model.InstanceSpec, state_dir: str) -> tuple[int, int]:
+        """Start `spec` on node-a and wait for its guest's tick: (its PID on A, the last tick seen)."""
+        _, done = await self.apply({spec.name: replace(spec, node="node-a")})
+        assert done.ok, (done.line(), self.out.getvalue())
+        host_a = self.hosts["node-a"]
+        with HostLog(self.rig, host_a, self.path("node-a", spec.name)) as log:
+            # In a thread: the event loop must go on answering the links' heartbeats meanwhile (a host's
+            # agent ends after 30 s without one, and a guest may take longer to boot on a loaded machine).
+            await asyncio.to_thread(log.wait_for, TICK, BOOT_TIMEOUT)
+        ((pid_a,),) = rig_look.qemus(self.rig, host_a, [state_dir]).values()
+        return pid_a, _last_tick(rig_look.read_file(self.rig, host_a, self.path("node-a", spec.name)) or "")
+
+    async def assert_moved_to_b(self, name: str, state_dir: str, tick_before: int) -> int:
+        """The guest goes on on B (its tick counter continues there, no second boot), nothing of it is
+        left on A, and B's record names B's one QEMU; returns that QEMU's PID."""
+        host_a, host_b = self.hosts["node-a"], self.hosts["node-b"]
+        with HostLog(self.rig, host_b, self.path("node-b", name)) as log:
+            line = await asyncio.to_thread(log.wait_for, TICK, 15)
+            tick = TICK.search(line)
+            assert tick is not None and int(tick.group(1)) >= tick_before, (line, tick_before)
+            assert not any("ready" in ln for ln in log.lines)
+        assert rig_look.qemus(self.rig, host_a, [state_dir]) == {}
+        ((pid_b,),) = rig_look.qemus(self.rig, host_b, [state_dir]).values()
+        rec_b = await self.nodes["node-b"].read_record(name)
+        assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
+        assert not rig_look.exists(self.rig, host_a, f"{state_dir}/instances/{name}")
+        return pid_b
 
 
 @asynccontextmanager
@@ -165,41 +188,26 @@ def _last_tick(text: str) -> int:
 @pytest.mark.parametrize("mode", [model.MigrationMode.LIVE, model.MigrationMode.OFFLINE])
 def test_migration_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str,
                                      mode: model.MigrationMode) -> None:
-    host_a, host_b = rig.hosts[0], rig.hosts[1]
+    host_b = rig.hosts[1]
     settings = model.Migration(mode=mode)
 
     async def go() -> None:
         async with pair(rig, state_dir) as p:
-            on_a = {"vm1": guest_spec(guest, "vm1", "node-a", migration=settings)}
-            _, done = await p.apply(on_a)
-            assert done.ok, (done.line(), p.out.getvalue())
-            with HostLog(rig, host_a, p.path("node-a", "vm1")) as log:
-                log.wait_for(TICK, BOOT_TIMEOUT)
-                log.wait_for(TICK, 10)
-            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
-            before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm1")) or "")
-            on_b = {"vm1": guest_spec(guest, "vm1", "node-b", migration=settings)}
+            vm1 = guest_spec(guest, "vm1", "node-a", migration=settings)
+            pid_a, before = await p.boot_on_a(vm1, state_dir)
+            on_b = {"vm1": replace(vm1, node="node-b")}
             plan, done = await p.apply(on_b)
             assert [(a.kind, a.source_node, a.node) for a in plan.actions] == \
                 [(ActionKind.MIGRATE, "node-a", "node-b")]
             assert done.ok, (done.line(), p.out.getvalue())
             assert re.search(r"vm1: migrated node-a -> node-b in [\d.]+s", p.out.getvalue()), p.out.getvalue()
             assert f"vm1: migrating node-a -> node-b ({mode.value})" in p.out.getvalue()
-            # The guest goes on on host B: its tick counter continues there, no second boot.
-            with HostLog(rig, host_b, p.path("node-b", "vm1")) as log:
-                line = log.wait_for(TICK, 15)
-                tick = TICK.search(line)
-                assert tick is not None and int(tick.group(1)) >= before, (line, before)
-                assert not any("ready" in ln for ln in log.lines)
-            # The source process is gone on A, the one QEMU is on B, recorded there and only there.
-            assert rig_look.qemus(rig, host_a, [state_dir]) == {}
-            ((pid_b,),) = rig_look.qemus(rig, host_b, [state_dir]).values()
+            pid_b = await p.assert_moved_to_b("vm1", state_dir, before)
             rec_b = await p.nodes["node-b"].read_record("vm1")
-            assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
+            assert rec_b is not None
             incoming = rec_b.argv[rec_b.argv.index("-incoming") + 1]
             assert re.fullmatch(rf"tcp:{re.escape(host_b.address)}:\d+", incoming), incoming
             assert await p.nodes["node-a"].read_record("vm1") is None
-            assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm1")
             text = rig_look.read_file(rig, host_b, f"{state_dir}/instances/vm1/record.json")
             assert text is not None and records.from_json(text).node == "node-b"
             states = [await n.discover() for n in p.nodes.values()]
@@ -219,11 +227,7 @@ def test_a_migration_past_its_timeout_stays_on_the_source_host(rig: netns_rig.Ri
     async def go() -> None:
         async with pair(rig, state_dir) as p:
             on_a = {"vm2": guest_spec(guest, "vm2", "node-a", migration=slow)}
-            _, done = await p.apply(on_a)
-            assert done.ok, (done.line(), p.out.getvalue())
-            with HostLog(rig, host_a, p.path("node-a", "vm2")) as log:
-                log.wait_for(TICK, BOOT_TIMEOUT)
-            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            pid_a, _ = await p.boot_on_a(on_a["vm2"], state_dir)
             on_b = {"vm2": guest_spec(guest, "vm2", "node-b", migration=slow)}
             plan, done = await p.apply(on_b)
             assert [a.kind for a in plan.actions] == [ActionKind.MIGRATE]
@@ -244,7 +248,7 @@ def test_a_migration_past_its_timeout_stays_on_the_source_host(rig: netns_rig.Ri
             assert (inst.node, inst.state) == ("node-a", RunState.RUNNING)
             before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm2")) or "")
             with HostLog(rig, host_a, p.path("node-a", "vm2")) as log:
-                log.wait_for(f"tick {before + 1}", 15)  # the guest still runs there
+                await asyncio.to_thread(log.wait_for, f"tick {before + 1}", 15)  # the guest still runs there
             assert (await p.plan(on_a)).empty
 
     asyncio.run(go())
@@ -253,33 +257,19 @@ def test_a_migration_past_its_timeout_stays_on_the_source_host(rig: netns_rig.Ri
 def test_post_copy_between_two_hosts(rig: netns_rig.Rig, guest: Guest, state_dir: str) -> None:
     """A capped pre-copy cannot finish in time, so the executor switches to post-copy (uncapped), which
     completes: the guest runs on B from then on."""
-    host_a, host_b = rig.hosts[0], rig.hosts[1]
     settings = model.Migration(max_bandwidth=1024 * 1024, completion_timeout_per_gib=6.0, post_copy=True)
 
     async def go() -> None:
         async with pair(rig, state_dir) as p:
-            on_a = {"vm3": guest_spec(guest, "vm3", "node-a", migration=settings)}
-            _, done = await p.apply(on_a)
-            assert done.ok, (done.line(), p.out.getvalue())
-            with HostLog(rig, host_a, p.path("node-a", "vm3")) as log:
-                log.wait_for(TICK, BOOT_TIMEOUT)
-            before = _last_tick(rig_look.read_file(rig, host_a, p.path("node-a", "vm3")) or "")
-            on_b = {"vm3": guest_spec(guest, "vm3", "node-b", migration=settings)}
+            vm3 = guest_spec(guest, "vm3", "node-a", migration=settings)
+            _, before = await p.boot_on_a(vm3, state_dir)
+            on_b = {"vm3": replace(vm3, node="node-b")}
             _, done = await p.apply(on_b)
             out = p.out.getvalue()
             assert done.ok, (done.line(), out)
             assert "not completed within 6s: switching to post-copy" in out, out
             assert "vm3: migrated node-a -> node-b" in out, out
-            with HostLog(rig, host_b, p.path("node-b", "vm3")) as log:
-                line = log.wait_for(TICK, 15)
-                tick = TICK.search(line)
-                assert tick is not None and int(tick.group(1)) >= before, (line, before)
-                assert not any("ready" in ln for ln in log.lines)
-            assert rig_look.qemus(rig, host_a, [state_dir]) == {}
-            ((pid_b,),) = rig_look.qemus(rig, host_b, [state_dir]).values()
-            rec_b = await p.nodes["node-b"].read_record("vm3")
-            assert rec_b is not None and (rec_b.node, rec_b.pid) == ("node-b", pid_b)
-            assert not rig_look.exists(rig, host_a, f"{state_dir}/instances/vm3")
+            await p.assert_moved_to_b("vm3", state_dir, before)
             assert (await p.plan(on_b)).empty
 
     asyncio.run(go())
@@ -311,12 +301,7 @@ def test_a_loopback_target_address_on_another_host_is_refused(rig: netns_rig.Rig
     async def go() -> None:
         async with pair(rig, state_dir, node_b="127.0.0.1") as p:
             b = p.specs["node-b"]
-            on_a = {"vm4": guest_spec(guest, "vm4", "node-a")}
-            _, done = await p.apply(on_a)
-            assert done.ok, (done.line(), p.out.getvalue())
-            with HostLog(rig, host_a, p.path("node-a", "vm4")) as log:
-                log.wait_for(TICK, BOOT_TIMEOUT)
-            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            pid_a, _ = await p.boot_on_a(guest_spec(guest, "vm4", "node-a"), state_dir)
             sink = rig_look.popen_in(rig, host_a, sys.executable, "-c", _SINK, str(b.migration_ports.first))
             try:
                 assert sink.stdout is not None and sink.stdout.readline() == b"listening\n"
@@ -365,11 +350,7 @@ def test_a_cross_host_migration_interrupted_mid_way_stays_on_the_source(rig: net
     async def go() -> None:
         async with pair(rig, state_dir) as p:
             on_a = {"vm5": guest_spec(guest, "vm5", "node-a", migration=slow)}
-            _, done = await p.apply(on_a)
-            assert done.ok, (done.line(), p.out.getvalue())
-            with HostLog(rig, host_a, p.path("node-a", "vm5")) as log:
-                log.wait_for(TICK, BOOT_TIMEOUT)
-            ((pid_a,),) = rig_look.qemus(rig, host_a, [state_dir]).values()
+            pid_a, _ = await p.boot_on_a(on_a["vm5"], state_dir)
             on_b = {"vm5": guest_spec(guest, "vm5", "node-b", migration=slow)}
             plan = await p.plan(on_b)
             assert [a.kind for a in plan.actions] == [ActionKind.MIGRATE]

@@ -18,8 +18,9 @@ from reconciler import intent, model, records
 from reconciler.actual import RunState
 from reconciler.argv import build_launch
 from reconciler.errors import RemoteCallError
+from reconciler.fleet import target_of
 from reconciler.remote.node import RemoteNode
-from reconciler.remote.ssh import SshTarget, open_link
+from reconciler.remote.ssh import open_link
 from tests.remote import netns_rig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.remote, pytest.mark.timeout(180)]
@@ -34,12 +35,6 @@ def node_spec(rig: netns_rig.Rig, host: netns_rig.Host) -> model.NodeSpec:
     return model.NodeSpec(name=f"node-{host.name}", state_dir=f"{netns_rig.STATE_ROOT}/node",
                           address=host.address, accelerator=model.Accelerator.TCG, ssh=ssh)
 
-
-def target_of(spec: model.NodeSpec) -> SshTarget:
-    assert spec.ssh is not None
-    s = spec.ssh
-    return SshTarget(spec.name, s.host, s.port, s.user, s.identity_file, s.known_hosts_file,
-                     s.connect_timeout, s.agent_command)
 
 
 def guest_spec(guest: Guest, name: str) -> model.InstanceSpec:
