@@ -161,6 +161,7 @@ async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, i
                   password: str | None) -> Started:
     had_record = await _has_record(node, spec.name)
     version = asyncio.ensure_future(node.qemu_version())
+    launched: Launched | None = None
     try:
         launched = await node.launch(spec.name, built, ctx.deadlines.launch)
         status = await _settle(ctx, node, spec.name, launched, expect_incoming=incoming is not None,
@@ -168,6 +169,8 @@ async def _launch(ctx: Context, node: Node, spec: InstanceSpec, built: Launch, i
         qemu_version = await version
     except (LaunchError, QmpError, ActionFailed) as err:
         version.cancel()
+        if launched is not None:  # it runs, unconfirmed and unrecorded: left so, it would block every start
+            await _kill(ctx, node, launched)
         await _clean_failed(node, spec.name, had_record)
         detail = err.detail if isinstance(err, LaunchError | ActionFailed) else str(err)
         raise bind_failure(spec, node.name, incoming, detail) or ActionFailed(detail) from None
