@@ -56,16 +56,36 @@ def write_tree(root: Path, docs: list[dict[str, object]]) -> None:
     (root / "all.yaml").write_text("---\n".join(json.dumps(d) + "\n" for d in docs))
 
 
-def cli(root: Path, *args: str, expect: int = 0) -> float:
-    """Seconds one `reconciler ARGS` took on the tree at `root`."""
+PHASES: dict[str, list[dict[str, float]]] = {}  # what -> each run's phases (reconciler.phases), in ms
+
+
+def cli(root: Path, *args: str, expect: int = 0, phases_of: str | None = None) -> float:
+    """Seconds one `reconciler ARGS` took on the tree at `root`; with `phases_of`, its phase timings
+    (RECONCILER_PHASES=1, which costs nothing measurable) are kept under that name."""
+    env = {**ENV, "RECONCILER_PHASES": "1", "RECONCILER_PHASES_T0": repr(time.time())} if phases_of else ENV
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(root)], env=ENV,
+    done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(root)], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     took = time.perf_counter() - began
     if done.returncode != expect:
         raise SystemExit(f"reconciler {' '.join(args)}: exit {done.returncode}\n{done.stdout[-2000:]}"
                          f"{done.stderr[-2000:]}")
+    if phases_of:
+        run: dict[str, float] = {}
+        for line in done.stderr.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[0] == "phase":
+                run[parts[1]] = run.get(parts[1], 0.0) + float(parts[2])
+        PHASES.setdefault(phases_of, []).append(run)
     return took
+
+
+def phase_table(what: str) -> list[str]:
+    """The median of each phase of the runs kept under `what`, in the order the CLI reports them."""
+    runs = PHASES.get(what, [])
+    names = list(dict.fromkeys(name for run in runs for name in run))
+    return [f"  {name:<56} {statistics.median(run.get(name, 0.0) for run in runs):>8.1f} ms"
+            for name in names]
 
 
 def median_ms(values: list[float]) -> float:
@@ -91,8 +111,9 @@ def plan_curve(curve: list[tuple[int, int]], runs: int, work: Path) -> list[tupl
             tree = work / f"plan-{hosts}x{per}"
             write_tree(tree, docs)
             cli(tree, "apply", "--yes", "--parallel", "8")
-            times = [cli(tree, "plan", "--detailed-exitcode") for _ in range(runs)]
-            rows.append((f"plan, {hosts} remote host(s) x {per} running, no changes", median_ms(times)))
+            what = f"plan, {hosts} remote host(s) x {per} running, no changes"
+            times = [cli(tree, "plan", "--detailed-exitcode", phases_of=what) for _ in range(runs)]
+            rows.append((what, median_ms(times)))
             print(f"  {rows[-1][0]}: {rows[-1][1]:.0f} ms", flush=True)
     return rows
 
@@ -107,7 +128,7 @@ def apply_one(runs: int, work: Path) -> list[tuple[str, float]]:
         for r in range(runs):
             docs.append(instance(f"new{r:02d}", "node-h1"))
             write_tree(remote, docs)
-            times.append(cli(remote, "apply", "--yes"))
+            times.append(cli(remote, "apply", "--yes", phases_of="apply one new instance, remote host"))
         rows.append(("apply one new instance, remote host", median_ms(times)))
     local = work / "apply-local"
     state = work / "local-state"
@@ -119,7 +140,7 @@ def apply_one(runs: int, work: Path) -> list[tuple[str, float]]:
         for r in range(runs):
             docs.append(instance(f"new{r:02d}", "node-l"))
             write_tree(local, docs)
-            times.append(cli(local, "apply", "--yes"))
+            times.append(cli(local, "apply", "--yes", phases_of="apply one new instance, local node"))
     finally:
         for p in psutil.process_iter(["cmdline"]):
             if any(str(state) in a for a in p.info["cmdline"] or ()):
@@ -146,6 +167,9 @@ def main() -> int:
     print(f"\n{'what':<58} {'median':>10}")
     for what, ms in rows:
         print(f"{what:<58} {ms:>8.0f} ms")
+    for what in PHASES:
+        print(f"\nphases (medians) of: {what}")
+        print("\n".join(phase_table(what)))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
