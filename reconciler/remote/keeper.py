@@ -20,7 +20,9 @@ Requests, one JSON line each: `{"op": "agent"}` (answered by the agent's hello l
 `{"op": "forward", "path": P}` (a local socket path reaching P on the host, made once and kept),
 `{"op": "info"}`, `{"op": "exit"}`; answers are `{"ok": {...}}` or `{"error": "..."}`.
 
-Usage (by keeperclient.spawn): python -m reconciler.remote.keeper BASE, the SshTarget as JSON on stdin.
+Usage (by keeperclient.spawn): python -m reconciler.remote.keeper BASE FD, the SshTarget as JSON on
+stdin, FD a descriptor of the start lock (BASE.starting, flocked by the spawner) that we close once we
+listen or have failed.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ class Keeper:
 
     async def _start_agent(self) -> Agent:
         assert self.conn is not None
-        proc = await self.conn.create_process(ssh._agent_command(self.target.agent_command), encoding=None)
+        async with asyncio.timeout(self.target.connect_timeout):  # a channel: one round trip
+            proc = await self.conn.create_process(ssh._agent_command(self.target.agent_command),
+                                                  encoding=None)
         try:
             hello = await ssh._hello(self.target, proc)
         except BaseException:
@@ -165,8 +169,8 @@ class Keeper:
             task = asyncio.create_task(self._start_agent())
         try:
             agent = await task
-        except (RemoteHostError, OSError, asyncssh.Error) as err:
-            self.stop(f"cannot start an agent: {err}")
+        except (RemoteHostError, OSError, asyncssh.Error, TimeoutError) as err:
+            self.stop(f"cannot start an agent: {err or 'no answer'}")
             return None
         if agent.ended.is_set() or not await agent.ping(HANDOFF_PING):
             self.stop("the spare agent did not answer")
@@ -242,14 +246,19 @@ class Keeper:
 
     # --- life -------------------------------------------------------------------------------------
 
-    async def run(self, persist: float) -> int:
-        self.conn = await ssh._connect(self.target)
-        self._spare = asyncio.create_task(self._start_agent())
-        await self._spare  # a keeper that cannot start an agent serves nobody
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.socket)  # a dead keeper's (we hold the lock)
-        server = await asyncio.start_unix_server(self.client, path=self.paths.socket, limit=p.MAX_FRAME)
-        os.chmod(self.paths.socket, 0o600)
+    async def run(self, persist: float, starting: int) -> int:
+        """Connect, start the first spare, listen; then `starting` (the start lock) is let go."""
+        try:
+            self.conn = await ssh._connect(self.target)
+            self._spare = asyncio.create_task(self._start_agent())
+            await self._spare  # a keeper that cannot start an agent serves nobody
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.socket)  # a dead keeper's (we hold the lock)
+            server = await asyncio.start_unix_server(self.client, path=self.paths.socket,
+                                                     limit=p.MAX_FRAME)
+            os.chmod(self.paths.socket, 0o600)
+        finally:
+            os.close(starting)  # whoever waits for this start (keeperclient.wait_started) goes on
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         lost = asyncio.create_task(self.conn.wait_closed())
@@ -303,6 +312,7 @@ def _answer(error: str | None = None, **ok: object) -> bytes:
 
 def main(argv: list[str]) -> int:
     paths = KeeperPaths(argv[1])
+    starting = int(argv[2])  # the start lock, taken by the CLI that spawned us: held until we listen
     raw = json.loads(sys.stdin.buffer.read())
     raw["agent_command"] = tuple(raw["agent_command"])
     target = SshTarget(**raw)
@@ -310,11 +320,11 @@ def main(argv: list[str]) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until we exit
     except OSError:
-        return 0  # another keeper of this target is alive (or starting)
+        return 0  # another keeper of this target is alive
     keeper = Keeper(target, paths)
     try:
-        code = asyncio.run(keeper.run(target.persist))
-    except RemoteHostError as err:
+        code = asyncio.run(keeper.run(target.persist, starting))
+    except (RemoteHostError, OSError, asyncssh.Error, TimeoutError) as err:
         print(f"link keeper {target.where}: {err}", file=sys.stderr)
         return 1
     print(f"link keeper {target.where}: ended ({keeper.why}) after {keeper.runs} run(s)", file=sys.stderr)

@@ -28,6 +28,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class KeeperPaths:
     @property
     def lock(self) -> str:  # flock held by the live keeper for its whole life
         return self.base + ".lock"
+
+    @property
+    def starting(self) -> str:  # flock held from the spawn until the keeper listens (or fails)
+        return self.base + ".starting"
 
     @property
     def forwards(self) -> str:  # the keeper's QMP/serial forwards (0700)
@@ -237,22 +242,45 @@ def spawn(target: SshTarget) -> None:
     already there or the host cannot be reached."""
     try:
         paths = paths_of(target)
-        log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        starting = os.open(paths.starting, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError:
         return
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler.remote.keeper", paths.base],
+        fcntl.flock(starting, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the child holds it on, until it listens
+        log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:  # another keeper is being started
+        os.close(starting)
+        return
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "reconciler.remote.keeper", paths.base, str(starting)],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, pass_fds=(starting,))
     except OSError:
         return
     finally:
         os.close(log)
+        os.close(starting)
     assert proc.stdin is not None
     with contextlib.suppress(OSError):
         proc.stdin.write(json.dumps(asdict(target)).encode())
     with contextlib.suppress(OSError):
         proc.stdin.close()
+
+
+def wait_started(target: SshTarget, timeout: float) -> bool:
+    """Wait until no keeper of `target` is being started (it listens, or it failed): True if one now
+    listens. For tests and benchmarks that need the keeper a previous run spawned."""
+    paths = paths_of(target)
+    fd = os.open(paths.starting, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        waiter = threading.Thread(target=fcntl.flock, args=(fd, fcntl.LOCK_EX), daemon=True)
+        waiter.start()
+        waiter.join(timeout)  # the flock is let go by the keeper: an event, waited for with a deadline
+        if waiter.is_alive():
+            raise TimeoutError(f"the link keeper of {target.where} did not start within {timeout:g}s")
+    finally:
+        os.close(fd)
+    return keeper_info(target) is not None
 
 
 def close_keeper(paths: KeeperPaths, timeout: float = EXIT_TIMEOUT) -> int | None:
