@@ -6,6 +6,12 @@ drives `python -m reconciler` as a user would, each figure a median of R runs:
   10 hosts x 20 instances in at most 1.0 s), for several H (how plan time grows with the hosts);
 - `apply` of one new instance on a remote host, against the same apply on a local node (goal: at most
   the local one + 60 ms).
+Remote runs go through link keepers (reconciler.remote.keeper: the connection and a warm agent held
+between runs; the keeper is started, and waited for, before the timed runs), each figure side by side
+with the same run without keepers (`persist: 0`: every run connects anew). The runs of the sides are
+interleaved, so the machine's changing load falls on both alike. The phases of each run
+(reconciler.phases: connect, and within it the keeper's handoff or asyncssh's import, the handshake and
+the agent's start) are printed as medians at the end.
 Instances are QEMUs started paused (`qemuExtraArgs: [-S]`, 16 MiB, no guest): what is measured is the
 reconciler and its links, not guests booting. Tears down the rig and every QEMU on every exit path.
 
@@ -32,6 +38,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from reconciler import fleet, manifest  # noqa: E402
+from reconciler.remote import keeperclient  # noqa: E402
 from tests.remote import netns_rig  # noqa: E402
 
 AGENT = ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "reconciler", "agent"]
@@ -94,60 +102,104 @@ def median_ms(values: list[float]) -> float:
 
 @contextlib.contextmanager
 def rig_of(hosts: int) -> Iterator[netns_rig.Rig]:
+    """A rig of `hosts`, whose CLI runs keep their link keepers in the rig's directory (ended first)."""
     with tempfile.TemporaryDirectory(prefix="bench-rig-") as tmp:
         rig = netns_rig.Rig.up(hosts, tmp)
+        links = os.path.join(tmp, "links")
+        ENV["RECONCILER_LINK_DIR"] = links
         try:
             yield rig
         finally:
-            rig.down()  # every host's QEMUs die with its init
+            try:
+                keeperclient.close_all(links)
+            finally:
+                del ENV["RECONCILER_LINK_DIR"]
+                rig.down()  # every host's QEMUs die with its init
+
+
+def wait_keepers(tree: Path) -> None:
+    """Until the keepers the last run spawned for `tree`'s nodes listen (steady state for the next)."""
+    os.environ["RECONCILER_LINK_DIR"] = ENV["RECONCILER_LINK_DIR"]
+    try:
+        desired = manifest.load([str(tree)]).desired
+        assert desired is not None
+        for spec in desired.nodes.values():
+            if spec.ssh is not None and spec.ssh.persist > 0:
+                keeperclient.wait_started(fleet.target_of(spec), 60)
+    finally:
+        del os.environ["RECONCILER_LINK_DIR"]
+
+
+def with_persist(docs: list[dict[str, object]], persist: str) -> list[dict[str, object]]:
+    """`docs` with every Node's ssh.persist set (0s: no link keeper, each run connects anew)."""
+    out = []
+    for doc in docs:
+        if doc["kind"] == "Node":
+            spec = dict(doc["spec"])  # type: ignore[call-overload]
+            spec["ssh"] = {**spec["ssh"], "persist": persist}
+            doc = {**doc, "spec": spec}
+        out.append(doc)
+    return out
 
 
 def plan_curve(curve: list[tuple[int, int]], runs: int, work: Path) -> list[tuple[str, float]]:
+    """Plan with nothing to change, through link keepers and without (persist 0), runs interleaved."""
     rows = []
     for hosts, per in curve:
         with rig_of(hosts) as rig:
             docs = [remote_node(rig, h) for h in rig.hosts]
             docs += [instance(f"i{h.name}-{k:02d}", f"node-{h.name}") for h in rig.hosts for k in range(per)]
-            tree = work / f"plan-{hosts}x{per}"
-            write_tree(tree, docs)
-            cli(tree, "apply", "--yes", "--parallel", "8")
+            kept, fresh = work / f"plan-{hosts}x{per}", work / f"plan-{hosts}x{per}-fresh"
+            write_tree(kept, docs)
+            write_tree(fresh, with_persist(docs, "0s"))
+            cli(kept, "apply", "--yes", "--parallel", "8")
+            wait_keepers(kept)
             what = f"plan, {hosts} remote host(s) x {per} running, no changes"
-            times = [cli(tree, "plan", "--detailed-exitcode", phases_of=what) for _ in range(runs)]
-            rows.append((what, median_ms(times)))
-            print(f"  {rows[-1][0]}: {rows[-1][1]:.0f} ms", flush=True)
+            bare = "  the same, no link keeper (persist 0)"
+            times: dict[str, list[float]] = {what: [], bare: []}
+            for _ in range(runs):
+                times[what].append(cli(kept, "plan", "--detailed-exitcode", phases_of=what))
+                times[bare].append(cli(fresh, "plan", "--detailed-exitcode"))
+            for name, values in times.items():
+                rows.append((name, median_ms(values)))
+                print(f"  {name}: {rows[-1][1]:.0f} ms", flush=True)
     return rows
 
 
 def apply_one(runs: int, work: Path) -> list[tuple[str, float]]:
-    rows = []
-    with rig_of(1) as rig:
-        remote = work / "apply-remote"
-        node = remote_node(rig, rig.hosts[0])
-        docs: list[dict[str, object]] = [node]
-        times = []
-        for r in range(runs):
-            docs.append(instance(f"new{r:02d}", "node-h1"))
-            write_tree(remote, docs)
-            times.append(cli(remote, "apply", "--yes", phases_of="apply one new instance, remote host"))
-        rows.append(("apply one new instance, remote host", median_ms(times)))
-    local = work / "apply-local"
+    """Apply of one new instance: remote through a keeper, remote without, local; runs interleaved."""
+    kept_what, fresh_what, local_what = ("apply one new instance, remote host",
+                                         "apply one new instance, remote host, no link keeper",
+                                         "apply one new instance, local node")
+    times: dict[str, list[float]] = {kept_what: [], fresh_what: [], local_what: []}
     state = work / "local-state"
     lnode = {"apiVersion": "reconciler/v1", "kind": "Node", "metadata": {"name": "node-l"},
              "spec": {"address": "127.0.0.1", "stateDir": str(state), "accelerator": "tcg", "memory": "64G"}}
-    docs = [lnode]
-    times = []
-    try:
-        for r in range(runs):
-            docs.append(instance(f"new{r:02d}", "node-l"))
-            write_tree(local, docs)
-            times.append(cli(local, "apply", "--yes", phases_of="apply one new instance, local node"))
-    finally:
-        for p in psutil.process_iter(["cmdline"]):
-            if any(str(state) in a for a in p.info["cmdline"] or ()):
-                with contextlib.suppress(psutil.Error):
-                    p.send_signal(signal.SIGKILL)
-    rows.append(("apply one new instance, local node", median_ms(times)))
-    rows.append(("  remote minus local (goal <= 60 ms)", rows[0][1] - rows[1][1]))
+    with rig_of(1) as rig:
+        kept_node = remote_node(rig, rig.hosts[0])
+        fresh_node = with_persist([remote_node(rig, rig.hosts[0])], "0s")[0]
+        fresh_node["metadata"] = {"name": "node-h1-fresh"}
+        fresh_node["spec"] = {**fresh_node["spec"], "stateDir": f"{netns_rig.STATE_ROOT}/bench-fresh"}  # type: ignore[dict-item]
+        trees = {kept_what: (work / "apply-remote", kept_node),
+                 fresh_what: (work / "apply-fresh", fresh_node), local_what: (work / "apply-local", lnode)}
+        docs: dict[str, list[dict[str, object]]] = {what: [node] for what, (_, node) in trees.items()}
+        write_tree(trees[kept_what][0], docs[kept_what])
+        cli(trees[kept_what][0], "plan")  # the keeper's first run: it connects itself, spawns the keeper
+        wait_keepers(trees[kept_what][0])
+        try:
+            for r in range(runs):
+                for what, (tree, node) in trees.items():
+                    docs[what].append(instance(f"new{r:02d}", str(node["metadata"]["name"])))  # type: ignore[index]
+                    write_tree(tree, docs[what])
+                    times[what].append(cli(tree, "apply", "--yes", phases_of=what))
+        finally:
+            for p in psutil.process_iter(["cmdline"]):
+                if any(str(state) in a for a in p.info["cmdline"] or ()):
+                    with contextlib.suppress(psutil.Error):
+                        p.send_signal(signal.SIGKILL)
+    rows = [(what, median_ms(values)) for what, values in times.items()]
+    rows.append(("  remote (keeper) minus local (goal <= 60 ms)", rows[0][1] - rows[2][1]))
+    rows.append(("  remote (no keeper) minus local", rows[1][1] - rows[2][1]))
     return rows
 
 
