@@ -270,17 +270,24 @@ def spawn(target: SshTarget) -> None:
 def wait_started(target: SshTarget, timeout: float) -> bool:
     """Wait until no keeper of `target` is being started (it listens, or it failed): True if one now
     listens. For tests and benchmarks that need the keeper a previous run spawned."""
-    paths = paths_of(target)
-    fd = os.open(paths.starting, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    wait_start(paths_of(target), timeout)
+    return keeper_info(target) is not None
+
+
+def wait_start(paths: KeeperPaths, timeout: float) -> None:
+    """Until the start lock of `paths` is free: the keeper being started listens, or has failed."""
+    try:
+        fd = os.open(paths.starting, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # never started
     try:
         waiter = threading.Thread(target=fcntl.flock, args=(fd, fcntl.LOCK_EX), daemon=True)
         waiter.start()
         waiter.join(timeout)  # the flock is let go by the keeper: an event, waited for with a deadline
         if waiter.is_alive():
-            raise TimeoutError(f"the link keeper of {target.where} did not start within {timeout:g}s")
+            raise TimeoutError(f"the link keeper {paths.base} did not start within {timeout:g}s")
     finally:
         os.close(fd)
-    return keeper_info(target) is not None
 
 
 def close_keeper(paths: KeeperPaths, timeout: float = EXIT_TIMEOUT) -> int | None:
@@ -309,17 +316,21 @@ def close_keeper(paths: KeeperPaths, timeout: float = EXIT_TIMEOUT) -> int | Non
     return pid
 
 
-def close_all(directory: str | None = None) -> list[int]:
-    """End every keeper in `directory` (default: ours); their PIDs."""
+def close_all(directory: str | None = None, start_timeout: float = 30.0) -> list[int]:
+    """End every keeper in `directory` (default: ours), those being started too (once they listen);
+    their PIDs."""
     where = directory or link_dir()
     if not os.path.isdir(where):
         return []
+    bases = sorted({name.rsplit(".", 1)[0] for name in os.listdir(where)
+                    if name.endswith((".sock", ".starting"))})
     pids = []
-    for name in sorted(os.listdir(where)):
-        if name.endswith(".sock"):
-            pid = close_keeper(KeeperPaths(os.path.join(where, name.removesuffix(".sock"))))
-            if pid is not None:
-                pids.append(pid)
+    for base in bases:
+        paths = KeeperPaths(os.path.join(where, base))
+        wait_start(paths, start_timeout)
+        pid = close_keeper(paths)
+        if pid is not None:
+            pids.append(pid)
     return pids
 
 
