@@ -67,15 +67,26 @@ def write_tree(root: Path, docs: list[dict[str, object]]) -> None:
 PHASES: dict[str, list[dict[str, float]]] = {}  # what -> each run's phases (reconciler.phases), in ms
 
 
-def cli(root: Path, *args: str, expect: int = 0, phases_of: str | None = None) -> float:
+FAILED: dict[str, list[str]] = {}  # what -> the failed runs that were tolerated
+
+
+def cli(root: Path, *args: str, expect: int = 0, phases_of: str | None = None,
+        tolerate: str | None = None) -> float:
     """Seconds one `reconciler ARGS` took on the tree at `root`; with `phases_of`, its phase timings
-    (RECONCILER_PHASES=1, which costs nothing measurable) are kept under that name."""
+    (RECONCILER_PHASES=1, which costs nothing measurable) are kept under that name. A failed run raises
+    SystemExit, unless `tolerate` names it: then it is counted (the runs without keepers, whose agents'
+    starts can miss their 10 s deadline when many hosts start one at once on this loaded machine)."""
     env = {**ENV, "RECONCILER_PHASES": "1", "RECONCILER_PHASES_T0": repr(time.time())} if phases_of else ENV
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(root)], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     took = time.perf_counter() - began
-    if done.returncode != expect:
+    if done.returncode != expect and tolerate:
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+        FAILED.setdefault(tolerate, []).append(f"exit {done.returncode}: {errors[:1]}")
+        print(f"  ({tolerate}: exit {done.returncode}, {len(errors)} error line(s), e.g. {errors[:1]})",
+              flush=True)
+    elif done.returncode != expect:
         raise SystemExit(f"reconciler {' '.join(args)}: exit {done.returncode}\n{done.stdout[-2000:]}"
                          f"{done.stderr[-2000:]}")
     if phases_of:
@@ -180,7 +191,7 @@ def plan_curve(curve: list[tuple[int, int]], runs: int, work: Path) -> list[tupl
             times: dict[str, list[float]] = {what: [], bare: []}
             for _ in range(runs):
                 times[what].append(cli(kept, "plan", "--detailed-exitcode", phases_of=what))
-                times[bare].append(cli(fresh, "plan", "--detailed-exitcode"))
+                times[bare].append(cli(fresh, "plan", "--detailed-exitcode", tolerate=f"{what}, no keeper"))
             for name, values in times.items():
                 rows.append((name, median_ms(values)))
                 print(f"  {name}: {rows[-1][1]:.0f} ms", flush=True)
@@ -248,6 +259,8 @@ def main() -> int:
     print(f"\n{'what':<58} {'median':>10}")
     for what, ms in rows:
         print(f"{what:<58} {ms:>8.0f} ms")
+    for what, failures in FAILED.items():
+        print(f"failed (tolerated) runs of {what}: {len(failures)}: {failures[:2]}")
     for what in PHASES:
         print(f"\nphases (medians) of: {what}")
         print("\n".join(phase_table(what)))

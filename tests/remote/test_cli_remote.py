@@ -68,6 +68,16 @@ class Fleet:
         return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=self.root.parent, env=env,
                               capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
 
+    def wait_keepers(self) -> None:
+        """Until the link keepers the last run spawned listen, so that the next run goes through them."""
+        from reconciler import fleet, manifest
+        from reconciler.remote import keeperclient
+
+        desired = manifest.load([str(self.root)]).desired
+        assert desired is not None
+        for spec in desired.nodes.values():
+            assert keeperclient.wait_started(fleet.target_of(spec), 30.0), spec.name
+
     def on_host(self, node: str, *argv: str) -> str:
         done = subprocess.run(self.rig.exec_argv(self.nodes[node], *argv), capture_output=True, text=True,
                               timeout=30, check=False)
@@ -284,6 +294,7 @@ def test_a_host_lost_in_the_middle_of_apply_is_reported_and_the_next_apply_conve
         fleet: Fleet, rig: netns_rig.Rig, fault: str) -> None:
     _three(fleet)
     assert fleet.cli("apply", "--yes").returncode == 0
+    fleet.wait_keepers()  # the apply below goes through them: the heartbeat works end to end
     cache_pid = fleet.qemu_pids("node-h3", "cache")
     fleet.declare("web", "node-h1", memory="160M")
     fleet.declare("db", "node-h2", memory="160M")
