@@ -165,8 +165,11 @@ def set_up(rig: netns_rig.Rig, tree: Path, attempts: int = 5) -> None:
         except SystemExit as failed:
             starts = [ln for ln in str(failed).splitlines() if ln.startswith("error: ")]
             print(f"  set-up apply {attempt}: {len(starts)} start(s) failed, e.g. {starts[:1]}", flush=True)
+            wait_keepers(tree)  # the next attempt goes through the keepers this one spawned
             for line in starts:
-                name = line.removeprefix("error: ").split(":", 1)[0]  # i<host>-<k>
+                name = line.removeprefix("error: ").split(":", 1)[0]  # i<host>-<k>, or "node NAME"
+                if " " in name:
+                    continue  # a node that could not be reached: nothing of ours to clean up
                 host = rig.host(name[1:].split("-", 1)[0])
                 pidfile = f"{netns_rig.STATE_ROOT}/bench/instances/{name}/qemu.pid"
                 subprocess.run(rig.exec_argv(host, "pkill", "-KILL", "-f", "--", f"-pidfile {pidfile}"),
@@ -240,6 +243,8 @@ def apply_one(runs: int, work: Path) -> list[tuple[str, float]]:
     rows.insert(3, ("  remote (keeper) minus local (goal <= 60 ms)", rows[0][1] - rows[2][1]))
     rows.insert(4, ("  remote (no keeper) minus local", rows[1][1] - rows[2][1]))
     rows.append(("  plan: remote (keeper) minus local", rows[5][1] - rows[6][1]))
+    for what, ms in rows:
+        print(f"  {what}: {ms:.0f} ms", flush=True)
     return rows
 
 
@@ -249,13 +254,14 @@ def main() -> int:
     parser.add_argument("--curve", default="1x20,10x20,40x2",
                         help="HOSTSxINSTANCES_PER_HOST, comma-separated")
     parser.add_argument("--quick", action="store_true", help="3 runs, curve 1x5,3x5")
+    parser.add_argument("--no-apply", action="store_true", help="only the plan curve")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
     curve = [(1, 5), (3, 5)] if args.quick else [
         (int(h), int(i)) for h, i in (part.split("x") for part in args.curve.split(","))]
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-remote-cli-") as tmp:
-        rows = apply_one(runs, Path(tmp)) + plan_curve(curve, runs, Path(tmp))
+        rows = ([] if args.no_apply else apply_one(runs, Path(tmp))) + plan_curve(curve, runs, Path(tmp))
     print(f"\n{'what':<58} {'median':>10}")
     for what, ms in rows:
         print(f"{what:<58} {ms:>8.0f} ms")
