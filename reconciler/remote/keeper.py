@@ -10,10 +10,11 @@ run arrives with no spare ready.
 
 The keeper relays bytes; the run's heartbeat travels to its agent as before, so a link that stops
 answering fails the run's calls within HEARTBEAT_DEADLINE. The keeper pings its spare itself (it would
-otherwise end after SILENCE), and pings it once more, briefly, before handing it out: a connection that
-went quiet is not handed to anyone. When the connection is lost, every relayed channel is closed (the
-runs' calls fail: nothing is guessed) and the keeper ends. It also ends after `persist` seconds with no
-run, on `{"op": "exit"}` (`reconciler disconnect`) and on SIGTERM.
+otherwise end after SILENCE), and once more before handing it out: a spare that does not answer within
+the target's connectTimeout means the host is unreachable, which the run reports as it would a
+connection attempt that timed out (and the keeper ends). When the connection is lost, every relayed
+channel is closed (the runs' calls fail: nothing is guessed) and the keeper ends. It also ends after
+`persist` seconds with no run, on `{"op": "exit"}` (`reconciler disconnect`) and on SIGTERM.
 
 The socket is in a 0700 directory of ours, and every client's uid (SO_PEERCRED) must be ours.
 Requests, one JSON line each: `{"op": "agent"}` (answered by the agent's hello line, then relayed),
@@ -45,8 +46,6 @@ from reconciler.remote import protocol as p
 from reconciler.remote import ssh
 from reconciler.remote.keeperclient import KeeperPaths, peer_ids, private_dir
 from reconciler.remote.link import SshTarget
-
-HANDOFF_PING = 2.0  # a spare that does not answer a ping this fast is not handed out
 
 
 class Agent:
@@ -136,6 +135,7 @@ class Keeper:
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self.why = ""
+        self.quiet: str | None = None  # the connection went quiet: the host is unreachable, say so
         self.runs = 0
         self.since = time.time()
 
@@ -172,8 +172,12 @@ class Keeper:
         except (RemoteHostError, OSError, asyncssh.Error, TimeoutError) as err:
             self.stop(f"cannot start an agent: {err or 'no answer'}")
             return None
-        if agent.ended.is_set() or not await agent.ping(HANDOFF_PING):
-            self.stop("the spare agent did not answer")
+        if agent.ended.is_set():
+            self.stop("the spare agent ended")
+            return None
+        if not await agent.ping(self.target.connect_timeout):
+            self.quiet = f"no answer within {self.target.connect_timeout:g}s"
+            self.stop(f"the spare agent did not answer a ping: {self.quiet}")
             return None
         return agent
 
@@ -213,7 +217,10 @@ class Keeper:
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         agent = await self._take()
         if agent is None:
-            writer.write(_answer(error=f"the link keeper is ending: {self.why}"))
+            if self.quiet is not None:  # as a connection attempt that timed out: not to be tried again
+                writer.write(_answer(error=self.why, unreachable=self.quiet))
+            else:
+                writer.write(_answer(error=f"the link keeper is ending: {self.why}"))
             return
         self.runs += 1
         self._clients += 1
@@ -306,8 +313,9 @@ class Keeper:
             os.rmdir(self.paths.forwards)
 
 
-def _answer(error: str | None = None, **ok: object) -> bytes:
-    return json.dumps({"error": error} if error is not None else {"ok": ok}).encode() + b"\n"
+def _answer(error: str | None = None, **fields: object) -> bytes:
+    obj = {"error": error, **fields} if error is not None else {"ok": fields}
+    return json.dumps(obj).encode() + b"\n"
 
 
 def main(argv: list[str]) -> int:

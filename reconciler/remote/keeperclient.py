@@ -10,8 +10,9 @@ A keeper is keyed by a digest of its whole target (host, port, user, key and kno
 contents*, agent command, persistence, our version): a changed key or known_hosts means another keeper,
 so a keeper never lets a run skip a check the run would make itself. Its socket lives in a 0700 directory
 of ours and both ends check the other's uid (SO_PEERCRED). Anything amiss with a keeper (none, dead,
-going away, not answering) makes the run connect directly, as it would without one: a keeper is only a
-faster way to the same result.
+going away) makes the run connect directly, as it would without one: a keeper is only a faster way to
+the same result. One answer is final: a keeper whose spare agent does not answer a ping within
+connectTimeout says the host is unreachable, as a connection attempt would.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reconciler import __version__
+from reconciler.errors import HostUnreachable
 from reconciler.remote import protocol as p
 from reconciler.remote.link import HostLink, SshTarget, check_hello
 
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")  # what asyncssh tries when no identityFile is given
-HANDOFF_TIMEOUT = 10.0  # the keeper starting an agent for us (when no spare is ready) on a loaded host
+HANDOFF_TIMEOUT = 12.0  # the keeper starting an agent for us (no spare ready): its 10 s hello, and more
 EXIT_TIMEOUT = 5.0
 
 
@@ -220,11 +222,14 @@ async def open_kept(target: SshTarget) -> HostLink | None:
         return None
     try:
         writer.write(b'{"op": "agent"}\n')
-        async with asyncio.timeout(HANDOFF_TIMEOUT):
+        async with asyncio.timeout(target.connect_timeout + HANDOFF_TIMEOUT):  # the keeper's own first
             line = await reader.readline()
         obj = json.loads(line) if line else None
     except (OSError, TimeoutError, ValueError):
         obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("unreachable"), str):
+        writer.close()  # the keeper's connection went quiet: as a connection attempt that timed out
+        raise HostUnreachable(target.node, target.where, f"unreachable: {obj['unreachable']}")
     if not isinstance(obj, dict) or "hello" not in obj:  # the keeper is going away, or said no
         writer.close()
         return None
