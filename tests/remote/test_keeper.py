@@ -202,3 +202,21 @@ def test_a_client_of_another_uid_is_refused(made: Fleet, rig: netns_rig.Rig) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout == '{"error": "refused: uid 65534 is not 0"}\n'
     assert keeperclient.keeper_info(target(made, "node-h3")) is not None  # and it serves us still
+
+
+def test_a_link_down_under_a_keeper_is_unreachable_as_without_one(made: Fleet) -> None:
+    assert made.cli("plan").returncode == 0
+    pid = keeper_pid(made, "node-h2")
+    assert pid is not None
+    h2 = made.nodes["node-h2"]
+    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
+    try:
+        done = made.cli("plan")
+    finally:
+        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
+    assert err == [expected], done.stderr
+    assert wait_gone(pid, 10)  # a keeper whose connection went quiet ends
+    assert made.cli("plan", "--detailed-exitcode").returncode == 0  # and the next run connects anew
