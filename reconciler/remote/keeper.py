@@ -41,11 +41,13 @@ from collections.abc import Callable
 
 import asyncssh
 
-from reconciler.errors import RemoteHostError
+from reconciler.errors import RemoteAgentError, RemoteHostError
 from reconciler.remote import protocol as p
 from reconciler.remote import ssh
 from reconciler.remote.keeperclient import KeeperPaths, peer_ids, private_dir
 from reconciler.remote.link import SshTarget
+
+SPARE_HELLO_TIMEOUT = 60.0  # a spare started in the background keeps no run waiting (a loaded host)
 
 
 class Agent:
@@ -135,6 +137,7 @@ class Keeper:
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self.why = ""
+        self.agent_error: str | None = None  # the last run's agent could not be started
         self.quiet: str | None = None  # the connection went quiet: the host is unreachable, say so
         self.runs = 0
         self.since = time.time()
@@ -144,13 +147,13 @@ class Keeper:
             self.why = why
             self._stop.set()
 
-    async def _start_agent(self) -> Agent:
+    async def _start_agent(self, hello_timeout: float = SPARE_HELLO_TIMEOUT) -> Agent:
         assert self.conn is not None
         async with asyncio.timeout(self.target.connect_timeout):  # a channel: one round trip
             proc = await self.conn.create_process(ssh._agent_command(self.target.agent_command),
                                                   encoding=None)
         try:
-            hello = await ssh._hello(self.target, proc)
+            hello = await ssh._hello(self.target, proc, hello_timeout)
         except BaseException:
             proc.close()
             raise
@@ -164,11 +167,23 @@ class Keeper:
             self._spare = asyncio.create_task(self._start_agent())
 
     async def _take(self) -> Agent | None:
+        """The spare (or one started now), checked with a ping. None: see `agent_error`, `quiet`, `why`."""
         task, self._spare = self._spare, None
+        if task is not None and task.done() and (task.cancelled() or task.exception() is not None):
+            task = None  # a background start that failed (a host too loaded to start it in time)
         if task is None:
-            task = asyncio.create_task(self._start_agent())
+            task = asyncio.create_task(self._start_agent(ssh.HELLO_TIMEOUT))
+        done, _ = await asyncio.wait([task], timeout=self.target.connect_timeout + ssh.HELLO_TIMEOUT)
+        if not done:  # still starting: it stays the spare; this run is told as a direct one would be
+            self._spare = task
+            command = ssh._agent_command(self.target.agent_command)
+            self.agent_error = f"`{command}` said nothing within {ssh.HELLO_TIMEOUT:g}s"
+            return None
         try:
-            agent = await task
+            agent = task.result()
+        except RemoteAgentError as err:  # the connection is fine; the agent is not (missing, too slow)
+            self.agent_error = err.detail
+            return None
         except (RemoteHostError, OSError, asyncssh.Error, TimeoutError) as err:
             self.stop(f"cannot start an agent: {err or 'no answer'}")
             return None
@@ -215,9 +230,13 @@ class Keeper:
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.agent_error = None
         agent = await self._take()
         if agent is None:
-            if self.quiet is not None:  # as a connection attempt that timed out: not to be tried again
+            if self.agent_error is not None:  # as the run's own start of the agent would have said
+                writer.write(_answer(error=self.agent_error, agent=self.agent_error))
+                self._refill()
+            elif self.quiet is not None:  # as a connection attempt that timed out: not to be tried again
                 writer.write(_answer(error=self.why, unreachable=self.quiet))
             else:
                 writer.write(_answer(error=f"the link keeper is ending: {self.why}"))

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reconciler import __version__
-from reconciler.errors import HostUnreachable
+from reconciler.errors import HostUnreachable, RemoteAgentError
 from reconciler.remote import protocol as p
 from reconciler.remote.link import HostLink, SshTarget, check_hello
 
@@ -227,6 +227,9 @@ async def open_kept(target: SshTarget) -> HostLink | None:
         obj = json.loads(line) if line else None
     except (OSError, TimeoutError, ValueError):
         obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("agent"), str):
+        writer.close()  # the keeper could not start our agent: as our own start would have failed
+        raise RemoteAgentError(target.node, target.where, obj["agent"])
     if isinstance(obj, dict) and isinstance(obj.get("unreachable"), str):
         writer.close()  # the keeper's connection went quiet: as a connection attempt that timed out
         raise HostUnreachable(target.node, target.where, f"unreachable: {obj['unreachable']}")

@@ -133,19 +133,20 @@ def _agent_command(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-async def _hello(target: SshTarget, proc: asyncssh.SSHClientProcess[bytes]) -> p.Hello:
+async def _hello(target: SshTarget, proc: asyncssh.SSHClientProcess[bytes],
+                 timeout: float = HELLO_TIMEOUT) -> p.Hello:
     def agent_error(detail: str) -> RemoteAgentError:
         return RemoteAgentError(target.node, target.where, detail)
 
     command = _agent_command(target.agent_command)
     stderr: bytes | str = b""
     try:
-        async with asyncio.timeout(HELLO_TIMEOUT):
+        async with asyncio.timeout(timeout):
             line = await proc.stdout.readline()
             if not line:
                 stderr = (await proc.wait()).stderr or b""
     except TimeoutError:
-        raise agent_error(f"`{command}` said nothing within {HELLO_TIMEOUT:g}s") from None
+        raise agent_error(f"`{command}` said nothing within {timeout:g}s") from None
     if not line:
         err = _last_line(stderr) or f"exit status {proc.exit_status}"
         raise agent_error(f"cannot start `{command}`: {err}; {install_hint()}")
