@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "console": ("reconciler.commands.console", "attach to an instance's serial console"),
     "showcmd": ("reconciler.commands.showcmd", "print the QEMU command line of an instance"),
     "node-info": ("reconciler.commands.node_info", "show node resources and QEMU capabilities"),
+    "disconnect": ("reconciler.commands.disconnect", "close the link keepers that hold remote nodes' SSH "
+                   "connections between runs"),
     "agent": ("reconciler.commands.agent", "serve a remote controller on stdio (started over SSH)"),
 }
 

@@ -22,17 +22,17 @@ from reconciler.model import NodeSpec
 from reconciler.node import HeldLock, LocalNode, Node, OnLockWait, discover_all, merge_states
 
 if TYPE_CHECKING:
-    from reconciler.remote.ssh import HostLink, SshTarget
+    from reconciler.remote.link import HostLink, SshTarget
 
 
 def target_of(spec: NodeSpec) -> SshTarget:
     """The SSH target of a remote node."""
-    from reconciler.remote.ssh import SshTarget
+    from reconciler.remote.link import SshTarget
 
     assert spec.ssh is not None
     s = spec.ssh
     return SshTarget(spec.name, s.host, s.port, s.user, s.identity_file, s.known_hosts_file,
-                     s.connect_timeout, s.agent_command)
+                     s.connect_timeout, s.agent_command, s.persist)
 
 
 def unreachable_of(node: str, err: RemoteHostError) -> UnreachableNode:
@@ -117,7 +117,6 @@ async def open_fleet(specs: Iterable[NodeSpec]) -> Fleet:
     if not remote:
         return fleet
     from reconciler.remote.node import RemoteNode
-    from reconciler.remote.ssh import open_link
 
     by_machine: dict[tuple[object, ...], list[NodeSpec]] = {}
     for s in remote:
@@ -125,7 +124,7 @@ async def open_fleet(specs: Iterable[NodeSpec]) -> Fleet:
         by_machine.setdefault((s.ssh.host, s.ssh.port, s.ssh.user, s.ssh.identity_file,
                                s.ssh.known_hosts_file, s.ssh.agent_command), []).append(s)
     groups = list(by_machine.values())
-    links = await asyncio.gather(*(open_link(target_of(g[0])) for g in groups), return_exceptions=True)
+    links = await asyncio.gather(*(open_remote(target_of(g[0])) for g in groups), return_exceptions=True)
     for group, link in zip(groups, links, strict=True):
         for s in group:
             if isinstance(link, RemoteHostError):
@@ -139,6 +138,27 @@ async def open_fleet(specs: Iterable[NodeSpec]) -> Fleet:
             fleet._links.append(link)
     fleet.nodes = dict(sorted(nodes.items()))
     return fleet
+
+
+async def open_remote(target: SshTarget) -> HostLink:
+    """A link to `target`'s agent: through its live link keeper when persistence is on and one answers
+    (no asyncssh import, no handshake, an agent already started), else a connection of our own -- and
+    then, once that connection worked, a keeper is started in the background for the next runs."""
+    from reconciler import phases
+
+    if target.persist > 0:
+        from reconciler.remote import keeperclient
+
+        with phases.span("link keeper handoff"):
+            kept = await keeperclient.open_kept(target)
+        if kept is not None:
+            return kept
+    with phases.span("import asyncssh"):
+        from reconciler.remote.ssh import open_link
+    link = await open_link(target)
+    if target.persist > 0:
+        keeperclient.spawn(target)
+    return link
 
 
 @contextlib.asynccontextmanager

@@ -245,6 +245,7 @@ class SshSpec:
     known_hosts_file: str | None = None  # None: ~/.ssh/known_hosts
     connect_timeout: float = 10.0  # seconds, for the TCP connection, key exchange and authentication
     agent_command: tuple[str, ...] = ("reconciler", "agent")  # how the host starts its agent
+    persist: float = 60.0  # seconds a link keeper holds the connection after the last run; 0: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ async def look(desired: DesiredState, make: Callable[[ActualState], Plan]) -> tu
     from reconciler.node import ask_again
 
     async with fleet.opened(desired.nodes.values()) as opened:
+        phases.mark("connect")
         actual = await discover_fleet(opened)
         if any(i.qmp_unresponsive for i in actual):
             from reconciler.executor.context import Deadlines

@@ -494,6 +494,10 @@ def _ssh(b: _Builder, raw: Mapping[str, Any] | None, address: str) -> model.SshS
     if "connectTimeout" in raw:
         timeout = b.convert((*at, "connectTimeout"), raw["connectTimeout"], units.parse_duration, timeout)
         b.in_range((*at, "connectTimeout"), timeout, 0.1, 600, "s")
+    persist = 60.0
+    if "persist" in raw:
+        persist = b.convert((*at, "persist"), raw["persist"], units.parse_duration, persist)
+        b.in_range((*at, "persist"), persist, 0, 24 * 3600, "s")
     return model.SshSpec(
         host=raw.get("host", address),
         port=raw.get("port", 22),
@@ -502,4 +506,5 @@ def _ssh(b: _Builder, raw: Mapping[str, Any] | None, address: str) -> model.SshS
         known_hosts_file=raw.get("knownHostsFile"),
         connect_timeout=float(timeout),
         agent_command=tuple(raw.get("agentCommand", ("reconciler", "agent"))),
+        persist=float(persist),
     )

@@ -32,7 +32,7 @@ from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
 from reconciler.provision.images import OwnedImage
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
-from reconciler.remote.ssh import HostLink
+from reconciler.remote.link import HostLink
 
 CALL_TIMEOUT = 10.0  # a state-directory read or write on the host, round trip included
 DISCOVER_TIMEOUT = 30.0

@@ -46,6 +46,7 @@ def test_every_field(tmp_path: Path) -> None:
     knownHostsFile: /etc/reconciler/known_hosts
     connectTimeout: 2500ms
     agentCommand: [/opt/reconciler/bin/reconciler, agent]
+    persist: 5m
 """
     write_tree(tmp_path, {"m/n.yaml": node(ssh=ssh)})
     result = manifest.load([str(tmp_path / "m")])
@@ -53,7 +54,15 @@ def test_every_field(tmp_path: Path) -> None:
     assert result.desired.nodes["node-r"].ssh == model.SshSpec(
         host="h2.example", port=2222, user="ops", identity_file="/etc/reconciler/id_ed25519",
         known_hosts_file="/etc/reconciler/known_hosts", connect_timeout=2.5,
-        agent_command=("/opt/reconciler/bin/reconciler", "agent"))
+        agent_command=("/opt/reconciler/bin/reconciler", "agent"), persist=300.0)
+
+
+def test_persist_defaults_to_60s_and_0_turns_the_keeper_off(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"m/a.yaml": node(), "m/b.yaml": node("node-s", "  ssh: {persist: 0}\n",
+                                                               address="198.18.0.13")})
+    result = manifest.load([str(tmp_path / "m")])
+    assert result.desired is not None, result.problems
+    assert [result.desired.nodes[n].ssh.persist for n in ("node-r", "node-s")] == [60.0, 0.0]  # type: ignore[union-attr]
 
 
 CASES = [
@@ -70,8 +79,14 @@ CASES = [
     pytest.param(node(ssh="  ssh: {connectTimeout: 0s}\n"),
                  ["m/x.yaml:9:9: node node-r: spec.ssh.connectTimeout: 0s is out of range (0.1s to 600s)"],
                  id="timeout_zero"),
+    pytest.param(node(ssh="  ssh: {persist: 25h}\n"),
+                 ["m/x.yaml:9:9: node node-r: spec.ssh.persist: 90000s is out of range (0s to 86400s)"],
+                 id="persist_too_long"),
+    pytest.param(node(ssh="  ssh: {persist: soon}\n"),
+                 ["m/x.yaml:9:9: node node-r: spec.ssh.persist: 'soon' is not a duration like 30s, 2m or 300ms"],
+                 id="persist_not_a_duration"),
     pytest.param(node(ssh="  ssh: {acceptAnyKey: true}\n"),
-                 ["m/x.yaml:9:9: node node-r: spec.ssh.acceptAnyKey: unknown field; expected one of agentCommand, connectTimeout, host, identityFile, knownHostsFile, port, user"],
+                 ["m/x.yaml:9:9: node node-r: spec.ssh.acceptAnyKey: unknown field; expected one of agentCommand, connectTimeout, host, identityFile, knownHostsFile, persist, port, user"],
                  id="no_option_to_accept_any_key"),
     pytest.param(node(ssh="  ssh: {host: 'a b'}\n"),
                  ["m/x.yaml:9:9: node node-r: spec.ssh.host: 'a b' is not valid here: it contains characters that are not allowed"],

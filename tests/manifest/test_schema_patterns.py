@@ -41,6 +41,7 @@ PATTERNS: dict[str, tuple[str, tuple[str | int, ...], str]] = {
     "$defs/nodeSpec/properties/ssh/properties/user": ("Node", ("spec", "ssh", "user"), "ops"),
     "$defs/nodeSpec/properties/ssh/properties/connectTimeout": (
         "Node", ("spec", "ssh", "connectTimeout"), "10s"),
+    "$defs/nodeSpec/properties/ssh/properties/persist": ("Node", ("spec", "ssh", "persist"), "60s"),
     "$defs/nic/properties/bridge": ("Instance", ("spec", "nics", 0, "bridge"), "br0"),
     "$defs/disk/properties/size": ("Instance", ("spec", "disks", 0, "size"), "64M"),
     "$defs/migration/properties/maxBandwidth": ("Instance", ("spec", "migration", "maxBandwidth"), "1G"),

@@ -1,7 +1,9 @@
 """Fixtures for tests that cross a real network to real sshd hosts (see netns_rig.py).
 
 `rig` (module scope) builds three hosts and tears them down after the module, asserting that nothing
-of the rig is left behind: no namespace, link or process.
+of the rig is left behind: no namespace, link or process. The CLI runs of the module keep their link
+keepers (reconciler.remote.keeper) in the rig's own directory (RECONCILER_LINK_DIR): the teardown ends
+them, and a keeper left running would show as a process of the rig.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.remote import keeperclient
 from tests.remote import netns_rig
 
 
@@ -42,8 +45,22 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns_rig.Rig]:
     if os.geteuid() != 0 or shutil.which(netns_rig.SSHD) is None:
         pytest.skip("the remote-host rig needs root and openssh-server (bash .ci/setup installs it)")
     built = netns_rig.Rig.up(3, tmp_path_factory.mktemp("rig"))
+    saved = os.environ.get("RECONCILER_LINK_DIR")
+    os.environ["RECONCILER_LINK_DIR"] = link_dir(built)
     try:
         yield built
     finally:
-        built.down()
+        try:
+            keeperclient.close_all(link_dir(built))
+        finally:
+            if saved is None:
+                os.environ.pop("RECONCILER_LINK_DIR", None)
+            else:
+                os.environ["RECONCILER_LINK_DIR"] = saved
+            built.down()
     assert rig_leftovers(built) == []
+
+
+def link_dir(rig: netns_rig.Rig) -> str:
+    """Where the link keepers of the CLI runs on `rig` live (their command lines name it)."""
+    return os.path.join(rig.dir, "links")

@@ -41,12 +41,15 @@ class Fleet:
         root.mkdir(parents=True, exist_ok=True)
         self.known_hosts = rig.known_hosts_file
         self.agent = AGENT
+        self.persist: str | None = None  # ssh.persist of every node (None: the default, 60s)
 
     def write_nodes(self) -> None:
         docs = []
         for name, host in self.nodes.items():
             ssh = {"host": host.address, "identityFile": self.rig.identity_file,
                    "knownHostsFile": self.known_hosts, "connectTimeout": "3s", "agentCommand": self.agent}
+            if self.persist is not None:
+                ssh["persist"] = self.persist
             docs.append({"apiVersion": "reconciler/v1", "kind": "Node", "metadata": {"name": name},
                          "spec": {"address": host.address, "stateDir": self.state, "accelerator": "tcg",
                                   "ssh": ssh}})
@@ -64,6 +67,16 @@ class Fleet:
         env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
         return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=self.root.parent, env=env,
                               capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
+
+    def wait_keepers(self) -> None:
+        """Until the link keepers the last run spawned listen, so that the next run goes through them."""
+        from reconciler import fleet, manifest
+        from reconciler.remote import keeperclient
+
+        desired = manifest.load([str(self.root)]).desired
+        assert desired is not None
+        for spec in desired.nodes.values():
+            assert keeperclient.wait_started(fleet.target_of(spec), 30.0), spec.name
 
     def on_host(self, node: str, *argv: str) -> str:
         done = subprocess.run(self.rig.exec_argv(self.nodes[node], *argv), capture_output=True, text=True,
@@ -150,6 +163,10 @@ def test_apply_across_three_hosts_then_plan_is_empty_and_status_shows_every_host
 
 def test_a_host_whose_sshd_is_stopped_is_reported_and_the_others_are_reconciled(
         fleet: Fleet, rig: netns_rig.Rig) -> None:
+    # Without link keepers: a keeper's open connection would survive sshd (as an OpenSSH master does),
+    # and this test is about a host that cannot be connected to (test_keeper.py covers keepers' faults).
+    fleet.persist = "0s"
+    fleet.write_nodes()
     _three(fleet)
     assert fleet.cli("apply", "--yes").returncode == 0
     cache_pid = fleet.qemu_pids("node-h3", "cache")
@@ -207,6 +224,8 @@ def test_a_host_key_that_does_not_match_is_refused_as_a_possible_attack(
 
 
 def test_a_host_whose_link_is_down_before_plan_is_unreachable(fleet: Fleet) -> None:
+    fleet.persist = "0s"  # a fresh connection's deadline (a keeper's handoff ping adds 2s before it)
+    fleet.write_nodes()
     h2 = fleet.nodes["node-h2"]
     subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
     try:
@@ -275,6 +294,7 @@ def test_a_host_lost_in_the_middle_of_apply_is_reported_and_the_next_apply_conve
         fleet: Fleet, rig: netns_rig.Rig, fault: str) -> None:
     _three(fleet)
     assert fleet.cli("apply", "--yes").returncode == 0
+    fleet.wait_keepers()  # the apply below goes through them: the heartbeat works end to end
     cache_pid = fleet.qemu_pids("node-h3", "cache")
     fleet.declare("web", "node-h1", memory="160M")
     fleet.declare("db", "node-h2", memory="160M")

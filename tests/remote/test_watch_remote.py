@@ -37,6 +37,9 @@ PUSHED = 10.0  # seconds: an exit pushed by the host is seen long before the 30 
 def hosts(rig: netns_rig.Rig, guest: Guest, tmp_path: Path,
           request: pytest.FixtureRequest) -> Iterator[Hosts]:
     made = Hosts(rig, guest, tmp_path / "manifests", "w-" + request.node.name[:30])
+    # The daemon keeps its own links; the CLI runs here (`qmp`) keep none, so that the agents on the
+    # hosts are the daemon's alone (`agents_left`: a link keeper would hold a spare agent there).
+    made.persist = "0s"
     made.write_nodes()
     try:
         yield made

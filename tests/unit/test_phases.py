@@ -49,8 +49,8 @@ def test_phases_on_stderr(tmp_path: Path) -> None:
     rows = [line.split("\t") for line in done.stderr.splitlines()]
     assert all(len(r) == 3 and r[0] == "phase" and float(r[2]) >= 0 for r in rows), done.stderr
     names = [r[1] for r in rows]
-    assert names[:7] == ["interpreter start", "cli imports", "command imports, arguments", "manifest load",
-                         "discovery", "plan", "git"]
+    assert names[:8] == ["interpreter start", "cli imports", "command imports, arguments", "manifest load",
+                         "connect", "discovery", "plan", "git"]
     assert names[-1] == "total" and "render" in names
 
 
