@@ -21,9 +21,22 @@ def _ready() -> None:
     os.close(1)
 
 
+def _plain_shell_rc(state_root: str) -> None:
+    """sshd runs every command through root's shell, and bash reads ~/.bashrc for it: this machine's
+    (pyenv's init, a rehash that waits on a lock) is the controller's, shared by the hosts through the
+    one file system. A host of its own would have its own; here an empty one is mounted over it, inside
+    this host's private mount namespace only."""
+    rc = os.path.expanduser("~/.bashrc")
+    if os.path.isfile(rc):
+        empty = os.path.join(state_root, ".rig-bashrc")
+        open(empty, "w").close()
+        subprocess.run(["mount", "--bind", empty, rc], check=True)
+
+
 def main() -> None:
     state_root, logfile, *sshd = sys.argv[1:]
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "rig-state", state_root], check=True)
+    _plain_shell_rc(state_root)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # the kernel then kills the whole host
     signal.signal(signal.SIGCHLD, lambda *_: None)  # so that pause() wakes for a reparented orphan
     proc = subprocess.Popen(sshd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
