@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.devplug import PluggedDisk, PluggedNic
 from reconciler.model import InstanceSpec
 
 MIB = 1024 * 1024
@@ -61,6 +62,8 @@ class Plugged:
 
     dimms: tuple[Dimm, ...] = ()
     cpus: tuple[Cpu, ...] = ()
+    disks: tuple[PluggedDisk, ...] = ()  # reconciler.devplug: disks and NICs added live, with their slots
+    nics: tuple[PluggedNic, ...] = ()
 
     @property
     def dimm_mib(self) -> int:

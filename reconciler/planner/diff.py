@@ -41,9 +41,11 @@ def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
         yield path, old, new
 
 
-def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
+def diff_specs(old: InstanceSpec, new: InstanceSpec,
+               boot: InstanceSpec | None = None) -> tuple[FieldChange, ...]:
     """Every difference except `node`, in model field order; restart-forcing ones are flagged, and so are
-    the ones the running QEMU (started as `old`) can take live (policy.change_class)."""
+    the ones the running QEMU (with `old`, started as `boot`, None: as `old`) can take live
+    (policy.change_class)."""
     if old == new:
         return ()
     changes: list[FieldChange] = []
@@ -51,7 +53,7 @@ def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
         o_value, n_value = getattr(old, name), getattr(new, name)
         if o_value == n_value:
             continue
-        cls = change_class(name, old, new)
+        cls = change_class(name, old, new, boot)
         restart, live = cls is FieldPolicy.RESTART, cls is FieldPolicy.LIVE
         if name == "cloud_init":  # user-data may hold secrets: the plan shows the seed's digest only
             changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))

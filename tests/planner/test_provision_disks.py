@@ -318,7 +318,7 @@ def test_only_a_grown_size_is_an_in_place_update() -> None:
     assert record_spec(old, grown, "node-a").disks == grown.disks
     assert grown_disks(old.disks, grown.disks) == ((0, grown.disks[0]),)
     for forcing in (replace(old, disks=(replace(BLANK, size=32 * MiB), KEPT)),  # a shrink
-                    replace(old, disks=(replace(BLANK, size=96 * MiB), replace(KEPT, cache=model.CacheMode.UNSAFE))),
+                    replace(old, disks=(replace(BLANK, size=96 * MiB), replace(KEPT, cache=model.CacheMode.WRITETHROUGH))),
                     replace(old, disks=(replace(BLANK, size=96 * MiB, bus=model.DiskBus.SCSI), KEPT))):
         assert any(c.forces_restart for c in diff_specs(old, forcing))
         assert record_spec(old, forcing, "node-a").disks == old.disks
