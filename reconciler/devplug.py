@@ -210,13 +210,12 @@ def attached_nodes(query_block: Any) -> set[str]:
 
 def our_netdevs(info_network: str) -> set[str]:
     """Netdevs of NICs added live (`nh…-net`), from HMP `info network` (QEMU 7.2 has no QMP query for
-    netdevs): its top-level lines are `<id>: index=...`; NICs are indented under their netdev."""
+    netdevs). Each client is a line `<id>: index=...`: a NIC's peer netdev indented under it as
+    ` \\ <id>: ...`, a netdev without a NIC at the top level; NIC ids (`nh…`) lack the `-net`."""
     out = set()
     for line in info_network.splitlines():
-        head = line.split(":", 1)[0]
-        if head == line or head != head.strip():
-            continue
-        if head.startswith("nh") and head.endswith("-net"):
+        head = line.strip().removeprefix("\\").strip().split(":", 1)[0]
+        if head.startswith("nh") and head.endswith("-net") and " " not in head:
             out.add(head)
     return out
 
