@@ -18,7 +18,7 @@ Rules (facts of QEMU 7.2, probed with its QMP; the e2e tests in tests/e2e/test_l
   ("Read-only block node ... cannot support read-write users") and the guest's read-only flag is fixed
   when the device is realized. `cache` changes are live (blockdev-reopen of both nodes) when the device's
   write-cache stays (none/writeback/unsafe among themselves, writethrough/directsync): that flag is the
-  device's, fixed at its realize.
+  device's, fixed at its realize. Not for an overlay on a baseImage (the reopen would name its chain).
 - Identity: a disk is its path, a NIC its MAC. Any other change to an entry is a restart.
 Pure: no I/O.
 """
@@ -104,8 +104,9 @@ def _same_but_size(o: Disk, n: Disk) -> bool:
 
 
 def cache_live(o: Disk, n: Disk) -> bool:
-    """Only the cache mode differs, and not in the device's write-cache flag."""
-    return (o.cache != n.cache and CACHE_FLAGS[o.cache][2] == CACHE_FLAGS[n.cache][2]
+    """Only the cache mode differs, and not in the device's write-cache flag (and the disk has no backing
+    image: a reopen would have to name the whole chain)."""
+    return (o.cache != n.cache and o.base_image is None and CACHE_FLAGS[o.cache][2] == CACHE_FLAGS[n.cache][2]
             and _same_but_size(replace(o, cache=n.cache), n))
 
 

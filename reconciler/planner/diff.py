@@ -25,10 +25,18 @@ def _is_record(value: Any) -> bool:
     return is_dataclass(value) and not isinstance(value, type)
 
 
+# Lists whose entries have an identity: when an entry is added or removed, the others are matched by it
+# (a disk by its path, a NIC by its MAC), so the plan shows `disks[1]: null -> {...}` and not the lists.
+_KEYS = {"disks": "path", "nics": "mac"}
+
+
 def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
     if old == new:
         return
-    if _is_record(old) and _is_record(new) and type(old) is type(new):
+    key = _KEYS.get(path)
+    if key is not None and isinstance(old, tuple) and isinstance(new, tuple) and len(old) != len(new):
+        yield from _walk_keyed(path, key, old, new)
+    elif _is_record(old) and _is_record(new) and type(old) is type(new):
         for f in fields(old):
             yield from _walk(f"{path}.{f.name}", getattr(old, f.name), getattr(new, f.name))
     elif (
@@ -39,6 +47,22 @@ def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
             yield from _walk(f"{path}[{i}]", o, n)
     else:
         yield path, old, new
+
+
+def _walk_keyed(path: str, key: str, old: tuple[Any, ...],
+                new: tuple[Any, ...]) -> Iterator[tuple[str, Any, Any]]:
+    """Removed entries at their old index (new: null), then kept and added ones at their new index."""
+    was = {getattr(o, key): o for o in old}
+    now = {getattr(n, key) for n in new}
+    for i, o in enumerate(old):
+        if getattr(o, key) not in now:
+            yield f"{path}[{i}]", o, None
+    for i, n in enumerate(new):
+        o = was.get(getattr(n, key))
+        if o is None:
+            yield f"{path}[{i}]", None, n
+        else:
+            yield from _walk(f"{path}[{i}]", o, n)
 
 
 def diff_specs(old: InstanceSpec, new: InstanceSpec,

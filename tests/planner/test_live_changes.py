@@ -124,7 +124,7 @@ def test_text_shows_update_in_place_with_each_live_field() -> None:
         "Reconciler will perform the following actions:\n"
         "\n"
         "  ~ web on a (update in place)\n"
-        "      # changed in the running QEMU (balloon, memory or CPU hotplug); no restart needed\n"
+        "      # changed in the running QEMU (hotplug, balloon); no restart needed\n"
         "      memory_mib: 512 -> 1024  # live\n"
         "      vcpus: 1 -> 2  # live\n"
         "\n"

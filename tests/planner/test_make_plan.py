@@ -394,9 +394,9 @@ def test_relocate_lists_node_first() -> None:
     assert [c.path for c in plan.actions[0].changes] == ["node", "vcpus"]
 
 
-def test_disk_count_change_is_whole_field() -> None:
+def test_disk_count_change_names_the_entry_removed() -> None:
     plan = make_plan(desired(changed(DISKED, disks=DISKED.disks[:1])), actual(rec(DISKED, "a")))
-    assert [c.path for c in plan.actions[0].changes] == ["disks"]
+    assert [(c.path, c.new, c.forces_restart) for c in plan.actions[0].changes] == [("disks[1]", "null", True)]
 
 
 def test_protected_is_restarted_but_error_names_halted_stop() -> None:
