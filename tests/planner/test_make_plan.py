@@ -396,7 +396,8 @@ def test_relocate_lists_node_first() -> None:
 
 def test_disk_count_change_names_the_entry_removed() -> None:
     plan = make_plan(desired(changed(DISKED, disks=DISKED.disks[:1])), actual(rec(DISKED, "a")))
-    assert [(c.path, c.new, c.forces_restart) for c in plan.actions[0].changes] == [("disks[1]", "null", True)]
+    got = [(c.path, c.new, c.forces_restart) for c in plan.actions[0].changes]
+    assert got == [("disks[1]", "null", True)]  # a boot-time disk: a restart
 
 
 def test_protected_is_restarted_but_error_names_halted_stop() -> None:
