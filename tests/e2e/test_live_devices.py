@@ -118,6 +118,15 @@ def test_a_disk_added_written_by_the_guest_then_removed(world: World, tmp_path: 
     assert rec.plugged.disks == () and rec.spec.disks == ()
     assert "No changes" in world.apply().out
 
+    # A disk whose file is not there (and that the reconciler does not create): QEMU would refuse its
+    # blockdev-add, so the plan refuses it, at its field, and apply touches nothing.
+    declare(world, "web1", disks=[{"path": str(tmp_path / "missing.img")}])
+    refused = world.cli("plan")
+    assert refused.code == 1 and "spec.disks[0].path" in refused.text and "missing.img" in refused.text, \
+        refused.text
+    assert world.apply().code == 1 and world.qemu_pids("web1") == [pid]
+    assert record_of(world, "node-a", "web1").spec.disks == ()
+
 
 def test_a_nic_added_and_removed_in_the_same_process(world: World) -> None:
     declare(world, "web1", nics=[MAC0])
