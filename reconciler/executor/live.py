@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import hotplug
+from reconciler import devplug, hotplug
 from reconciler.errors import QmpError, SecretFileError
 from reconciler.executor import liveplug
 from reconciler.executor.context import Context
@@ -81,22 +81,26 @@ async def _change(ctx: Context, node: Node, rec: AppliedRecord,
         session = await node.qmp(rec.name, ctx.deadlines.qmp)
     except QmpError as err:
         raise ActionFailed(f"QMP: {err}") from None
+    boot = rec.launched_spec
+    sizes = boot.max_memory_mib is not None or boot.max_vcpus is not None  # else nothing to change there
+    pci = devplug.hotplug_machine(boot.machine)  # else no disk or NIC was or can be plugged live
     try:
-        steps, _ = await liveplug.converge(ctx, node, session, rec, spec)
+        steps = (await liveplug.converge(ctx, node, session, rec, spec))[0] if pci else []
         steps += await _grow(ctx, session, rec, spec)
         steps += await _vnc_password(ctx, node, session, rec.spec, spec)
-        steps += await _converge(ctx, session, spec)
-        seen = await _read(ctx, session)
-        devices = await liveplug.read(ctx, session)
+        if sizes:
+            steps += await _converge(ctx, session, spec)
+        seen = await _read(ctx, session) if sizes else None
+        devices = await liveplug.read(ctx, session) if pci else None
     except QmpError as err:
         raise ActionFailed(f"QMP: {err}") from None
     finally:
         await close_quietly(session)
-    disks, nics, devices_problem = liveplug.plugged_now(rec, spec, devices)
-    problem = "; ".join(p for p in (devices_problem, _mismatch(seen, spec)) if p)
+    disks, nics, devices_problem = liveplug.plugged_now(rec, spec, devices) if devices else ((), (), "")
+    problem = "; ".join(p for p in (devices_problem, _mismatch(seen, spec) if seen else "") if p)
     if problem:
         raise ActionFailed(f"QEMU does not show the change: {problem}")
-    return steps, replace(seen.plugged, disks=disks, nics=nics)
+    return steps, replace(seen.plugged if seen else rec.plugged, disks=disks, nics=nics)
 
 
 async def _grow(ctx: Context, s: QmpSession, rec: AppliedRecord, spec: InstanceSpec) -> list[str]:
