@@ -12,7 +12,8 @@ Steps, each skipped when QEMU already shows it done (so a run killed halfway is 
 3. Memory above what is plugged: `object-add` a memory-backend-ram and `device_add` a pc-dimm on it.
 4. The balloon to the spec's memory (`balloon`), confirmed by BALLOON_CHANGE events until QEMU's
    `actual` is the target, within Deadlines.balloon (the guest's driver moves it page by page).
-5. vCPUs below the spec: `device_add` the free CPU slots, lowest first.
+5. vCPUs below the spec: `device_add` the free CPU slots, lowest first; above it: `device_del` of the
+   hotplugged ones, highest first, each awaited (DEVICE_DELETED) within Deadlines.unplug.
 6. Read back again and compare with the spec: memory plugged, balloon, vCPUs. A mismatch fails the action
    with what QEMU says; the record is left as it was, so the next plan shows the change again.
 7. The record: `spec` the new one, `boot_spec` what argv was built from, `plugged` what QEMU reported
@@ -157,6 +158,13 @@ async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str
             raise ActionFailed(f"QEMU has {len(free)} free CPU slots, {missing} needed")
         for cpu in free[:missing]:
             await s.execute("device_add", {"driver": cpu.driver, "id": cpu.id, **dict(cpu.props)}, timeout=q)
+        steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
+    elif spec.vcpus < seen.vcpus:  # the hotplugged ones, highest first; the guest releases them
+        extra = seen.vcpus - spec.vcpus
+        plugged = sorted(seen.plugged.cpus, key=lambda c: c.props, reverse=True)
+        if len(plugged) < extra:
+            raise ActionFailed(f"only the {len(plugged)} hotplugged vCPUs can be unplugged, {extra} asked")
+        await liveplug.unplug(ctx, s, [c.id for c in plugged[:extra]])
         steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
     return steps
 

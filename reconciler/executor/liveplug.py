@@ -89,7 +89,7 @@ async def converge(ctx: Context, node: Node, s: QmpSession, rec: AppliedRecord,
     wanted = set(disks) | set(nics)
     gone = sorted(d for d in seen.slots if d.startswith(("hd", "nh")) and d not in wanted)
     if gone:
-        await _unplug(ctx, s, gone)
+        await unplug(ctx, s, gone)
         for dev in gone:
             if dev.startswith("hd"):
                 await s.execute("blockdev-del", {"node-name": f"{dev}-format"}, timeout=q)
@@ -200,8 +200,9 @@ async def _add_nic(ctx: Context, node: Node, s: QmpSession, instance: str, dev: 
     await s.execute("device_add", device, timeout=q)
 
 
-async def _unplug(ctx: Context, s: QmpSession, devices: list[str]) -> None:
-    """device_del each (one already being unplugged is fine), then await every DEVICE_DELETED."""
+async def unplug(ctx: Context, s: QmpSession, devices: list[str]) -> None:
+    """device_del each (one already being unplugged is fine), then await every DEVICE_DELETED (the
+    device's own; its children's come without `device`). Disks, NICs, CPUs: all have ids of ours."""
     waiting = set(devices)
     for dev in devices:
         try:
@@ -216,7 +217,9 @@ async def _unplug(ctx: Context, s: QmpSession, devices: list[str]) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             # The event may have come before this session connected (a killed run's device_del).
-            left = waiting & set(devplug.pci_slots(await s.execute("query-pci", timeout=ctx.deadlines.qmp)))
+            listed = await s.execute("qom-list", {"path": "/machine/peripheral"}, timeout=ctx.deadlines.qmp)
+            left = waiting & {p.get("name") for p in listed if isinstance(p, dict)} \
+                if isinstance(listed, list) else waiting
             if left:
                 raise UnplugTimeout(f"the guest did not release {', '.join(sorted(left))} within "
                                     f"{ctx.deadlines.unplug:g}s")

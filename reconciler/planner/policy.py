@@ -70,7 +70,7 @@ def live_ok(field_name: str, running: InstanceSpec, desired: InstanceSpec,
     if field_name == "memory_mib":
         return hotplug.live_memory_ok(running, desired.memory_mib)
     if field_name == "vcpus":
-        return hotplug.live_vcpus_ok(running, running.vcpus, desired.vcpus)
+        return hotplug.live_vcpus_ok(running, launched.vcpus, desired.vcpus)
     if field_name == "disks":  # sizes that only grew stay the in-place resize below (grown_only)
         disks = devplug.disk_change(launched, running.disks, desired.disks)
         return disks is not None and not disks.empty
