@@ -24,6 +24,7 @@ from conftest import TICK_PREFIX, Guest, GuestReport, SerialConsole, SerialLog, 
 from executor.kit import BOOT_TIMEOUT, World, make_world, record_of
 
 from reconciler import devplug, qmp
+from reconciler.argv import tap_ifname
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -156,6 +157,34 @@ def test_a_nic_added_and_removed_in_the_same_process(world: World) -> None:
     declare(world, "web1", nics=[MAC1])
     plan = world.cli("plan")
     assert "-/+ web1" in plan.out and "forces restart" in plan.out, plan.text
+
+
+def test_a_tap_nic_added_live_runs_the_same_ifup_hook_as_at_boot(world: World, tmp_path: Path) -> None:
+    """A bridge-mode NIC with its own `hook` (so no Linux bridge is needed): QEMU creates the tap at
+    netdev_add and runs ifup.py, which finds the hook file the update wrote and execs the hook with the
+    seed's environment. The tap (down, in no bridge: no traffic) goes with its netdev."""
+    marker = tmp_path / "hook.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$1 $INTERFACE $MAC $INSTANCE" >> {marker}\n')
+    hook.chmod(0o755)
+    declare(world, "web1", nics=[MAC0])
+    assert world.apply().code == 0
+    log, _ = booted(world, "web1")
+    (pid,) = world.qemu_pids("web1")
+    tap = {"mode": "bridge", "mac": MAC1, "bridge": "rcnobr0", "hook": str(hook)}  # the hook plugs it
+    world.instance("web1", "node-a", disks=[], nics=[{"mode": "user", "mac": MAC0}, tap])
+    added = world.apply()
+    assert added.code == 0 and f"NIC {MAC1} at slot" in added.out, added.text
+    wait_for_report(log, lambda r: MAC1 in r.nics.values(), REPORT_TIMEOUT)
+    ifname = tap_ifname(world.node("node-a"), "web1", 1)  # index 1: the boot NIC has 0
+    assert marker.read_text() == f"{ifname} {ifname} {MAC1} web1\n"
+    assert Path(f"/sys/class/net/{ifname}").exists() and world.qemu_pids("web1") == [pid]
+    assert [p.index for p in record_of(world, "node-a", "web1").plugged.nics] == [1]
+
+    declare(world, "web1", nics=[MAC0])
+    assert world.apply().code == 0
+    wait_for_report(log, lambda r: sorted(r.nics.values()) == [MAC0], REPORT_TIMEOUT)
+    assert not Path(f"/sys/class/net/{ifname}").exists() and world.qemu_pids("web1") == [pid]
 
 
 def test_a_live_migration_after_disk_and_nic_hotplugs(world: World, tmp_path: Path) -> None:
