@@ -129,6 +129,46 @@ def test_a_disk_added_written_by_the_guest_then_removed(world: World, tmp_path: 
     assert record_of(world, "node-a", "web1").spec.disks == ()
 
 
+def test_a_disks_cache_changed_live_by_blockdev_reopen(world: World, tmp_path: Path) -> None:
+    """none -> writeback -> unsafe (the device's write-cache stays on): both nodes reopened with the new
+    flags, same process, the disk still written through; writethrough (write-cache off) is a restart."""
+    data = image(tmp_path, "data.img", 4 * MIB)
+    declare(world, "web1", disks=[{"path": data, "cache": "none"}])
+    assert world.apply().code == 0
+    booted(world, "web1")
+    (pid,) = world.qemu_pids("web1")
+
+    def cache(node: str) -> dict[str, bool]:
+        async def read() -> dict[str, bool]:
+            s = await qmp.connect(world.paths("node-a", "web1").qmp, 5.0)
+            try:
+                nodes = await s.execute("query-named-block-nodes", {"flat": True})
+                return next(n["cache"] for n in nodes if n["node-name"] == node)
+            finally:
+                await s.close()
+        return asyncio.run(read())
+
+    assert cache("disk0-file") == {"writeback": True, "direct": True, "no-flush": False}
+    for mode, direct, no_flush in (("writeback", False, False), ("unsafe", False, True)):
+        declare(world, "web1", disks=[{"path": data, "cache": mode}])
+        plan = world.cli("plan")
+        assert f'disks[0].cache: "none" -> "{mode}"' in plan.out or "# live" in plan.out, plan.text
+        done = world.apply()
+        assert done.code == 0 and f"{data} cache {mode}" in done.out, done.text
+        for node in ("disk0-file", "disk0-format"):
+            assert cache(node) == {"writeback": True, "direct": direct, "no-flush": no_flush}, node
+        assert world.qemu_pids("web1") == [pid] and "No changes" in world.apply().out
+    with console(world, "node-a", "web1") as con:
+        con.send("write vda REOPENED\n")
+        con.wait_for("reconciler-guest: wrote vda REOPENED", REPORT_TIMEOUT)
+    assert Path(data).read_bytes().startswith(b"REOPENED\n")
+
+    declare(world, "web1", disks=[{"path": data, "cache": "writethrough"}])
+    plan = world.cli("plan")
+    assert "-/+ web1" in plan.out and 'disks[0].cache: "unsafe" -> "writethrough"  # forces restart' in \
+        plan.out, plan.text
+
+
 def test_a_nic_added_and_removed_in_the_same_process(world: World) -> None:
     declare(world, "web1", nics=[MAC0])
     assert world.apply().code == 0
