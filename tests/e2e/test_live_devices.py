@@ -298,6 +298,87 @@ def test_sigkill_of_apply_mid_disk_hotplug_then_apply_converges(world: World, tm
     assert "No changes" in world.apply().out
 
 
+def test_a_disk_the_guest_holds_is_reported_then_restarted_only_if_allowed(world: World,
+                                                                         tmp_path: Path) -> None:
+    """The guest is paused (QMP stop) right before the apply's device_del, so it cannot release the disk:
+    under updatePolicy Pending the apply reports it after the deadline and changes nothing else; once the
+    guest runs again it releases the disk and the next apply converges. Under Immediate, the same hold
+    restarts the instance with the new spec."""
+    data = image(tmp_path, "data.img", 4 * MIB)
+    declare(world, "web1", updatePolicy="Pending")
+    assert world.apply().code == 0
+    log, _ = booted(world, "web1")
+    (pid,) = world.qemu_pids("web1")
+    declare(world, "web1", disks=[{"path": data}], updatePolicy="Pending")
+    assert world.apply().code == 0
+    wait_for_report(log, lambda r: "vda" in r.blk, REPORT_TIMEOUT)
+
+    declare(world, "web1", disks=[], updatePolicy="Pending")
+    held = _apply_pausing_the_guest_before("device_del", world)
+    disk_id = devplug.disk_id(data)
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert f"the guest did not release {disk_id} within 15s; updatePolicy Pending: left for the next " \
+           "restart" in held.stdout, held.stdout + held.stderr
+    assert world.qemu_pids("web1") == [pid] and record_of(world, "node-a", "web1").spec.disks[0].path == data
+    _qmp(world, "cont")  # the guest runs again and releases the disk it was asked for
+    wait_for_report(log, lambda r: r.blk == {}, REPORT_TIMEOUT)
+    again = world.apply()  # the eject may still be under way (then awaited) or done (its node left)
+    assert again.code == 0 and (f"unused node {disk_id}-format removed" in again.out
+                                or f"removed {data}" in again.out), again.text
+    assert world.qemu_pids("web1") == [pid] and record_of(world, "node-a", "web1").spec.disks == ()
+    view = qemu_view(world, "node-a", "web1")
+    assert disk_id not in view["slots"] and not any(n.startswith("hd") for n in view["nodes"]), view
+
+    declare(world, "web1", disks=[{"path": data}])  # Immediate (the default) from here
+    assert world.apply().code == 0
+    wait_for_report(log, lambda r: "vda" in r.blk, REPORT_TIMEOUT)
+    declare(world, "web1", disks=[])
+    restarted = _apply_pausing_the_guest_before("device_del", world)
+    assert restarted.returncode == 0, restarted.stdout
+    assert "restarting (updatePolicy Immediate)" in restarted.stdout, restarted.stdout
+    (new_pid,) = world.qemu_pids("web1")
+    assert new_pid != pid
+    rec = record_of(world, "node-a", "web1")
+    assert rec.spec.disks == () and rec.boot_spec is None and rec.plugged.disks == ()
+    assert "No changes" in world.apply().out
+
+
+def _qmp(world: World, command: str) -> None:
+    async def run() -> None:
+        s = await qmp.connect(world.paths("node-a", "web1").qmp, 5.0)
+        try:
+            await s.execute(command)
+        finally:
+            await s.close()
+    asyncio.run(run())
+
+
+def _apply_pausing_the_guest_before(command: str, world: World) -> subprocess.CompletedProcess[str]:
+    """`apply` as a child that sends QMP `stop` (pausing the guest) right before its first `command`."""
+    env = dict(os.environ, RECONCILER_TEST_PAUSE_BEFORE=command)
+    return subprocess.run([sys.executable, "-c", _PAUSER, "apply", "--yes", str(world.manifests)], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180, check=False)
+
+
+_PAUSER = """
+import os, sys
+from reconciler import qmp
+want = os.environ["RECONCILER_TEST_PAUSE_BEFORE"]
+real = qmp.QemuQmpSession.execute
+paused = []
+async def execute(self, command, arguments=None, timeout=5.0):
+    if command == want and not paused:
+        paused.append(await real(self, "stop", None, timeout))
+        print("paused:", await real(self, "query-status", None, timeout), file=sys.stderr)
+    return await real(self, command, arguments, timeout)
+qmp.QemuQmpSession.execute = execute
+from reconciler.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+sys.exit(code)
+"""
+
+
 def _apply_killed_after(world: World, command: str) -> subprocess.Popen[bytes]:
     """`apply` as a child whose QMP `command` (and nothing after it) reaches QEMU: the child runs with a
     hook (RECONCILER_TEST_STOP_AFTER) that makes it print a line and hang after that command; it is then
