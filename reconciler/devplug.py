@@ -221,7 +221,17 @@ def our_netdevs(info_network: str) -> set[str]:
     return out
 
 
-def tap_index(boot: InstanceSpec, plugged: tuple[PluggedNic, ...]) -> int:
-    """A tap index not used by the boot NICs (0..n-1) nor by another NIC added live."""
-    taken = set(range(len(boot.nics))) | {p.index for p in plugged}
-    return next(i for i in range(len(taken) + 1) if i not in taken)
+def tap_indexes(boot: InstanceSpec, plugged: tuple[PluggedNic, ...], wanted: list[str]) -> dict[str, int]:
+    """The tap index of each NIC device `wanted` live (ids, in spec order): its recorded one, else the
+    lowest not used by the boot NICs (0..n-1), by a recorded NIC, or by one before it in `wanted`."""
+    known = {p.id: p.index for p in plugged}
+    taken = set(range(len(boot.nics))) | set(known.values())
+    out = {}
+    for dev in wanted:
+        if dev in known:
+            out[dev] = known[dev]
+            continue
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
+        taken.add(index)
+        out[dev] = index
+    return out

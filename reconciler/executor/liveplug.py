@@ -112,7 +112,7 @@ async def converge(ctx: Context, node: Node, s: QmpSession, rec: AppliedRecord,
                 await _add_disk(ctx, s, dev, disks[dev], slot)
                 steps.append(f"disk {disks[dev].path} at slot {slot}")
             else:
-                index = tap_index(rec, spec, dev)
+                index = tap_indexes(rec, nics)[dev]
                 await _add_nic(ctx, node, s, spec.name, dev, nics[dev], slot, index)
                 steps.append(f"NIC {nics[dev].mac} at slot {slot}")
     return steps, change
@@ -137,15 +137,15 @@ def plugged_now(rec: AppliedRecord, spec: InstanceSpec, seen: Seen) -> tuple[
     problems += [f"device {d} still plugged" for d in stray]
     pdisks = tuple(sorted((devplug.PluggedDisk(i, seen.slots[i], d) for i, d in disks.items()
                            if i in seen.slots), key=lambda p: p.slot))
-    pnics = tuple(sorted((devplug.PluggedNic(i, seen.slots[i], tap_index(rec, spec, i), n)
+    indexes = tap_indexes(rec, nics)
+    pnics = tuple(sorted((devplug.PluggedNic(i, seen.slots[i], indexes[i], n)
                           for i, n in nics.items() if i in seen.slots), key=lambda p: p.slot))
     return pdisks, pnics, "; ".join(problems)
 
 
-def tap_index(rec: AppliedRecord, spec: InstanceSpec, dev: str) -> int:
-    """The tap index of a NIC added live: the recorded one, else one no other tap of the QEMU uses."""
-    known = next((p.index for p in rec.plugged.nics if p.id == dev), None)
-    return known if known is not None else devplug.tap_index(rec.launched_spec, rec.plugged.nics)
+def tap_indexes(rec: AppliedRecord, nics: dict[str, Nic]) -> dict[str, int]:
+    """The tap index of each NIC added live (devplug.tap_indexes): the same in every run for a spec."""
+    return devplug.tap_indexes(rec.launched_spec, rec.plugged.nics, list(nics))
 
 
 def reopen_options(boot: InstanceSpec, disk: Disk) -> list[dict[str, Any]]:

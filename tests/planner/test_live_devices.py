@@ -209,3 +209,10 @@ def test_free_slot_and_our_devices_from_qemus_answers() -> None:
     assert devplug.our_netdevs(network) == {"nh525400000002-net", "nh525400000003-net"}
     assert devplug.disk_id("/d/data.img") == "hd8e30636b51fc"  # "hd" + 12 hex of the path's sha256
     assert devplug.nic_id("52:54:00:AA:00:01") == "nh525400aa0001"
+
+
+def test_tap_indexes_of_nics_added_live() -> None:
+    boot = changed(BASE, nics=(N0,))  # its tap (if any) is index 0
+    known = (devplug.PluggedNic("nhb", 3, 2, N1),)
+    assert devplug.tap_indexes(boot, known, ["nha", "nhb", "nhc"]) == {"nha": 1, "nhb": 2, "nhc": 3}
+    assert devplug.tap_indexes(boot, (), ["nha", "nhc"]) == {"nha": 1, "nhc": 2}
