@@ -111,6 +111,9 @@ class ActualInstance:
     # UNKNOWN only: the process is proved ours (pid alive, start time and argv as recorded) and its QMP
     # did not answer. Such a process can still be stopped by signal; an unreadable record cannot.
     qmp_unresponsive: bool = False
+    # The spec its QEMU was started with, when live changes made it differ from `spec` (the record's
+    # boot_spec): what may be removed live, and what a restart would change.
+    boot_spec: InstanceSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

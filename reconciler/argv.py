@@ -40,7 +40,8 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
   directory (QEMU serves it; made 0600 after the launch).
 - Live changes (reconciler.hotplug): `maxMemory` adds a virtio-balloon device (id balloon0), and above
   `memory` also `-m SIZE,slots=8,maxmem=MAX`; `maxVcpus` above `vcpus` is `-smp N,maxcpus=MAX`. A
-  migration target gets the DIMMs and CPUs hotplugged into its source as boot devices (same ids).
+  migration target gets the DIMMs and CPUs hotplugged into its source as boot devices (same ids), and
+  the disks and NICs added live (reconciler.devplug) at their slots (`addr=`), after extra_args.
 - `extra_args`, the escape hatch, comes last, verbatim.
 """
 
@@ -50,7 +51,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from reconciler import hotplug
+from reconciler import devplug, hotplug
 from reconciler import qemuopts as q
 from reconciler.errors import ArgvError
 from reconciler.firmware import ovmf_of
@@ -65,7 +66,6 @@ from reconciler.layout import (
 )
 from reconciler.model import (
     Accelerator,
-    CacheMode,
     Disk,
     DiskBus,
     InstanceSpec,
@@ -80,16 +80,10 @@ DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "if
 SERIAL_BAUD = 115200
 VNC_TLS_ID = "vnc-tls0"
 
-_NIC_DEVICE = {NicModel.VIRTIO: "virtio-net-pci", NicModel.E1000: "e1000", NicModel.RTL8139: "rtl8139"}
+NIC_DEVICE = {NicModel.VIRTIO: "virtio-net-pci", NicModel.E1000: "e1000", NicModel.RTL8139: "rtl8139"}
 _DISK_DEVICE = {DiskBus.VIRTIO: "virtio-blk-pci", DiskBus.SCSI: "scsi-hd", DiskBus.IDE: "ide-hd"}
 # cache mode -> (cache.direct, cache.no-flush, device write-cache), as QEMU's -drive cache= maps them
-_CACHE = {
-    CacheMode.NONE: (True, False, True),
-    CacheMode.WRITEBACK: (False, False, True),
-    CacheMode.WRITETHROUGH: (False, False, False),
-    CacheMode.DIRECTSYNC: (True, False, False),
-    CacheMode.UNSAFE: (False, True, True),
-}
+_CACHE = devplug.CACHE_FLAGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +182,12 @@ def _build(spec: InstanceSpec, node: NodeSpec, incoming: IncomingSpec | None, da
         if "\0" in arg:
             raise q.BadValue(f"extra_args[{i}]", "contains a NUL character")
     argv += spec.extra_args
-    env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if nic_files else ()
+    live_argv, live_files = _live_pci(spec, node, paths, plugged, q.path("ifup", ifup_path))
+    argv += live_argv
+    nic_files += live_files
+    # Also without taps at boot on a machine that hotplugs: a tap added live runs the hook with QEMU's env.
+    hook_env = nic_files or devplug.hotplug_machine(spec.machine)
+    env = ((ifup.ENV_INSTANCE_DIR, paths.dir),) if hook_env else ()
     seed = seed_spec(spec.cloud_init) if spec.cloud_init is not None else None
     return Launch(argv=tuple(argv), paths=paths, env=env, nic_files=nic_files, seed=seed,
                   nvram_template=ovmf.vars_template if ovmf is not None else None)
@@ -261,6 +260,35 @@ def _live_devices(spec: InstanceSpec, plugged: hotplug.Plugged) -> list[str]:
     return out
 
 
+_NIC_FIELD = "nics"
+
+
+def _live_pci(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths, plugged: hotplug.Plugged,
+              ifup_path: str) -> tuple[list[str], tuple[NicFile, ...]]:
+    """Disks and NICs added live to the QEMU this one replaces (a migration target), at their slots
+    (`addr=`), with their live names. Last, after extra_args: the slots were free in the source after all
+    of its boot devices, so no device given here takes the slot an auto-placed one had there."""
+    out: list[str] = []
+    files: list[NicFile] = []
+    for p in plugged.disks:
+        out += _blockdev(p.id, p.disk, f"disks[{p.disk.path}]")
+        out += ["-device", q.join("virtio-blk-pci", [*_disk_dev(p.id, p.disk), ("addr", f"0x{p.slot:x}")])]
+    for n in plugged.nics:
+        nic = n.nic
+        mac = q.mac(_NIC_FIELD, nic.mac)  # checked as nics[i].mac when it was added
+        netdev = devplug.netdev_id(n.id)
+        if nic.mode is NicMode.USER:
+            out += ["-netdev", f"user,id={netdev}"]
+        else:
+            name = tap_ifname(node, spec.name, n.index)
+            out += ["-netdev", q.join("tap", [("id", netdev), ("ifname", name), ("script", ifup_path),
+                                              ("downscript", "no")])]
+            files.append(NicFile(paths.nic_file(name), hook_config(spec.name, n.index, nic, name)))
+        out += ["-device", q.join(NIC_DEVICE[nic.model], [("id", n.id), ("netdev", netdev), ("mac", mac),
+                                                          ("addr", f"0x{n.slot:x}")])]
+    return out, tuple(files)
+
+
 def _socket(chardev_id: str, path: str, extra: list[tuple[str, str]] | None = None) -> str:
     opts = [("id", chardev_id), ("path", path), ("server", "on"), ("wait", "off"), *(extra or [])]
     return q.join("socket", opts)
@@ -328,27 +356,37 @@ def _disks(spec: InstanceSpec) -> list[str]:
 
 def _disk(i: int, disk: Disk) -> list[str]:
     field = f"disks[{i}]"
-    path = q.path(f"{field}.path", disk.path)
     if disk.bus is DiskBus.IDE and disk.read_only:
         raise q.BadValue(f"{field}.read_only",
                          "the ide bus cannot attach read-only disks; use virtio or scsi")
-    direct, no_flush, write_cache = _CACHE[disk.cache]
+    node = f"disk{i}"
+    dev = _disk_dev(node, disk)
+    if disk.bus is DiskBus.SCSI:
+        dev.insert(2, ("bus", "scsi0.0"))
+    if disk.boot:
+        dev.insert(len(dev) - (0 if disk.read_only else 1), ("bootindex", "0"))
+    return [*_blockdev(node, disk, field), "-device", q.join(_DISK_DEVICE[disk.bus], dev)]
+
+
+def _blockdev(node: str, disk: Disk, field: str) -> list[str]:
+    """The file node `<node>-file` and the format node `<node>-format` of a disk."""
+    path = q.path(f"{field}.path", disk.path)
+    direct, no_flush, _ = _CACHE[disk.cache]
     cache = [("cache.direct", q.on_off(direct)), ("cache.no-flush", q.on_off(no_flush))]
     ro = [("read-only", "on")] if disk.read_only else []
-    node = f"disk{i}"
     driver = "host_device" if path.startswith("/dev/") else "file"
     file_node = q.join(None, [("driver", driver), ("node-name", f"{node}-file"), ("filename", path),
                               *ro, *cache])
     fmt_node = q.join(None, [("driver", disk.format.value), ("node-name", f"{node}-format"),
                              ("file", f"{node}-file"), *ro, *cache])
+    return ["-blockdev", file_node, "-blockdev", fmt_node]
+
+
+def _disk_dev(node: str, disk: Disk) -> list[tuple[str, str]]:
     dev = [("id", node), ("drive", f"{node}-format")]
-    if disk.bus is DiskBus.SCSI:
-        dev.append(("bus", "scsi0.0"))
-    if disk.boot:
-        dev.append(("bootindex", "0"))
     if not disk.read_only:
-        dev.append(("write-cache", q.on_off(write_cache)))
-    return ["-blockdev", file_node, "-blockdev", fmt_node, "-device", q.join(_DISK_DEVICE[disk.bus], dev)]
+        dev.append(("write-cache", q.on_off(_CACHE[disk.cache][2])))
+    return dev
 
 
 def _seed(spec: InstanceSpec, paths: InstancePaths) -> list[str]:
@@ -390,13 +428,13 @@ def _nics(spec: InstanceSpec, node: NodeSpec, paths: InstancePaths,
             name = tap_ifname(node, spec.name, i)
             out += ["-netdev", q.join("tap", [("id", netdev), ("ifname", name), ("script", ifup_path),
                                               ("downscript", "no")])]
-            files.append(NicFile(paths.nic_file(name), _hook_config(spec.name, i, nic, name)))
+            files.append(NicFile(paths.nic_file(name), hook_config(spec.name, i, nic, name)))
         dev = [("id", f"nic{i}"), ("netdev", netdev), ("mac", mac)]
-        out += ["-device", q.join(_NIC_DEVICE[nic.model], dev)]
+        out += ["-device", q.join(NIC_DEVICE[nic.model], dev)]
     return out, tuple(files)
 
 
-def _hook_config(instance: str, i: int, nic: Nic, name: str) -> ifup.NicHookConfig:
+def hook_config(instance: str, i: int, nic: Nic, name: str) -> ifup.NicHookConfig:
     bridge = None if nic.bridge is None else q.ifname(f"nics[{i}].bridge", nic.bridge)
     hook = None if nic.hook is None else q.path(f"nics[{i}].hook", nic.hook)
     ip = None if nic.ip is None else q.text(f"nics[{i}].ip", nic.ip)

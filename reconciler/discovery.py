@@ -130,7 +130,8 @@ def _inspect(node: NodeSpec, name: str, paths: layout.InstancePaths) -> ActualIn
 def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths, pidfile_pid: int | None,
               pidfile_exists: bool) -> ActualInstance | _Live:
     base = ActualInstance(name=record.name, node=node.name, state=RunState.UNKNOWN, spec=record.spec,
-                          spec_hash=record.spec_hash, revision=record.revision, stopped_at=record.stopped_at)
+                          spec_hash=record.spec_hash, revision=record.revision, stopped_at=record.stopped_at,
+                          boot_spec=record.boot_spec)
     if record.stop_cause is not None and not pidfile_exists:
         return _stopped(base, record.stop_cause, "")
     # The pidfile names the process; without one, the record's PID may still be alive (pidfile removed

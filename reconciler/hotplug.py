@@ -15,8 +15,10 @@ Decisions:
 - A DIMM's size is what is missing, rounded up to 128 MiB (the x86-64 Linux memory block: a smaller
   DIMM cannot be onlined), but never past maxMemory; the balloon then trims the rest. Keep
   `maxMemory - memory` a multiple of 128 MiB. Eight slots (DIMM_SLOTS) bound how many changes grow it.
-- vCPUs only go up live (device_add of the free slots `query-hotpluggable-cpus` lists, lowest first);
-  fewer vCPUs needs a restart (CPU unplug needs the guest's cooperation through ACPI eject).
+- vCPUs go up live (device_add of the free slots `query-hotpluggable-cpus` lists, lowest first) and back
+  down to the boot count (device_del of the hotplugged ones, highest first; the guest's ACPI eject
+  releases each, DEVICE_DELETED, within Deadlines.unplug: the test guest's Linux does). Below the boot
+  count is a restart: QEMU cannot unplug a CPU of its command line.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.devplug import PluggedDisk, PluggedNic
 from reconciler.model import InstanceSpec
 
 MIB = 1024 * 1024
@@ -61,6 +64,8 @@ class Plugged:
 
     dimms: tuple[Dimm, ...] = ()
     cpus: tuple[Cpu, ...] = ()
+    disks: tuple[PluggedDisk, ...] = ()  # reconciler.devplug: disks and NICs added live, with their slots
+    nics: tuple[PluggedNic, ...] = ()
 
     @property
     def dimm_mib(self) -> int:
@@ -83,9 +88,10 @@ def live_memory_ok(running: InstanceSpec, memory_mib: int) -> bool:
     return running.max_memory_mib is not None and 0 < memory_mib <= running.max_memory_mib
 
 
-def live_vcpus_ok(running: InstanceSpec, old: int, new: int) -> bool:
-    """Whether vCPUs can go from `old` to `new` live: up, within the maximum the QEMU was started with."""
-    return running.max_vcpus is not None and old <= new <= running.max_vcpus
+def live_vcpus_ok(running: InstanceSpec, boot_vcpus: int, new: int) -> bool:
+    """Whether vCPUs can go to `new` live: within the maximum the QEMU was started with, and not below
+    the vCPUs it was started with (boot CPUs cannot be unplugged; hotplugged ones can)."""
+    return running.max_vcpus is not None and boot_vcpus <= new <= running.max_vcpus
 
 
 def dimm_to_add(plugged_mib: int, target_mib: int, max_mib: int) -> int:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconciler import hostfacts, layout, procs, qmp, secretfile, statedir
 from reconciler import launch as launch_mod
@@ -226,6 +226,13 @@ class Node(Protocol):
         ...
 
 
+@runtime_checkable
+class NicFileWriter(Protocol):
+    """A node that can write a tap's hook file for a NIC added live (a local one, for now)."""
+
+    async def write_nic_file(self, instance: str, ifname: str, text: str) -> None: ...
+
+
 class LocalNode:
     """A node whose state directory is on this machine."""
 
@@ -293,6 +300,9 @@ class LocalNode:
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
         return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
+
+    async def write_nic_file(self, instance: str, ifname: str, text: str) -> None:
+        statedir.atomic_write(self.paths(instance).nic_file(ifname), text.encode())
 
     async def serial_socket(self, instance: str) -> str:
         return self.paths(instance).serial

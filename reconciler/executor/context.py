@@ -25,6 +25,7 @@ class Deadlines:
     kill: float = 5.0  # SIGKILL -> process gone (a zombie counts)
     cancel: float = 10.0  # migrate_cancel -> MIGRATION cancelled
     progress_report: float = 1.0  # how often a migration's percentage is refreshed
+    unplug: float = 15.0  # `device_del` -> DEVICE_DELETED (the guest releases the disk or NIC)
     balloon: float = 15.0  # `balloon` -> BALLOON_CHANGE at the target (the guest moves it page by page)
 
 

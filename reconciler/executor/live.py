@@ -1,8 +1,10 @@
-"""Live update: memory and vCPUs changed in the running QEMU, then the applied record (an UPDATE action
-with live changes; see reconciler.hotplug for the rules).
+"""Live update: disks, NICs, the VNC password, memory and vCPUs changed in the running QEMU, then the
+applied record (an UPDATE action with live changes; the rules: reconciler.hotplug, reconciler.devplug).
 
 Steps, each skipped when QEMU already shows it done (so a run killed halfway is finished by the next):
 1. The intent: an UPDATE intent carrying the spec being applied, written before QEMU is touched.
+1a. Disks and NICs added or removed, disk caches reopened (executor.liveplug); a provisioned disk that
+   grew is resized (block_resize); a new VNC password file is read and set (change-vnc-password).
 2. Read back what QEMU has: base and plugged memory (query-memory-size-summary), the DIMMs
    (query-memory-devices), the CPU slots (query-hotpluggable-cpus), online vCPUs (query-cpus-fast) and
    the memory backends (query-memdev: one of ours without its DIMM, left by a run killed between the
@@ -10,10 +12,12 @@ Steps, each skipped when QEMU already shows it done (so a run killed halfway is 
 3. Memory above what is plugged: `object-add` a memory-backend-ram and `device_add` a pc-dimm on it.
 4. The balloon to the spec's memory (`balloon`), confirmed by BALLOON_CHANGE events until QEMU's
    `actual` is the target, within Deadlines.balloon (the guest's driver moves it page by page).
-5. vCPUs below the spec: `device_add` the free CPU slots, lowest first.
+5. vCPUs below the spec: `device_add` the free CPU slots, lowest first; above it: `device_del` of the
+   hotplugged ones, highest first, each awaited (DEVICE_DELETED) within Deadlines.unplug.
 6. Read back again and compare with the spec: memory plugged, balloon, vCPUs. A mismatch fails the action
    with what QEMU says; the record is left as it was, so the next plan shows the change again.
-7. The record: `spec` the new one, `boot_spec` what argv was built from, `plugged` what QEMU reported.
+7. The record: `spec` the new one, `boot_spec` what argv was built from, `plugged` what QEMU reported
+   (DIMMs, CPUs, and the disks and NICs added live with their slots).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import hotplug
-from reconciler.errors import QmpError
+from reconciler import devplug, hotplug
+from reconciler.errors import QmpError, SecretFileError
+from reconciler.executor import liveplug
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import close_quietly
@@ -59,34 +64,71 @@ async def apply_live(ctx: Context, rec: AppliedRecord, spec: InstanceSpec, revis
     await ctx.intent(IntentKind.UPDATE, rec.name, node, spec=spec)
     t0 = time.monotonic()
     try:
-        steps, seen = await _change(ctx, node, rec.name, spec)
+        steps, plugged = await _change(ctx, node, rec, spec)
     except ActionFailed:
         await node.remove_intent(rec.name)  # the record still says what was applied: the plan shows it
         raise
     await node.write_record(replace(rec, spec=spec, spec_hash=spec_hash(spec), revision=revision,
-                                    boot_spec=boot, plugged=seen.plugged))
+                                    boot_spec=boot, plugged=plugged))
     await node.remove_intent(rec.name)
     done = ", ".join(steps) or "QEMU already had it"
     return f"updated in place on {node.name} ({done}) in {time.monotonic() - t0:.2f}s"
 
 
-async def _change(ctx: Context, node: Node, name: str, spec: InstanceSpec) -> tuple[list[str], _Seen]:
-    """Steps 2-6: the change made in QEMU and read back (ActionFailed when QEMU does not show it)."""
+async def _change(ctx: Context, node: Node, rec: AppliedRecord,
+                  spec: InstanceSpec) -> tuple[list[str], hotplug.Plugged]:
+    """Steps 1a-6: the change made in QEMU and read back (ActionFailed when QEMU does not show it)."""
     try:
-        session = await node.qmp(name, ctx.deadlines.qmp)
+        session = await node.qmp(rec.name, ctx.deadlines.qmp)
     except QmpError as err:
         raise ActionFailed(f"QMP: {err}") from None
+    boot = rec.launched_spec
+    sizes = boot.max_memory_mib is not None or boot.max_vcpus is not None  # else nothing to change there
+    pci = devplug.hotplug_machine(boot.machine)  # else no disk or NIC was or can be plugged live
     try:
-        steps = await _converge(ctx, session, spec)
-        seen = await _read(ctx, session)
+        steps = (await liveplug.converge(ctx, node, session, rec, spec))[0] if pci else []
+        steps += await _grow(ctx, session, rec, spec)
+        steps += await _vnc_password(ctx, node, session, rec.spec, spec)
+        if sizes:
+            steps += await _converge(ctx, session, spec)
+        seen = await _read(ctx, session) if sizes else None
+        devices = await liveplug.read(ctx, session) if pci else None
     except QmpError as err:
         raise ActionFailed(f"QMP: {err}") from None
     finally:
         await close_quietly(session)
-    problem = _mismatch(seen, spec)
+    disks, nics, devices_problem = liveplug.plugged_now(rec, spec, devices) if devices else ((), (), "")
+    problem = "; ".join(p for p in (devices_problem, _mismatch(seen, spec) if seen else "") if p)
     if problem:
         raise ActionFailed(f"QEMU does not show the change: {problem}")
-    return steps, seen
+    return steps, replace(seen.plugged if seen else rec.plugged, disks=disks, nics=nics)
+
+
+async def _grow(ctx: Context, s: QmpSession, rec: AppliedRecord, spec: InstanceSpec) -> list[str]:
+    """block_resize of the provisioned disks whose size grew (alongside other live disk changes)."""
+    was = {d.path: d for d in rec.spec.disks}
+    steps = []
+    for disk in spec.disks:
+        old = was.get(disk.path)
+        if old is None or disk.size is None or old.size is None or disk.size <= old.size:
+            continue
+        node = liveplug.node_names(rec.launched_spec, disk)[1]
+        await s.execute("block_resize", {"node-name": node, "size": disk.size}, timeout=ctx.deadlines.qmp)
+        steps.append(f"{disk.path} grown")
+    return steps
+
+
+async def _vnc_password(ctx: Context, node: Node, s: QmpSession, old: InstanceSpec,
+                        spec: InstanceSpec) -> list[str]:
+    """A new VNC password file: read on the node, set with change-vnc-password (never in argv)."""
+    if spec.vnc is None or spec.vnc.password_file is None or old.vnc == spec.vnc:
+        return []
+    try:
+        password = await node.read_secret(spec.vnc.password_file, "vnc.passwordFile")
+    except SecretFileError as err:
+        raise ActionFailed(str(err)) from None
+    await s.execute("change-vnc-password", {"password": password}, timeout=ctx.deadlines.qmp)
+    return ["VNC password"]
 
 
 async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str]:
@@ -116,6 +158,13 @@ async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str
             raise ActionFailed(f"QEMU has {len(free)} free CPU slots, {missing} needed")
         for cpu in free[:missing]:
             await s.execute("device_add", {"driver": cpu.driver, "id": cpu.id, **dict(cpu.props)}, timeout=q)
+        steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
+    elif spec.vcpus < seen.vcpus:  # the hotplugged ones, highest first; the guest releases them
+        extra = seen.vcpus - spec.vcpus
+        plugged = sorted(seen.plugged.cpus, key=lambda c: c.props, reverse=True)
+        if len(plugged) < extra:
+            raise ActionFailed(f"only the {len(plugged)} hotplugged vCPUs can be unplugged, {extra} asked")
+        await liveplug.unplug(ctx, s, [c.id for c in plugged[:extra]])
         steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
     return steps
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import hotplug
+from reconciler import devplug, hotplug
 from reconciler.argv import IncomingSpec
 from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
@@ -50,6 +50,7 @@ from reconciler.node import Node, Process, live_copies
 from reconciler.planner.actions import Action
 from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
+from reconciler.records import AppliedRecord
 from reconciler.units import format_rate
 
 MIB = 1024 * 1024
@@ -170,7 +171,7 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
             raise ActionFailed(f"source: {err}") from None
         try:
             offline = mode is MigrationMode.OFFLINE
-            live = await _read_plugged(ctx, src, live)
+            live = await _read_plugged(ctx, src, live, rec)
             await ctx.intent(IntentKind.MIGRATE_SOURCE, name, source, peer_node=target.name,
                              paused_source=offline)
             try:
@@ -212,17 +213,29 @@ class _Live:
     plugged: hotplug.Plugged
 
 
-async def _read_plugged(ctx: Context, src: QmpSession, live: _Live) -> _Live:
+async def _read_plugged(ctx: Context, src: QmpSession, live: _Live, rec: AppliedRecord) -> _Live:
     """The DIMMs and CPUs the source QEMU has hotplugged, as it reports them (not as a record says: a
-    live update killed halfway may have plugged one it never recorded)."""
-    if live.boot.max_memory_mib is None and live.boot.max_vcpus is None:
-        return live  # started without room for hotplug: nothing can have been plugged
+    live update killed halfway may have plugged one it never recorded), and the disks and NICs added
+    live at the slots QEMU shows them (their specs are the record's: QEMU's must be the same set)."""
+    plugged = live.plugged
     try:
-        devices = await src.execute("query-memory-devices", timeout=ctx.deadlines.qmp)
-        slots = await src.execute("query-hotpluggable-cpus", timeout=ctx.deadlines.qmp)
+        if live.boot.max_memory_mib is not None or live.boot.max_vcpus is not None:
+            devices = await src.execute("query-memory-devices", timeout=ctx.deadlines.qmp)
+            slots = await src.execute("query-hotpluggable-cpus", timeout=ctx.deadlines.qmp)
+            plugged = hotplug.plugged_from_qmp(devices, slots)
+        if devplug.hotplug_machine(live.boot.machine):
+            pci = devplug.pci_slots(await src.execute("query-pci", timeout=ctx.deadlines.qmp))
+            ours = {d for d in pci if d.startswith(("hd", "nh"))}
+            recorded = {p.id for p in rec.plugged.disks} | {p.id for p in rec.plugged.nics}
+            if ours != recorded:
+                raise ActionFailed(f"the source has devices added live that its record does not say "
+                                   f"({', '.join(sorted(ours ^ recorded))}): an interrupted apply; apply "
+                                   "again before migrating")
+            plugged = replace(plugged, disks=tuple(replace(p, slot=pci[p.id]) for p in rec.plugged.disks),
+                              nics=tuple(replace(p, slot=pci[p.id]) for p in rec.plugged.nics))
     except QmpError as err:
         raise ActionFailed(f"source: {err}") from None
-    return replace(live, plugged=hotplug.plugged_from_qmp(devices, slots))
+    return replace(live, plugged=plugged)
 
 
 async def _complete(ctx: Context, handle: Process, src: QmpSession, source: Node, target: Node,

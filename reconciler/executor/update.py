@@ -20,10 +20,12 @@ from dataclasses import replace
 from reconciler.errors import ReconcilerError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.live import apply_live
+from reconciler.executor.liveplug import UnplugTimeout
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly
+from reconciler.executor.start import close_quietly, start
+from reconciler.executor.stop import stop
 from reconciler.intent import IntentKind
-from reconciler.model import InstanceSpec, spec_hash
+from reconciler.model import InstanceSpec, UpdatePolicy, spec_hash
 from reconciler.node import Node
 from reconciler.planner.actions import Action
 from reconciler.planner.disks import format_size
@@ -42,14 +44,23 @@ async def update_record(ctx: Context, action: Action) -> str:
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}")
     live = any(c.live for c in action.changes)
-    spec = record_spec(rec.spec, desired, node.name, live=live)
+    spec = record_spec(rec.spec, desired, node.name, live=live, boot=rec.boot_spec)
     if spec == rec.spec:
         return f"record on {node.name} already up to date"
     if live:
         if rec.pid <= 0 or rec.stop_cause is not None:
             raise ActionFailed(f"not running on {node.name}: nothing to change live")
         revision = ctx.revision if spec == desired else rec.revision
-        return await apply_live(ctx, rec, spec, revision)
+        try:
+            return await apply_live(ctx, rec, spec, revision)
+        except UnplugTimeout as err:
+            if desired.update_policy is not UpdatePolicy.IMMEDIATE:
+                raise ActionFailed(f"{err.detail}; updatePolicy {desired.update_policy.value}: left for "
+                                   "the next restart") from None
+            ctx.progress.event(action.name, f"{err.detail}: restarting (updatePolicy Immediate)")
+            stopped = await stop(ctx, node, action.name, keep_record=True)
+            ctx.progress.event(action.name, f"stopped on {node.name} ({stopped.step.value})")
+            return await start(ctx, node, desired)
     await ctx.intent(IntentKind.UPDATE, action.name, node)
     resized = await _grow_disks(ctx, node, action.name, rec, spec)
     revision = ctx.revision if spec == desired else rec.revision  # held-back changes: not that revision yet

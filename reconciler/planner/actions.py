@@ -91,7 +91,7 @@ _WORDS = {
     Reason.MANUAL: "run strategy Manual: the reconciler never starts or stops it (drift only)",
     Reason.REQUESTED: "asked for on the command line",
     Reason.RECORD_ONLY: "only fields that QEMU does not read changed; no restart needed",
-    Reason.LIVE_UPDATE: "changed in the running QEMU (balloon, memory or CPU hotplug); no restart needed",
+    Reason.LIVE_UPDATE: "changed in the running QEMU (hotplug, balloon); no restart needed",
     Reason.CHANGED_SINCE_POWEROFF: "the guest powered itself off and the manifests changed since: a new "
                                    "intent, so RerunOnFailure starts it",
 }
@@ -114,7 +114,7 @@ class FieldChange:
     old: str
     new: str
     forces_restart: bool
-    live: bool = False  # made in the running QEMU (balloon, memory or CPU hotplug)
+    live: bool = False  # made in the running QEMU (hotplug of memory, CPUs, disks, NICs; balloon)
 
     @property
     def change_class(self) -> ChangeClass:

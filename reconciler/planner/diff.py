@@ -25,10 +25,18 @@ def _is_record(value: Any) -> bool:
     return is_dataclass(value) and not isinstance(value, type)
 
 
+# Lists whose entries have an identity: when an entry is added or removed, the others are matched by it
+# (a disk by its path, a NIC by its MAC), so the plan shows `disks[1]: null -> {...}` and not the lists.
+_KEYS = {"disks": "path", "nics": "mac"}
+
+
 def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
     if old == new:
         return
-    if _is_record(old) and _is_record(new) and type(old) is type(new):
+    key = _KEYS.get(path)
+    if key is not None and isinstance(old, tuple) and isinstance(new, tuple) and len(old) != len(new):
+        yield from _walk_keyed(path, key, old, new)
+    elif _is_record(old) and _is_record(new) and type(old) is type(new):
         for f in fields(old):
             yield from _walk(f"{path}.{f.name}", getattr(old, f.name), getattr(new, f.name))
     elif (
@@ -41,9 +49,27 @@ def _walk(path: str, old: Any, new: Any) -> Iterator[tuple[str, Any, Any]]:
         yield path, old, new
 
 
-def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
+def _walk_keyed(path: str, key: str, old: tuple[Any, ...],
+                new: tuple[Any, ...]) -> Iterator[tuple[str, Any, Any]]:
+    """Removed entries at their old index (new: null), then kept and added ones at their new index."""
+    was = {getattr(o, key): o for o in old}
+    now = {getattr(n, key) for n in new}
+    for i, o in enumerate(old):
+        if getattr(o, key) not in now:
+            yield f"{path}[{i}]", o, None
+    for i, n in enumerate(new):
+        o = was.get(getattr(n, key))
+        if o is None:
+            yield f"{path}[{i}]", None, n
+        else:
+            yield from _walk(f"{path}[{i}]", o, n)
+
+
+def diff_specs(old: InstanceSpec, new: InstanceSpec,
+               boot: InstanceSpec | None = None) -> tuple[FieldChange, ...]:
     """Every difference except `node`, in model field order; restart-forcing ones are flagged, and so are
-    the ones the running QEMU (started as `old`) can take live (policy.change_class)."""
+    the ones the running QEMU (with `old`, started as `boot`, None: as `old`) can take live
+    (policy.change_class)."""
     if old == new:
         return ()
     changes: list[FieldChange] = []
@@ -51,7 +77,7 @@ def diff_specs(old: InstanceSpec, new: InstanceSpec) -> tuple[FieldChange, ...]:
         o_value, n_value = getattr(old, name), getattr(new, name)
         if o_value == n_value:
             continue
-        cls = change_class(name, old, new)
+        cls = change_class(name, old, new, boot)
         restart, live = cls is FieldPolicy.RESTART, cls is FieldPolicy.LIVE
         if name == "cloud_init":  # user-data may hold secrets: the plan shows the seed's digest only
             changes.append(FieldChange(name, seed_text(old), seed_text(new), restart))

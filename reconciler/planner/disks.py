@@ -16,10 +16,20 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
-from reconciler.actual import ActualState
-from reconciler.model import DeletePolicy, DesiredState, Disk, FieldRef, Kind, SourceRef
+from reconciler import devplug
+from reconciler.actual import ActualInstance, ActualState
+from reconciler.model import DeletePolicy, DesiredState, Disk, FieldRef, InstanceSpec, Kind, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
-from reconciler.planner.actions import ActionKind, DiskChange, DiskOp, Plan, PlanProblem, ProblemKind
+from reconciler.planner.actions import (
+    Action,
+    ActionKind,
+    DiskChange,
+    DiskOp,
+    Plan,
+    PlanProblem,
+    ProblemKind,
+    Reason,
+)
 from reconciler.planner.needs import Requirements, field_text
 from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
@@ -130,7 +140,8 @@ def deletion_candidates(plan: Plan, desired: DesiredState, actual: ActualState
                         ) -> tuple[tuple[DiskChange, ...], tuple[PlanProblem, ...]]:
     """The images `plan` would delete, if the reconciler created them (the host checks keep only those
     its ownership records name): the Delete disks of a pruned instance, and those whose entry was removed
-    from an instance this plan restarts or that is not running. `protect: true` forbids a deletion."""
+    from an instance this plan restarts, that is not running, or whose live update unplugs them.
+    `protect: true` forbids a deletion."""
     out: list[DiskChange] = []
     problems: list[PlanProblem] = []
     acting = {(a.name, a.source_node or a.node): a for a in plan.actions}
@@ -157,7 +168,9 @@ def deletion_candidates(plan: Plan, desired: DesiredState, actual: ActualState
         action = acting.get((rec.name, rec.node))
         relaunched = action is not None and action.kind is ActionKind.RESTART and not action.in_place
         if rec.state.has_process and not relaunched:
-            continue  # still in use by the running QEMU; deleted once a plan restarts it without
+            removed = [d for d in removed if d in _unplugged(action, rec, spec)]
+            if not removed:
+                continue  # still in use by the running QEMU; deleted once a plan restarts it without
         for d in removed:
             if spec.protect:
                 problems.append(PlanProblem(ProblemKind.PROTECTED, f"instance {rec.name}",
@@ -166,6 +179,16 @@ def deletion_candidates(plan: Plan, desired: DesiredState, actual: ActualState
             else:
                 out.append(DiskChange(rec.name, rec.node, d.path, DiskOp.DELETE, reason="disk entry removed"))
     return tuple(sorted(out, key=lambda d: (d.instance, d.node, d.path))), tuple(problems)
+
+
+def _unplugged(action: Action | None, rec: ActualInstance, spec: InstanceSpec) -> tuple[Disk, ...]:
+    """The disks a live update (this plan's UPDATE of `rec`) removes from its QEMU: free once it is done
+    (deletions run after the instance's actions, and not when one failed)."""
+    if action is None or action.kind is not ActionKind.UPDATE or action.reason is not Reason.LIVE_UPDATE \
+            or rec.spec is None or not any(c.live and c.path.startswith("disks") for c in action.changes):
+        return ()
+    change = devplug.device_change(rec.boot_spec or rec.spec, rec.spec, spec)
+    return change.remove_disks if change is not None else ()
 
 
 def owned_deletions(candidates: tuple[DiskChange, ...],

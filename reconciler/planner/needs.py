@@ -7,7 +7,8 @@ node's PATH), the bridge of each bridge-mode NIC that uses the default hook (a L
 /sys/class/net/<bridge>/bridge), and a NIC's own hook (executable). A disk the reconciler creates (size,
 baseImage) may also be missing: planner.disks then plans its creation.
 
-Which actions: only those that launch a QEMU. A start and a restart need the desired spec's files on the
+Which actions: those that launch a QEMU, and live updates that add disks or NICs (only those are needed:
+the QEMU holds the rest). A start and a restart need the desired spec's files on the
 node they land on; a migration's target needs the recorded spec's files (a migration keeps the running
 configuration). An in-place restart (system_reset in the same process) and a stop need nothing; so does
 an instance that keeps running: its QEMU holds what it opened and loaded, so a kernel file deleted under a
@@ -24,11 +25,12 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from reconciler import devplug
 from reconciler.actual import ActualState
 from reconciler.firmware import ovmf_of
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
-from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind
+from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind, Reason
 
 BRIDGE_DIR = "/sys/class/net/{}/bridge"  # a directory exactly when the interface is a Linux bridge
 
@@ -70,10 +72,18 @@ _INITRD: FieldPath = ("spec", "kernel", "initrd")
 _FIRMWARE: FieldPath = ("spec", "firmware")
 
 
-def _wants(spec: InstanceSpec, node: NodeSpec,
-           create: bool = True) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
+def _wants(spec: InstanceSpec, node: NodeSpec, create: bool = True,
+           live: frozenset[str] | None = None) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
     """The table: (kind, value, manifest field, the kind of object declaring it), in field order.
-    `create`: a missing provisioned disk is created (a start); a migration's target needs it there."""
+    `create`: a missing provisioned disk is created (a start); a migration's target needs it there.
+    `live`: a live update of a running QEMU, which needs only the disks and NICs it adds (paths, MACs)."""
+    if live is not None:
+        for i, disk in enumerate(spec.disks):
+            if disk.path in live:
+                kind = NeedKind.NEW_DISK if disk.provisioned else NeedKind.DISK
+                yield kind, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE
+        yield from _nic_wants(spec, live)
+        return
     yield NeedKind.EXECUTABLE, node.qemu_binary, _QEMU_BINARY, Kind.NODE
     if spec.kernel is not None:
         yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
@@ -86,8 +96,13 @@ def _wants(spec: InstanceSpec, node: NodeSpec,
     for i, disk in enumerate(spec.disks):
         kind = NeedKind.NEW_DISK if create and disk.provisioned else NeedKind.DISK
         yield kind, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE
+    yield from _nic_wants(spec, None)
+
+
+def _nic_wants(spec: InstanceSpec,
+               only: frozenset[str] | None) -> Iterator[tuple[NeedKind, str, FieldPath, Kind]]:
     for i, nic in enumerate(spec.nics):
-        if nic.mode is not NicMode.BRIDGE:
+        if nic.mode is not NicMode.BRIDGE or (only is not None and nic.mac not in only):
             continue
         if nic.hook is not None:  # the hook plugs the tap in, maybe not into a Linux bridge (e.g. OVS)
             yield NeedKind.EXECUTABLE, nic.hook, ("spec", "nics", i, "hook"), Kind.INSTANCE
@@ -95,12 +110,14 @@ def _wants(spec: InstanceSpec, node: NodeSpec,
             yield NeedKind.BRIDGE, nic.bridge, ("spec", "nics", i, "bridge"), Kind.INSTANCE
 
 
-def needs_of(spec: InstanceSpec, node: NodeSpec, create: bool = True) -> tuple[Need, ...]:
-    """Everything a new QEMU process of `spec` needs on `node`, in manifest field order."""
+def needs_of(spec: InstanceSpec, node: NodeSpec, create: bool = True,
+             live: frozenset[str] | None = None) -> tuple[Need, ...]:
+    """Everything a new QEMU process of `spec` needs on `node` (`live`: what a live update adds), in
+    manifest field order."""
     return tuple(
         Need(spec.name, node.name, FieldRef(owner, spec.name if owner is Kind.INSTANCE else node.name, path),
              value, kind)
-        for kind, value, path, owner in _wants(spec, node, create)
+        for kind, value, path, owner in _wants(spec, node, create, live)
     )
 
 
@@ -114,6 +131,8 @@ class Requirements:
     launches: tuple[tuple[InstanceSpec, NodeSpec], ...] = ()
     wanted: Mapping[str, Mapping[NeedKind, frozenset[str]]] = field(default_factory=dict)
     incoming: frozenset[tuple[str, str]] = frozenset()  # (instance, node) of migration targets: no creating
+    # (instance, node) of live updates -> the paths and MACs of the disks and NICs they add
+    live: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def creates(self, spec: InstanceSpec, node: NodeSpec) -> bool:
         """Whether this launch creates its missing provisioned disks (a start does; a migration not)."""
@@ -139,6 +158,7 @@ def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requ
     recorded = {(r.name, r.node): r.spec for r in actual.instances if r.spec is not None}
     launches: list[tuple[InstanceSpec, NodeSpec]] = []
     incoming: set[tuple[str, str]] = set()
+    live: dict[tuple[str, str], frozenset[str]] = {}
     wanted: dict[str, dict[NeedKind, set[str]]] = {}
     for action in plan.actions:
         node = desired.nodes.get(action.node)
@@ -150,18 +170,37 @@ def requirements(plan: Plan, desired: DesiredState, actual: ActualState) -> Requ
         elif action.kind is ActionKind.MIGRATE:
             spec = recorded.get((action.name, action.source_node or ""))
             incoming.add((action.name, node.name))
+        elif action.kind is ActionKind.UPDATE and action.reason is Reason.LIVE_UPDATE:
+            spec = desired.instances.get(action.name)
+            added = _added_live(spec, actual, action.name, node.name)
+            if not added:
+                continue
+            live[(action.name, node.name)] = added
         if spec is None:
             continue
         launches.append((spec, node))
         kinds = wanted.get(node.name)
         if kinds is None:
             kinds = wanted[node.name] = {kind: set() for kind in NeedKind}
-        for kind, value, _, _ in _wants(spec, node, (action.name, node.name) not in incoming):
+        for kind, value, _, _ in _wants(spec, node, (action.name, node.name) not in incoming,
+                                        live.get((action.name, node.name))):
             kinds[kind].add(value)
     return Requirements(tuple(launches), {
         node: {kind: frozenset(values) for kind, values in kinds.items() if values}
         for node, kinds in sorted(wanted.items())
-    }, frozenset(incoming))
+    }, frozenset(incoming), live)
+
+
+def _added_live(spec: InstanceSpec | None, actual: ActualState, name: str, node: str) -> frozenset[str]:
+    """The paths and MACs of the disks and NICs a live update of `name` on `node` adds."""
+    rec = next((r for r in actual.instances if r.name == name and r.node == node), None)
+    if spec is None or rec is None or rec.spec is None:
+        return frozenset()
+    boot = rec.boot_spec or rec.spec
+    change = devplug.device_change(boot, rec.spec, spec)
+    if change is None:
+        return frozenset()
+    return frozenset([d.path for d in change.add_disks] + [n.mac for n in change.add_nics])
 
 
 _NO_ANSWER = PathInfo(PathKind.ERROR, error="the node gave no answer for it")
@@ -180,7 +219,7 @@ def missing(reqs: Requirements, answers: Mapping[str, Mapping[str, PathInfo]]) -
         return ()
     out = []
     for spec, node in reqs.launches:
-        for need in needs_of(spec, node, reqs.creates(spec, node)):
+        for need in needs_of(spec, node, reqs.creates(spec, node), reqs.live.get((spec.name, node.name))):
             if (need.node, need.kind, need.value) in failing:
                 info = answers.get(need.node, {}).get(need.query, _NO_ANSWER)
                 on = "" if need.field.kind is Kind.NODE else f" on node {need.node}"

@@ -320,7 +320,7 @@ def _sticky_node(spec: InstanceSpec, rec: ActualInstance, nodes: Mapping[str, No
 
 
 def _changes(spec: InstanceSpec, rec: ActualInstance) -> tuple[FieldChange, ...]:
-    return diff_specs(rec.spec, spec) if rec.spec is not None else ()
+    return diff_specs(rec.spec, spec, rec.boot_spec) if rec.spec is not None else ()
 
 
 def _node_change(old: str, new: str) -> tuple[FieldChange, ...]:
@@ -400,7 +400,7 @@ def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome, *, li
     in it first (Reason.LIVE_UPDATE); their memory counts on the node as a start's would."""
     if rec.spec is None:
         return
-    updated = record_spec(rec.spec, spec, rec.node, live=live)
+    updated = record_spec(rec.spec, spec, rec.node, live=live, boot=rec.boot_spec)
     if updated == rec.spec:
         return
     node = (FieldChange("node", as_json(rec.spec.node), as_json(updated.node), False),) \

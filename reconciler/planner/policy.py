@@ -13,7 +13,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from reconciler import hotplug
+from reconciler import devplug, hotplug
 from reconciler.model import Disk, InstanceSpec
 
 
@@ -35,12 +35,12 @@ POLICY = MappingProxyType({
     "run_strategy": FieldPolicy.IGNORE,  # decides what to do, is not itself a change to apply
     "protect": FieldPolicy.IGNORE,
     "update_policy": FieldPolicy.IGNORE,
-    "disks": FieldPolicy.RESTART,
+    "disks": FieldPolicy.LIVE,  # added/removed (virtio, pc machine), cache reopened: reconciler.devplug
     "kernel": FieldPolicy.RESTART,
     "acpi": FieldPolicy.RESTART,
     "serial_console": FieldPolicy.RESTART,
-    "vnc": FieldPolicy.RESTART,
-    "nics": FieldPolicy.RESTART,
+    "vnc": FieldPolicy.LIVE,  # its password file only (change-vnc-password); on/off, bind, TLS: restart
+    "nics": FieldPolicy.LIVE,  # added/removed on a pc machine: reconciler.devplug
     "machine": FieldPolicy.RESTART,
     "cpu_model": FieldPolicy.RESTART,
     "shutdown_timeout": FieldPolicy.IGNORE,
@@ -62,35 +62,55 @@ def forces_restart(field_name: str) -> bool:
     return POLICY[field_name] is FieldPolicy.RESTART
 
 
-def live_ok(field_name: str, running: InstanceSpec, desired: InstanceSpec) -> bool:
-    """Whether a LIVE field's change from `running` (what the QEMU runs with, its limits included) to
-    `desired` can be made in that QEMU. Other fields: False."""
+def live_ok(field_name: str, running: InstanceSpec, desired: InstanceSpec,
+            boot: InstanceSpec | None = None) -> bool:
+    """Whether a LIVE field's change from `running` (what the QEMU runs with, its limits included; it was
+    started as `boot`, None: as `running`) to `desired` can be made in that QEMU. Other fields: False."""
+    launched = running if boot is None else boot
     if field_name == "memory_mib":
         return hotplug.live_memory_ok(running, desired.memory_mib)
     if field_name == "vcpus":
-        return hotplug.live_vcpus_ok(running, running.vcpus, desired.vcpus)
+        return hotplug.live_vcpus_ok(running, launched.vcpus, desired.vcpus)
+    if field_name == "disks":  # sizes that only grew stay the in-place resize below (grown_only)
+        disks = devplug.disk_change(launched, running.disks, desired.disks)
+        return disks is not None and not disks.empty
+    if field_name == "nics":
+        nics = devplug.nic_change(launched, running.nics, desired.nics)
+        return nics is not None and not nics.empty
+    if field_name == "vnc":
+        return vnc_password_only(running, desired)
     return False
 
 
-def change_class(field_name: str, running: InstanceSpec, desired: InstanceSpec) -> FieldPolicy:
+def vnc_password_only(running: InstanceSpec, desired: InstanceSpec) -> bool:
+    """VNC stays on with a password, and only its password file changed: `change-vnc-password`. QEMU 7.2
+    cannot add or remove a VNC display, nor its password requirement, in a running process."""
+    o, n = running.vnc, desired.vnc
+    return (o is not None and n is not None and o.password_file is not None and n.password_file is not None
+            and o != n and replace(o, password_file=n.password_file) == n)
+
+
+def change_class(field_name: str, running: InstanceSpec, desired: InstanceSpec,
+                 boot: InstanceSpec | None = None) -> FieldPolicy:
     """The class of this field's change: a LIVE field outside the running QEMU's limits is RESTART."""
     policy = POLICY[field_name]
-    if policy is FieldPolicy.LIVE and not live_ok(field_name, running, desired):
+    if policy is FieldPolicy.LIVE and not live_ok(field_name, running, desired, boot):
         return FieldPolicy.RESTART
     return policy
 
 
 def record_spec(recorded: InstanceSpec, desired: InstanceSpec, on_node: str, *,
-                live: bool = False) -> InstanceSpec:
+                live: bool = False, boot: InstanceSpec | None = None) -> InstanceSpec:
     """What the applied record of a process started with `recorded` says once `desired` is applied
     without a new process: every field that needs no restart comes from `desired` (LIVE ones too when
-    `live`, the process being changed, and within its limits), and so does the declared node when the
-    instance is on it (or none is declared). Restart-forcing fields keep what the process runs with, so
-    held-back changes stay visible as changes."""
+    `live`, the process being changed, and within its limits; `boot`: what it was started as, when that
+    differs), and so does the declared node when the instance is on it (or none is declared).
+    Restart-forcing fields keep what the process runs with, so held-back changes stay visible."""
     taken: dict[str, Any] = {
         name: getattr(desired, name) for name, policy in POLICY.items()
         if name != "name" and (policy is FieldPolicy.IGNORE
-                               or (live and policy is FieldPolicy.LIVE and live_ok(name, recorded, desired)))
+                               or (live and policy is FieldPolicy.LIVE
+                                   and live_ok(name, recorded, desired, boot)))
     }
     if desired.node is None or desired.node == on_node:
         taken["node"] = desired.node

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.argv import DEFAULT_IFUP, IncomingSpec, Launch, NicFile, build_argv, build_launch, tap_ifname
 from reconciler.errors import ArgvError
-from reconciler.hooks.ifup import NicHookConfig
+from reconciler.hooks.ifup import ENV_INSTANCE_DIR, NicHookConfig
 from reconciler.model import (
     Accelerator,
     CacheMode,
@@ -238,10 +238,13 @@ def test_launch_files_and_env_for_tap_nics() -> None:
     assert launch.paths.pidfile == f"{D}/qemu.pid"
 
 
-def test_no_tap_nics_no_env() -> None:
-    launch = build_launch(spec(nics=(Nic(mac=MAC, mode=NicMode.USER),)), NODE)
+def test_no_tap_nics_no_env_unless_a_tap_can_be_hotplugged() -> None:
+    # q35 cannot hotplug (no root ports): no tap ever, no env. `pc` may get a tap live: the hook's env.
+    launch = build_launch(spec(nics=(Nic(mac=MAC, mode=NicMode.USER),), machine="q35"), NODE)
     assert (launch.env, launch.nic_files) == ((), ())
     assert isinstance(launch, Launch)
+    pc = build_launch(spec(nics=(Nic(mac=MAC, mode=NicMode.USER),)), NODE)
+    assert (pc.env, pc.nic_files) == (((ENV_INSTANCE_DIR, D),), ())
 
 
 def test_tap_names_fit_ifnamsiz_and_differ_per_node_and_instance() -> None:

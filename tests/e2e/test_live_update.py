@@ -93,7 +93,7 @@ def test_memory_down_with_the_balloon_back_up_then_up_with_a_dimm(world: World) 
     assert world.qemu_pids("web1") == [pid] and record_of(world, "node-a", "web1").spec.memory_mib == 256
 
 
-def test_vcpus_one_to_two_in_the_same_process(world: World) -> None:
+def test_vcpus_one_to_two_and_back_in_the_same_process(world: World) -> None:
     declare(world, "web1", vcpus=1, maxVcpus=2)
     assert world.apply().code == 0
     log, first = booted(world, "web1")
@@ -105,6 +105,16 @@ def test_vcpus_one_to_two_in_the_same_process(world: World) -> None:
     report = wait_for_report(log, lambda r: r.cpus == 2, REPORT_TIMEOUT)
     assert report.cpus == 2 and world.qemu_pids("web1") == [pid]
     assert [c.id for c in record_of(world, "node-a", "web1").plugged.cpus] == ["vcpu0-1-0"]
+    assert "No changes" in world.apply().out
+
+    # And back: the hotplugged CPU is unplugged (device_del; the guest ejects it), same process.
+    declare(world, "web1", vcpus=1, maxVcpus=2)
+    plan = world.cli("plan")
+    assert "vcpus: 2 -> 1  # live" in plan.out and "forces restart" not in plan.out, plan.text
+    down = world.apply()
+    assert down.code == 0 and "vCPUs 2 -> 1" in down.out, down.text
+    report = wait_for_report(log, lambda r: r.cpus == 1, REPORT_TIMEOUT)
+    assert world.qemu_pids("web1") == [pid] and record_of(world, "node-a", "web1").plugged.cpus == ()
     assert "No changes" in world.apply().out
 
 

@@ -21,6 +21,9 @@ Serial console lines, in this order (ttyS0; tests/conftest.py parses them):
                                        uevent wakes /init at once; each tick checks too) and on request:
                                        a line "report" typed on the console prints it even if unchanged.
                                        blk leaves out loop/ram devices; nics leaves out lo.
+    reconciler-guest: wrote DEV WORD   after a line "write DEV WORD" typed on the console: WORD and a
+                                       newline written at the start of /dev/DEV and fsync'ed to the host
+                                       ("reconciler-guest: write failed DEV" otherwise)
     reconciler-guest: seed instance-id=<ID> user-data-sha256=<HEX> device=<dev>
                                        if an ISO9660 filesystem labelled `cidata` (NoCloud) is there: it is
                                        mounted read-only; ID is meta-data's instance-id, HEX the user-data's

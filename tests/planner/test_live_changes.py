@@ -5,7 +5,7 @@ plan shows; the classes of the policy table."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -43,8 +43,11 @@ CASES = [
          ["update web a live_update"], ["memory_mib 512->2048 live"]),
     Case("vcpus-up", desired(changed(ROOMY, vcpus=3)), actual(rec(ROOMY, "a")),
          ["update web a live_update"], ["vcpus 1->3 live"]),
-    Case("vcpus-down-restarts", desired(changed(ROOMY, vcpus=2)), actual(rec(changed(ROOMY, vcpus=3), "a")),
-         ["restart web a spec_changed"], ["vcpus 3->2 restart"]),
+    Case("vcpus-below-the-boot-ones-restarts", desired(changed(ROOMY, vcpus=2)),
+         actual(rec(changed(ROOMY, vcpus=3), "a")), ["restart web a spec_changed"], ["vcpus 3->2 restart"]),
+    Case("vcpus-down-to-the-boot-ones-live",  # the hotplugged CPUs are unplugged (device_del)
+         desired(ROOMY), actual(replace(rec(changed(ROOMY, vcpus=3), "a"), boot_spec=ROOMY)),
+         ["update web a live_update"], ["vcpus 3->1 live"]),
     Case("memory-without-max-restarts", desired(changed(TIGHT, memory_mib=256)), actual(rec(TIGHT, "a")),
          ["restart web a spec_changed"], ["memory_mib 512->256 restart"]),
     Case("vcpus-without-max-restarts", desired(changed(TIGHT, vcpus=2)), actual(rec(TIGHT, "a")),
@@ -124,7 +127,7 @@ def test_text_shows_update_in_place_with_each_live_field() -> None:
         "Reconciler will perform the following actions:\n"
         "\n"
         "  ~ web on a (update in place)\n"
-        "      # changed in the running QEMU (balloon, memory or CPU hotplug); no restart needed\n"
+        "      # changed in the running QEMU (hotplug, balloon); no restart needed\n"
         "      memory_mib: 512 -> 1024  # live\n"
         "      vcpus: 1 -> 2  # live\n"
         "\n"

@@ -5,6 +5,7 @@ the plan's CREATE lines and errors from the nodes' answers, DELETE candidates, a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from reconciler import model
 from reconciler.actual import ActualInstance, ActualState, RunState
 from reconciler.model import DeletePolicy, Disk, DiskFormat, FieldRef, Kind, SourceRef
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
-from reconciler.planner import disks
+from reconciler.planner import disks, make_plan
 from reconciler.planner.actions import Action, ActionKind, DiskChange, DiskOp, Plan, Reason
 from reconciler.planner.needs import Requirements
 from reconciler.provision.imagecheck import ImageCheck, ImageQuery
@@ -158,6 +159,26 @@ def test_deletion_candidates_of_pruned_and_removed_entries() -> None:
         "instance p1: protect: true; deletePolicy Delete would delete disk image /srv/p1.raw (its entry was removed)"]
     assert disks.owned_deletions((removed,), {"node-a": {DOOMED.path}}) == (removed,)
     assert disks.owned_deletions((removed,), {"node-a": set()}) == ()
+
+
+def test_a_disk_unplugged_by_a_live_update_is_deleted_after_it() -> None:
+    """Added live, then its entry removed: the live update unplugs it, so its image may go (after the
+    update succeeded: deletions run last and are skipped for an instance whose action failed)."""
+    boot = model.InstanceSpec("p1", 128, disks=(KEPT,), node="node-a")
+    running = replace(boot, disks=(KEPT, DOOMED))
+    actual = ActualState((replace(_rec(running), boot_spec=boot),))
+    desired = model.DesiredState({"p1": boot}, {"node-a": NODE})
+    plan = make_plan(desired, actual)
+    assert [(a.kind, a.reason) for a in plan.actions] == [(ActionKind.UPDATE, Reason.LIVE_UPDATE)]
+    removed = DiskChange("p1", "node-a", DOOMED.path, DiskOp.DELETE, reason="disk entry removed")
+    assert disks.deletion_candidates(plan, desired, actual) == ((removed,), ())
+    # At boot it was there: not unplugged live (a restart, here held pending), so it stays.
+    pending = model.DesiredState({"p1": replace(boot, update_policy=model.UpdatePolicy.PENDING, protect=True)},
+                                 {"node-a": NODE})
+    held = ActualState((_rec(replace(running, update_policy=model.UpdatePolicy.PENDING)),))
+    plan = make_plan(pending, held)
+    assert [(a.kind, a.reason) for a in plan.actions] == [(ActionKind.UPDATE, Reason.RECORD_ONLY)]
+    assert disks.deletion_candidates(plan, pending, held) == ((), ())
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -318,7 +339,7 @@ def test_only_a_grown_size_is_an_in_place_update() -> None:
     assert record_spec(old, grown, "node-a").disks == grown.disks
     assert grown_disks(old.disks, grown.disks) == ((0, grown.disks[0]),)
     for forcing in (replace(old, disks=(replace(BLANK, size=32 * MiB), KEPT)),  # a shrink
-                    replace(old, disks=(replace(BLANK, size=96 * MiB), replace(KEPT, cache=model.CacheMode.UNSAFE))),
+                    replace(old, disks=(replace(BLANK, size=96 * MiB), replace(KEPT, cache=model.CacheMode.WRITETHROUGH))),
                     replace(old, disks=(replace(BLANK, size=96 * MiB, bus=model.DiskBus.SCSI), KEPT))):
         assert any(c.forces_restart for c in diff_specs(old, forcing))
         assert record_spec(old, forcing, "node-a").disks == old.disks

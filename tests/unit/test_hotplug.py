@@ -34,7 +34,8 @@ def test_live_limits() -> None:
     assert hotplug.live_memory_ok(roomy, 1024) and hotplug.live_memory_ok(roomy, 64)
     assert not hotplug.live_memory_ok(roomy, 1025) and not hotplug.live_memory_ok(plain, 256)
     assert hotplug.live_vcpus_ok(roomy, 2, 4) and not hotplug.live_vcpus_ok(roomy, 2, 5)
-    assert not hotplug.live_vcpus_ok(roomy, 2, 1)  # down: a restart
+    assert not hotplug.live_vcpus_ok(roomy, 2, 1)  # below the boot vCPUs: a restart
+    assert hotplug.live_vcpus_ok(roomy, 1, 1)  # back down to the boot vCPUs: unplugged live
     assert not hotplug.live_vcpus_ok(plain, 1, 2)
     assert hotplug.memory_room(roomy) == 512 and hotplug.memory_room(plain) == 0
 
