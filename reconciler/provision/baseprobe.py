@@ -63,7 +63,11 @@ def probe(path: str) -> tuple[str, int] | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None  # a block device, say: qemu-img knows its size
-        if written_by_qemu(fd):
+        try:
+            written = written_by_qemu(fd)
+        except OSError:  # a filesystem without OFD locks (some network ones): qemu-img decides
+            return None
+        if written:
             raise BaseUnusable(WRITTEN)
         head = os.pread(fd, _HEAD, 0)
     except OSError as err:
