@@ -4,8 +4,8 @@ Why: a start that creates an overlay used to run qemu-img twice (`info` on the b
 `create`); a process of qemu-img costs more than everything else the creation adds. Most bases are
 decided from their first bytes, as qemu-img's own probe decides them:
 
-- qcow2 (the magic, version 2 or 3, no encryption, no backing file of its own): format and virtual size
-  from the header;
+- qcow2 (the magic, version 2 or 3, no encryption, no backing file of its own, no incompatible feature
+  such as an external data file): format and virtual size from the header;
 - raw: a file that starts with none of the signatures of the other formats QEMU probes, whose name does
   not end in .dmg and whose first byte could not begin a text descriptor (vmdk's, cloop's); its size is
   the file's. A file that might be anything else is left to qemu-img (None: undecided).
@@ -86,9 +86,12 @@ def _decide(path: str, head: bytes, file_size: int) -> tuple[str, int] | None:
         if len(head) < _QCOW2_HEADER.size:
             return None
         _, version, backing, _, cluster_bits, size, crypt = _QCOW2_HEADER.unpack_from(head)
-        if version in (2, 3) and backing == 0 and crypt == 0 and 9 <= cluster_bits <= 21:
+        # Version 3's incompatible features (an external data file, a dirty or corrupt image, ...).
+        incompatible = int.from_bytes(head[72:80], "big") if version == 3 else 0
+        if version in (2, 3) and backing == 0 and crypt == 0 and 9 <= cluster_bits <= 21 \
+                and incompatible == 0:
             return "qcow2", size
-        return None  # a backing chain, encryption, qcow version 1: qemu-img looks into it
+        return None  # a backing chain, a data file, encryption, qcow version 1: qemu-img looks into it
     if len(head) < _HEAD or path.endswith(".dmg") or head[0] in _TEXT_START:
         return None
     offset, vdi = _VDI_SIGNATURE

@@ -171,7 +171,8 @@ def test_the_in_process_probe_agrees_with_qemu_img_or_leaves_it_to_qemu_img(
         assert probed == _qemu_img_info(path)
 
 
-def test_a_base_with_a_backing_file_or_a_text_start_is_left_to_qemu_img(tmp_path: Path, base: Path) -> None:
+def test_a_base_with_a_backing_file_a_data_file_or_a_text_start_is_left_to_qemu_img(
+        tmp_path: Path, base: Path) -> None:
     from reconciler.provision import baseprobe
 
     chained = tmp_path / "chained.qcow2"
@@ -179,6 +180,10 @@ def test_a_base_with_a_backing_file_or_a_text_start_is_left_to_qemu_img(tmp_path
                    check=True)
     assert baseprobe.probe(str(chained)) is None
     assert asyncio.run(images.check_base(str(chained))) == images.ImageInfo("qcow2", 32 * MiB, str(base))
+    data_file = tmp_path / "with-data-file.qcow2"  # its data in another file the header names
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'data.raw'}",
+                    str(data_file), "8M"], check=True)
+    assert baseprobe.probe(str(data_file)) is None
     descriptor = tmp_path / "desc.img"  # what a vmdk text descriptor may start with
     descriptor.write_bytes(b"# Disk DescriptorFile\nversion=1\n".ljust(4096, b"\0"))
     assert baseprobe.probe(str(descriptor)) is None
