@@ -2,7 +2,8 @@
 
 Reuses the validate benchmark's generator (20 nodes, realistic 20-line instances, 50 per file). The
 nodes' state directories are empty, so every instance plans as a start: the largest plan to render.
-Goal: median at most 2 s on the 2-core development machine. Prints the median of 5 runs.
+Goal: median at most 2 s on the 2-core development machine. Prints the median of 5 runs (BENCH_RUNS),
+wall and CPU time. Usage: bench_plan_cli.py [COUNT ...] (default 1000 10000).
 Side by side in one run (issue 14), the same tree three ways, their runs interleaved:
 - plain: the disks exist;
 - provisioned: every disk also names a base image (one qcow2 shared by all) and every instance has a
@@ -19,6 +20,7 @@ and exits.
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,23 +72,29 @@ def create_disks(root: Path, disks: Path, provisioned: bool = False, touch: bool
                 Path(line.split(": ", 1)[1]).touch()
 
 
-def plan_once(path: Path, *extra: str) -> float:
+def plan_once(path: Path, *extra: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `plan` process; CPU (user + system) sways less with the machine's load."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "reconciler", "plan", *extra, str(path)],
                           capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 2):
         sys.exit(f"plan failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return elapsed
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu
 
 
 KINDS = (("plain", False, True), ("provisioned", True, True), ("to create", True, False))
 
 
 def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [1_000, 10_000]
+    runs = int(os.environ.get("BENCH_RUNS", RUNS))
     enter_namespace()
     with tempfile.TemporaryDirectory() as tmp:
-        for count in (1_000, 10_000):
+        for count in sizes:
             trees = {}
             for kind, provisioned, touch in KINDS:
                 where = Path(tmp) / f"{kind.replace(' ', '-')}{count}"
@@ -96,17 +104,20 @@ def main() -> None:
                 nodes.write_text(nodes.read_text().replace("memory: 64G", "memory: 1024G"))
                 create_disks(root, where / "disks", provisioned, touch)
                 trees[kind] = root
-            times: dict[tuple[str, str], list[float]] = {}
-            for _ in range(RUNS):  # interleaved: the machine's load hits every kind alike
+            times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            for _ in range(runs):  # interleaved: the machine's load hits every kind alike
                 for kind, root in trees.items():
                     for fmt in ("text", "json"):
                         extra = ("--json",) if fmt == "json" else ()
                         times.setdefault((kind, fmt), []).append(plan_once(root, *extra))
             for kind in trees:
-                text, js = (statistics.median(times[(kind, f)]) for f in ("text", "json"))
-                print(f"{count:>6} instances, {kind:<11}: plan (text) median {text:.3f} s, plan --json "
-                      f"median {js:.3f} s of {RUNS}", flush=True)
-
+                shown = []
+                for fmt in ("text", "json"):
+                    wall = statistics.median(t[0] for t in times[(kind, fmt)])
+                    cpu = statistics.median(t[1] for t in times[(kind, fmt)])
+                    shown.append(f"{fmt} {wall:.3f} s (CPU {cpu:.3f} s)")
+                print(f"{count:>6} instances, {kind:<11}: plan medians of {runs}: {', '.join(shown)}; "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -162,14 +162,20 @@ def delete_owned(owned: OwnedImage) -> None:
     """Delete `owned` only if the path still is that very file (same device and inode, a regular file,
     not a symlink); otherwise ImageError and nothing is removed. A file already gone is fine."""
     try:
-        st = os.lstat(owned.path)
+        _same_file(owned, "deleted")
     except FileNotFoundError:
         return
-    if stat.S_ISLNK(st.st_mode):
-        raise ImageError(owned.path, "is now a symlink, not the image the reconciler created; not deleted")
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (owned.device, owned.inode):
-        raise ImageError(owned.path, "is no longer the file the reconciler created; not deleted")
     os.unlink(owned.path)
+
+
+def _same_file(owned: OwnedImage, what: str) -> None:
+    """ImageError unless `owned.path` still is the very file the reconciler created (FileNotFoundError
+    when it is gone)."""
+    st = os.lstat(owned.path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ImageError(owned.path, f"is now a symlink, not the image the reconciler created; not {what}")
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (owned.device, owned.inode):
+        raise ImageError(owned.path, f"is no longer the file the reconciler created; not {what}")
 
 
 def free_bytes(directory: str) -> int:
@@ -286,6 +292,18 @@ async def grow(path: str, size: int, fmt: ImageFormat) -> None:
     """Grow the image at `path` (not in use) to `size` bytes; qemu-img refuses a shrink (no --shrink)."""
     _absolute(path)
     await _qemu_img(path, "resize", "-q", "-f", fmt.value, path, str(size))
+
+
+async def grow_recorded(record_path: str, path: str, size: int, fmt: ImageFormat) -> None:
+    """Grow the image at `path` outside of QEMU (its instance is stopped) only if the reconciler created
+    that very file (its ownership record; the same file, not a symlink): a file that already existed is
+    never written outside of QEMU, so it grows only live, by its QEMU. ImageError says which."""
+    owned = read_owned(record_path)
+    if owned is None or owned.path != path:
+        raise ImageError(path, "was not created by the reconciler, so it is never written outside of QEMU: "
+                               "it grows live only (start the instance, then apply)")
+    _same_file(owned, "grown")
+    await grow(path, size, fmt)
 
 
 def read_owned(record_path: str) -> OwnedImage | None:

@@ -224,3 +224,25 @@ def test_a_base_a_running_qemu_writes_is_refused_by_the_plan_and_again_at_creati
         writer.communicate()  # reaped, its pipes closed
     assert asyncio.run(images.provision(str(record), "vm", str(overlay), base=str(base), size=None,
                                         fmt=ImageFormat.QCOW2)) is not None  # the writer gone: usable
+
+
+def test_offline_growth_writes_only_the_very_image_the_reconciler_created(tmp_path: Path) -> None:
+    record = tmp_path / "state" / "images" / "r.json"
+    mine = tmp_path / "mine.raw"
+    asyncio.run(images.provision(str(record), "vm", str(mine), base=None, size=16 * MiB, fmt=ImageFormat.RAW))
+    asyncio.run(images.grow_recorded(str(record), str(mine), 24 * MiB, ImageFormat.RAW))
+    assert mine.stat().st_size == 24 * MiB
+
+    theirs = tmp_path / "theirs.raw"  # the user's own image, named by a disk entry with `size`
+    theirs.write_bytes(b"\1" * MiB)
+    with pytest.raises(ImageError, match=r"theirs\.raw: was not created by the reconciler, so it is never "
+                                         r"written outside of QEMU: it grows live only"):
+        asyncio.run(images.grow_recorded(str(tmp_path / "state" / "images" / "none.json"), str(theirs),
+                                         24 * MiB, ImageFormat.RAW))
+    assert theirs.read_bytes() == b"\1" * MiB
+
+    mine.rename(tmp_path / "moved.raw")  # a symlink swapped in for the owned image: refused
+    mine.symlink_to(theirs)
+    with pytest.raises(ImageError, match="is now a symlink, not the image the reconciler created; not grown"):
+        asyncio.run(images.grow_recorded(str(record), str(mine), 32 * MiB, ImageFormat.RAW))
+    assert theirs.stat().st_size == MiB
