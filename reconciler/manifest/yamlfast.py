@@ -93,7 +93,10 @@ def _cut_literals(text: str) -> tuple[str, dict[int, str]] | None:
     lines = text.split("\n")
     literals: dict[int, str] = {}
     covered = 0  # lines before this are an earlier block's (its text may hold `key: |` lines too)
-    for head in [text.count("\n", 0, m.start()) for m in _LITERAL_HEAD.finditer(text)]:
+    head, at = 0, 0
+    for found in _LITERAL_HEAD.finditer(text):
+        head += text.count("\n", at, found.start())  # counted on from the previous head: linear
+        at = found.start()
         if head < covered:
             continue
         m = _LITERAL_HEAD.match(lines[head])
