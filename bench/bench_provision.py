@@ -9,9 +9,12 @@
 - steps: the added work alone, through the node interface as the plan and the start do it (the base's
   check with the free space, the overlay's creation with its ownership record, the seed ISO), without
   QEMU: on a loaded machine the whole starts' medians are noisier than the difference they measure.
+- base check: the base looked at in this process (provision.baseprobe: its first bytes, QEMU's write
+  lock), as the plan and the start now do, beside `qemu-img info` of it, as the plan did before.
 
-Runs alternate between the two kinds so the machine's load hits both alike. Every QEMU started here is
-killed at the end (pinned by a pidfd and verified by its argv).
+Runs alternate between the two kinds so the machine's load hits both alike; the median of each pair's
+difference (created minus the present run right after it) is shown too, less swayed by load that
+drifts. Every QEMU started here is killed at the end (pinned by a pidfd and verified by its argv).
 Usage: python3 bench/bench_provision.py [--runs N]
 """
 
@@ -89,6 +92,21 @@ def _steps_ms(images: Path, base: Path, runs: int) -> float:
     return statistics.median(times) * 1000
 
 
+def _base_check_ms(base: Path, runs: int) -> tuple[float, float]:
+    from reconciler.provision import baseprobe
+
+    probe, info = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        assert baseprobe.probe(str(base)) is not None
+        t1 = time.perf_counter()
+        subprocess.run(["qemu-img", "info", "--output=json", str(base)], check=True, capture_output=True)
+        t2 = time.perf_counter()
+        probe.append(t1 - t0)
+        info.append(t2 - t1)
+    return statistics.median(probe) * 1000, statistics.median(info) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
@@ -103,6 +121,7 @@ def main() -> None:
         with make_world(tmp_path / "t", str(GUEST / "vmlinuz"), str(GUEST / "initrd.img")) as world:
             _one(world, images, base, "warm", present=False)  # imports (pycdlib), caches, QEMU version
             steps = _steps_ms(images, base, args.runs * 3)
+            probe, info = _base_check_ms(base, args.runs * 3)
             created, present = [], []
             for i in range(args.runs):
                 created.append(_one(world, images, base, f"c{i}", present=False))
@@ -111,9 +130,12 @@ def main() -> None:
     for label, median, runs in (("created", c, created), ("present", p, present)):
         shown = ", ".join(f"{t * 1000:.0f}" for t in runs)
         print(f"start, overlay {label}:  median {median:7.1f} ms  (runs: {shown})")
-    print(f"added by overlay + seed: {c - p:+7.1f} ms  (goal: at most +40 ms)")
+    paired = statistics.median(a - b for a, b in zip(created, present, strict=True)) * 1000
+    print(f"added by overlay + seed: {c - p:+7.1f} ms  (goal: at most +40 ms); median of the run pairs' "
+          f"differences {paired:+.1f} ms")
     print(f"seed ISO written alone:  median {_seed_ms(args.runs * 3):7.1f} ms")
     print(f"the added steps alone:   median {steps:7.1f} ms  (base check + overlay + record + seed, no QEMU)")
+    print(f"base check in process:   median {probe:7.3f} ms  (qemu-img info of it: {info:.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,8 @@ class Node(Protocol):
         ...
 
     async def grow_disk(self, disk: DiskRequest) -> None:
-        """Grow a disk no process uses to its declared size (qemu-img resize; never a shrink)."""
+        """Grow a disk no process uses to its declared size (qemu-img resize; never a shrink); only an image
+        the reconciler created (a file that already existed is never written outside of QEMU)."""
         ...
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
@@ -357,7 +358,8 @@ class LocalNode:
 
     async def grow_disk(self, disk: DiskRequest) -> None:
         if disk.size is not None:
-            await images.grow(disk.path, disk.size, images.ImageFormat(disk.format))
+            await images.grow_recorded(layout.owned_image_record(self._spec, disk.path), disk.path, disk.size,
+                                       images.ImageFormat(disk.format))
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
         found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -35,8 +35,11 @@ from reconciler.errors import InstanceNotFound, UsageError
 
 if TYPE_CHECKING:
     from reconciler.agentinfo import AgentInfo
+    from reconciler.node import Node
     from reconciler.planner import Plan
     from reconciler.watch.statusfile import WatchStatus
+
+AgentsToAsk = Callable[[ActualState], Sequence[tuple[str, str]]]  # (node, instance) from what was found
 
 DEFAULT_MANIFESTS = "manifests"
 JSON_FORMAT_VERSION = 1
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if args.node not in {n.name for n in nodes}:
             raise UsageError(f"--node {args.node}: not declared in the manifests")
         nodes = [n for n in nodes if n.name == args.node]
-    actual = discover_nodes(nodes)
+    actual, agents = discover_nodes(nodes, _agents_shown(args.node, names))
     # No Node manifests (no ./manifests, or they are gone): the state dirs of running QEMUs we started.
     found = discovery.nodes_of_processes() if not nodes else []
     plan = _plan(desired, actual)
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise InstanceNotFound(missing[0])
         rows = [r for r in rows if r.name in names]
-    rows = _with_agents(rows, actual, nodes)
+    rows = _with_agents(rows, agents)
     watch = _watch_status(nodes or found, args.status_file)  # what a `watch` daemon reported, if one ran
     if watch is not None:
         rows = _with_watch_details(rows, watch, now)
@@ -141,20 +144,55 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def discover_nodes(nodes: Sequence[model.NodeSpec]) -> ActualState:
+def discover_nodes(nodes: Sequence[model.NodeSpec], agents_to_ask: AgentsToAsk | None = None
+                   ) -> tuple[ActualState, Mapping[tuple[str, str], AgentInfo]]:
     """Every node's instances: on this machine directly, remote ones over SSH, all at once (an unreachable
-    node is in `unreachable`, with its reason)."""
+    node is in `unreachable`, with its reason). Then, over the same links, the guest agents of the
+    instances `agents_to_ask` picks from what was found: (node, instance) -> what the agent says."""
     if all(n.ssh is None for n in nodes):
-        return discovery.discover(nodes)
-    import asyncio
+        actual = discovery.discover(nodes)
+        wanted = agents_to_ask(actual) if agents_to_ask is not None else []
+        if not wanted:
+            return actual, {}
+        from reconciler.node import local_nodes
+
+        return actual, asyncio.run(_ask_agents(local_nodes(nodes), wanted))
 
     from reconciler import fleet
 
-    async def go() -> ActualState:
+    async def go() -> tuple[ActualState, Mapping[tuple[str, str], AgentInfo]]:
         async with fleet.opened(nodes) as opened:
-            return await opened.discover()
+            actual = await opened.discover()
+            wanted = agents_to_ask(actual) if agents_to_ask is not None else []
+            return actual, await _ask_agents(opened.nodes, wanted)
 
     return asyncio.run(go())
+
+
+def _agents_shown(node: str | None, names: Sequence[str]) -> AgentsToAsk:
+    """The running instances started with a guest agent (guestAgent) that the table will show."""
+    def pick(actual: ActualState) -> list[tuple[str, str]]:
+        return [(i.node, i.name) for i in actual.instances
+                if i.state.has_process and i.spec is not None and i.spec.guest_agent
+                and (node is None or i.node == node) and (not names or i.name in names)]
+    return pick
+
+
+def _with_agents(rows: list[Row], agents: Mapping[tuple[str, str], AgentInfo]) -> list[Row]:
+    if not agents:
+        return rows
+    return [replace(r, agent=agents.get((r.node or "", r.name))) for r in rows]
+
+
+async def _ask_agents(nodes: Mapping[str, Node], wanted: Sequence[tuple[str, str]]
+                      ) -> Mapping[tuple[str, str], AgentInfo]:
+    """Ask the guest agent of each (node, instance) in `wanted` whose node is reachable, all at once."""
+    reachable = [(nodes[n], name) for n, name in wanted if n in nodes]
+    if not reachable:
+        return {}
+    from reconciler import agentinfo
+
+    return await agentinfo.ask_all(reachable)
 
 
 def _plan(desired: model.DesiredState | None, actual: ActualState) -> Plan | None:
@@ -369,17 +407,3 @@ def render_json(rows: Iterable[Row], unreachable: Iterable[UnreachableNode] = ()
         doc["unreachable"] = lost
     return json.dumps(doc, indent=2, sort_keys=True)
 
-
-def _with_agents(rows: list[Row], actual: ActualState, nodes: Sequence[model.NodeSpec]) -> list[Row]:
-    """Ask the guest agent of each running instance started with one (guestAgent), all at once."""
-    from reconciler.node import LocalNode
-
-    by_name = {n.name: n for n in nodes}
-    wanted = [(i.node, i.name) for i in actual.instances
-              if i.state.has_process and i.spec is not None and i.spec.guest_agent and i.node in by_name]
-    if not wanted:
-        return rows
-    from reconciler import agentinfo
-
-    found = asyncio.run(agentinfo.ask_all([(LocalNode(by_name[n]), name) for n, name in wanted]))
-    return [replace(r, agent=found.get((r.node or "", r.name))) for r in rows]

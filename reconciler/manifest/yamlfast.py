@@ -4,8 +4,8 @@ to the strict reader (yamlsafe), which stays the reference.
 Composing YAML through libyaml costs about 80 µs per 20-line instance, mostly in building a Python node
 object per scalar; a 50,000-instance tree cannot load in 1.5 s that way. Most manifests use a small part
 of YAML: block mappings and sequences, `key: value` lines, plain words and quotes without escapes,
-`---` between
-documents, comments, and flow mappings of plain words. This module reads exactly that part, line by line, and
+`---` between documents, comments, flow mappings of plain words, and literal block scalars (`key: |`,
+cloud-init's user-data). This module reads exactly that part, line by line, and
 gives up (None) on the first line outside it, on anything it would have to judge (a duplicate key, a
 number too long, a tab, an empty document), and on every non-ASCII or control character. Then the
 strict reader reads the text from the start, so every error, warning and position comes from one place.
@@ -65,13 +65,75 @@ def read(text: str) -> list[YamlDocument] | None:
     """The documents of `text` when it is inside the subset; None when the strict reader must read it."""
     if _NOT_SIMPLE.search(text) is not None:
         return None
+    literals: dict[int, str] = {}
+    if "|" in text:
+        cut = _cut_literals(text)
+        if cut is None:
+            return None
+        text, literals = cut
     lines = _LINE.findall(text)
     if len(lines) != text.count("\n") + 1:
         return None  # a line that is not in the subset
     try:
-        return _read(lines)
+        return _read(lines, literals)
     except _Bail:
         return None
+
+
+# `key: |` or `key: |-` (clip or strip chomping, the indentation found from the first line), alone on its
+# line: a literal block scalar, as cloud-init's user-data is written. Its lines are cut out of the text
+# (blank lines in their place, so line numbers stay) and its value is given by line number.
+_LITERAL_HEAD = re.compile(rf"^( *(?:- +)?)({_KEY}): +\|(-?) *$", re.MULTILINE)
+_PLACEHOLDER = "literal"
+
+
+def _cut_literals(text: str) -> tuple[str, dict[int, str]] | None:
+    """`text` with each literal block's lines blanked, and the blocks' values by their key's line; None
+    for a block the strict reader must judge (an indentation it would refuse, keep chomping, ...)."""
+    lines = text.split("\n")
+    literals: dict[int, str] = {}
+    covered = 0  # lines before this are an earlier block's (its text may hold `key: |` lines too)
+    head, at = 0, 0
+    for found in _LITERAL_HEAD.finditer(text):
+        head += text.count("\n", at, found.start())  # counted on from the previous head: linear
+        at = found.start()
+        if head < covered:
+            continue
+        m = _LITERAL_HEAD.match(lines[head])
+        if m is None:
+            return None
+        key_column = len(m.group(1))
+        first = head + 1
+        while first < len(lines) and not lines[first].strip():
+            first += 1
+        if first == len(lines):
+            return None
+        indent = len(lines[first]) - len(lines[first].lstrip(" "))
+        if indent <= key_column or any(len(lines[i]) > indent for i in range(head + 1, first)):
+            return None  # an empty block, or leading blank lines with more spaces than the content
+        end, content = head + 1, []  # leading blank lines are line breaks of the value
+        while end < len(lines):
+            line = lines[end]
+            if not line.strip():
+                if len(line) > indent:
+                    return None  # spaces that would be content: left to the strict reader
+                content.append("")
+            elif len(line) - len(line.lstrip(" ")) >= indent:
+                content.append(line[indent:])
+            elif len(line) - len(line.lstrip(" ")) > key_column:
+                return None  # less indented than the block, more than its key: an error to report
+            else:
+                break
+            end += 1
+        while content and not content[-1]:
+            content.pop()
+        body = "\n".join(content)
+        literals[head] = body if m.group(3) == "-" else body + "\n"
+        lines[head] = f"{m.group(1)}{m.group(2)}: {_PLACEHOLDER}"
+        for i in range(head + 1, end):
+            lines[i] = ""
+        covered = end
+    return "\n".join(lines), literals
 
 
 def _scalar(token: str, seen: dict[str, Any]) -> Any:
@@ -101,8 +163,8 @@ def _flow_mapping(token: str, seen: dict[str, Any]) -> dict[str, Any]:
     return mapping
 
 
-def _read(lines: list[tuple[str, ...]]) -> list[YamlDocument]:
-    reader = _Reader()
+def _read(lines: list[tuple[str, ...]], literals: dict[int, str]) -> list[YamlDocument]:
+    reader = _Reader(literals)
     for number, (indent, dash, key, value, item, _blank, separator) in enumerate(lines):
         if separator:
             reader.separator(number)
@@ -115,7 +177,8 @@ def _read(lines: list[tuple[str, ...]]) -> list[YamlDocument]:
 class _Reader:
     """Builds the documents line by line; raises _Bail where the text leaves the subset."""
 
-    def __init__(self) -> None:
+    def __init__(self, literals: dict[int, str]) -> None:
+        self.literals = literals  # line -> the value of the literal block scalar its key starts
         self.docs: list[YamlDocument] = []
         # open containers, innermost last: (column, container); a dict's column is its keys', a list's
         # its dashes'
@@ -173,7 +236,8 @@ class _Reader:
             raise _Bail
         key = _intern(key)  # the same few keys in every document: one string each, not one per line
         if value:
-            container[key] = _scalar(value, self.scalars)
+            literal = self.literals.get(number) if self.literals else None
+            container[key] = _scalar(value, self.scalars) if literal is None else literal
         else:
             self.pending = key
 

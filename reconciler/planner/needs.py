@@ -70,6 +70,7 @@ _QEMU_BINARY: FieldPath = ("spec", "qemuBinary")
 _KERNEL: FieldPath = ("spec", "kernel", "path")
 _INITRD: FieldPath = ("spec", "kernel", "initrd")
 _FIRMWARE: FieldPath = ("spec", "firmware")
+_SECURE_BOOT: FieldPath = ("spec", "secureBoot")
 
 
 def _wants(spec: InstanceSpec, node: NodeSpec, create: bool = True,
@@ -91,8 +92,9 @@ def _wants(spec: InstanceSpec, node: NodeSpec, create: bool = True,
             yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
     ovmf = ovmf_of(spec)
     if ovmf is not None:  # firmware uefi: OVMF's code and its variable-store template (package ovmf)
-        yield NeedKind.FILE, ovmf.code, _FIRMWARE, Kind.INSTANCE
-        yield NeedKind.FILE, ovmf.vars_template, _FIRMWARE, Kind.INSTANCE
+        field = _SECURE_BOOT if spec.secure_boot else _FIRMWARE  # the secure-boot build's files
+        yield NeedKind.FILE, ovmf.code, field, Kind.INSTANCE
+        yield NeedKind.FILE, ovmf.vars_template, field, Kind.INSTANCE
     for i, disk in enumerate(spec.disks):
         kind = NeedKind.NEW_DISK if create and disk.provisioned else NeedKind.DISK
         yield kind, disk.path, ("spec", "disks", i, "path"), Kind.INSTANCE

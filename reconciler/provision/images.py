@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from reconciler import statedir
 from reconciler.errors import ReconcilerError
+from reconciler.provision import baseprobe
 from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
 QEMU_IMG = "qemu-img"
@@ -99,13 +100,20 @@ async def inspect(path: str, *, shared: bool = True) -> ImageInfo:
 
 async def check_base(path: str) -> ImageInfo:
     """A base image must be a readable raw or qcow2 file that nothing writes (QEMU's image lock tells:
-    a running instance's writable disk is no base); ImageError says why it is not."""
+    a running instance's writable disk is no base); ImageError says why it is not. Decided in this
+    process from the base's first bytes when they suffice (baseprobe), else by qemu-img info."""
+    _absolute(path)
+    try:
+        decided = baseprobe.probe(path)
+    except baseprobe.BaseUnusable as err:
+        raise ImageError(path, err.detail) from None
+    if decided is not None:
+        return ImageInfo(decided[0], decided[1], None)
     try:
         info = await inspect(path, shared=False)
     except ImageError as err:
         if '"write" lock' in err.detail:
-            raise ImageError(path, "is being written by a running QEMU; a base image must not be written "
-                                   "(stop its writer, or copy it)") from None
+            raise ImageError(path, baseprobe.WRITTEN) from None
         raise
     if info.format not in (ImageFormat.RAW, ImageFormat.QCOW2):
         raise ImageError(path, f"a base image must be raw or qcow2, not {info.format}")
@@ -154,14 +162,20 @@ def delete_owned(owned: OwnedImage) -> None:
     """Delete `owned` only if the path still is that very file (same device and inode, a regular file,
     not a symlink); otherwise ImageError and nothing is removed. A file already gone is fine."""
     try:
-        st = os.lstat(owned.path)
+        _same_file(owned, "deleted")
     except FileNotFoundError:
         return
-    if stat.S_ISLNK(st.st_mode):
-        raise ImageError(owned.path, "is now a symlink, not the image the reconciler created; not deleted")
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (owned.device, owned.inode):
-        raise ImageError(owned.path, "is no longer the file the reconciler created; not deleted")
     os.unlink(owned.path)
+
+
+def _same_file(owned: OwnedImage, what: str) -> None:
+    """ImageError unless `owned.path` still is the very file the reconciler created (FileNotFoundError
+    when it is gone)."""
+    st = os.lstat(owned.path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ImageError(owned.path, f"is now a symlink, not the image the reconciler created; not {what}")
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (owned.device, owned.inode):
+        raise ImageError(owned.path, f"is no longer the file the reconciler created; not {what}")
 
 
 def free_bytes(directory: str) -> int:
@@ -262,8 +276,8 @@ async def provision(record_path: str, instance: str, path: str, *, base: str | N
     it is, and never becomes ours), and record it as owned at `record_path`."""
     if os.path.lexists(path):
         return None
-    if base is not None:  # the plan checked the base (qemu-img info); its format is in its first bytes
-        owned = await create_overlay(path, base, probe_format(base), size)
+    if base is not None:  # checked again, not taken from the plan: the base may have changed since
+        owned = await create_overlay(path, base, ImageFormat((await check_base(base)).format), size)
     elif size is not None:
         owned = await create_blank(path, size, fmt)
     else:
@@ -280,18 +294,16 @@ async def grow(path: str, size: int, fmt: ImageFormat) -> None:
     await _qemu_img(path, "resize", "-q", "-f", fmt.value, path, str(size))
 
 
-QCOW2_MAGIC = b"QFI\xfb"
-
-
-def probe_format(base: str) -> ImageFormat:
-    """qcow2 if the file starts with qcow2's magic, else raw: what qemu-img's own probe decides for these
-    two formats, without a subprocess. ImageError when the base cannot be read."""
-    try:
-        with open(base, "rb") as f:
-            head = f.read(len(QCOW2_MAGIC))
-    except OSError as err:
-        raise ImageError(base, f"cannot read the base image: {err.strerror or err}") from None
-    return ImageFormat.QCOW2 if head == QCOW2_MAGIC else ImageFormat.RAW
+async def grow_recorded(record_path: str, path: str, size: int, fmt: ImageFormat) -> None:
+    """Grow the image at `path` outside of QEMU (its instance is stopped) only if the reconciler created
+    that very file (its ownership record; the same file, not a symlink): a file that already existed is
+    never written outside of QEMU, so it grows only live, by its QEMU. ImageError says which."""
+    owned = read_owned(record_path)
+    if owned is None or owned.path != path:
+        raise ImageError(path, "was not created by the reconciler, so it is never written outside of QEMU: "
+                               "it grows live only (start the instance, then apply)")
+    _same_file(owned, "grown")
+    await grow(path, size, fmt)
 
 
 def read_owned(record_path: str) -> OwnedImage | None:

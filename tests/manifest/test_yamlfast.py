@@ -55,6 +55,12 @@ ACCEPTED: list[tuple[str, list[Any]]] = [
                                                            "d": ".", "e": ["..."]}]),
     ("p: {first: 49152, last: 49183}\nq: {}\nr: { a: x , b: -1 }  # c\nl:\n  - {k: v}\n",
      [{"p": {"first": 49152, "last": 49183}, "q": {}, "r": {"a": "x", "b": -1}, "l": [{"k": "v"}]}]),
+    ("a: |\n  x\n", [{"a": "x\n"}]),
+    ("a: |\n\n x\n", [{"a": "\nx\n"}]),  # a leading blank line is a line break of the value
+    ("a: |-\n  x\n  y\nb: 1\n", [{"a": "x\ny", "b": 1}]),
+    ("u: |\n  #cloud-config\n  users: [{name: ops, keys: ['k: v']}]\n\n    indented: |\n  - x\n\n\nb: 2\n",
+     [{"u": "#cloud-config\nusers: [{name: ops, keys: ['k: v']}]\n\n  indented: |\n- x\n", "b": 2}]),
+    ("l:\n  - k: |\n      x\n    m: 1\n---\nc: |\n  y", [{"l": [{"k": "x\n", "m": 1}]}, {"c": "y\n"}]),
     (instance(), [yaml.safe_load(instance())]),
     (NODE_A, [yaml.safe_load(NODE_A)]),
 ]
@@ -81,7 +87,9 @@ LEFT_TO_THE_STRICT_READER = [
     "a: {? b: 1}\n", "a: {b: [1]}\n", "a: {b: {c: 1}}\n", "a: {b}\n", "a: {b: 1\n",
     "a: 1234567890123456789012345678901\n",  # too long a number
     "true: 1\n", "null: 1\n", "1: x\n", "\"a\": 1\n", "? a\n: 1\n",
-    "a: |\n  x\n", "a: >\n  x\n", "a: b\n  c\n",  # block and multi-line scalars
+    "a: >\n  x\n", "a: b\n  c\n", "- |\n  x\n", "a: |+\n  x\n", "a: |2\n  x\n",  # folded, multi-line
+    "a: |\n", "a: |\nb: 1\n", "a: |\n    x\n  y\n", "a: |\n    \n  x\n", "a: |\n  x\n     \n",
+    "a: | # c\n  x\n",
     "a: \"x\\ty\"\n", "a: 'it''s'\n", "a: \"x\n  y\"\n",
     "a: ~\n", "a: x  y\n", "a: b: c\n", "a: x #\n".replace(" #", "#"),
     "%YAML 1.2\n---\na: 1\n", "a: 1\n...\n", "--- a: 1\n", "---x\n", "a: 1\n--- \n",
@@ -154,3 +162,17 @@ def test_dumped_block_yaml_reads_as_the_strict_reader_reads_it(
 ) -> None:
     text = yaml.safe_dump_all(docs, default_flow_style=False, indent=max(indent, 2), explicit_start=start)
     _same_as_strict(text)
+
+
+BLOCK_LINES = st.lists(st.tuples(st.sampled_from(["", " ", "  ", "   ", "    ", "      "]), st.sampled_from([
+    "", "x", "#cloud-config", "users: [{name: ops}]", "k: |", "- k: |-", "a: 'q' # c", "---", "\"s\": 1",
+    "x: {a: [1, 2]}", "  trailing  "])).map("".join), max_size=8)
+
+
+@SETTINGS
+@given(st.sampled_from(["a: ", "- a: ", "  - a: ", "l:\n  - k: ", "m:\n  k: "]), st.sampled_from(["|", "|-"]),
+       BLOCK_LINES, st.sampled_from(["", "b: 1", "---\nc: 2", "  d: 3", "l:\n  - x"]), st.booleans())
+def test_literal_blocks_read_as_the_strict_reader_reads_them(
+        head: str, style: str, body: list[str], after: str, newline: bool) -> None:
+    text = "\n".join([head + style, *body, after])
+    _same_as_strict(text + "\n" if newline else text)

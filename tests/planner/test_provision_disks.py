@@ -299,17 +299,31 @@ def test_uefi_maps_ovmf_read_only_and_the_instances_own_nvram() -> None:
     assert plain.nvram_template is None and not any("pflash" in a for a in plain.argv)
 
 
-def test_uefi_on_a_node_without_ovmf_is_a_plan_error() -> None:
+OVMF_MISSING_CASES = [
+    pytest.param({}, ("OVMF",), ["instance web1: spec.firmware: '/usr/share/OVMF/OVMF_CODE_4M.fd' does not "
+                                 "exist on node node-a"], id="uefi_no_ovmf"),
+    # A node with the plain build only (no secure-boot files): only secureBoot is refused, naming its file.
+    pytest.param({"machine": "q35", "secure_boot": True}, ("secboot", ".ms."),
+                 ["instance web1: spec.secureBoot: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd' does not exist "
+                  "on node node-a"], id="secure_boot_no_secboot_build"),
+    pytest.param({}, ("secboot", ".ms."), [], id="uefi_plain_build_is_enough"),
+]
+
+
+@pytest.mark.parametrize(("extra", "missing", "want"), OVMF_MISSING_CASES)
+def test_uefi_on_a_node_without_ovmf_is_a_plan_error(extra: dict[str, object], missing: tuple[str, ...],
+                                                     want: list[str]) -> None:
     from reconciler.planner import needs
 
-    spec = model.InstanceSpec("web1", 256, node="node-a", firmware=model.Firmware.UEFI)
+    spec = model.InstanceSpec("web1", 256, node="node-a", firmware=model.Firmware.UEFI,
+                              **extra)  # type: ignore[arg-type]
     desired = model.DesiredState({"web1": spec}, {"node-a": NODE})
     plan = Plan(actions=(Action("web1", ActionKind.START, Reason.NEW, "node-a"),))
     reqs = needs.requirements(plan, desired, ActualState(()))
-    answers = {"node-a": {q: (MISSING if "OVMF" in q else PathInfo(PathKind.FILE, executable=True))
+    present = PathInfo(PathKind.FILE, executable=True)
+    answers = {"node-a": {q: MISSING if any(m in q for m in missing) else present
                           for q in reqs.queries()["node-a"]}}
-    assert [p.message for p in needs.problems(needs.missing(reqs, answers), {})] == [
-        "instance web1: spec.firmware: '/usr/share/OVMF/OVMF_CODE_4M.fd' does not exist on node node-a"]
+    assert [p.message for p in needs.problems(needs.missing(reqs, answers), {})] == want
 
 
 FIRMWARE_CASES = [

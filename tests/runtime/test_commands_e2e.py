@@ -157,9 +157,11 @@ def test_node_info(mdir: Path, reaper: Reaper, capsys: pytest.CaptureFixture[str
         kvm = False
     assert info["kvm_usable"] is kvm
     assert info["uefi_firmware"] is os.path.isfile("/usr/share/OVMF/OVMF_CODE_4M.fd")  # .ci/setup: ovmf
+    assert info["secure_boot_firmware"] is all(os.path.isfile(f"/usr/share/OVMF/{f}") for f in (
+        "OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd"))
     rc, out, _ = _run(capsys, "node-info", str(mdir))
     assert "our instances use 128 MiB (1 running)" in out
-    assert "  firmware     bios; uefi " in out
+    assert "  firmware     bios; uefi (OVMF present, with secure boot)" in out  # both builds (.ci/setup)
 
 
 # ------------------------------------------------------------------------------------------ console
