@@ -118,7 +118,13 @@ class _Rejected(Exception):
         super().__init__(message)
 
 
-_IMPORT_LINE = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n"
+class _NoDecimal:
+    """Stands for decimal.Decimal in the generated code's number checks: parsed YAML holds no Decimal,
+    so `isinstance(x, (int, float, Decimal))` means the same, and the decimal module stays unimported."""
+
+
+_IMPORT_LINES = ("from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n",
+                 "from decimal import Decimal\n")
 
 
 def _fastjsonschema_version() -> str | None:
@@ -143,9 +149,10 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
     Generating and compiling the validator's ~270 KB of Python costs ~80 ms, more than the rest of a
     small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema text,
     the fastjsonschema version and the Python version, so a stale entry is never used. The generated
-    code's import of fastjsonschema's exceptions is replaced by `_Rejected`: a cache hit imports nothing.
+    code's imports of fastjsonschema's exceptions and of Decimal are replaced (`_Rejected`, `_NoDecimal`): a
+    cache hit imports nothing.
     """
-    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}\0rejected".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}\0no-imports".encode()).hexdigest()[:24]
     cache = _cache_dir() / f"schema-check-{key}.marshal"
     code = None
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
@@ -156,11 +163,13 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
         draft7 = {k: v for k, v in schema().items() if k not in ("$schema", "$id")}
         draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
         source = fastjsonschema.compile_to_code(draft7, use_default=False, use_formats=False)
-        code = compile(source.replace(_IMPORT_LINE, "\n"), "<manifest schema check>", "exec")
+        for line in _IMPORT_LINES:
+            source = source.replace(line, "\n")
+        code = compile(source, "<manifest schema check>", "exec")
         with contextlib.suppress(OSError):
             _write_atomically(cache, marshal.dumps(code))
     namespace: dict[str, Any] = {"JsonSchemaValueException": _Rejected,
-                                 "JsonSchemaValuesException": _Rejected}
+                                 "JsonSchemaValuesException": _Rejected, "Decimal": _NoDecimal}
     exec(code, namespace)
     validator: Callable[[Any], Any] = namespace["validate"]
     return validator

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]
 
 NEVER = ("psutil", "qemu", "fastjsonschema", "jsonschema", "asyncssh", "yaml", "pickle", "difflib",
-         "reconciler.executor", "reconciler.launch", "reconciler.hostfacts", "reconciler.lock",
-         "reconciler.remote", "reconciler.planfile", "reconciler.render.json", "reconciler.provision.images")
+         "decimal", "reconciler.executor", "reconciler.launch", "reconciler.hostfacts", "reconciler.lock",
+         "reconciler.remote", "reconciler.planfile", "reconciler.render.json", "reconciler.provision.images",
+         "reconciler.argv")
 
 PROBE = """
 import json, sys
