@@ -26,7 +26,7 @@ from reconciler import hotplug
 from reconciler.errors import QmpError
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly
+from reconciler.executor.qmpcalls import close_quietly
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node

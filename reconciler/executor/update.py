@@ -21,7 +21,7 @@ from reconciler.errors import ReconcilerError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.live import apply_live
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly
+from reconciler.executor.qmpcalls import close_quietly
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
