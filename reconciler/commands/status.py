@@ -372,14 +372,13 @@ def render_json(rows: Iterable[Row], unreachable: Iterable[UnreachableNode] = ()
 
 def _with_agents(rows: list[Row], actual: ActualState, nodes: Sequence[model.NodeSpec]) -> list[Row]:
     """Ask the guest agent of each running instance started with one (guestAgent), all at once."""
-    from reconciler.node import LocalNode
-
     by_name = {n.name: n for n in nodes}
     wanted = [(i.node, i.name) for i in actual.instances
               if i.state.has_process and i.spec is not None and i.spec.guest_agent and i.node in by_name]
     if not wanted:
         return rows
     from reconciler import agentinfo
+    from reconciler.node import LocalNode
 
     found = asyncio.run(agentinfo.ask_all([(LocalNode(by_name[n]), name) for n, name in wanted]))
     return [replace(r, agent=found.get((r.node or "", r.name))) for r in rows]
