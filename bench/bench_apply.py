@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench_cli import cli_env
 from executor.kit import World, make_world
 
 from reconciler import argv, launch, model, qmp
@@ -48,7 +49,7 @@ BARE_PARAMETERS = {"max-bandwidth": (1 << 63) - 1, "downtime-limit": 300}  # INT
 def cli(world: World, *args: str) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(world.manifests)],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, env=cli_env(), timeout=300, check=False)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"reconciler {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
@@ -117,7 +118,8 @@ def bench_stop(world: World, runs: int) -> float:
         serial = Serial(world.paths("node-a", name).serial)
         world.instance(name, "node-a", runStrategy="Halted")
         proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--yes", "--target", name,
-                                 str(world.manifests)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                 str(world.manifests)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=cli_env())
         out, _ = proc.communicate(timeout=60)
         returned = time.perf_counter()
         if proc.returncode != 0 or b"ACPI power-off" not in out:

@@ -8,8 +8,8 @@ once, each under a short deadline: a hung monitor yields UNKNOWN instead of hang
 processes that are not ours are listed as unmanaged and never touched.
 
 Discovery is on the path of every `status`, `plan` and `apply`, so it is kept cheap: one json.loads per
-record, one psutil look at each recorded PID, and a single pass over the host's processes (name and
-cmdline only) to find unmanaged QEMUs.
+record, one /proc look at each recorded PID (reconciler.procs), and a single pass over the host's
+processes (cmdline, and the name where argv[0] does not tell) to find unmanaged QEMUs.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-
-import psutil
 
 from reconciler import intent as intents
 from reconciler import layout, procs, qmp, statedir
@@ -364,8 +362,8 @@ def in_flight(node: NodeSpec, name: str, it: intents.Intent) -> InFlight | None:
 def _command_of(pid: int) -> str:
     """The reconciler subcommand a process runs ("apply", "watch", ...), from its command line."""
     try:
-        cmdline = psutil.Process(pid).cmdline()
-    except psutil.Error:
+        cmdline = procs.cmdline(pid)
+    except (procs.NoSuchProcess, procs.AccessDenied):
         return "reconciler"
     return command_in(cmdline)
 
@@ -392,8 +390,8 @@ def _intent_process(it: intents.Intent, host: _HostProcesses,
         if p.cmdline != it.argv:
             continue
         try:
-            create_time = psutil.Process(p.pid).create_time()
-        except psutil.Error:
+            create_time = procs.create_time(p.pid)
+        except (procs.NoSuchProcess, procs.AccessDenied):
             continue
         if it.matches(p.cmdline, create_time):
             found[p.pid] = create_time

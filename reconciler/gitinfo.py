@@ -34,29 +34,44 @@ def _git(cwd: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def _maybe_in_work_tree(cwd: Path) -> bool:
-    """False only when git could not find a work tree from `cwd`: no `.git` (directory or file) in it or
-    any parent, and no GIT_DIR/GIT_WORK_TREE telling git where to look. Saves running git outside a
-    repository."""
-    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
-        return True
-    return any(os.path.lexists(os.path.join(d, ".git")) for d in (cwd, *cwd.parents))
+def _elsewhere() -> bool:
+    """GIT_DIR/GIT_WORK_TREE tell git where to look: the `.git` search below does not apply."""
+    return bool(os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"))
+
+
+def _top(cwd: Path) -> Path | None:
+    """The nearest of `cwd` and its parents holding a `.git` (a directory, or the file of a linked work
+    tree or submodule): the work tree's top, as git finds it; None when there is none."""
+    return next((d for d in (cwd, *cwd.parents) if os.path.lexists(os.path.join(d, ".git"))), None)
+
+
+def _head(status_lines: Sequence[str]) -> str | None:
+    """HEAD's commit from `status --branch`'s `# branch.oid` header; None before the first commit."""
+    for line in status_lines:
+        words = line.split()
+        if len(words) == 3 and words[:2] == ["#", "branch.oid"] and words[2] != "(initial)":
+            return words[2]
+    return None
 
 
 def describe(paths: Sequence[str]) -> GitInfo | None:
     """GitInfo for the work tree holding the first path, or None (no git, not a repo, no commit).
 
-    At most two git runs: the top directory and HEAD in one, then the status of the manifest paths."""
+    One git run: `status --porcelain=v2 --branch` says HEAD's commit (its header) and lists what differs
+    under the paths; the top directory is where git found `.git`. Outside any work tree (no `.git` above
+    the path) git is not run at all; with GIT_DIR or GIT_WORK_TREE set, git is asked for the top too."""
     if not paths:
         return None
     first = Path(paths[0]).resolve()
     cwd = first if first.is_dir() else first.parent
-    if not _maybe_in_work_tree(cwd):
+    top = None if _elsewhere() else _top(cwd)
+    if top is None and not _elsewhere():
         return None
-    out = _git(cwd, "rev-parse", "--show-toplevel", "--verify", "-q", "HEAD")
+    out = _git(cwd, "status", "--porcelain=v2", "--branch", "--", *(str(Path(p).resolve()) for p in paths))
     lines = out.splitlines() if out is not None else []
-    if len(lines) != 2:
+    commit = _head(lines)
+    if commit is None:
         return None
-    root, commit = lines
-    status = _git(cwd, "status", "--porcelain", "--", *(str(Path(p).resolve()) for p in paths))
-    return GitInfo(root=root, commit=commit, dirty=bool(status))
+    dirty = any(line and not line.startswith("#") for line in lines)
+    root = str(top) if top is not None else _git(cwd, "rev-parse", "--show-toplevel")
+    return GitInfo(root=root, commit=commit, dirty=dirty) if root else None

@@ -9,7 +9,7 @@ no earlier than the intent (minus a second of clock slack), writing its record; 
 and process are both gone is stale and cleaned. The action removes its intent when it ends.
 
 It lives below the executor because discovery reads intents too. Encoding and decoding are pure; the
-owner checks ask psutil about processes of this machine.
+owner checks ask /proc (reconciler.procs) about processes of this machine.
 """
 
 from __future__ import annotations
@@ -104,23 +104,19 @@ def from_jsonable(data: object) -> Intent:
 
 
 def owner_identity() -> tuple[int, float]:
-    """This process's PID and start time (psutil's create_time), to tell a live writer from a reused PID."""
-    import psutil
+    """This process's PID and start time (procs.create_time), to tell a live writer from a reused PID."""
+    from reconciler import procs
 
     pid = os.getpid()
-    return pid, psutil.Process(pid).create_time()
+    return pid, procs.create_time(pid)
 
 
 def owner_alive(intent: Intent) -> bool:
     """Whether the process that wrote `intent` still runs (a reused PID does not count)."""
-    import psutil
-
-    from reconciler.procs import CREATE_TIME_TOLERANCE
+    from reconciler import procs
 
     try:
-        proc = psutil.Process(intent.owner_pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(proc.create_time() - intent.owner_create_time) <= CREATE_TIME_TOLERANCE
-    except psutil.Error:
+        st = procs.stat(intent.owner_pid)
+    except (procs.NoSuchProcess, procs.AccessDenied):
         return False
+    return not st.zombie and abs(st.create_time - intent.owner_create_time) <= procs.CREATE_TIME_TOLERANCE

@@ -21,8 +21,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import psutil
-
 from reconciler import layout, phases, procs, qmp, statedir, versioncache
 from reconciler.errors import LaunchError, QmpError
 from reconciler.pidfd import ProcessHandle
@@ -33,7 +31,7 @@ STDERR_LIMIT = 2000  # characters of QEMU's stderr kept in an error message
 @dataclass(frozen=True, slots=True)
 class Launched:
     pid: int
-    create_time: float  # psutil create_time, recorded to prove identity later
+    create_time: float  # procs.create_time (as psutil's), recorded to prove identity later
     started_at: float  # epoch seconds just before exec
     argv: tuple[str, ...]
 
@@ -63,8 +61,8 @@ async def launch(
     if pid is None:
         raise LaunchError(name, f"QEMU started but wrote no pidfile {paths.pidfile}")
     try:
-        create_time = psutil.Process(pid).create_time()
-    except psutil.Error:
+        create_time = procs.create_time(pid)
+    except (procs.NoSuchProcess, procs.AccessDenied):
         raise LaunchError(name, f"QEMU (pid {pid}) exited right after starting") from None
     launched = Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv)
     _restrict(paths)

@@ -85,6 +85,21 @@ class NodeLock:
         self._fd = fd
         self._write_holder(fd)
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free right now, without waiting (so without a helper thread); False
+        when another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if not _try_lock(fd):
+                os.close(fd)
+                return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._write_holder(fd)
+        return True
+
     def _write_holder(self, fd: int) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "operation": self.operation,
                 "since": time.time()}

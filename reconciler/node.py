@@ -20,22 +20,23 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from reconciler import hostfacts, layout, procs, qmp, secretfile, statedir
-from reconciler import launch as launch_mod
-from reconciler import lock as lock_mod
+from reconciler import layout, procs, qmp, statedir
 from reconciler.actual import ActualState
-from reconciler.argv import Launch
 from reconciler.errors import NodeAddressError, QmpError, RemoteCallError
-from reconciler.hostfacts import HostFacts
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
-from reconciler.pidfd import ProcessHandle
-from reconciler.provision import images
-from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
-from reconciler.provision.images import OwnedImage
-from reconciler.records import AppliedRecord
+
+if TYPE_CHECKING:  # imported where used: `plan` and `status` need none of them (nor their imports)
+    from reconciler import launch as launch_mod
+    from reconciler import lock as lock_mod
+    from reconciler.argv import Launch
+    from reconciler.hostfacts import HostFacts
+    from reconciler.pidfd import ProcessHandle
+    from reconciler.provision.imagecheck import DiskRequest, ImageCheck, ImageQuery
+    from reconciler.provision.images import OwnedImage
+    from reconciler.records import AppliedRecord
 
 
 class Process(Protocol):
@@ -262,8 +263,12 @@ class LocalNode:
 
     async def lock(self, operation: str, timeout: float | None,
                    on_wait: OnLockWait | None = None) -> HeldLock:
+        from reconciler import lock as lock_mod
+
         path = self.lock_path
         held = lock_mod.NodeLock(path, operation)
+        if held.try_acquire():  # the usual case: free, taken at once on this thread
+            return _LocalLock(held)
 
         def waiting(holder: lock_mod.Holder | None) -> None:
             if on_wait is not None:
@@ -294,6 +299,8 @@ class LocalNode:
             from reconciler.provision import iso, seed
 
             iso.write_seed_iso(paths.seed, seed.build_seed(instance, launch.seed))
+        from reconciler import launch as launch_mod
+
         launched = await launch_mod.launch(instance, launch.argv, paths, timeout, launch.env)
         with contextlib.suppress(FileNotFoundError):  # guestAgent: the socket QEMU made is ours alone
             os.chmod(paths.agent, 0o600)
@@ -312,13 +319,19 @@ class LocalNode:
         def verify(p: int) -> bool:
             return procs.check(p, create_time, argv).ours
 
+        from reconciler.pidfd import ProcessHandle
+
         handle = ProcessHandle.open_verified(pid, verify)
         return None if handle is None else LocalProcess(handle)
 
     async def qemu_version(self) -> str:
+        from reconciler import launch as launch_mod
+
         return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary, self._spec.state_dir)
 
     async def facts(self) -> HostFacts:
+        from reconciler import hostfacts
+
         return await asyncio.to_thread(hostfacts.gather, self._spec.qemu_binary, self._spec.state_dir)
 
     async def check_paths(self, paths: Collection[str]) -> Mapping[str, PathInfo]:
@@ -339,6 +352,8 @@ class LocalNode:
         return True
 
     async def read_secret(self, path: str, field: str) -> str:
+        from reconciler import secretfile
+
         return secretfile.read_secret(path, field)
 
     async def guest_agent(self, instance: str, command: str, timeout: float) -> object:
@@ -348,24 +363,34 @@ class LocalNode:
         return result
 
     async def check_images(self, queries: Sequence[ImageQuery]) -> Mapping[str, ImageCheck]:
+        from reconciler.provision import images
+
         return await images.check_for_create(queries)
 
     async def create_disk(self, instance: str, disk: DiskRequest) -> bool:
+        from reconciler.provision import images
+
         record = layout.owned_image_record(self._spec, disk.path)
         owned = await images.provision(record, instance, disk.path, base=disk.base, size=disk.size,
                                        fmt=images.ImageFormat(disk.format))
         return owned is not None
 
     async def grow_disk(self, disk: DiskRequest) -> None:
+        from reconciler.provision import images
+
         if disk.size is not None:
             await images.grow_recorded(layout.owned_image_record(self._spec, disk.path), disk.path, disk.size,
                                        images.ImageFormat(disk.format))
 
     async def owned_images(self, paths: Collection[str]) -> Mapping[str, OwnedImage]:
+        from reconciler.provision import images
+
         found = {p: images.read_owned(layout.owned_image_record(self._spec, p)) for p in sorted(set(paths))}
         return {p: o for p, o in found.items() if o is not None and o.path == p}
 
     async def delete_disk(self, path: str) -> bool:
+        from reconciler.provision import images
+
         return images.delete_recorded(layout.owned_image_record(self._spec, path), path)
 
     async def read_nvram(self, instance: str) -> bytes | None:

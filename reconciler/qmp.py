@@ -6,23 +6,28 @@ Every qemu.qmp / OS error is wrapped into a typed `errors.QmpError` subclass car
 Nothing here waits without a deadline: a hung monitor socket raises `QmpTimeout`. Deadlines use
 `asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11, wait_for drops a cancellation that lands in
 the loop iteration where the awaited call completes, so a Ctrl-C could be lost mid-migration.
+
+`query_status` (discovery asks it of every live instance on each `plan` and `status`, and a launch waits
+for its first answer) speaks the three QMP lines it needs over a plain asyncio stream instead: no client
+object, no reader task, and qemu.qmp (with its logging setup) is imported only when a session is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, QMPClient, QMPError
-from qemu.qmp.qmp_client import GreetingError, NegotiationError
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
+
+if TYPE_CHECKING:
+    from qemu.qmp import QMPClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,8 @@ class QemuQmpSession:
 
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
                       timeout: float = 5.0) -> Any:
+        from qemu.qmp import ExecInterruptedError, ExecuteError, QMPError
+
         try:
             async with asyncio.timeout(timeout):
                 return await self._client.execute(command, arguments)
@@ -91,6 +98,8 @@ class QemuQmpSession:
                 return _event(msg)
 
     async def close(self) -> None:
+        from qemu.qmp import QMPError
+
         with contextlib.suppress(QMPError, OSError, EOFError):
             await self._client.disconnect()
 
@@ -139,6 +148,9 @@ class _EventBeforeReply(Exception):
 async def _connect_once(socket_path: str, timeout: float, name: str, budget: float,
                         patient: bool = False) -> QemuQmpSession:
     """One attempt with `timeout` seconds left of the caller's `budget` (which errors name)."""
+    from qemu.qmp import ConnectError, QMPClient, QMPError
+    from qemu.qmp.qmp_client import GreetingError, NegotiationError
+
     client = QMPClient(name)
     try:
         async with asyncio.timeout(timeout):
@@ -199,16 +211,70 @@ async def session(socket_path: str, timeout: float = 5.0) -> AsyncIterator[QemuQ
 
 
 async def query_status(socket_path: str, timeout: float) -> str:
-    """QEMU's run state (`query-status` "status": running, paused, inmigrate, ...), all within `timeout`."""
-    deadline = time.monotonic() + timeout
-    s = await connect(socket_path, timeout)
+    """QEMU's run state (`query-status` "status": running, paused, inmigrate, ...), all within `timeout`.
+
+    One connection, three lines each way: the greeting, `qmp_capabilities`, `query-status`. Events QEMU
+    sends in between (before the greeting's reply, or a RESUME right after a migration) are skipped, so
+    the negotiation race qemu.qmp needs a second connection for does not arise here."""
+    stage = "greeting"
     try:
-        result = await s.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001))
-    finally:
-        await s.close()
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_unix_connection(socket_path, limit=_LINE_LIMIT)
+            except OSError as err:
+                raise QmpConnectError(socket_path, err.strerror or str(err) or type(err).__name__) from None
+            try:
+                greeting = await _next_message(reader, socket_path, stage)
+                while "QMP" not in greeting:
+                    greeting = await _next_message(reader, socket_path, stage)
+                stage = "qmp_capabilities"
+                writer.write(b'{"execute": "qmp_capabilities"}\n')
+                await _reply(reader, socket_path, stage)
+                stage = "query-status"
+                writer.write(b'{"execute": "query-status"}\n')
+                result = await _reply(reader, socket_path, stage)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        what = "no greeting" if stage == "greeting" else f"{stage}: no answer"
+        raise QmpTimeout(socket_path, f"{what} within {timeout:g}s") from None
     if not isinstance(result, dict) or not isinstance(result.get("status"), str):
         raise QmpError(socket_path, f"query-status: unexpected answer {result!r}")
     return str(result["status"])
+
+
+_LINE_LIMIT = 1 << 20  # bytes of one QMP message (query-status and its events are far smaller)
+
+
+async def _next_message(reader: asyncio.StreamReader, socket_path: str, stage: str) -> dict[str, Any]:
+    """The next JSON object QEMU sent (one per line); QmpDisconnected at EOF or on a garbled line."""
+    try:
+        line = await reader.readline()
+    except (OSError, ValueError) as err:  # ValueError: a line over the limit
+        raise QmpDisconnected(socket_path, f"{stage}: {err or type(err).__name__}") from None
+    if not line.endswith(b"\n"):
+        raise QmpDisconnected(socket_path, f"{stage}: connection closed before the answer")
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise QmpDisconnected(socket_path, f"{stage}: not a QMP message: {line[:80]!r}") from None
+    if not isinstance(message, dict):
+        raise QmpDisconnected(socket_path, f"{stage}: not a QMP message: {line[:80]!r}")
+    return message
+
+
+async def _reply(reader: asyncio.StreamReader, socket_path: str, command: str) -> Any:
+    """The `return` value of the command just sent, skipping events; QmpCommandError on `error`."""
+    while True:
+        message = await _next_message(reader, socket_path, command)
+        if "return" in message:
+            return message["return"]
+        error = message.get("error")
+        if isinstance(error, dict):
+            raise QmpCommandError(socket_path, str(error.get("desc", "")), command,
+                                  str(error.get("class", "")))
 
 
 async def _abandon(client: QMPClient) -> None:

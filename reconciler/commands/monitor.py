@@ -93,7 +93,7 @@ async def _run(args: argparse.Namespace, desired: DesiredState, arguments: dict[
 
 async def _send(node: Node, name: str, command: str, arguments: dict[str, Any] | None, timeout: float) -> Any:
     from reconciler.executor.context import Deadlines
-    from reconciler.executor.start import close_quietly
+    from reconciler.executor.qmpcalls import close_quietly
 
     session = await node.qmp(name, Deadlines().qmp)
     try:

@@ -17,7 +17,7 @@ from reconciler.errors import QmpError
 from reconciler.executor.context import Context
 from reconciler.executor.migrate import cancel_migration
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly, query_status
+from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.executor.stop import stop
 from reconciler.node import Node, live_copies
 from reconciler.qmp import QmpSession

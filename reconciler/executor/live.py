@@ -31,7 +31,7 @@ from reconciler.errors import QmpError, SecretFileError
 from reconciler.executor import liveplug
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly
+from reconciler.executor.qmpcalls import close_quietly
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node

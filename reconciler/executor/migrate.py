@@ -34,14 +34,13 @@ from reconciler.argv import IncomingSpec
 from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.executor.start import (
     LaunchCancelled,
     PortInUse,
     Started,
-    close_quietly,
     kill_started,
     launch_instance,
-    query_status,
 )
 from reconciler.executor.stop import escalate
 from reconciler.intent import IntentKind

@@ -10,7 +10,8 @@ from dataclasses import replace
 from reconciler.errors import QmpError, RecordError
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly, query_status, start
+from reconciler.executor.qmpcalls import close_quietly, query_status
+from reconciler.executor.start import start
 from reconciler.executor.stop import stop
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash

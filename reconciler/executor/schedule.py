@@ -82,23 +82,36 @@ def _failed(ctx: Context, action: Action, detail: str, t0: float) -> ActionResul
 
 
 async def _dispatch(ctx: Context, action: Action) -> str:
-    from reconciler.executor import duplicate, migrate, restart, start, stop, update
-
+    # Each kind imports its own module: a run of stops does not import the launch machinery.
     if action.kind is ActionKind.START:
+        from reconciler.executor import start
+
         return await start.start(ctx, ctx.node(action.node), ctx.spec(action.name))
     if action.kind is ActionKind.STOP and action.reason is Reason.DUPLICATE:
+        from reconciler.executor import duplicate
+
         return await duplicate.stop_duplicate(ctx, ctx.node(action.node), action.name)
     if action.kind is ActionKind.STOP:
+        from reconciler.executor import stop
+
         node = ctx.node(action.node)
         done = await stop.stop(ctx, node, action.name, keep_record=action.reason in _KEEP_RECORD,
                                by_signal=action.by_signal)
         return f"stopped on {node.name} ({done.step.value}) in {done.seconds:.2f}s"
     if action.kind is ActionKind.RESTART:
+        from reconciler.executor import restart
+
         return await restart.restart(ctx, action)
     if action.kind is ActionKind.MIGRATE:
+        from reconciler.executor import migrate
+
         return await migrate.migrate(ctx, action)
     if action.kind is ActionKind.REBOOT:
+        from reconciler.executor import restart
+
         return await restart.reboot(ctx, ctx.node(action.node), action.name)
     if action.kind is ActionKind.UPDATE:
+        from reconciler.executor import update
+
         return await update.update_record(ctx, action)
     raise ActionFailed(f"unknown action {action.kind.value}")

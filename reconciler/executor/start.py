@@ -27,6 +27,7 @@ from reconciler.errors import (
 )
 from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
+from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.hotplug import Plugged
 from reconciler.intent import IntentKind
 from reconciler.launch import Launched
@@ -34,7 +35,6 @@ from reconciler.model import InstanceSpec
 from reconciler.node import Node, live_copies
 from reconciler.provision.imagecheck import request_of
 from reconciler.provision.images import ImageError
-from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
 
@@ -237,11 +237,6 @@ async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, ex
         await close_quietly(session)
 
 
-async def query_status(session: QmpSession, timeout: float) -> str:
-    result = await session.execute("query-status", timeout=timeout)
-    return str(result.get("status", "")) if isinstance(result, dict) else ""
-
-
 async def _kill(ctx: Context, node: Node, launched: Launched) -> None:
     handle = await node.process(launched.pid, launched.create_time, launched.argv)
     if handle is None:
@@ -285,7 +280,3 @@ async def _clean_failed(node: Node, name: str, had_record: bool) -> None:
         await node.remove_instance(name)
 
 
-async def close_quietly(session: QmpSession) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(1.0):
-            await session.close()

@@ -31,7 +31,7 @@ from reconciler.actual import StopCause
 from reconciler.errors import QmpDisconnected, QmpError, ReconcilerError, RecordError
 from reconciler.executor.context import Context, Deadlines
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly, query_status
+from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node, Process

@@ -22,8 +22,7 @@ from reconciler.executor.context import Context
 from reconciler.executor.live import apply_live
 from reconciler.executor.liveplug import UnplugTimeout
 from reconciler.executor.outcome import ActionFailed
-from reconciler.executor.start import close_quietly, start
-from reconciler.executor.stop import stop
+from reconciler.executor.qmpcalls import close_quietly
 from reconciler.intent import IntentKind
 from reconciler.model import InstanceSpec, UpdatePolicy, spec_hash
 from reconciler.node import Node
@@ -58,6 +57,9 @@ async def update_record(ctx: Context, action: Action) -> str:
                 raise ActionFailed(f"{err.detail}; updatePolicy {desired.update_policy.value}: left for "
                                    "the next restart") from None
             ctx.progress.event(action.name, f"{err.detail}: restarting (updatePolicy Immediate)")
+            from reconciler.executor.start import start  # a restart's fallback only: not on every update
+            from reconciler.executor.stop import stop
+
             stopped = await stop(ctx, node, action.name, keep_record=True)
             ctx.progress.event(action.name, f"stopped on {node.name} ({stopped.step.value})")
             return await start(ctx, node, desired)

@@ -12,7 +12,6 @@ its half here, so the result never depends on whether the fork happened.
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -47,6 +46,8 @@ def map_in_two(
     `sizes` add up to `min_size` or more. `encode`/`decode` carry results through pickle cheaply."""
     if sum(sizes) < min_size or len(items) < 2 or not can_fork():
         return [work(item) for item in items]
+    import pickle  # only when forking (a small tree, the usual `plan`, does not pay its import)
+
     cut = _split(sizes)
     read_end, write_end = os.pipe()
     pid = os.fork()

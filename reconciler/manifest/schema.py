@@ -15,7 +15,6 @@ between the two (`\d`, `\w`, `\s`, `\b`); tests/manifest/test_schema_patterns.py
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import hashlib
 import json
@@ -91,22 +90,57 @@ def ecma_regex(pattern: str) -> re.Pattern[str]:
 @functools.cache
 def _fast_check() -> Callable[[Any], bool]:
     """A function that only decides valid/invalid, as fast as possible."""
-    try:
-        import fastjsonschema
-    except ImportError:  # still correct, only slower
+    version = _fastjsonschema_version()
+    if version is None:  # not installed: still correct, only slower
         validator = _full_validator()
         return validator.is_valid  # type: ignore[no-any-return]
-    compiled = _compiled_fast_validator(fastjsonschema.VERSION)
-    error = fastjsonschema.JsonSchemaException
+    compiled = _compiled_fast_validator(version)
 
     def check(document: Any) -> bool:
         try:
             compiled(document)
-        except error:
+        except _Rejected:
             return False
+        except Exception as err:  # fastjsonschema's own, should a version generate its import differently
+            if type(err).__module__.startswith("fastjsonschema"):
+                return False
+            raise
         return True
 
     return check
+
+
+class _Rejected(Exception):
+    """What the compiled check raises for an invalid document (in place of fastjsonschema's exceptions,
+    so that running it needs no import of fastjsonschema)."""
+
+    def __init__(self, message: str = "", *args: object, **kwargs: object) -> None:
+        super().__init__(message)
+
+
+class _NoDecimal:
+    """Stands for decimal.Decimal in the generated code's number checks: parsed YAML holds no Decimal,
+    so `isinstance(x, (int, float, Decimal))` means the same, and the decimal module stays unimported."""
+
+
+_IMPORT_LINES = ("from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n",
+                 "from decimal import Decimal\n")
+
+
+def _fastjsonschema_version() -> str | None:
+    """fastjsonschema's version, read from its version.py without importing the package (~5 ms, on
+    every run); None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fastjsonschema")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r"""^VERSION\s*=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
@@ -114,9 +148,11 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
 
     Generating and compiling the validator's ~270 KB of Python costs ~80 ms, more than the rest of a
     small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema text,
-    the fastjsonschema version and the Python version, so a stale entry is never used.
+    the fastjsonschema version and the Python version, so a stale entry is never used. The generated
+    code's imports of fastjsonschema's exceptions and of Decimal are replaced (`_Rejected`, `_NoDecimal`): a
+    cache hit imports nothing.
     """
-    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}\0no-imports".encode()).hexdigest()[:24]
     cache = _cache_dir() / f"schema-check-{key}.marshal"
     code = None
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
@@ -127,10 +163,13 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
         draft7 = {k: v for k, v in schema().items() if k not in ("$schema", "$id")}
         draft7["$schema"] = "http://json-schema.org/draft-07/schema#"
         source = fastjsonschema.compile_to_code(draft7, use_default=False, use_formats=False)
+        for line in _IMPORT_LINES:
+            source = source.replace(line, "\n")
         code = compile(source, "<manifest schema check>", "exec")
         with contextlib.suppress(OSError):
             _write_atomically(cache, marshal.dumps(code))
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"JsonSchemaValueException": _Rejected,
+                                 "JsonSchemaValuesException": _Rejected, "Decimal": _NoDecimal}
     exec(code, namespace)
     validator: Callable[[Any], Any] = namespace["validate"]
     return validator
@@ -253,6 +292,8 @@ def _unknown_fields(path: tuple[str | int, ...], value: Any, subschema: Any) -> 
     known = sorted(subschema.get("properties", {})) if isinstance(subschema, dict) else []
     extra = sorted(k for k in value if k not in known) if isinstance(value, dict) else []
     first = extra[0] if extra else "?"
+    import difflib  # only to word an error
+
     close = difflib.get_close_matches(str(first), known, n=1)
     advice = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
     more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""

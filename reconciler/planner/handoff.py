@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import posixpath
 
-from reconciler.argv import tap_ifname
 from reconciler.model import InstanceSpec, NicMode, NodeSpec
 
 
@@ -24,5 +23,7 @@ def held(spec: InstanceSpec, node: NodeSpec | None) -> frozenset[str]:
     for i, nic in enumerate(spec.nics):
         out.add(f"MAC address {nic.mac.lower()}")
         if nic.mode is NicMode.BRIDGE and node is not None:
+            from reconciler.argv import tap_ifname  # the argv builder's imports only for a bridged NIC
+
             out.add(f"tap {tap_ifname(node, spec.name, i)}")
     return frozenset(out)

@@ -1,0 +1,101 @@
+"""qmp.query_status speaks QMP's lines itself: events QEMU sends between the greeting and the replies are
+skipped, an error reply is a QmpCommandError, a peer that hangs up is QmpDisconnected and one that never
+greets is QmpTimeout. The peer is a unix socket server playing a scripted monitor (a real QEMU is covered
+by test_qmp_e2e.py; it cannot be made to send an event at exactly these points)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from reconciler import qmp
+from reconciler.errors import QmpCommandError, QmpDisconnected, QmpTimeout
+
+from .helpers import short_state_dir
+
+pytestmark = pytest.mark.timeout(30)
+
+GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": []}}
+EVENT = {"event": "RESUME", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}}
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _line(obj: object) -> bytes:
+    return json.dumps(obj).encode() + b"\r\n"
+
+
+async def _ask(script: Script, timeout: float = 2.0) -> str:
+    done: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        done.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await script(reader, writer)
+        finally:
+            writer.close()
+
+    for d in short_state_dir():
+        path = f"{d}/mon.sock"
+        server = await asyncio.start_unix_server(serve, path)
+        try:
+            return await qmp.query_status(path, timeout)
+        finally:
+            server.close()
+            await asyncio.wait_for(asyncio.gather(*done, return_exceptions=True), 5)
+            await server.wait_closed()
+    raise AssertionError("no state dir")
+
+
+async def _events_everywhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_line(GREETING))
+    assert json.loads(await reader.readline()) == {"execute": "qmp_capabilities"}
+    writer.write(_line(EVENT) + _line({"return": {}}))
+    assert json.loads(await reader.readline()) == {"execute": "query-status"}
+    writer.write(_line(EVENT) + _line(EVENT) + _line({"return": {"status": "running", "running": True}}))
+    await writer.drain()
+    await reader.read()  # until the client hangs up
+
+
+def test_events_between_the_lines_are_skipped() -> None:
+    assert asyncio.run(_ask(_events_everywhere)) == "running"
+
+
+async def _refuses(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_line(GREETING))
+    await reader.readline()
+    writer.write(_line({"return": {}}))
+    await reader.readline()
+    writer.write(_line({"error": {"class": "GenericError", "desc": "not now"}}))
+    await writer.drain()
+    await reader.read()
+
+
+def test_an_error_reply_is_a_command_error() -> None:
+    with pytest.raises(QmpCommandError) as err:
+        asyncio.run(_ask(_refuses))
+    assert (err.value.command, err.value.error_class, err.value.detail) == ("query-status", "GenericError",
+                                                                           "not now")
+
+
+async def _hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_line(GREETING))
+    await reader.readline()
+    writer.close()
+
+
+def test_a_peer_that_hangs_up_is_disconnected() -> None:
+    with pytest.raises(QmpDisconnected, match="qmp_capabilities: connection closed before the answer"):
+        asyncio.run(_ask(_hangs_up))
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()
+
+
+def test_no_greeting_is_a_timeout() -> None:
+    with pytest.raises(QmpTimeout, match=r"no greeting within 0\.2s"):
+        asyncio.run(_ask(_silent, 0.2))

@@ -1,0 +1,90 @@
+"""Unit: a command imports only what it uses, so the cut of issue 13 stays cut.
+
+Every `plan`, `status` and `validate` pays for its imports before any work: psutil (reconciler.procs
+reads /proc itself), qemu.qmp (discovery's query-status speaks its three lines itself), fastjsonschema
+(the compiled schema check is cached and runs without it), jsonschema (only to word a rejected document),
+asyncssh (only for remote nodes), the executor, launch and host facts are not needed by them. Each command
+runs in a fresh interpreter on a local, valid tree (the schema cache warmed by a first run) and prints
+the modules it ended with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[2]
+
+NEVER = ("psutil", "qemu", "fastjsonschema", "jsonschema", "asyncssh", "yaml", "pickle", "difflib",
+         "decimal", "reconciler.executor", "reconciler.launch", "reconciler.hostfacts", "reconciler.lock",
+         "reconciler.remote", "reconciler.planfile", "reconciler.render.json", "reconciler.provision.images",
+         "reconciler.argv")
+
+# What each command leaves out on top: status asks local nodes directly (no fleet), validate looks at no node.
+ALSO_NEVER = {"plan": (), "status": ("reconciler.node", "reconciler.fleet"),
+              "validate": ("asyncio", "reconciler.node", "reconciler.fleet", "reconciler.discovery",
+                           "reconciler.planner")}
+
+PROBE = """
+import json, sys
+from reconciler import cli
+code = cli.main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.__stderr__)
+"""
+
+
+def _tree(tmp_path: Path) -> Path:
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "all.yaml").write_text(f"""\
+apiVersion: reconciler/v1
+kind: Node
+metadata:
+  name: n1
+spec:
+  stateDir: {tmp_path / 'state'}
+  accelerator: tcg
+  migrationPorts: {{first: 49152, last: 49183}}
+---
+apiVersion: reconciler/v1
+kind: Instance
+metadata:
+  name: vm1
+spec:
+  node: n1
+  memory: 64M
+  kernel:
+    path: {kernel}
+    root: /dev/ram0
+""")  # block YAML, as the examples: the fast reader's, which does not import PyYAML
+    return manifests
+
+
+def _modules(tmp_path: Path, *args: str) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60, check=False)
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    assert last.startswith("{"), done.stdout + done.stderr
+    result = json.loads(last)
+    assert result["code"] in (0, 1), done.stdout + done.stderr  # 1: the plan may name a missing binary
+    return list(result["modules"])
+
+
+@pytest.mark.parametrize("command", ["plan", "status", "validate"])
+def test_command_imports_nothing_it_does_not_use(tmp_path: Path, command: str) -> None:
+    manifests = _tree(tmp_path)
+    _modules(tmp_path, "validate", str(manifests))  # warms the compiled schema check's cache
+    modules = _modules(tmp_path, command, str(manifests))
+    never = NEVER + ALSO_NEVER[command]
+    unwanted = [m for m in modules if any(m == n or m.startswith(n + ".") for n in never)]
+    assert unwanted == []
