@@ -50,6 +50,8 @@ class Trigger:
     source: TriggerSource
     detail: str = ""
     paths: tuple[str, ...] | None = None  # FILE: the paths the event named (None: unknown)
+    instance: str | None = None  # QEMU: the instance whose QEMU it was (None: unknown)
+    settled: bool = False  # FILE: the event ends a write of its paths (closed after writing, renamed in)
 
 
 Emit = Callable[[Trigger], None]  # must be safe to call from the loop's thread
@@ -134,7 +136,9 @@ class FileWatcher:
                     paths.append(os.fsdecode(event.dest_path))
                 hits = [p for p in paths if relevant_path(p, target)]
                 if hits:
-                    trigger = Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}", tuple(hits))
+                    settled = event.event_type in ("closed", "moved") and not event.is_directory
+                    trigger = Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}", tuple(hits),
+                                      settled=settled)
                     outer._loop.call_soon_threadsafe(outer._emit, trigger)
 
         if not os.path.isdir(target):
@@ -251,10 +255,12 @@ class ExitWatchers:
     host lost while watching ends its watchers quietly: the loss is the host links' to report."""
 
     def __init__(self, emit: Emit, on_observation: Callable[[Observation], None],
-                 port_of: Callable[[Watched], WatchPort | None] = local_port) -> None:
+                 port_of: Callable[[Watched], WatchPort | None] = local_port,
+                 on_change: Callable[[str], None] | None = None) -> None:
         self._emit = emit
         self._observe = on_observation
         self._port_of = port_of
+        self._changed = on_change or (lambda name: None)  # the instance's state may have moved
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
 
     @property
@@ -298,12 +304,15 @@ class ExitWatchers:
             while (result := await port.watch_exit(w.pid, w.started_at, w.pidfile, _LONG_WAIT)).ended \
                     is Ended.RUNNING:
                 pass  # the watch is renewed in bounded slices
+            self._changed(w.name)
             if result.ended is Ended.GONE:
-                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone"))
+                self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: pid {w.pid} is gone",
+                                   instance=w.name))
                 return
             kind, detail = classify_exit(seen, result.pidfile_left)
             self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
-            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
+            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})",
+                               instance=w.name))
         finally:
             events.cancel()
             await asyncio.wait({events}, timeout=CLOSE_TIMEOUT)  # never hang on a stuck QMP client
@@ -321,6 +330,7 @@ class ExitWatchers:
                 delay = min(delay * 2, QMP_RETRY_MAX)
             except RemoteHostError:
                 return  # the link is gone: the exit watch reports that
+        self._changed(w.name)  # events before this moment were not heard: ask its state once more
         try:
             while True:
                 try:
@@ -329,11 +339,13 @@ class ExitWatchers:
                     continue
                 seen.append(event)
                 del seen[:-8]  # only the latest events matter
+                self._changed(w.name)
                 if event.name in ("SHUTDOWN", "GUEST_PANICKED"):
                     kind, detail = classify_exit(seen)
                     self._observe(Observation(w.name, w.node, w.pid, kind, False, detail))
                 if event.name in TRIGGERING:
-                    self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}"))
+                    self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}",
+                                       instance=w.name))
         except QmpError:
             return
         finally:
