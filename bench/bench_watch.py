@@ -115,6 +115,42 @@ def reap(state_dir: str) -> None:
                     h.send_signal(signal.SIGKILL)
 
 
+def bare_launch(state: str, name: str, i: int) -> float:
+    """The bare way, interleaved with the edits: the argv the daemon launched `name` with, pointed at a
+    directory of its own, run by hand until QMP answers query-status (ms). Then it is quit."""
+    import asyncio
+    import contextlib
+
+    from reconciler import layout, qmp, statedir
+    from reconciler.errors import QmpError
+    from reconciler.model import NodeSpec
+
+    paths = layout.instance_paths(NodeSpec(name="n1", state_dir=state), name)
+    record = statedir.read_record(paths)
+    assert record is not None
+    own = os.path.join(state, "b", f"{i:02d}")
+    os.makedirs(own)
+    argv = [a.replace(paths.dir, own) for a in record.argv]
+    sock = os.path.join(own, os.path.basename(paths.qmp))
+
+    async def quit_it() -> None:
+        async with qmp.session(sock, 10.0) as s:
+            with contextlib.suppress(QmpError):
+                await s.execute("quit", timeout=5.0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       start_new_session=True, check=True)  # returns once QEMU has daemonized
+        loop.run_until_complete(qmp.query_status(sock, 10.0))
+        took = (time.perf_counter() - t0) * 1000
+        loop.run_until_complete(quit_it())
+    finally:
+        loop.close()
+    return took
+
+
 def pause(state: str, running: int, log: DaemonLog) -> None:
     """Pause the background guests over their control sockets (the executor continues a guest that comes
     up paused, so `-S` alone would not do), so 100 of them cost no CPU; a paused guest is up to the
@@ -174,6 +210,7 @@ def latency(running: int) -> None:
                 break
         pause(state, running, log)
         times: list[float] = []
+        bare: list[float] = []
         phases: list[dict[str, float]] = []
         full = passes = 0
         for i in range(EDITS):
@@ -186,6 +223,7 @@ def latency(running: int) -> None:
             if ev["outcome"] != "done":
                 raise SystemExit(f"start failed: {ev}")
             times.append((t1 - t0) * 1000)
+            bare.append(bare_launch(state, name, i))
             done, _ = log.wait("reconcile")  # the pass that started it, then its follow-up
             phases.append({k[2:]: float(v) * 1000 for k, v in done.items() if k.startswith("t_")})  # type: ignore[arg-type]
             after, _ = log.wait("reconcile")
@@ -196,6 +234,9 @@ def latency(running: int) -> None:
               f"{statistics.median(times):.0f} ms, p95 {pct(times, 95):.0f} ms, min {min(times):.0f} ms  "
               f"(goal: median <= 120 ms with 100 running; debounce included); full discovery scans in "
               f"{full} of {passes} passes; load average {os.getloadavg()[0]:.2f}")
+        print(f"  bare QEMU, the same argv (launch until QMP answers query-status), in the same run: median "
+              f"{statistics.median(bare):.0f} ms; the daemon's own share: median "
+              f"{statistics.median(t - b for t, b in zip(times, bare, strict=True)):.0f} ms")
         names = sorted({k for p in phases for k in p})
         print("  pass phases, median ms: " + ", ".join(
             f"{n} {statistics.median(p.get(n, 0.0) for p in phases):.0f}" for n in names))
