@@ -46,7 +46,7 @@ same plan byte for byte. Decisions, in order:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
@@ -118,9 +118,9 @@ def make_plan(
             "(use --allow-empty if that is intended)",
         ))
     unreachable = {u.node: u for u in actual.unreachable}
-    for name in sorted(desired.instances.keys() | records.keys()):
-        if targets is not None and name not in targets:
-            continue
+    names = (sorted(n for n in targets if n in desired.instances or n in records) if targets is not None
+             else sorted(desired.instances.keys() | records.keys()))  # a few targets cost a few lookups
+    for name in names:
         recs = records.get(name, [])
         spec = desired.instances.get(name)
         hold = reach.held(spec, recs, unreachable) if spec is not None and unreachable else None
@@ -153,6 +153,12 @@ def make_plan(
         unreachable=tuple(unreachable[n] for n in sorted(unreachable)),
         held=tuple(out.held),
     )
+
+
+def settled(spec: InstanceSpec | None, recs: Sequence[ActualInstance], desired: DesiredState) -> bool:
+    """Whether `make_plan` decides at once that the instance (its spec, its records) needs nothing, with
+    no unreachable node about: then its plan depends on nothing but these (the watch daemon's replan)."""
+    return spec is not None and len(recs) == 1 and _settled(spec, recs[0], desired)
 
 
 def _settled(spec: InstanceSpec, rec: ActualInstance, desired: DesiredState) -> bool:
