@@ -97,7 +97,8 @@ class Daemon:
             apply_plan=apply_plan or ExecutorApply(log, config.parallel, steps.nodes),
             discover=discover or steps.discover, revision=self._git_revision, loops=self.loops,
             lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying,
-            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None)
+            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None,
+            looked_at=self._looked_at if discover is None else None)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()
@@ -304,6 +305,11 @@ class Daemon:
     def _on_sighup(self) -> None:
         self.hosts.retry_rejected()  # the one way a host key rejected once is tried again
         self.emit(Trigger(TriggerSource.SIGHUP))
+
+    def _looked_at(self) -> frozenset[str] | None:
+        """The instances the pass's partial discovery looked at; None after a full one."""
+        look = self.known.last
+        return None if look is None or look.full else look.names
 
     def _applying(self, actions: Sequence[Action]) -> None:
         self._acting = {a.name for a in actions}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -115,6 +115,8 @@ class Reconciler:
     locks: Locks | None = None  # the node locks of a pass (default: every node's lock on this machine)
     passes: int = 0
     replanner: Replanner = field(default_factory=Replanner)  # make_plan, on what may have changed only
+    # The instances this pass's discovery looked at (None: all, or unknown): what the replan must redo.
+    looked_at: Callable[[], Collection[str] | None] | None = None
     _revision: str | None = field(default=None, init=False)
 
     async def step(self, triggers: Sequence[Trigger]) -> PassResult:
@@ -153,7 +155,8 @@ class Reconciler:
             self._revision = await revision
             timer.lap("revision")
         base = replace(base, revision=self._revision)
-        plan = self.replanner.plan(desired, actual, prune=False if snapshot.degraded else None)
+        plan = self.replanner.plan(desired, actual, prune=False if snapshot.degraded else None,
+                                   actual_changed=self.looked_at() if self.looked_at is not None else None)
         timer.lap("plan")
         if self.check_hosts is not None and plan.actions:
             plan = await self.check_hosts(plan, desired, actual)
