@@ -121,11 +121,14 @@ def test_passes_look_only_at_touched_instances_and_doubts_make_them_full(
     assert metric(d.metrics(), "reconciler_instances", state="paused") == 0
     assert full_scans(d) == fulls
 
-    # Another run took the node locks between passes (an apply with nothing to do): the next is full.
+    # Another run took the node locks between passes (an apply with nothing to do): the next pass is full
+    # (whatever wakes it: the edit, or a crash-loop hold of vm2 running out meanwhile).
     assert world.apply().code == 0
     bare(world, "off", runStrategy="Halted", memory="36M")
-    ev = d.wait("reconcile", where=lambda e: e["reparsed"] == 1)
-    assert ev["discovery"] == "full (another run held the lock of node node-a)", ev
+    ev = d.wait("reconcile",
+                where=lambda e: e["discovery"] == "full (another run held the lock of node node-a)")
+    if ev["reparsed"] != 1:
+        d.wait("reconcile", where=lambda e: e["reparsed"] == 1)  # then the edit's own pass
     bare(world, "off", runStrategy="Halted", memory="44M")
     ev = d.wait("reconcile", where=lambda e: e["reparsed"] == 1)
     assert looked(ev) == 0, ev  # and the one after is partial again
