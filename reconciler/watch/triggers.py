@@ -215,6 +215,7 @@ TRIGGERING = frozenset({"SHUTDOWN", "STOP", "GUEST_PANICKED"})  # RESET/RESUME: 
 QMP_CONNECT_TIMEOUT = 2.0
 QMP_RETRY_MAX = 30.0
 CLOSE_TIMEOUT = 2.0
+LEAVE_GRACE = 2.0  # seconds a watcher no longer wanted may still report its process's exit
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
@@ -262,6 +263,7 @@ class ExitWatchers:
         self._port_of = port_of
         self._changed = on_change or (lambda name: None)  # the instance's state may have moved
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        self._leaving: set[asyncio.Task[None]] = set()  # no longer wanted: cancelled after LEAVE_GRACE
 
     @property
     def watching(self) -> int:
@@ -271,16 +273,21 @@ class ExitWatchers:
         wanted = {w.key: w for w in live}
         for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
             task = self._tasks.pop(key)
-            if key not in wanted:
-                task.cancel()
+            if key not in wanted and not task.done():
+                # Not at once: a pass can see a process gone before its watcher's pidfd wake-up has run
+                # (a partial discovery may not yield to the loop); the watcher still reports that exit.
+                self._leaving.add(task)
+                task.add_done_callback(self._leaving.discard)
+                asyncio.get_running_loop().call_later(LEAVE_GRACE, task.cancel)
         for key, w in wanted.items():
             if key not in self._tasks:
                 self._tasks[key] = asyncio.create_task(self._guarded(w), name=f"watch {w.name}@{w.node}")
 
     async def close(self, timeout: float = 5.0) -> list[asyncio.Task[None]]:
         """Cancel every watcher; returns those still running after `timeout` (abandoned)."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._leaving]
         self._tasks.clear()
+        self._leaving.clear()
         for t in tasks:
             t.cancel()
         if not tasks:
