@@ -49,8 +49,10 @@ def hosts(rig: netns_rig.Rig, guest: Guest, tmp_path: Path,
                 rig.start_sshd(host)
         made.teardown()
         for node in made.nodes:  # nothing of ours left running on any host
-            made.on_host(node, "timeout", "10", "pidwait", "-f", "--", f"-pidfile {made.state}/")
-            left = made.on_host(node, "pgrep", "-a", "-f", "--", f"-pidfile {made.state}/")
+            # "[-]": the pattern must not match `timeout`'s own command line, which carries it (pidwait
+            # leaves out only itself: each wait lasted its whole 10 s).
+            made.on_host(node, "timeout", "10", "pidwait", "-f", "--", f"[-]pidfile {made.state}/")
+            left = made.on_host(node, "pgrep", "-a", "-f", "--", f"[-]pidfile {made.state}/")
             assert left == "", (node, left)
         assert agents_left(made) == []
 
@@ -86,9 +88,9 @@ def one_qemu_each(hosts: Hosts) -> dict[str, int]:
 def agents_left(hosts: Hosts) -> list[str]:
     """Agents still running on the hosts, once each has had 10 s to end (pidwait: a pidfd, no polling)."""
     for n in hosts.nodes:
-        hosts.on_host(n, "timeout", "10", "pidwait", "-f", "reconciler agent")
+        hosts.on_host(n, "timeout", "10", "pidwait", "-f", "[r]econciler agent")  # not timeout's own argv
     return [f"{n}: {out}" for n in hosts.nodes
-            if (out := hosts.on_host(n, "pgrep", "-a", "-f", "reconciler agent").strip())]
+            if (out := hosts.on_host(n, "pgrep", "-a", "-f", "[r]econciler agent").strip())]
 
 
 def test_a_killed_qemu_is_restarted_and_an_edit_reaches_its_host(hosts: Hosts, daemon: Daemon,
