@@ -97,7 +97,6 @@ class NodeLock:
             os.close(fd)
             raise
         self._fd = fd
-        self.undisturbed = _LEFT.get(self.path) == _stamp(fd)
         self._write_holder(fd)
         return True
 
