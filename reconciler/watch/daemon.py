@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler import gitinfo
-from reconciler.actual import UnreachableNode
+from reconciler.actual import RunState, UnreachableNode
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
@@ -258,14 +258,18 @@ class Daemon:
         assert result.actual is not None
         desired = result.snapshot.desired
         nodes = desired.nodes if desired is not None else {}
-        live = []
+        live, crashed = [], []
         for inst in result.actual.instances:
             node = nodes.get(inst.node)
-            if inst.state.has_process and inst.pid is not None and node is not None:
-                paths = layout.instance_paths(node, inst.name)
-                live.append(Watched(inst.name, inst.node, inst.pid, inst.started_at, paths.qmp_watch,
-                                    paths.pidfile))
-        self._watchers.sync(live)
+            if inst.pid is None or node is None:
+                continue
+            paths = layout.instance_paths(node, inst.name)
+            watched = Watched(inst.name, inst.node, inst.pid, inst.started_at, paths.qmp_watch, paths.pidfile)
+            if inst.state.has_process:
+                live.append(watched)
+            elif inst.state is RunState.CRASHED and inst.qmp_status is None:  # gone, not panicked
+                crashed.append(watched)
+        self._watchers.sync(live, crashed)
 
     def _arm_backoff_timer(self, now: float) -> None:
         if self._backoff_timer is not None:

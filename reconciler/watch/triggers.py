@@ -257,14 +257,28 @@ class ExitWatchers:
         self._port_of = port_of
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self._ended: set[tuple[str, str, int]] = set()  # processes whose end was reported: never twice
+        self._known: set[tuple[str, str, int]] | None = None  # every process synced so far (None: none yet)
 
     @property
     def watching(self) -> int:
         return len(self._tasks)
 
-    def sync(self, live: Iterable[Watched]) -> None:
+    def sync(self, live: Iterable[Watched], crashed: Iterable[Watched] = ()) -> None:
+        """Watch the `live` processes. `crashed` are the processes discovery found ended without a clean
+        exit (SIGKILL, a crash): one that was never watched (started by the last pass, it died before the
+        pass after could list it) is reported here, once. Those found at the first sync ended before the
+        daemon ran: they are not exits it saw."""
         wanted = {w.key: w for w in live}
-        self._ended &= wanted.keys()  # a discovery that no longer lists a process forgets it
+        dead = {w.key: w for w in crashed}
+        first = self._known is None
+        known = set() if self._known is None else self._known
+        for key, w in dead.items():
+            if not first and key not in known and key not in self._ended:
+                self._observe(Observation(w.name, w.node, w.pid, ExitKind.CRASH, True,
+                                          "exited without a SHUTDOWN event; it had ended before its watch "
+                                          "began"))
+        self._known = (known & (wanted.keys() | dead.keys())) | wanted.keys() | dead.keys()
+        self._ended &= wanted.keys() | dead.keys()  # a discovery that no longer lists a process forgets it
         for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
             task = self._tasks.pop(key)
             if key not in wanted:

@@ -99,3 +99,30 @@ def test_a_watch_renewed_on_a_process_already_reported_ended_reports_it_once() -
     asyncio.run(main())
     assert [o.kind for o in seen] == [ExitKind.CRASH, ExitKind.CRASH]
     assert [t.detail for t in triggers] == ["vm@r1: QEMU exited (crash)"] * 3
+
+
+def test_a_crash_discovered_before_any_watch_is_reported_once_but_not_at_the_first_sync() -> None:
+    """A QEMU started by one pass and killed before the next could list it is only ever seen crashed (its
+    record and pidfile left): that is an exit too (it once went uncounted, failing the crash-loop test in
+    CI). Crashes found by the daemon's first pass happened before it ran, and one already watched and
+    reported is not reported again."""
+    seen: list[Observation] = []
+    old = Watched("old", "r1", 11, 1.0, "/r/instances/old/qmp-watch.sock", "/r/instances/old/qemu.pid")
+
+    async def main() -> None:
+        port = Port(ExitSeen(Ended.EXITED, pidfile_left=True))
+        watchers = ExitWatchers(lambda t: None, seen.append, lambda w: port)
+        watchers.sync([], [old])  # first sync: from before the daemon
+        watchers.sync([], [old, W])  # W never watched: its crash is news
+        watchers.sync([], [old, W])  # ...once
+        watched = Watched("vm2", "r1", 77, 1.0, "/r/instances/vm2/qmp-watch.sock",
+                          "/r/instances/vm2/qemu.pid")
+        watchers.sync([watched], [old, W])
+        port.exit.set()
+        await asyncio.sleep(0.05)  # its watcher reports the crash
+        watchers.sync([], [old, W, watched])  # and discovery then finds it crashed: not a second report
+        assert await watchers.close() == []
+
+    asyncio.run(main())
+    assert [(o.name, o.kind, o.exited) for o in seen] == [
+        ("vm", ExitKind.CRASH, True), ("vm2", ExitKind.CRASH, True)]
