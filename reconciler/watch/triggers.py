@@ -243,6 +243,9 @@ def local_port(w: Watched) -> WatchPort:
     return LocalPort(w.qmp_watch)
 
 
+_BEFORE_WATCH = "it had ended before its watch began"
+
+
 class ExitWatchers:
     """One task per watched process; `sync` starts and cancels them to follow discovery.
 
@@ -270,14 +273,13 @@ class ExitWatchers:
         daemon ran: they are not exits it saw."""
         wanted = {w.key: w for w in live}
         dead = {w.key: w for w in crashed}
-        first = self._known is None
-        known = set() if self._known is None else self._known
-        for key, w in dead.items():
-            if not first and key not in known and key not in self._ended:
-                self._observe(Observation(w.name, w.node, w.pid, ExitKind.CRASH, True,
-                                          "exited without a SHUTDOWN event; it had ended before its watch "
-                                          "began"))
-        self._known = (known & (wanted.keys() | dead.keys())) | wanted.keys() | dead.keys()
+        if self._known is not None:
+            for key, w in dead.items():
+                if key not in self._known and key not in self._ended:
+                    kind, detail = classify_exit((), pidfile_left=True)
+                    self._observe(Observation(w.name, w.node, w.pid, kind, True,
+                                              f"{detail}; {_BEFORE_WATCH}"))
+        self._known = wanted.keys() | dead.keys()
         self._ended &= wanted.keys() | dead.keys()  # a discovery that no longer lists a process forgets it
         for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
             task = self._tasks.pop(key)
@@ -316,7 +318,7 @@ class ExitWatchers:
                 pass  # the watch is renewed in bounded slices
             kind, detail = classify_exit(seen, result.pidfile_left)
             if result.ended is Ended.GONE:  # it ended between the discovery that saw it and this watch
-                detail += "; it had ended before its watch began"
+                detail += f"; {_BEFORE_WATCH}"
             if w.key not in self._ended:  # a watch renewed on a process already seen ending says nothing new
                 self._ended.add(w.key)
                 self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
