@@ -8,10 +8,10 @@
 - vcpus: the same for vCPUs 1 -> 2 (CPU hotplug; one run per instance, as vCPUs do not go down live),
   until the guest reports 2 online CPUs.
 
-The goal (issue 15): live at most 1/4 of restart. Most of a live memory change is QEMU's rate limit on
-BALLOON_CHANGE (one event a second: the last, at the target, comes up to a second after the first) and
-the CLI's own start (imports, discovery, plan). Every QEMU started here is killed at the end (pinned by
-a pidfd and verified by its argv). Usage: python3 bench/bench_live_update.py [--runs N]
+The goal (issue 15): live at most 1/4 of restart. A live memory change is confirmed by the first
+BALLOON_CHANGE on the way to the target (QEMU holds the next one for a second), so most of it is the
+CLI's own start (imports, discovery, plan) and the guest's report. Every QEMU started here is killed at
+the end (pinned by a pidfd and verified by its argv). Usage: python3 bench/bench_live_update.py [--runs N]
 """
 
 from __future__ import annotations

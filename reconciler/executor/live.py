@@ -10,12 +10,13 @@ Steps, each skipped when QEMU already shows it done (so a run killed halfway is 
    the memory backends (query-memdev: one of ours without its DIMM, left by a run killed between the
    two commands, is deleted, `object-del`, so its id is free again).
 3. Memory above what is plugged: `object-add` a memory-backend-ram and `device_add` a pc-dimm on it.
-4. The balloon to the spec's memory (`balloon`), confirmed by BALLOON_CHANGE events until QEMU's
-   `actual` is the target, within Deadlines.balloon (the guest's driver moves it page by page).
+4. The balloon to the spec's memory (`balloon`), confirmed by the first BALLOON_CHANGE event at the
+   target or closer to it than the balloon was when set, within Deadlines.balloon (see _balloon).
 5. vCPUs below the spec: `device_add` the free CPU slots, lowest first; above it: `device_del` of the
    hotplugged ones, highest first, each awaited (DEVICE_DELETED) within Deadlines.unplug.
-6. Read back again and compare with the spec: memory plugged, balloon, vCPUs. A mismatch fails the action
-   with what QEMU says; the record is left as it was, so the next plan shows the change again.
+6. Read back again and compare with the spec: memory plugged, balloon (at the target, or on its way
+   there), vCPUs. A mismatch fails the action with what QEMU says; the record is left as it was, so the
+   next plan shows the change again.
 7. The record: `spec` the new one, `boot_spec` what argv was built from, `plugged` what QEMU reported
    (DIMMs, CPUs, and the disks and NICs added live with their slots).
 """
@@ -55,6 +56,19 @@ class _Seen:
         return self.base_mib + self.plugged.dimm_mib
 
 
+@dataclass(frozen=True, slots=True)
+class _Moving:
+    """A balloon the guest is still moving: where it was when it was set, and where the event saw it."""
+
+    from_mib: int
+    at_mib: int
+
+    def passes(self, balloon_mib: int | None, spec: InstanceSpec) -> bool:
+        """Whether a balloon read back is on the way from where it was to the spec's memory."""
+        low, high = sorted((self.from_mib, spec.memory_mib))
+        return balloon_mib is not None and low <= balloon_mib <= high
+
+
 async def apply_live(ctx: Context, rec: AppliedRecord, spec: InstanceSpec, revision: str | None) -> str:
     """Make the running QEMU of `rec` match `spec`'s memory and vCPUs, then write the record."""
     node = ctx.node(rec.node)
@@ -89,8 +103,10 @@ async def _change(ctx: Context, node: Node, rec: AppliedRecord,
         steps = (await liveplug.converge(ctx, node, session, rec, spec))[0] if pci else []
         steps += await _grow(ctx, session, rec, spec)
         steps += await _vnc_password(ctx, node, session, rec.spec, spec)
+        moving = None
         if sizes:
-            steps += await _converge(ctx, session, spec)
+            more, moving = await _converge(ctx, session, spec)
+            steps += more
         seen = await _read(ctx, session) if sizes else None
         devices = await liveplug.read(ctx, session) if pci else None
     except QmpError as err:
@@ -98,7 +114,7 @@ async def _change(ctx: Context, node: Node, rec: AppliedRecord,
     finally:
         await close_quietly(session)
     disks, nics, devices_problem = liveplug.plugged_now(rec, spec, devices) if devices else ((), (), "")
-    problem = "; ".join(p for p in (devices_problem, _mismatch(seen, spec) if seen else "") if p)
+    problem = "; ".join(p for p in (devices_problem, _mismatch(seen, spec, moving) if seen else "") if p)
     if problem:
         raise ActionFailed(f"QEMU does not show the change: {problem}")
     return steps, replace(seen.plugged if seen else rec.plugged, disks=disks, nics=nics)
@@ -131,8 +147,10 @@ async def _vnc_password(ctx: Context, node: Node, s: QmpSession, old: InstanceSp
     return ["VNC password"]
 
 
-async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str]:
+async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> tuple[list[str], _Moving | None]:
+    """Steps 2-5; with where the balloon was when it was set, if the guest is still moving it."""
     steps: list[str] = []
+    moving = None
     seen = await _read(ctx, s)
     q = ctx.deadlines.qmp
     for backend in seen.orphans:  # a killed run's half-plugged DIMM: its backend goes (memory, and the id)
@@ -149,8 +167,9 @@ async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str
             await s.execute("device_add", {"driver": "pc-dimm", "id": dimm.id, "memdev": dimm.backend},
                             timeout=q)
             steps.append(f"DIMM {dimm.id} of {size} MiB")
-        await _balloon(ctx, s, spec.memory_mib)
-        steps.append(f"balloon {spec.memory_mib} MiB")
+        moving = await _balloon(ctx, s, spec.memory_mib)
+        on_way = "" if moving is None else f" (at {moving.at_mib} MiB, the guest moving it)"
+        steps.append(f"balloon {spec.memory_mib} MiB{on_way}")
     if spec.vcpus > seen.vcpus:
         free = hotplug.free_cpu_slots(seen.slots)
         missing = spec.vcpus - seen.vcpus
@@ -166,16 +185,26 @@ async def _converge(ctx: Context, s: QmpSession, spec: InstanceSpec) -> list[str
             raise ActionFailed(f"only the {len(plugged)} hotplugged vCPUs can be unplugged, {extra} asked")
         await liveplug.unplug(ctx, s, [c.id for c in plugged[:extra]])
         steps.append(f"vCPUs {seen.vcpus} -> {spec.vcpus}")
-    return steps
+    return steps, moving
 
 
-async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> None:
-    """Set the balloon and wait, on BALLOON_CHANGE events, until QEMU's `actual` is the target."""
+async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> _Moving | None:
+    """Set the balloon; confirmed by a BALLOON_CHANGE event at the target or on the way to it. Returns
+    None when QEMU's `actual` is the target, else where it was and is (the guest moves the rest).
+
+    Why not wait for `actual` to be the target: QEMU sends BALLOON_CHANGE at most once a second, so the
+    event at the target comes a second after the first although the guest gets there in tens of ms.
+    The first event that shows the balloon moving towards the target proves the guest's driver took
+    the request; then only a guest that cannot free its memory keeps it short (virsh setmem does not
+    wait at all). No movement within Deadlines.balloon fails the action."""
     target = target_mib * hotplug.MIB
     await s.execute("balloon", {"value": target}, timeout=ctx.deadlines.qmp)
     deadline = time.monotonic() + ctx.deadlines.balloon
-    actual = _int(await s.execute("query-balloon", timeout=ctx.deadlines.qmp), "actual")
+    start = _int(await s.execute("query-balloon", timeout=ctx.deadlines.qmp), "actual")
+    actual = start
     while actual != target:
+        if actual is not None and start is not None and abs(target - actual) < abs(target - start):
+            return _Moving(start // hotplug.MIB, actual // hotplug.MIB)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             got = "?" if actual is None else f"{actual // hotplug.MIB} MiB"
@@ -186,6 +215,7 @@ async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> None:
         except QmpError:
             continue  # the deadline: reported above
         actual = _int(event.data, "actual")
+    return None
 
 
 async def _read(ctx: Context, s: QmpSession) -> _Seen:
@@ -205,12 +235,12 @@ async def _read(ctx: Context, s: QmpSession) -> _Seen:
                  hotplug.cpu_count(cpus), slots, tuple(hotplug.orphan_backends(memdevs, plugged)))
 
 
-def _mismatch(seen: _Seen, spec: InstanceSpec) -> str:
+def _mismatch(seen: _Seen, spec: InstanceSpec, moving: _Moving | None = None) -> str:
     problems = []
     if spec.max_memory_mib is not None:
         if seen.memory_mib < spec.memory_mib:
             problems.append(f"{seen.memory_mib} MiB plugged, {spec.memory_mib} MiB wanted")
-        if seen.balloon_mib != spec.memory_mib:
+        if seen.balloon_mib != spec.memory_mib and not (moving and moving.passes(seen.balloon_mib, spec)):
             problems.append(f"balloon at {seen.balloon_mib} MiB, {spec.memory_mib} MiB wanted")
     if seen.vcpus != spec.vcpus:
         problems.append(f"{seen.vcpus} vCPUs, {spec.vcpus} wanted")

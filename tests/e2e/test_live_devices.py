@@ -14,14 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TICK_PREFIX, Guest, GuestReport, SerialConsole, SerialLog, wait_for_report
-from executor.kit import BOOT_TIMEOUT, World, make_world, record_of
+from executor.kit import BOOT_TIMEOUT, World, apply_killed_after, make_world, record_of
 
 from reconciler import devplug, qmp
 from reconciler.argv import tap_ifname
@@ -276,7 +275,7 @@ def test_sigkill_of_apply_mid_disk_hotplug_then_apply_converges(world: World, tm
     (pid,) = world.qemu_pids("web1")
     declare(world, "web1", disks=[{"path": data}])
 
-    proc = _apply_killed_after(world, "blockdev-add")
+    proc = apply_killed_after(world, "blockdev-add")
     assert proc.returncode == -signal.SIGKILL
     assert world.qemu_pids("web1") == [pid]
     view = qemu_view(world, "node-a", "web1")
@@ -378,50 +377,4 @@ sys.stdout.flush()
 sys.exit(code)
 """
 
-
-def _apply_killed_after(world: World, command: str) -> subprocess.Popen[bytes]:
-    """`apply` as a child whose QMP `command` (and nothing after it) reaches QEMU: the child runs with a
-    hook (RECONCILER_TEST_STOP_AFTER) that makes it print a line and hang after that command; it is then
-    SIGKILLed."""
-    env = dict(os.environ, RECONCILER_TEST_STOP_AFTER=command)
-    proc = subprocess.Popen([sys.executable, "-c", _STOPPER, "apply", "--yes", str(world.manifests)],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    hit = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if b"STOPPED AFTER" in line:
-                hit.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert hit.wait(60.0), "the apply never reached " + command
-    finally:
-        proc.send_signal(signal.SIGKILL)  # our own child
-        proc.wait(10.0)
-        reader.join(10.0)
-        proc.stdout.close()
-    return proc
-
-
-# The child: the CLI, with QmpSession.execute wrapped so that it stops for good after `command`.
-_STOPPER = """
-import asyncio, os, sys
-from reconciler import qmp
-want = os.environ["RECONCILER_TEST_STOP_AFTER"]
-real = qmp.QemuQmpSession.execute
-async def execute(self, command, arguments=None, timeout=5.0):
-    result = await real(self, command, arguments, timeout)
-    if command == want:
-        print("STOPPED AFTER", command, flush=True)
-        await asyncio.sleep(3600)
-    return result
-qmp.QemuQmpSession.execute = execute
-from reconciler.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 

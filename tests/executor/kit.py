@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import os
 import queue
 import random
 import shutil
@@ -245,3 +246,50 @@ def kill_verified(pid: int, must_contain: str) -> None:
     with handle:
         handle.send_signal(signal.SIGKILL)
         assert asyncio.run(handle.wait_exit(10.0))
+
+
+def apply_killed_after(world: World, command: str) -> subprocess.Popen[bytes]:
+    """`apply` as a child whose QMP `command` (and nothing after it) reaches QEMU: the child runs with a
+    hook (RECONCILER_TEST_STOP_AFTER) that makes it print a line and hang after that command; it is then
+    SIGKILLed."""
+    env = dict(os.environ, RECONCILER_TEST_STOP_AFTER=command)
+    proc = subprocess.Popen([sys.executable, "-c", STOPPER, "apply", "--yes", str(world.manifests)],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    hit = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"STOPPED AFTER" in line:
+                hit.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert hit.wait(60.0), "the apply never reached " + command
+    finally:
+        proc.send_signal(signal.SIGKILL)  # our own child
+        proc.wait(10.0)
+        reader.join(10.0)
+        proc.stdout.close()
+    return proc
+
+
+# The child: the CLI, with QmpSession.execute wrapped so that it stops for good after `command`.
+STOPPER = """
+import asyncio, os, sys
+from reconciler import qmp
+want = os.environ["RECONCILER_TEST_STOP_AFTER"]
+real = qmp.QemuQmpSession.execute
+async def execute(self, command, arguments=None, timeout=5.0):
+    result = await real(self, command, arguments, timeout)
+    if command == want:
+        print("STOPPED AFTER", command, flush=True)
+        await asyncio.sleep(3600)
+    return result
+qmp.QemuQmpSession.execute = execute
+from reconciler.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
