@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 from reconciler import layout, procs, qmp, statedir
 from reconciler.actual import ActualState
@@ -227,12 +227,9 @@ class Node(Protocol):
         """Remove every file of ours for the instance, the record included (never disk images)."""
         ...
 
-
-@runtime_checkable
-class NicFileWriter(Protocol):
-    """A node that can write a tap's hook file for a NIC added live (a local one, for now)."""
-
-    async def write_nic_file(self, instance: str, ifname: str, text: str) -> None: ...
+    async def write_nic_file(self, instance: str, ifname: str, text: str) -> None:
+        """Write a tap's hook file (reconciler.hooks.ifup) for a NIC added live, before its netdev_add."""
+        ...
 
 
 class LocalNode:

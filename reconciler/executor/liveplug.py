@@ -29,7 +29,7 @@ from reconciler.executor.context import Context
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.start import create_disks
 from reconciler.model import Disk, InstanceSpec, Nic, NicMode
-from reconciler.node import NicFileWriter, Node
+from reconciler.node import Node
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 
@@ -187,9 +187,6 @@ async def _add_nic(ctx: Context, node: Node, s: QmpSession, instance: str, dev: 
     q = ctx.deadlines.qmp
     netdev: dict[str, object] = {"type": "user", "id": devplug.netdev_id(dev)}
     if nic.mode is NicMode.BRIDGE:
-        if not isinstance(node, NicFileWriter):
-            raise ActionFailed(f"a bridge NIC cannot be added live on {node.name} (a remote node): "
-                               "a restart is needed")
         ifname = tap_ifname(node.spec, instance, index)
         await node.write_nic_file(instance, ifname, hook_config(instance, index, nic, ifname).to_json())
         netdev = {"type": "tap", "id": devplug.netdev_id(dev), "ifname": ifname, "script": DEFAULT_IFUP,

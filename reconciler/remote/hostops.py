@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,9 @@ from reconciler.node import LocalNode, Process
 from reconciler.provision.imagecheck import DiskRequest, ImageQuery
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+_IFNAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}")  # Linux's rule, without a '/' or a leading '.'
 
 
 class BadParams(ValueError):
@@ -67,6 +71,7 @@ class HostOps:
             "lock_holder": self.lock_holder, "facts": self.facts,
             "read_nvram": self.read_nvram, "write_nvram": self.write_nvram,
             "lock_release": self.lock_release, "process_watch": self.process_watch,
+            "write_nic_file": self.write_nic_file,
         }
 
     async def close(self) -> None:
@@ -237,6 +242,14 @@ class HostOps:
 
     async def remove_instance(self, params: dict[str, Any]) -> Any:
         await self._node(params).remove_instance(_param(params, "instance", str))
+        return None
+
+    async def write_nic_file(self, params: dict[str, Any]) -> Any:
+        ifname = _param(params, "ifname", str)
+        if not _IFNAME.fullmatch(ifname):
+            raise BadParams(f"ifname: {ifname!r} is not an interface name")
+        await self._node(params).write_nic_file(_param(params, "instance", str), ifname,
+                                                _param(params, "text", str))
         return None
 
     # --- the node lock, held by this agent for its controller -------------------------------------

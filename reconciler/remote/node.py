@@ -227,6 +227,9 @@ class RemoteNode:
     async def remove_instance(self, instance: str) -> None:
         await self._call("remove_instance", instance=instance)
 
+    async def write_nic_file(self, instance: str, ifname: str, text: str) -> None:
+        await self._call("write_nic_file", instance=instance, ifname=ifname, text=text)
+
     async def lock(self, operation: str, timeout: float | None,
                    on_wait: OnLockWait | None = None) -> RemoteLock:
         """Take the node lock on the host (held by the agent until released or the connection ends).

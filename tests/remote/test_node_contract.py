@@ -173,3 +173,46 @@ def test_disks_are_checked_created_owned_and_deleted_alike(node_of: NodeFactory)
     assert list(seen["owned"].values()) == [("c3", 1024 * 1024)]
     assert seen["deleted"] == [True, False]  # then no longer ours: nothing to delete
     assert seen["after"] is PathKind.MISSING
+
+
+def test_a_tap_hook_file_is_written_in_the_instance_directory_and_removed_with_it(
+        node_of: NodeFactory) -> None:
+    """Issue 15's bridge NIC added live: the ifup hook's file is written on the host that runs QEMU."""
+    async def body(node: Node) -> list[PathKind]:
+        await node.write_intent("c4", {"kind": "update"})  # makes the instance's directory
+        path = node.paths("c4").nic_file("rc0123abcdn1")
+        try:
+            await node.write_nic_file("c4", "rc0123abcdn1", '{"instance": "c4"}')
+            kinds = [(await node.check_paths([path]))[path].kind]
+        finally:
+            await node.remove_instance("c4")
+        return [*kinds, (await node.check_paths([path]))[path].kind]
+
+    assert run(node_of, body) == [PathKind.FILE, PathKind.MISSING]
+
+
+def test_the_agent_refuses_a_tap_name_that_is_not_one(rig: netns_rig.Rig) -> None:
+    """A name with a '/' or a leading '.' would put the hook file outside the instance directory."""
+    from reconciler.errors import ReconcilerError
+
+    host = rig.hosts[0]
+    spec = model.NodeSpec(name="n1", state_dir=f"{netns_rig.STATE_ROOT}/contract", address=host.address,
+                          accelerator=model.Accelerator.TCG)
+
+    async def go() -> list[str]:
+        link = await open_link(SshTarget(spec.name, host.address, identity_file=rig.identity_file,
+                                         known_hosts_file=rig.known_hosts_file, agent_command=AGENT))
+        node = RemoteNode(spec, link)
+        errors = []
+        try:
+            for bad in ("../../etc/x", ".hidden", "a" * 16):
+                try:
+                    await node.write_nic_file("c5", bad, "{}")
+                except ReconcilerError as err:
+                    errors.append(str(err))
+        finally:
+            await link.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert len(errors) == 3 and all("is not an interface name" in e for e in errors), errors
