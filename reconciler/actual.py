@@ -114,6 +114,9 @@ class ActualInstance:
     # The spec its QEMU was started with, when live changes made it differ from `spec` (the record's
     # boot_spec): what may be removed live, and what a restart would change.
     boot_spec: InstanceSpec | None = None
+    # What a live change killed halfway left in QEMU, unlike the record (hotplug.leftovers): read from
+    # query-pci/-block/-memory-devices/-hotpluggable-cpus when a live update's intent outlived its writer.
+    leftovers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

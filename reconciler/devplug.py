@@ -79,6 +79,38 @@ class DeviceChange:
                     or self.add_nics)
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """QEMU's account of the devices on bus 0 and of the block nodes and netdevs of ours
+    (reconciler.qemuview reads it)."""
+
+    slots: dict[str, int]  # device id -> slot of bus 0
+    pci: Any  # query-pci as QEMU answered it
+    nodes: frozenset[str]  # top nodes of disks added live
+    attached: frozenset[str]  # node names devices use
+    netdevs: frozenset[str]  # netdevs of NICs added live
+
+    @classmethod
+    def from_replies(cls, pci: Any, block: Any, named: Any, network: Any) -> DeviceView:
+        """From query-pci, query-block, query-named-block-nodes (flat) and HMP `info network`."""
+        return cls(pci_slots(pci), pci, frozenset(our_nodes(named)), frozenset(attached_nodes(block)),
+                   frozenset(our_netdevs(network if isinstance(network, str) else "")))
+
+    @property
+    def unused_nodes(self) -> list[str]:
+        """Block nodes of ours no device uses: left by a run killed between blockdev-add and device_add."""
+        return sorted(self.nodes - self.attached)
+
+    @property
+    def unused_netdevs(self) -> list[str]:
+        return sorted(n for n in self.netdevs if n.removesuffix("-net") not in self.slots)
+
+    @property
+    def live_devices(self) -> list[str]:
+        """The ids of the disks and NICs plugged live (ours: hd…, nh…)."""
+        return sorted(d for d in self.slots if d.startswith(("hd", "nh")))
+
+
 def disk_id(path: str) -> str:
     """The device id of a disk added live (and `-file`/`-format` its nodes): stable across runs."""
     return "hd" + hashlib.sha256(path.encode()).hexdigest()[:12]

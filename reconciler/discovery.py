@@ -65,6 +65,7 @@ class _Live:
 
     base: ActualInstance
     qmp_socket: str
+    record: AppliedRecord | None = None
 
 
 def discover(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> ActualState:
@@ -76,6 +77,7 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
     found: list[ActualInstance] = []
     live: list[_Live] = []
     flights: list[InFlight] = []
+    suspects: list[tuple[_Live, intents.Intent, layout.InstancePaths]] = []
     host = _HostProcesses()
     for node in nodes:
         for name in statedir.instance_names(node):
@@ -89,12 +91,19 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
             if flight is not None:
                 flights.append(flight)
             item = (_adopt(node, paths, host, it) if it is not None else None) or _inspect(node, name, paths)
+            if it is not None and _interrupted_live_change(it):
+                if isinstance(item, _Live) and item.record is not None:
+                    suspects.append((item, it, paths))
+                else:
+                    _clean_stale_intent(paths)
             if isinstance(item, _Live):
                 live.append(item)
             elif item is not None:
                 found.append(item)
     statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in live))
-    found.extend(with_status(lv.base, st) for lv, st in zip(live, statuses, strict=True))
+    left = await _leftovers_of(suspects, qmp_timeout)
+    found.extend(replace(with_status(lv.base, st), leftovers=left.get(id(lv), ()))
+                 for lv, st in zip(live, statuses, strict=True))
     ours = {lv.base.pid for lv in live}
     unmanaged = [
         UnmanagedProcess(pid=p.pid, name=p.guest_name, cmdline=p.cmdline)
@@ -140,7 +149,8 @@ def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths
         check = recorded if recorded.ours else check
     if check.ours:
         detail = "" if pidfile_exists else "pidfile missing"
-        return _Live(replace(base, pid=check.pid, started_at=record.create_time, detail=detail), paths.qmp)
+        return _Live(replace(base, pid=check.pid, started_at=record.create_time, detail=detail), paths.qmp,
+                     record)
     ev = exit_evidence(check, record.pid, pidfile_pid, pidfile_exists)
     if ev.state is RunState.STALE:
         return replace(base, state=ev.state, pid=pidfile_pid, detail=ev.detail, pidfile_foreign=ev.foreign)
@@ -310,7 +320,7 @@ def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
         return ActualInstance(name=it.instance, node=node.name, state=RunState.UNKNOWN, spec=it.spec,
                               detail="QEMU is still starting (its pidfile does not name it yet)")
     if not isinstance(match, tuple):
-        if not writer_alive:
+        if not writer_alive and not _interrupted_live_change(it):  # that one: discover_async
             _clean_stale_intent(paths)
         return None
     pid, create_time = match
@@ -401,6 +411,47 @@ def _intent_process(it: intents.Intent, host: _HostProcesses,
     if named is not None and named in found:
         return named, found[named]
     return _DAEMONIZING
+
+
+def _interrupted_live_change(it: intents.Intent) -> bool:
+    """A live update's intent (it carries the spec being applied) whose writer is gone."""
+    return it.kind is intents.IntentKind.UPDATE and it.spec is not None and not intents.owner_alive(it)
+
+
+async def _leftovers_of(suspects: list[tuple[_Live, intents.Intent, layout.InstancePaths]],
+                        timeout: float) -> dict[int, tuple[str, ...]]:
+    """For each live instance whose live update was killed halfway: what QEMU has unlike its record
+    (keyed by id() of its _Live). An intent with nothing left to tell is removed: the change never
+    reached QEMU, or QEMU and the record agree; one with leftovers stays until an update finishes."""
+    found = await asyncio.gather(*(_leftovers(lv, it, timeout) for lv, it, _ in suspects))
+    out = {}
+    for (lv, _, paths), left in zip(suspects, found, strict=True):
+        if left:
+            out[id(lv)] = left
+        else:
+            _clean_stale_intent(paths)
+    return out
+
+
+async def _leftovers(lv: _Live, it: intents.Intent, timeout: float) -> tuple[str, ...]:
+    from reconciler import devplug, hotplug, qemuview
+
+    assert lv.record is not None and it.spec is not None
+    rec, boot = lv.record, lv.record.launched_spec
+    names = {devplug.disk_id(d.path): d.path for d in (*rec.spec.disks, *it.spec.disks)}
+    names |= {devplug.nic_id(n.mac): f"NIC {n.mac}" for n in (*rec.spec.nics, *it.spec.nics)}
+    try:
+        session = await qmp.connect(lv.qmp_socket, timeout)
+        try:
+            devices = await qemuview.read_devices(session, timeout) \
+                if devplug.hotplug_machine(boot.machine) else None
+            sizes = await qemuview.read_sizes(session, timeout) \
+                if boot.max_memory_mib is not None or boot.max_vcpus is not None else None
+        finally:
+            await session.close()
+    except QmpError as err:
+        return (f"QEMU's devices could not be read ({err})",)
+    return hotplug.leftovers(rec.plugged, sizes, devices, names)
 
 
 def _clean_stale_intent(paths: layout.InstancePaths) -> None:

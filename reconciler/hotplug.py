@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.devplug import PluggedDisk, PluggedNic
+from reconciler.devplug import DeviceView, PluggedDisk, PluggedNic
 from reconciler.model import InstanceSpec
 
 MIB = 1024 * 1024
@@ -103,6 +103,33 @@ def dimm_to_add(plugged_mib: int, target_mib: int, max_mib: int) -> int:
     return min(rounded, max_mib - plugged_mib)
 
 
+@dataclass(frozen=True, slots=True)
+class SizeView:
+    """QEMU's account of memory and vCPUs (reconciler.qemuview reads it)."""
+
+    base_mib: int
+    plugged: Plugged  # the DIMMs and CPUs of ours (disks and NICs: devplug.DeviceView)
+    balloon_mib: int | None  # None: no balloon device
+    vcpus: int
+    slots: Any  # query-hotpluggable-cpus, as QEMU answered it
+    orphans: tuple[str, ...] = ()  # DIMM backends without their DIMM (a run killed between the two)
+
+    @property
+    def memory_mib(self) -> int:
+        return self.base_mib + self.plugged.dimm_mib
+
+    @classmethod
+    def from_replies(cls, summary: Any, devices: Any, slots: Any, cpus: Any, memdevs: Any,
+                     balloon: int | None) -> SizeView:
+        """From query-memory-size-summary, -memory-devices, -hotpluggable-cpus, -cpus-fast, -memdev and
+        query-balloon's `actual` in bytes (None: no balloon)."""
+        base = summary.get("base-memory") if isinstance(summary, Mapping) else None
+        plugged = plugged_from_qmp(devices, slots)
+        return cls((base if isinstance(base, int) else 0) // MIB, plugged,
+                   None if balloon is None else balloon // MIB, cpu_count(cpus), slots,
+                   tuple(orphan_backends(memdevs, plugged)))
+
+
 def plugged_from_qmp(memory_devices: Any, hotpluggable_cpus: Any) -> Plugged:
     """The hotplugged devices in QEMU's answers to query-memory-devices and query-hotpluggable-cpus (the
     ones we added: they have ids of ours; boot CPUs live outside /machine/peripheral/)."""
@@ -148,3 +175,33 @@ def _props(slot: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
 def cpu_count(cpus_fast: Any) -> int:
     """Online vCPUs in QEMU's view (query-cpus-fast)."""
     return len(cpus_fast) if isinstance(cpus_fast, Sequence) else 0
+
+
+def leftovers(recorded: Plugged, sizes: SizeView | None, devices: DeviceView | None,
+              names: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """How QEMU's plugged devices differ from what the record says was plugged live: what a live change
+    killed halfway left (the next live update removes or records each). `names`: device id -> how to
+    show it (a disk's path, a NIC's MAC), where known. Empty: QEMU and the record agree."""
+    def shown(dev: str) -> str:
+        return f"{names[dev]} ({dev})" if names and dev in names else dev
+
+    out: list[str] = []
+    if devices is not None:
+        out += [f"block node {n} without its device" for n in devices.unused_nodes]
+        out += [f"netdev {n} without its device" for n in devices.unused_netdevs]
+        known = {p.id for p in recorded.disks} | {p.id for p in recorded.nics}
+        out += [f"device {shown(d)} plugged, not in the record"
+                for d in devices.live_devices if d not in known]
+        out += [f"device {shown(d)} in the record, not plugged"
+                for d in sorted(known - devices.slots.keys())]
+    if sizes is not None:
+        out += [f"memory backend {b} without its DIMM" for b in sizes.orphans]
+        dimms = {d.id: d.size_mib for d in sizes.plugged.dimms}
+        was = {d.id for d in recorded.dimms}
+        out += [f"DIMM {i} ({mib} MiB) plugged, not in the record" for i, mib in sorted(dimms.items())
+                if i not in was]
+        out += [f"DIMM {i} in the record, not plugged" for i in sorted(was - dimms.keys())]
+        cpus, had = {c.id for c in sizes.plugged.cpus}, {c.id for c in recorded.cpus}
+        out += [f"vCPU {c} plugged, not in the record" for c in sorted(cpus - had)]
+        out += [f"vCPU {c} in the record, not plugged" for c in sorted(had - cpus)]
+    return tuple(out)

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import devplug, hotplug
+from reconciler import devplug, hotplug, qemuview
 from reconciler.errors import QmpError, SecretFileError
 from reconciler.executor import liveplug
 from reconciler.executor.context import Context
@@ -38,22 +38,6 @@ from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
-
-
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """QEMU's account of memory and vCPUs."""
-
-    base_mib: int
-    plugged: hotplug.Plugged
-    balloon_mib: int | None  # None: no balloon device
-    vcpus: int
-    slots: Any  # query-hotpluggable-cpus, as QEMU answered it
-    orphans: tuple[str, ...] = ()  # DIMM backends without their DIMM (a run killed between the two)
-
-    @property
-    def memory_mib(self) -> int:
-        return self.base_mib + self.plugged.dimm_mib
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,24 +202,11 @@ async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> _Moving | No
     return None
 
 
-async def _read(ctx: Context, s: QmpSession) -> _Seen:
-    q = ctx.deadlines.qmp
-    summary = await s.execute("query-memory-size-summary", timeout=q)
-    devices = await s.execute("query-memory-devices", timeout=q)
-    slots = await s.execute("query-hotpluggable-cpus", timeout=q)
-    cpus = await s.execute("query-cpus-fast", timeout=q)
-    memdevs = await s.execute("query-memdev", timeout=q)
-    try:
-        balloon = _int(await s.execute("query-balloon", timeout=q), "actual")
-    except QmpError:  # DeviceNotActive: started without maxMemory
-        balloon = None
-    base = _int(summary, "base-memory") or 0
-    plugged = hotplug.plugged_from_qmp(devices, slots)
-    return _Seen(base // hotplug.MIB, plugged, None if balloon is None else balloon // hotplug.MIB,
-                 hotplug.cpu_count(cpus), slots, tuple(hotplug.orphan_backends(memdevs, plugged)))
+async def _read(ctx: Context, s: QmpSession) -> hotplug.SizeView:
+    return await qemuview.read_sizes(s, ctx.deadlines.qmp)
 
 
-def _mismatch(seen: _Seen, spec: InstanceSpec, moving: _Moving | None = None) -> str:
+def _mismatch(seen: hotplug.SizeView, spec: InstanceSpec, moving: _Moving | None = None) -> str:
     problems = []
     if spec.max_memory_mib is not None:
         if seen.memory_mib < spec.memory_mib:

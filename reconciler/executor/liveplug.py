@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from reconciler import devplug
+from reconciler import devplug, qemuview
 from reconciler.argv import DEFAULT_IFUP, NIC_DEVICE, hook_config, tap_ifname
 from reconciler.errors import QmpCommandError, QmpError
 from reconciler.executor.context import Context
@@ -38,17 +38,6 @@ class UnplugTimeout(ActionFailed):
     """The guest did not release a device within its deadline (the message names them)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """QEMU's account of the devices."""
-
-    slots: dict[str, int]  # device id -> slot of bus 0
-    pci: Any  # query-pci as QEMU answered it
-    nodes: frozenset[str]  # top nodes of disks added live
-    attached: frozenset[str]  # node names devices use
-    netdevs: frozenset[str]  # netdevs of NICs added live
-
-
 def node_names(boot: InstanceSpec, disk: Disk) -> tuple[str, str]:
     """(file node, format node) of a disk: `disk<i>` from the boot command line, else the live one's."""
     for i, d in enumerate(boot.disks):
@@ -58,15 +47,8 @@ def node_names(boot: InstanceSpec, disk: Disk) -> tuple[str, str]:
     return f"{dev}-file", f"{dev}-format"
 
 
-async def read(ctx: Context, s: QmpSession) -> Seen:
-    q = ctx.deadlines.qmp
-    pci = await s.execute("query-pci", timeout=q)
-    block = await s.execute("query-block", timeout=q)
-    named = await s.execute("query-named-block-nodes", {"flat": True}, timeout=q)
-    network = await s.execute("human-monitor-command", {"command-line": "info network"}, timeout=q)
-    return Seen(devplug.pci_slots(pci), pci, frozenset(devplug.our_nodes(named)),
-                frozenset(devplug.attached_nodes(block)),
-                frozenset(devplug.our_netdevs(network if isinstance(network, str) else "")))
+async def read(ctx: Context, s: QmpSession) -> devplug.DeviceView:
+    return await qemuview.read_devices(s, ctx.deadlines.qmp)
 
 
 async def converge(ctx: Context, node: Node, s: QmpSession, rec: AppliedRecord,
@@ -79,15 +61,15 @@ async def converge(ctx: Context, node: Node, s: QmpSession, rec: AppliedRecord,
     steps: list[str] = []
     q = ctx.deadlines.qmp
     seen = await read(ctx, s)
-    for top in sorted(seen.nodes - seen.attached):
+    for top in seen.unused_nodes:
         await s.execute("blockdev-del", {"node-name": top}, timeout=q)
         steps.append(f"unused node {top} removed")
-    for netdev in sorted(n for n in seen.netdevs if n.removesuffix("-net") not in seen.slots):
+    for netdev in seen.unused_netdevs:
         await s.execute("netdev_del", {"id": netdev}, timeout=q)
         steps.append(f"unused netdev {netdev} removed")
     disks, nics = live_devices(boot, spec)
     wanted = set(disks) | set(nics)
-    gone = sorted(d for d in seen.slots if d.startswith(("hd", "nh")) and d not in wanted)
+    gone = [d for d in seen.live_devices if d not in wanted]
     if gone:
         await unplug(ctx, s, gone)
         for dev in gone:
@@ -127,13 +109,13 @@ def live_devices(boot: InstanceSpec, spec: InstanceSpec) -> tuple[dict[str, Disk
     return disks, nics
 
 
-def plugged_now(rec: AppliedRecord, spec: InstanceSpec, seen: Seen) -> tuple[
+def plugged_now(rec: AppliedRecord, spec: InstanceSpec, seen: devplug.DeviceView) -> tuple[
         tuple[devplug.PluggedDisk, ...], tuple[devplug.PluggedNic, ...], str]:
     """What QEMU shows of the live devices `spec` wants, and what differs from it (empty: nothing)."""
     disks, nics = live_devices(rec.launched_spec, spec)
     problems = [f"{d.path} not plugged" for i, d in disks.items() if i not in seen.slots]
     problems += [f"NIC {n.mac} not plugged" for i, n in nics.items() if i not in seen.slots]
-    stray = sorted(d for d in seen.slots if d.startswith(("hd", "nh")) and d not in disks and d not in nics)
+    stray = [d for d in seen.live_devices if d not in disks and d not in nics]
     problems += [f"device {d} still plugged" for d in stray]
     pdisks = tuple(sorted((devplug.PluggedDisk(i, seen.slots[i], d) for i, d in disks.items()
                            if i in seen.slots), key=lambda p: p.slot))

@@ -42,9 +42,9 @@ async def update_record(ctx: Context, action: Action) -> str:
         raise ActionFailed(f"cannot read the applied record: {err}") from None
     if rec is None:
         raise ActionFailed(f"no applied record on {node.name}")
-    live = any(c.live for c in action.changes)
+    live = any(c.live for c in action.changes) or bool(action.leftovers)
     spec = record_spec(rec.spec, desired, node.name, live=live, boot=rec.boot_spec)
-    if spec == rec.spec:
+    if spec == rec.spec and not action.leftovers:
         return f"record on {node.name} already up to date"
     if live:
         if rec.pid <= 0 or rec.stop_cause is not None:

@@ -62,6 +62,7 @@ class Reason(enum.StrEnum):
     REQUESTED = "requested"  # an imperative verb: reconciler start|stop|restart|reboot
     RECORD_ONLY = "record_only"
     LIVE_UPDATE = "live_update"
+    LIVE_LEFTOVERS = "live_leftovers"  # the spec is as recorded, QEMU is not: a live change killed halfway
     CHANGED_SINCE_POWEROFF = "changed_since_poweroff"
 
     @property
@@ -92,6 +93,7 @@ _WORDS = {
     Reason.REQUESTED: "asked for on the command line",
     Reason.RECORD_ONLY: "only fields that QEMU does not read changed; no restart needed",
     Reason.LIVE_UPDATE: "changed in the running QEMU (hotplug, balloon); no restart needed",
+    Reason.LIVE_LEFTOVERS: "a live change was killed halfway: QEMU is brought back to its record, live",
     Reason.CHANGED_SINCE_POWEROFF: "the guest powered itself off and the manifests changed since: a new "
                                    "intent, so RerunOnFailure starts it",
 }
@@ -158,6 +160,7 @@ class Action:
     memory_mib: int = 0  # memory the action puts on `node` (0 for stops)
     extra_args: tuple[str, ...] = ()  # START/RESTART: qemuExtraArgs of the new QEMU (shown in plans)
     handoffs: tuple[Handoff, ...] = ()  # START/RESTART: what it waits for another instance to release
+    leftovers: tuple[str, ...] = ()  # UPDATE: what a live change killed halfway left in QEMU (undone live)
 
 
 @dataclass(frozen=True, slots=True)

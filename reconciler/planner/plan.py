@@ -162,7 +162,7 @@ def _settled(spec: InstanceSpec, rec: ActualInstance, desired: DesiredState) -> 
     replan cheap for the watch daemon. Equal digests mean equal specs; unequal ones (or none known) leave
     it to the field-by-field comparison.
     """
-    if rec.state not in _UP or spec.run_strategy is RunStrategy.HALTED:
+    if rec.state not in _UP or spec.run_strategy is RunStrategy.HALTED or rec.leftovers:
         return False
     if spec.node is not None and (spec.node != rec.node or spec.node not in desired.nodes):
         return False
@@ -397,20 +397,24 @@ def _record_update(spec: InstanceSpec, rec: ActualInstance, out: _Outcome, *, li
     starts from what was applied. Nothing when the record already says it (or cannot be read).
 
     `live` (a running QEMU): the live changes (memory, vCPUs within the limits it started with) are made
-    in it first (Reason.LIVE_UPDATE); their memory counts on the node as a start's would."""
+    in it first (Reason.LIVE_UPDATE); their memory counts on the node as a start's would. What a live
+    change killed halfway left in QEMU (rec.leftovers) makes a live update too, even with the spec as
+    recorded (Reason.LIVE_LEFTOVERS): it brings QEMU back to the spec."""
     if rec.spec is None:
         return
     updated = record_spec(rec.spec, spec, rec.node, live=live, boot=rec.boot_spec)
-    if updated == rec.spec:
+    leftovers = rec.leftovers if live else ()
+    if updated == rec.spec and not leftovers:
         return
     node = (FieldChange("node", as_json(rec.spec.node), as_json(updated.node), False),) \
         if rec.spec.node != updated.node else ()
     changes = tuple(c for c in _changes(spec, rec) if not c.forces_restart and (live or not c.live))
     in_qemu = any(c.live for c in changes)
-    reason = Reason.LIVE_UPDATE if in_qemu else Reason.RECORD_ONLY
+    reason = Reason.LIVE_UPDATE if in_qemu else Reason.LIVE_LEFTOVERS if leftovers else Reason.RECORD_ONLY
+    in_qemu = in_qemu or bool(leftovers)
     grow = updated.memory_mib - rec.spec.memory_mib
     action = Action(spec.name, ActionKind.UPDATE, reason, rec.node, changes=node + changes,
-                    memory_mib=updated.memory_mib if in_qemu else 0)
+                    memory_mib=updated.memory_mib if in_qemu else 0, leftovers=leftovers)
     out.moves.append(placement.Move(action, ((rec.node, grow),) if grow else ()))
 
 

@@ -47,6 +47,8 @@ def _action(a: Action) -> dict[str, Any]:
         extra["handoffs"] = [{"instance": h.instance, "resource": h.resource} for h in a.handoffs]
     if a.by_signal:  # only on a stop of a process whose QMP does not answer (added in 1.0; absent: false)
         extra["by_signal"] = True
+    if a.leftovers:  # only on an update after a live change killed halfway (absent: none)
+        extra["leftovers"] = list(a.leftovers)
     return {
         "name": a.name,
         "kind": a.kind.value,
@@ -146,6 +148,7 @@ def _action_from(d: dict[str, Any]) -> Action:
         extra_args=tuple(str(x) for x in d.get("extra_args", ())),
         handoffs=tuple(Handoff(str(h["instance"]), str(h["resource"])) for h in d.get("handoffs", ())),
         by_signal=bool(d.get("by_signal", False)),
+        leftovers=tuple(str(x) for x in d.get("leftovers", ())),
     )
 
 

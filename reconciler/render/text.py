@@ -85,7 +85,7 @@ def _header(action: Action) -> str:
         return f"{action.name} from {action.source_node} to {action.node} ({mode} migration{cap})"
     where = f"from {action.source_node} to {action.node}" if action.source_node else f"on {action.node}"
     if action.kind is ActionKind.UPDATE:
-        live = any(c.live for c in action.changes)
+        live = any(c.live for c in action.changes) or bool(action.leftovers)
         return f"{action.name} on {action.node} ({'update' if live else 'record updated'} in place)"
     extra = " (in place: system_reset + cont)" if action.in_place else ""
     if action.kind is ActionKind.REBOOT:
@@ -115,6 +115,7 @@ def _actions(plan: Plan, paint: _Painter) -> list[str]:
         if a.extra_args:  # the escape hatch: raw QEMU arguments nobody checked, always in view
             lines.append(f"      # qemuExtraArgs (passed to QEMU unchecked): {json.dumps(a.extra_args)}")
         lines += _changes(a.changes, paint, live=a.kind is ActionKind.UPDATE)
+        lines += [f"      # QEMU: {left}" for left in a.leftovers]
     return lines
 
 

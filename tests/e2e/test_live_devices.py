@@ -282,8 +282,9 @@ def test_sigkill_of_apply_mid_disk_hotplug_then_apply_converges(world: World, tm
     disk_id = devplug.disk_id(data)
     assert f"{disk_id}-format" in view["nodes"] and disk_id not in view["slots"], view  # half done
     assert record_of(world, "node-a", "web1").spec.disks == ()
-    plan = world.cli("plan")
+    plan = world.cli("plan")  # the change again, and what QEMU has that the record does not say
     assert plan.code == 0 and "(update in place)" in plan.out, plan.text
+    assert f"# QEMU: block node {disk_id}-format without its device" in plan.out, plan.text
 
     again = world.apply()
     assert again.code == 0 and f"unused node {disk_id}-format removed" in again.out, again.text
@@ -295,6 +296,30 @@ def test_sigkill_of_apply_mid_disk_hotplug_then_apply_converges(world: World, tm
     assert [p.id for p in rec.plugged.disks] == [disk_id]
     assert not Path(world.paths("node-a", "web1").intent).exists()
     assert "No changes" in world.apply().out
+
+
+def test_a_killed_hotplug_then_the_manifest_reverted_is_undone_live(world: World, tmp_path: Path) -> None:
+    """Killed after netdev_add, then the NIC taken out of the manifest again: the spec is as recorded, but
+    QEMU is not; the plan says so (from QEMU's own account), and the apply removes the netdev live."""
+    declare(world, "web1")
+    assert world.apply().code == 0
+    booted(world, "web1")
+    (pid,) = world.qemu_pids("web1")
+    declare(world, "web1", nics=[MAC0, MAC1])
+    assert apply_killed_after(world, "netdev_add").returncode == -signal.SIGKILL
+    netdev = devplug.netdev_id(devplug.nic_id(MAC1))
+
+    declare(world, "web1")
+    plan = world.cli("plan")
+    assert plan.code == 0 and "~ web1 on node-a (update in place)" in plan.out, plan.text
+    assert "a live change was killed halfway" in plan.out, plan.text
+    assert f"# QEMU: netdev {netdev} without its device" in plan.out, plan.text
+    assert Path(world.paths("node-a", "web1").intent).exists()  # kept while QEMU differs
+    again = world.apply()
+    assert again.code == 0 and f"unused netdev {netdev} removed" in again.out, again.text
+    assert world.qemu_pids("web1") == [pid]
+    assert not Path(world.paths("node-a", "web1").intent).exists()
+    assert "No changes" in world.cli("plan").out
 
 
 def test_a_disk_the_guest_holds_is_reported_then_restarted_only_if_allowed(world: World,

@@ -12,10 +12,10 @@ import pytest
 
 from reconciler.errors import QmpCommandError
 from reconciler.executor.context import Context, Deadlines
-from reconciler.executor.live import _balloon, _converge, _mismatch, _Moving, _Seen
+from reconciler.executor.live import _balloon, _converge, _mismatch, _Moving
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.progress import RecordingProgress
-from reconciler.hotplug import MIB, Plugged
+from reconciler.hotplug import MIB, Plugged, SizeView
 from reconciler.model import InstanceSpec
 
 from .fakes import FakeSession
@@ -132,10 +132,10 @@ def test_a_balloon_seen_on_its_way_is_confirmed_without_the_rate_limited_last_ev
     steps, moving = asyncio.run(_converge(ctx(), s, spec))
     assert steps == ["balloon 96 MiB (at 112 MiB, the guest moving it)"]
     assert moving == _Moving(from_mib=128, at_mib=112)
-    seen = _Seen(128, Plugged(), 100, 1, SLOTS)
+    seen = SizeView(128, Plugged(), 100, 1, SLOTS)
     assert _mismatch(seen, spec, _Moving(128, 112)) == ""
     assert _mismatch(seen, spec) == "balloon at 100 MiB, 96 MiB wanted"
-    wrong_way = _Seen(128, Plugged(), 130, 1, SLOTS)
+    wrong_way = SizeView(128, Plugged(), 130, 1, SLOTS)
     assert _mismatch(wrong_way, spec, _Moving(128, 112)) == "balloon at 130 MiB, 96 MiB wanted"
 
 

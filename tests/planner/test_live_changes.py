@@ -22,6 +22,7 @@ from .factories import actual, brief, changed, desired, node, rec, spec
 
 ROOMY = spec("web", 512, node="a", max_memory_mib=2048, vcpus=1, max_vcpus=4)
 TIGHT = spec("web", 512, node="a")  # no maxMemory / maxVcpus: no live changes
+LEFT = ("block node hd0123456789ab-format without its device",)  # a killed live change's, in QEMU
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ CASES = [
     Case("powered-off-guest-unchanged-resets-in-place", desired(changed(ROOMY, protect=True)),
          actual(rec(ROOMY, "a", RunState.SHUTDOWN)), ["restart web a guest_powered_off in_place"],
          ["protect false->true record"]),
+    Case("leftovers-of-a-killed-live-change-are-an-update", desired(ROOMY),
+         actual(replace(rec(ROOMY, "a"), leftovers=LEFT)), ["update web a live_leftovers"]),
+    Case("leftovers-with-a-live-change-are-that-change", desired(changed(ROOMY, vcpus=2)),
+         actual(replace(rec(ROOMY, "a"), leftovers=LEFT)), ["update web a live_update"],
+         ["vcpus 1->2 live"]),
+    Case("leftovers-of-a-paused-guest-wait", desired(ROOMY),
+         actual(replace(rec(ROOMY, "a", RunState.PAUSED), leftovers=LEFT)), []),
     Case("node-change-migrates-first", desired(changed(ROOMY, memory_mib=1024, node="b")),
          actual(rec(ROOMY, "a")), ["migrate web a->b node_changed live"], ["node \"a\"->\"b\" migrate"]),
 ]
@@ -133,6 +141,25 @@ def test_text_shows_update_in_place_with_each_live_field() -> None:
         "\n"
         "Plan: 0 to start, 0 to restart, 0 to migrate, 0 to stop, 1 record to update in place (no restart).\n"
     )
+
+
+def test_text_and_json_show_what_a_killed_live_change_left() -> None:
+    left = ("block node hd0123456789ab-format without its device",
+            "DIMM dimm0 (256 MiB) plugged, not in the record")
+    plan = make_plan(desired(ROOMY), actual(replace(rec(ROOMY, "a"), leftovers=left)))
+    assert render_text(plan) == (
+        "Reconciler will perform the following actions:\n"
+        "\n"
+        "  ~ web on a (update in place)\n"
+        "      # a live change was killed halfway: QEMU is brought back to its record, live\n"
+        "      # QEMU: block node hd0123456789ab-format without its device\n"
+        "      # QEMU: DIMM dimm0 (256 MiB) plugged, not in the record\n"
+        "\n"
+        "Plan: 0 to start, 0 to restart, 0 to migrate, 0 to stop, 1 record to update in place (no restart).\n"
+    )
+    (action,) = json.loads(render_json(plan))["actions"]
+    assert (action["reason"], action["leftovers"], action["changes"]) == ("live_leftovers", list(left), [])
+    assert plan_from_dict(plan_to_dict(plan)) == plan  # a saved plan keeps them
 
 
 def test_json_has_the_action_update_and_each_field_class() -> None:

@@ -3,13 +3,14 @@ them (boot spec, plugged devices), table-driven."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 import pytest
 
-from reconciler import hotplug, records
+from reconciler import devplug, hotplug, records
 from reconciler.hotplug import Cpu, Dimm, Plugged
-from reconciler.model import InstanceSpec
+from reconciler.model import Disk, InstanceSpec
 
 MIB = hotplug.MIB
 
@@ -84,3 +85,44 @@ def test_record_round_trips_boot_spec_and_plugged() -> None:
                    plugged=Plugged((Dimm("dimm0", 128),), (Cpu("vcpu0-1-0", "qemu64-x86_64-cpu", PROPS_1),)))
     back = records.from_json(records.to_json(live))
     assert back == live and back.launched_spec == spec and back.spec.memory_mib == 256
+
+
+_CPU1 = Cpu("vcpu0-1-0", "qemu64-x86_64-cpu", (("core-id", 1),))
+_DISK = devplug.PluggedDisk("hd0123456789ab", 3, Disk(path="/srv/d.img"))
+
+
+def _devices(slots: dict[str, int], nodes: Collection[str] = (), attached: Collection[str] = (),
+             netdevs: Collection[str] = ()) -> devplug.DeviceView:
+    return devplug.DeviceView(slots, [], frozenset(nodes), frozenset(attached), frozenset(netdevs))
+
+
+def _sizes(dimms: tuple[Dimm, ...] = (), cpus: tuple[Cpu, ...] = (),
+           orphans: tuple[str, ...] = ()) -> hotplug.SizeView:
+    return hotplug.SizeView(128, Plugged(dimms=dimms, cpus=cpus), 128, 1 + len(cpus), [], orphans)
+
+
+@pytest.mark.parametrize(("recorded", "sizes", "devices", "left"), [
+    (Plugged(), _sizes(), _devices({}), ()),  # agree: nothing to tell
+    (Plugged(), None, None, ()),  # nothing could be plugged (no maxMemory/maxVcpus, q35)
+    (Plugged(), None, _devices({}, nodes={"hd0123456789ab-format"}),  # killed after blockdev-add
+     ("block node hd0123456789ab-format without its device",)),
+    (Plugged(), None, _devices({}, netdevs={"nh525400000001-net"}),  # killed after netdev_add
+     ("netdev nh525400000001-net without its device",)),
+    (Plugged(), None, _devices({"hd0123456789ab": 3}, nodes={"hd0123456789ab-format"},
+                               attached={"hd0123456789ab-format"}),  # killed before the record
+     ("device /srv/d.img (hd0123456789ab) plugged, not in the record",)),
+    (Plugged(disks=(_DISK,)), None, _devices({}),  # unplugged, the record not yet rewritten
+     ("device /srv/d.img (hd0123456789ab) in the record, not plugged",)),
+    (Plugged(disks=(_DISK,)), None, _devices({"hd0123456789ab": 3}, nodes={"hd0123456789ab-format"},
+                                             attached={"hd0123456789ab-format"}), ()),
+    (Plugged(), _sizes(orphans=("mem-dimm0",)), None, ("memory backend mem-dimm0 without its DIMM",)),
+    (Plugged(), _sizes(dimms=(Dimm("dimm0", 256),), cpus=(_CPU1,)), None,
+     ("DIMM dimm0 (256 MiB) plugged, not in the record", "vCPU vcpu0-1-0 plugged, not in the record")),
+    (Plugged(dimms=(Dimm("dimm0", 256),), cpus=(_CPU1,)), _sizes(), None,
+     ("DIMM dimm0 in the record, not plugged", "vCPU vcpu0-1-0 in the record, not plugged")),
+], ids=["agree", "nothing-pluggable", "block-node", "netdev", "device-unrecorded", "device-gone",
+        "disk-agrees", "backend", "dimm-and-cpu-unrecorded", "dimm-and-cpu-gone"])
+def test_leftovers_of_a_live_change_killed_halfway(recorded: Plugged, sizes: hotplug.SizeView | None,
+                                                    devices: devplug.DeviceView | None,
+                                                    left: tuple[str, ...]) -> None:
+    assert hotplug.leftovers(recorded, sizes, devices, {"hd0123456789ab": "/srv/d.img"}) == left
