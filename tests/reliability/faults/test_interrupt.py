@@ -61,7 +61,8 @@ def test_watch_sigterm_after_the_grace_cancels_the_migration(rig: Rig) -> None:
     pid = _booted(rig, "live")
     lines = rig.spawn_watch(grace=0.5)
     rig.declare("web1", "node-b", migration=SLOW)  # the file event starts the migration
-    lines.wait_for("migrating node-a -> node-b", CLI_DEADLINE)
+    lines.wait_for("migrating node-a -> node-b", CLI_DEADLINE)  # logged before the target launches
+    lines.wait_for(" percent=", CLI_DEADLINE)  # the migration stream runs inside QEMU (action-progress)
     lines.proc.send_signal(signal.SIGTERM)
     lines.wait_for("abandoning-pass", CLI_DEADLINE)  # the 0.5 s grace ran out mid-migration
     code, out = lines.finish(CLI_DEADLINE)
