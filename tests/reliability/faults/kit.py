@@ -181,7 +181,7 @@ class Rig:
     def check_fault(self, migrating: frozenset[str] = frozenset()) -> None:
         """Right after a fault: never two QEMUs of one instance (a migration's target and source may
         coexist, but at most one of them runs the guest); witnesses intact."""
-        settle_launches(self.state_dirs)
+        settle_launches(self.state_dirs, manifests=self.world.manifests)
         for name, found in qemu_by_instance(self.state_dirs).items():
             if name in migrating:
                 assert len(found) <= 2, (name, found)
@@ -232,23 +232,46 @@ class Rig:
         return lines
 
 
-def settle_launches(state_dirs: list[str], timeout: float = 15.0) -> None:
+def settle_launches(state_dirs: list[str], timeout: float = 15.0, manifests: Path | None = None) -> None:
     """Wait for QEMU foreground processes of ours to exit. `-daemonize` keeps the launching process (same
     argv, a session leader: the reconciler starts it with a new session) until the double-forked daemon is
-    set up; a reconciler killed mid-launch leaves that pair for a moment. Its end is an event (pidfd)."""
+    set up; a reconciler killed mid-launch leaves that pair for a moment. Its end is an event (pidfd).
+
+    A reconciler killed inside its Popen of QEMU can leave the forked child before its exec: it still
+    carries the reconciler's command line (with `manifests`), so it is no QEMU yet, and it becomes the
+    launching QEMU a moment later (seen under load: two QEMUs of one instance, the launching one and its
+    daemon). Those forks are waited for too: a process with a reconciler's command line that is not one
+    this test runs (its parent is the test process)."""
+    # The forks first: one that execs QEMU meanwhile is then listed as a QEMU below.
+    pending = [(pid, f"a fork of a reconciler (pid {pid}) before its exec")
+               for pid in (_reconciler_forks(manifests) if manifests is not None else [])]
     for procs in qemu_by_instance(state_dirs).values():
         for p in procs:
-            try:
-                if os.getsid(p.pid) != p.pid:
-                    continue  # the daemon (setsid in the intermediate child, then forked again)
-                fd = os.pidfd_open(p.pid)
-            except OSError:
-                continue  # gone already
-            try:
-                ready, _, _ = select.select([fd], [], [], timeout)
-                assert ready, f"QEMU foreground process {p.pid} of {p.name} did not exit in {timeout}s"
-            finally:
-                os.close(fd)
+            with contextlib.suppress(OSError):
+                if os.getsid(p.pid) == p.pid:  # not the daemon (setsid in the intermediate, forked again)
+                    pending.append((p.pid, f"QEMU foreground process {p.pid} of {p.name}"))
+    for pid, what in pending:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone already
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            assert ready, f"{what} did not exit in {timeout}s"
+        finally:
+            os.close(fd)
+
+
+def _reconciler_forks(manifests: Path) -> list[int]:
+    """Processes with a reconciler's command line for `manifests` whose parent is not this test process."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "ppid", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.info["ppid"] == os.getpid():
+            continue
+        if "reconciler" in cmd[1:3] and str(manifests) in cmd:
+            found.append(proc.pid)
+    return found
 
 
 def sigkill_after(lines: Lines, needle: str | None, delay: float) -> tuple[bool, str]:
