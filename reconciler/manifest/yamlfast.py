@@ -5,7 +5,8 @@ Composing YAML through libyaml costs about 80 µs per 20-line instance, mostly i
 object per scalar; a 50,000-instance tree cannot load in 1.5 s that way. Most manifests use a small part
 of YAML: block mappings and sequences, `key: value` lines, plain words and quotes without escapes,
 `---` between documents, comments, flow mappings of plain words, and literal block scalars (`key: |`,
-cloud-init's user-data). This module reads exactly that part, line by line, and
+cloud-init's user-data). This module reads exactly that part, line by line (or, for a document whose
+shape it has read before, from its values alone: see _read_by_shape), and
 gives up (None) on the first line outside it, on anything it would have to judge (a duplicate key, a
 number too long, a tab, an empty document), and on every non-ASCII or control character. Then the
 strict reader reads the text from the start, so every error, warning and position comes from one place.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.manifest import yamlcore
@@ -65,19 +67,142 @@ def read(text: str) -> list[YamlDocument] | None:
     """The documents of `text` when it is inside the subset; None when the strict reader must read it."""
     if _NOT_SIMPLE.search(text) is not None:
         return None
-    literals: dict[int, str] = {}
-    if "|" in text:
+    try:
+        if "|" not in text:
+            return _read_by_shape(text)
         cut = _cut_literals(text)
         if cut is None:
             return None
         text, literals = cut
-    lines = _LINE.findall(text)
-    if len(lines) != text.count("\n") + 1:
-        return None  # a line that is not in the subset
-    try:
-        return _read(lines, literals)
+        return _read(_lines(text), literals)
     except _Bail:
         return None
+
+
+def _lines(text: str) -> list[tuple[str, ...]]:
+    lines = _LINE.findall(text)
+    if len(lines) != text.count("\n") + 1:
+        raise _Bail  # a line that is not in the subset
+    return lines
+
+
+# Reading by shape. Most documents of a tree differ only in their values: the same keys, indentation,
+# dashes and comments, line for line. A document's shape is its text with each value cut out of the
+# lines that have one (`key: value`, `- value`, `- key: value`); the first document of a shape is read
+# line by line as above, and from the second on, a shape that read cleanly has a builder: generated
+# code that makes the document's data from its values, each checked and resolved as the line reader
+# would (_TOKEN). Every line that decides structure (every line without a value, and every line's
+# indentation, dash and key) is in the shape, so a document of a known shape has the structure the line
+# reader gives it; only its values can leave the subset, and then the strict reader reads the text.
+_SEPARATOR = re.compile(r"^---$\n?", re.MULTILINE)
+# A value: what follows the first `: ` of a line, unless a comment (a search for a literal first is
+# several times faster than a pattern anchored at each line's start). The first document of a shape
+# proves that the line reader finds each value exactly there (_builder), or the shape gets no builder:
+# a value inside a comment, a quoted key, or a `- item` stays in the shape, and a `- item` shape with
+# values that differ is read line by line each time.
+_VALUE_LINE = re.compile(r"(: +)(?!#)(\S.*)")
+_TOKEN = re.compile(rf"({_VALUE})(?: +#.*)? *")  # a value, as _LINE reads it, and its comment
+_ONCE = object()  # a shape read once: a builder is made when it comes again
+MAX_SHAPES = 1024  # shapes remembered by the process (a hostile tree of all different ones costs no more)
+MAX_SHAPE_VALUES = 2000  # larger documents are always read line by line
+_shapes: dict[str, Any] = {}  # shape -> _ONCE, None (not for a builder), or (builder, first line)
+
+
+def _read_by_shape(text: str) -> list[YamlDocument]:
+    parts = _SEPARATOR.split(text)
+    docs: list[YamlDocument] = []
+    line = 0
+    values: dict[str, Any] = {}  # token -> data, for this text
+    for number, part in enumerate(parts):
+        if number or part or len(parts) == 1:  # else the nothing before a `---` on the first line
+            docs.append(_document(part, line, len(docs), values))
+        line += part.count("\n") + 1
+    return docs
+
+
+def _document(part: str, line: int, index: int, values: dict[str, Any]) -> YamlDocument:
+    pieces = _VALUE_LINE.split(part)  # [text, ": ", value, text, ": ", value, ..., text]
+    tokens = pieces[2::3]
+    del pieces[2::3]
+    shape = "\0".join(pieces)
+    known = _shapes.get(shape)
+    if known is _ONCE and len(tokens) <= MAX_SHAPE_VALUES:
+        known = _shapes[shape] = _builder(part, tokens)
+    if known is None or known is _ONCE:
+        doc = _read_one(part, line, index)
+        if len(_shapes) >= MAX_SHAPES:
+            _shapes.clear()
+        _shapes.setdefault(shape, _ONCE)
+        return doc
+    build, start = known
+    data = build([values[t] if t in values else _value(t, values) for t in tokens])
+    return YamlDocument(index, line + start, 0, data, ())
+
+
+def _read_one(part: str, line: int, index: int) -> YamlDocument:
+    """The one document `part` (a text without `---`) holds, read line by line."""
+    docs = _read(_lines(part), {})
+    if len(docs) != 1:
+        raise _Bail
+    doc = docs[0]
+    return YamlDocument(index, line + doc.line, 0, doc.data, ())
+
+
+def _value(token: str, values: dict[str, Any]) -> Any:
+    found = _TOKEN.fullmatch(token)
+    if found is None:
+        raise _Bail  # not a value of the subset (a second `: `, a flow sequence, ...)
+    value = found.group(1)
+    if value[0] == "{":
+        return _flow_mapping(value, values)  # a new mapping each time: never shared
+    data = values[token] = _scalar(value, values)
+    return data
+
+
+class _Slot:
+    """Where a value goes, in the data of a document read to make a builder."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _builder(part: str, tokens: list[str]) -> tuple[Any, int] | None:
+    """(a function from a document's values to its data, the document's first line) for the shape of
+    `part`, or None when its values are not where the line reader finds them."""
+    read: list[str] = []
+
+    def slot(token: str) -> _Slot:
+        read.append(token)
+        return _Slot(len(read) - 1)
+
+    reader = _Reader({}, slot)
+    for number, (indent, dash, key, value, item, _blank, separator) in enumerate(_lines(part)):
+        if separator:
+            raise _Bail
+        if key or item:
+            reader.line(number, len(indent), dash, key, value, item)
+    reader.finish()
+    found = [_TOKEN.fullmatch(t) for t in tokens]
+    if read != [f.group(1) if f else None for f in found]:
+        return None
+    source = f"lambda v: {_code(reader.docs[0].data)}"
+    # the source is ours: keys matched _KEY and are quoted by repr(), every value is a v[i]
+    return eval(compile(source, "<yamlfast shape>", "eval"), {}), reader.docs[0].line
+
+
+def _code(node: Any) -> str:
+    """Python source that makes `node` (keys are _KEY words, so repr() quotes them safely)."""
+    if type(node) is dict:
+        return "{" + ",".join(f"{key!r}:{_code(value)}" for key, value in node.items()) + "}"
+    if type(node) is list:
+        return "[" + ",".join(_code(item) for item in node) + "]"
+    if type(node) is _Slot:
+        return f"v[{node.index}]"
+    if node is None:
+        return "None"
+    raise _Bail  # nothing else is in a document read with slots
 
 
 # `key: |` or `key: |-` (clip or strip chomping, the indentation found from the first line), alone on its
@@ -177,7 +302,7 @@ def _read(lines: list[tuple[str, ...]], literals: dict[int, str]) -> list[YamlDo
 class _Reader:
     """Builds the documents line by line; raises _Bail where the text leaves the subset."""
 
-    def __init__(self, literals: dict[int, str]) -> None:
+    def __init__(self, literals: dict[int, str], scalar: Callable[[str], Any] | None = None) -> None:
         self.literals = literals  # line -> the value of the literal block scalar its key starts
         self.docs: list[YamlDocument] = []
         # open containers, innermost last: (column, container); a dict's column is its keys', a list's
@@ -187,6 +312,7 @@ class _Reader:
         self.start = -1  # the line where the current document's root starts
         self.root: dict[str, Any] | None = None
         self.scalars: dict[str, Any] = {}  # token -> data, for this text (most values repeat)
+        self.scalar: Callable[[str], Any] = scalar or (lambda token: _scalar(token, self.scalars))
 
     def finish(self) -> None:
         if self.root is None:
@@ -224,7 +350,7 @@ class _Reader:
             if type(container) is not list:
                 raise _Bail
             if not key:
-                container.append(_scalar(item, self.scalars))
+                container.append(self.scalar(item))
                 return
             mapping: dict[str, Any] = {}
             container.append(mapping)
@@ -237,7 +363,7 @@ class _Reader:
         key = _intern(key)  # the same few keys in every document: one string each, not one per line
         if value:
             literal = self.literals.get(number) if self.literals else None
-            container[key] = _scalar(value, self.scalars) if literal is None else literal
+            container[key] = self.scalar(value) if literal is None else literal
         else:
             self.pending = key
 

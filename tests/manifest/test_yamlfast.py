@@ -176,3 +176,86 @@ def test_literal_blocks_read_as_the_strict_reader_reads_them(
         head: str, style: str, body: list[str], after: str, newline: bool) -> None:
     text = "\n".join([head + style, *body, after])
     _same_as_strict(text + "\n" if newline else text)
+
+
+# Reading by shape: from the second document of a shape on, a document's data is made from its values
+# alone. These texts repeat shapes (three documents each at least), with values that differ, comments
+# and blank lines that stay in the shape, and values the subset does not take in a later document.
+SHAPED: list[tuple[str, list[tuple[int, Any]]]] = [
+    ("a: 1\nb:\n  c: x\n---\na: 2\nb:\n  c: y\n---\na: 3\nb:\n  c: z\n",
+     [(0, {"a": 1, "b": {"c": "x"}}), (4, {"a": 2, "b": {"c": "y"}}), (8, {"a": 3, "b": {"c": "z"}})]),
+    ("---\n# c\na: x # one\nl:\n  - k: 1\n    m: {p: 1}\n" * 3,
+     [(2, {"a": "x", "l": [{"k": 1, "m": {"p": 1}}]}), (8, {"a": "x", "l": [{"k": 1, "m": {"p": 1}}]}),
+      (14, {"a": "x", "l": [{"k": 1, "m": {"p": 1}}]})]),
+    ("a: 1\n---\na: 'two'\n---\na: \"x: #y\"  \n---\na: null\n---\na: true # t\n",
+     [(0, {"a": 1}), (2, {"a": "two"}), (4, {"a": "x: #y"}), (6, {"a": None}), (8, {"a": True})]),
+    ("a:   # c: d\n  b: 1\n---\na:   # c: d\n  b: 2\n---\na:   # c: d\n  b: 3\n",  # a `: ` in a comment
+     [(0, {"a": {"b": 1}}), (3, {"a": {"b": 2}}), (6, {"a": {"b": 3}})]),
+    ("l:\n  - x: 1\n  - y\n---\nl:\n  - x: 2\n  - y\n---\nl:\n  - x: 3\n  - y\n",
+     [(0, {"l": [{"x": 1}, "y"]}), (4, {"l": [{"x": 2}, "y"]}), (8, {"l": [{"x": 3}, "y"]})]),
+    ("l:\n  - \"q: 1\"\n---\nl:\n  - \"q: 2\"\n---\nl:\n  - \"q: 3\"\n",  # a `: ` inside an item's quotes
+     [(0, {"l": ["q: 1"]}), (3, {"l": ["q: 2"]}), (6, {"l": ["q: 3"]})]),
+    ("p: {a: 1}\n---\np: {a: 2, b: x}\n---\np: {}\n",
+     [(0, {"p": {"a": 1}}), (2, {"p": {"a": 2, "b": "x"}}), (4, {"p": {}})]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SHAPED)
+def test_documents_of_one_shape_read_as_the_strict_reader_reads_them(
+    text: str, expected: list[tuple[int, Any]]
+) -> None:
+    for _ in range(2):  # the shapes unknown, then known to the process
+        docs = _same_as_strict(text)
+        assert docs is not None
+        assert [(d.index, d.line, d.column, d.data) for d in docs] == [
+            (i, line, 0, data) for i, (line, data) in enumerate(expected)]
+
+
+SHAPED_LEFT_TO_THE_STRICT_READER = [
+    "a: 1\n---\na: 2\n---\na: [3]\n", "a: 1\n---\na: 2\n---\na: b: c\n", "a: 1\n---\na: 2\n---\na: &x 1\n",
+    "a: 1\n---\na: 2\n---\na: 1234567890123456789012345678901\n", "a: 1\n---\na: 2\n---\na: {b: 1, b: 2}\n",
+    "a: 1\n---\na: 2\n---\na: x  y\n", "a: 1\n---\na: 2\n---\na: 'it''s'\n", "a: 1\n---\na: 2\n---\n",
+    "a: 1\n---\na: 2\n---\na: 3\na: 4\n", "a: 1\n---\na: 2\n---\n---\na: 3\n",
+]
+
+
+@pytest.mark.parametrize("text", SHAPED_LEFT_TO_THE_STRICT_READER)
+def test_a_later_document_outside_the_subset_sends_the_text_to_the_strict_reader(text: str) -> None:
+    for _ in range(2):
+        assert yamlfast.read(text) is None
+
+
+def test_a_value_outside_the_subset_in_a_known_shape_is_reported_where_it_is() -> None:
+    from reconciler.manifest.parse import parse_file
+
+    good = instance(name="vm-{i}", mac="52:54:00:00:00:0{i}")
+    text = "---\n".join(good.format(i=i) for i in range(3)) + "---\n" + good.format(i=3).replace(
+        "name: vm-3", "name: [vm-3]")
+    lines = good.count("\n") + 1
+    parsed = parse_file("m.yaml", text.encode())
+    assert [(p.line, p.column, p.message) for p in parsed.problems] == [
+        (3 * lines + 4, 3, "['vm-3'] is not a string")]
+    assert [d.name for d in parsed.documents] == ["vm-0", "vm-1", "vm-2", ""]
+
+
+SHAPE_LINE = st.tuples(
+    st.sampled_from(["", "  ", "    "]), st.sampled_from(["", "- "]),
+    st.sampled_from(["a", "b", "k"]), st.sampled_from([":", ": ", ":  "]), st.booleans(),
+    st.sampled_from(["", " # c", " # c: d"]),
+)
+
+
+@SETTINGS
+@given(st.lists(SHAPE_LINE, min_size=1, max_size=8), st.lists(st.lists(SCALARS | GOOD_SCALARS,
+       min_size=8, max_size=8), min_size=3, max_size=5), st.booleans())
+def test_random_documents_of_one_shape_read_as_the_strict_reader_reads_them(
+    shape: list[tuple[str, str, str, str, bool, str]], values: list[list[str]], start: bool
+) -> None:
+    docs = []
+    for doc_values in values:
+        lines = [f"{indent}{dash}{key}{colon}{value if has and colon != ':' else ''}{comment}"
+                 for (indent, dash, key, colon, has, comment), value in zip(shape, doc_values, strict=False)]
+        docs.append("\n".join(lines) + "\n")
+    text = ("---\n" if start else "") + "---\n".join(docs)
+    _same_as_strict(text)
+    _same_as_strict(text)
