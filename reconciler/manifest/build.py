@@ -10,12 +10,14 @@ cannot use, an IPv6 zone in an address. Pure: no I/O, no file system access.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from reconciler import model, units
 from reconciler.manifest.problems import show
@@ -76,6 +78,23 @@ def _has_null(spec: Mapping[str, Any]) -> bool:
     return any(v is None or (type(v) is dict and _has_null(v)) for v in spec.values())
 
 
+# Most values repeat across a tree's instances ("512M", "300ms", the same migration settings): the
+# pure conversions below are remembered by value (its type too: 1, 1.0 and true differ), bounded.
+_MAX_MEMO = 4096
+_converted: dict[tuple[Any, type, Any], tuple[bool, Any]] = {}  # (parse, type, value) -> (ok, result)
+_migrations: dict[tuple[Any, ...], tuple[model.Migration, tuple[Issue, ...]]] = {}
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _enum(cls: type[E], value: Any) -> E:
+    """cls(value), without Enum.__call__'s cost for a valid value (the schema has checked it)."""
+    try:
+        member = cls._value2member_map_.get(value)
+    except TypeError:
+        member = None
+    return member if member is not None else cls(value)  # type: ignore[return-value]
+
+
 class _Builder:
     """Collects issues while converting; `get` returns a fallback when a conversion fails."""
 
@@ -87,10 +106,23 @@ class _Builder:
 
     def convert(self, path: FieldPath, value: Any, parse: Callable[[Any], T], fallback: T) -> T:
         try:
-            return parse(value)
-        except (ValueError, OverflowError) as err:
-            self.fail(path, str(err))
-            return fallback
+            known = _converted.get((parse, type(value), value))
+        except TypeError:  # unhashable: not a value any unit takes, and never memoized
+            known = None
+        if known is None:
+            try:
+                known = (True, parse(value))
+            except (ValueError, OverflowError) as err:
+                known = (False, str(err))
+            with contextlib.suppress(TypeError):
+                if len(_converted) >= _MAX_MEMO:
+                    _converted.clear()
+                _converted[(parse, type(value), value)] = known
+        ok, result = known
+        if ok:
+            return cast(T, result)
+        self.fail(path, str(result))
+        return fallback
 
     def in_range(self, path: FieldPath, value: float, low: float, high: float, unit: str = "") -> None:
         if not low <= value <= high:
@@ -186,9 +218,9 @@ def build_instance(
         max_vcpus=max_vcpus,
         node=spec.get("node"),
         labels=labels,
-        run_strategy=model.RunStrategy(spec.get("runStrategy", "Always")),
+        run_strategy=_enum(model.RunStrategy, spec.get("runStrategy", "Always")),
         protect=spec.get("protect", False),
-        update_policy=model.UpdatePolicy(spec.get("updatePolicy", "Immediate")),
+        update_policy=_enum(model.UpdatePolicy, spec.get("updatePolicy", "Immediate")),
         disks=disks,
         kernel=kernel,
         acpi=spec.get("acpi", True),
@@ -202,7 +234,7 @@ def build_instance(
         extra_args=extra,
         cloud_init=cloud_init,
         guest_agent=spec.get("guestAgent", False),
-        firmware=model.Firmware(spec.get("firmware", "bios")),
+        firmware=_enum(model.Firmware, spec.get("firmware", "bios")),
         secure_boot=spec.get("secureBoot", False),
     )
     return instance, b.issues
@@ -309,14 +341,14 @@ def _disks(b: _Builder, raw: list[Mapping[str, Any]], has_kernel: bool) -> tuple
         disks.append(
             model.Disk(
                 path=d["path"],
-                format=model.DiskFormat(d.get("format", default_format)),
-                bus=model.DiskBus(d.get("bus", "virtio")),
+                format=_enum(model.DiskFormat, d.get("format", default_format)),
+                bus=_enum(model.DiskBus, d.get("bus", "virtio")),
                 read_only=d.get("readOnly", False),
-                cache=model.CacheMode(d.get("cache", "none")),
+                cache=_enum(model.CacheMode, d.get("cache", "none")),
                 boot=i == boot_index,
                 size=size,
                 base_image=base,
-                delete_policy=model.DeletePolicy(d.get("deletePolicy", "Retain")),
+                delete_policy=_enum(model.DeletePolicy, d.get("deletePolicy", "Retain")),
             )
         )
         _provisioned(b, i, disks[-1])
@@ -371,7 +403,7 @@ def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
         b.fail((*at, "mac"), f"{show(mac)} is not a MAC address like 52:54:00:12:34:56")
     elif int(mac[:2], 16) & 1:
         b.fail((*at, "mac"), f"{show(mac)} is a multicast address (the first octet must be even)")
-    mode = model.NicMode(raw.get("mode", "bridge"))
+    mode = _enum(model.NicMode, raw.get("mode", "bridge"))
     bridge = raw.get("bridge")
     if mode is model.NicMode.BRIDGE and bridge is None:
         b.fail((*at, "bridge"), "mode bridge needs a bridge")
@@ -387,7 +419,7 @@ def _nic(b: _Builder, at: FieldPath, raw: Mapping[str, Any]) -> model.Nic:
         b.ip((*at, "ip"), raw["ip"])
     return model.Nic(
         mac=mac.lower(),
-        model=model.NicModel(raw.get("model", "virtio")),
+        model=_enum(model.NicModel, raw.get("model", "virtio")),
         mode=mode,
         bridge=bridge,
         ip=raw.get("ip"),
@@ -401,6 +433,23 @@ _DEFAULT_MIGRATION = model.Migration()
 def _migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
     if not raw:
         return _DEFAULT_MIGRATION
+    key = tuple((k, type(v), v) for k, v in raw.items())
+    try:
+        known = _migrations.get(key)
+    except TypeError:  # an unhashable value: built each time
+        return _build_migration(b, raw)
+    if known is None:
+        issues = len(b.issues)
+        known = (_build_migration(b, raw), tuple(b.issues[issues:]))
+        if len(_migrations) >= _MAX_MEMO:
+            _migrations.clear()
+        _migrations[key] = known
+    else:
+        b.issues += known[1]
+    return known[0]
+
+
+def _build_migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
     at: FieldPath = ("spec", "migration")
     default = _DEFAULT_MIGRATION
     bandwidth = b.convert((*at, "maxBandwidth"), raw.get("maxBandwidth", 0), units.parse_bytes, 0)
@@ -426,7 +475,7 @@ def _migration(b: _Builder, raw: Mapping[str, Any]) -> model.Migration:
     for field, value in (("completionTimeoutPerGiB", per_gib), ("progressTimeout", progress)):
         b.in_range((*at, field), value, 0.001, 86400, "s")
     return model.Migration(
-        mode=model.MigrationMode(raw.get("mode", "live")),
+        mode=_enum(model.MigrationMode, raw.get("mode", "live")),
         max_bandwidth=bandwidth,
         max_downtime_ms=downtime,
         completion_timeout_per_gib=per_gib,
@@ -474,7 +523,7 @@ def build_node(
         name=name,
         state_dir=resolve_state_dir(manifest_path, state_dir),
         address=address,
-        accelerator=model.Accelerator(spec.get("accelerator", "kvm")),
+        accelerator=_enum(model.Accelerator, spec.get("accelerator", "kvm")),
         qemu_binary=spec.get("qemuBinary", "qemu-system-x86_64"),
         migration_ports=ports,
         memory_mib=memory,
