@@ -2,8 +2,10 @@ r"""The manifest JSON Schema: finding it, checking documents against it, wording
 
 `schemas/manifest.schema.json` (JSON Schema 2020-12) is the source of truth for the shape of a document;
 editors use the same file. jsonschema's full validator is slow (about 0.2 ms per instance), so documents
-first go through a compiled validity check (fastjsonschema, on a draft-07 view of the same schema) and
-only the ones it rejects are explained by jsonschema. Both validators are built once, on first use.
+first go through a compiled validity check (schemacheck, which remembers its verdicts on repeated leaf
+values; fastjsonschema, on a draft-07 view of the same schema, should the schema use a keyword
+schemacheck lacks) and only the ones it rejects are explained by jsonschema. Both validators are built
+once, on first use.
 
 The schema's `pattern`s are ECMA-262 regular expressions (editors check them in JavaScript), where `$`
 matches only at the end of the text; in Python's `re` it also matches before a final newline, so
@@ -89,7 +91,13 @@ def ecma_regex(pattern: str) -> re.Pattern[str]:
 
 @functools.cache
 def _fast_check() -> Callable[[Any], bool]:
-    """A function that only decides valid/invalid, as fast as possible."""
+    """A function that only decides valid/invalid, as fast as possible: schemacheck's, or fastjsonschema's
+    for a schema that uses a keyword schemacheck does not implement."""
+    from reconciler.manifest import schemacheck
+
+    compiled_check = schemacheck.compile_schema(schema(), ecma_regex)
+    if compiled_check is not None:
+        return compiled_check
     version = _fastjsonschema_version()
     if version is None:  # not installed: still correct, only slower
         validator = _full_validator()
