@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from reconciler import model
-from reconciler.manifest import build, rules, salvage
+from reconciler.manifest import build, prebuild, rules, salvage
 from reconciler.manifest.parse import ParsedDocument, ParsedFile
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, Severity, field_path
@@ -65,38 +65,49 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
     violations += rules.single_defaults(defaults_docs, positions.where)
 
     buildable = [d for d in documents if d.cuts is not None and id(d) not in duplicate_docs]
-    defaults_doc = defaults_docs[0] if len(defaults_docs) == 1 and defaults_docs[0].cuts is not None else None
-    defaults_cuts = defaults_doc.cuts or () if defaults_doc else ()
-    defaults_body = salvage.without(defaults_doc.body, defaults_cuts)["spec"] if defaults_doc else {}
-    prune = bool(defaults_body.get("prune", False))
-    defaults_spec = build.clean_defaults(defaults_body)
+    context = prebuild.defaults_context(documents)
+    prune = context.prune
 
     nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] = {}
     instances: dict[str, tuple[model.InstanceSpec, ParsedDocument]] = {}
     references: list[tuple[str | None, ParsedDocument]] = []
+    same_context: dict[int, bool] = {}  # id(a prebuilt context) -> it is `context`
     for doc in buildable:
         if doc.kind not in ("Node", "Instance"):
             continue
         cuts = doc.cuts or ()
-        body = salvage.without(doc.body, cuts)
-        name_issue = build.check_name(doc.body["metadata"]["name"])
-        if name_issue:
-            violations.append(rules.Violation(doc, name_issue.path, name_issue.message))
-            continue
-        labels = build.labels_of(body["metadata"])
         if doc.kind == "Node":
+            body = salvage.without(doc.body, cuts)
+            name_issue = build.check_name(doc.body["metadata"]["name"])
+            if name_issue:
+                violations.append(rules.Violation(doc, name_issue.path, name_issue.message))
+                continue
+            labels = build.labels_of(body["metadata"])
             node, issues = build.build_node(doc.name, labels, body["spec"], doc.path)
             if node is not None:
                 nodes[doc.name] = (node, doc)
+            violations += [
+                rules.Violation(doc, i.path, i.message) for i in issues if not salvage.inside(i.path, cuts)
+            ]
+            continue
+        built = doc.built
+        if built is not None:
+            known = same_context.get(id(built.context))
+            if known is None:
+                known = same_context[id(built.context)] = built.context == context
+            if not known:  # the loader checks this before: a prebuilt document has no body left
+                raise ValueError(f"{doc.path}: instance built under another Defaults context")
         else:
-            spec = build.merged_spec(defaults_spec, body["spec"])
-            cuts += defaults_cuts
-            references.append((spec.get("node"), doc))
-            instance, issues = build.build_instance(doc.name, labels, spec, partial=bool(cuts))
-            if instance is not None:
-                instances[doc.name] = (instance, doc)
+            built = prebuild.build_instance_document(doc, context)
+        if built.name_issue:
+            violations.append(rules.Violation(doc, built.name_issue.path, built.name_issue.message))
+            continue
+        cuts += context.cuts
+        references.append((built.node, doc))
+        if built.instance is not None:
+            instances[doc.name] = (built.instance, doc)
         violations += [
-            rules.Violation(doc, i.path, i.message) for i in issues if not salvage.inside(i.path, cuts)
+            rules.Violation(doc, i.path, i.message) for i in built.issues if not salvage.inside(i.path, cuts)
         ]
 
     declared_nodes = {d.name for d in documents if d.kind == "Node" and d.name}

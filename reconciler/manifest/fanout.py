@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,9 +41,11 @@ def map_in_two(
     encode: Callable[[R], object],
     decode: Callable[[object], R],
     min_size: int,
+    dispatch_table: Mapping[type, Callable[[Any], Any]] | None = None,
 ) -> list[R]:
     """[work(item) for item in items], the second half computed in a forked child when the items'
-    `sizes` add up to `min_size` or more. `encode`/`decode` carry results through pickle cheaply."""
+    `sizes` add up to `min_size` or more. `encode`/`decode` carry results through pickle cheaply, and so
+    does `dispatch_table` (pickle's reductions by type), when given."""
     if sum(sizes) < min_size or len(items) < 2 or not can_fork():
         return [work(item) for item in items]
     import pickle  # only when forking (a small tree, the usual `plan`, does not pay its import)
@@ -57,7 +59,10 @@ def map_in_two(
             os.close(read_end)
             results = [encode(work(item)) for item in items[cut:]]
             with os.fdopen(write_end, "wb") as pipe:
-                pickle.dump(results, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                pickler = pickle.Pickler(pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                if dispatch_table is not None:
+                    pickler.dispatch_table = dispatch_table
+                pickler.dump(results)
             status = 0
         finally:
             os._exit(status)

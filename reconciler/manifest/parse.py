@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ class ParsedDocument:
     valid: bool = False
     # Schema-invalid but still buildable after cutting these fields out (see salvage.py); None: not buildable
     cuts: tuple[tuple[str | int, ...], ...] | None = None
+    # An Instance built where it was parsed (prebuild.Prebuilt; its body is then {}), or None
+    built: Any = field(default=None, hash=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +173,23 @@ def read_file(path: str) -> tuple[bytes | None, Problem | None]:
 FANOUT_MIN_BYTES = 1024 * 1024  # about 1,500 instances: below that, forking costs more than it saves
 
 
-def parse_paths(paths: Sequence[str]) -> list[ParsedFile]:
+def parse_paths(
+    paths: Sequence[str],
+    finish: Callable[[ParsedFile], ParsedFile] | None = None,
+    dispatch_table: Mapping[type, Callable[[Any], Any]] | None = None,
+) -> list[ParsedFile]:
     """Read and parse each file (on two cores for large trees); an unreadable one becomes a ParsedFile
-    holding only its problem."""
+    holding only its problem. `finish` is more work on each ParsedFile, done by the same worker (the
+    loader's builds); `dispatch_table`, pickle's reductions for what it adds."""
     from reconciler.manifest import fanout
+
+    def work(path: str) -> ParsedFile:
+        parsed = read_and_parse(path)
+        return parsed if finish is None else finish(parsed)
 
     # Many files are enough work whatever their sizes (and stat() on each would cost).
     sizes = [FANOUT_MIN_BYTES] * len(paths) if len(paths) >= 1000 else [_size(path) for path in paths]
-    return fanout.map_in_two(paths, sizes, read_and_parse, _encode, _decode, FANOUT_MIN_BYTES)
+    return fanout.map_in_two(paths, sizes, work, _encode, _decode, FANOUT_MIN_BYTES, dispatch_table)
 
 
 def read_and_parse(path: str) -> ParsedFile:
@@ -196,7 +207,8 @@ def _size(path: str) -> int:
 
 
 def _encode(parsed: ParsedFile) -> object:
-    docs = [(d.index, d.line, d.column, d.kind, d.name, d.body, d.valid, d.cuts) for d in parsed.documents]
+    docs = [(d.index, d.line, d.column, d.kind, d.name, d.body, d.valid, d.cuts, d.built)
+            for d in parsed.documents]
     problems = [(p.line, p.column, p.kind, p.name, p.field, p.message, p.path) for p in parsed.problems]
     return (parsed.path, parsed.text, docs, problems)
 
