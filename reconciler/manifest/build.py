@@ -138,7 +138,10 @@ class _Builder:
         return False
 
     def absolute(self, path: FieldPath, value: str, what: str) -> None:
-        if self.plain_text(path, value, what) and not os.path.isabs(value):
+        # os.path.isabs of a str on POSIX is exactly startswith("/"), at a tenth of the cost
+        if self.plain_text(path, value, what) and not (
+            value.startswith("/") if type(value) is str else os.path.isabs(value)
+        ):
             self.fail(path, f"{what} {show(value)} must be an absolute path")
 
     def ip(self, path: FieldPath, value: str) -> None:

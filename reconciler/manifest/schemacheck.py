@@ -210,25 +210,31 @@ def _mapping(schema: dict[str, Any], node: Callable[[Any], Check]) -> Check:
     most = schema.get("maxProperties")
     named = tuple(properties.items())
 
+    required_keys = frozenset(required)
+    get = properties.get
+
     def present(v: dict[Any, Any]) -> bool:  # only the named properties can be wrong
-        for key in required:
-            if key not in v:
-                return False
+        if not required_keys <= v.keys():
+            return False
         for key, sub in named:
             if key in v and not sub(v[key]):
                 return False
         return most is None or len(v) <= most
 
     def every(v: dict[Any, Any]) -> bool:
-        for key in required:
-            if key not in v:
-                return False
+        if not required_keys <= v.keys():
+            return False
         for key, value in v.items():
-            if not properties.get(key, additional)(value) or (names is not None and not names(key)):
+            if not get(key, additional)(value):
                 return False
         return most is None or len(v) <= most
 
-    return present if additional is _always and names is None else every
+    def every_name(v: dict[Any, Any]) -> bool:
+        return every(v) and names is not None and all(map(names, v))
+
+    if names is not None:
+        return every_name
+    return present if additional is _always else every
 
 
 def _sequence(schema: dict[str, Any], node: Callable[[Any], Check]) -> Check:
