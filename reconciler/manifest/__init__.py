@@ -14,8 +14,9 @@ Stable API (other modules and the watch daemon rely on it):
 
 Pipeline modules: discovery (which files), yamlfast (plain block YAML, fast) and yamlsafe (strict YAML
 on libyaml, everything else), yamlcore (the scalar rules both share), schema (JSON Schema check and
-wording), parse (one file), build (one object -> model), rules (across objects), assemble (all),
-positions (line/column on demand), problems (diagnostics).
+wording) with schemacheck (its fast valid/invalid decision), parse (one file), build (one object ->
+model), prebuild (the loader's Instance builds in the parse workers), rules (across objects), assemble
+(all), positions (line/column on demand), problems (diagnostics).
 """
 
 from reconciler.manifest.assemble import LoadResult, assemble

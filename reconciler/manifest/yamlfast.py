@@ -104,7 +104,8 @@ _VALUE_LINE = re.compile(r"(: +)(?!#)(\S.*)")
 _TOKEN = re.compile(rf"({_VALUE})(?: +#.*)? *")  # a value, as _LINE reads it, and its comment
 _ONCE = object()  # a shape read once: a builder is made when it comes again
 MAX_SHAPES = 1024  # shapes remembered by the process (a hostile tree of all different ones costs no more)
-MAX_SHAPE_VALUES = 2000  # larger documents are always read line by line
+MAX_SHAPE_VALUES = 2000  # documents with more values, or longer ones, are always read line by line
+MAX_SHAPE_CHARS = 64 * 1024  # (nor is their shape remembered: the memo stays small)
 _shapes: dict[str, Any] = {}  # shape -> _ONCE, None (not for a builder), or (builder, first line)
 
 
@@ -121,6 +122,8 @@ def _read_by_shape(text: str) -> list[YamlDocument]:
 
 
 def _document(part: str, line: int, index: int, values: dict[str, Any]) -> YamlDocument:
+    if len(part) > MAX_SHAPE_CHARS:
+        return _read_one(part, line, index)
     pieces = _VALUE_LINE.split(part)  # [text, ": ", value, text, ": ", value, ..., text]
     tokens = pieces[2::3]
     del pieces[2::3]

@@ -259,3 +259,12 @@ def test_random_documents_of_one_shape_read_as_the_strict_reader_reads_them(
     text = ("---\n" if start else "") + "---\n".join(docs)
     _same_as_strict(text)
     _same_as_strict(text)
+
+
+def test_long_documents_are_read_line_by_line_and_their_shapes_not_kept() -> None:
+    doc = "".join(f"k{i}: v{i}\n" for i in range(8000))
+    assert len(doc) > yamlfast.MAX_SHAPE_CHARS
+    docs = _same_as_strict("---\n".join([doc] * 3))
+    assert docs is not None
+    assert [(d.line, len(d.data)) for d in docs] == [(0, 8000), (8001, 8000), (16002, 8000)]
+    assert all(len(shape) <= yamlfast.MAX_SHAPE_CHARS for shape in yamlfast._shapes)
