@@ -23,6 +23,16 @@ CPU and RSS are steadier), before the fast reader (base 9bc262b) / after, median
   50,000: validate 11.5 / 7.9 s CPU, 311 / 208 MiB; plan (nothing to do) 16.5 / 8.4 s CPU, 312 / 208 MiB
 (the base ran without byte code cached, which costs it a few tenths of a second of CPU here). The goals
 (50,000: validate 1.5 s, plan 2.0 s wall, 150 MiB) are not met yet.
+
+Round two (h/scale: reading by shape in yamlfast, schemacheck, memoized conversions, Instances built in
+the parse workers), 2026-12-02, load average 6-12 again, median of 3; main (4b1e130) / h/scale:
+  10,000: validate 2.29 / 1.72 s CPU, 58 / 44 MiB; plan 2.18 / 1.66 s CPU, 63 / 49 MiB
+  50,000: validate 10.4 / 6.8 s CPU, 208 / 133 MiB; plan 10.4 / 8.5 s CPU, 213 / 137 MiB
+  side by side at 50,000 (/usr/bin/time, two rounds): validate 7.6-8.4 / 6.3-7.0 s CPU, wall 16.6-20.5 /
+  12.3-15.1 s; plan 8.7-9.9 / 6.3-7.1 s CPU
+  curve (h/scale): 1k 0.33 s CPU 23 MiB, 10k 1.72 s 44 MiB, 50k 6.8 s 133 MiB, 100k 16.3 s 244 MiB
+The memory goal holds at 50,000; the wall-time goals could not be judged on a machine this loaded (wall
+was 2-4x CPU), and CPU says they are still about 2x away.
 """
 
 from __future__ import annotations
