@@ -25,7 +25,6 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -113,6 +112,8 @@ class DeviceView:
 
 def disk_id(path: str) -> str:
     """The device id of a disk added live (and `-file`/`-format` its nodes): stable across runs."""
+    import hashlib
+
     return "hd" + hashlib.sha256(path.encode()).hexdigest()[:12]
 
 

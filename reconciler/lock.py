@@ -37,7 +37,7 @@ class Holder:
         return f"PID {self.pid} on {self.host} ({self.operation}) since {when}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class LockTimeout(ReconcilerError):
     path: str
     holder: Holder | None

@@ -8,8 +8,6 @@ compared field by field. This module does no I/O.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -101,6 +99,8 @@ class MigrationMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Disk:
+    """A disk image attached to the instance (a file or a block device on its node)."""
+
     path: str
     format: DiskFormat = DiskFormat.RAW
     bus: DiskBus = DiskBus.VIRTIO
@@ -157,6 +157,8 @@ class VncTls:
 
 @dataclass(frozen=True, slots=True)
 class Vnc:
+    """A VNC server for the instance's display, on its node."""
+
     bind: str = "127.0.0.1"
     display: int = 0
     password_file: str | None = None  # on the node; read at each start and set over QMP, never in argv
@@ -165,6 +167,8 @@ class Vnc:
 
 @dataclass(frozen=True, slots=True)
 class Nic:
+    """A network interface: a tap on a bridge (through the bridge hook) or user-mode networking."""
+
     mac: str
     model: NicModel = NicModel.VIRTIO
     mode: NicMode = NicMode.BRIDGE
@@ -175,6 +179,8 @@ class Nic:
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """How the instance is moved to another node: live or cold, with QEMU's migration limits."""
+
     mode: MigrationMode = MigrationMode.LIVE
     max_bandwidth: int = 0  # bytes per second; 0 = no cap
     max_downtime_ms: int = 300
@@ -227,6 +233,8 @@ class InstanceSpec:
 
 @dataclass(frozen=True, slots=True)
 class PortRange:
+    """An inclusive range of TCP ports (a node's migration listeners)."""
+
     first: int
     last: int
 
@@ -319,5 +327,8 @@ def to_jsonable(value: Any) -> Any:
 
 def spec_hash(spec: InstanceSpec) -> str:
     """A stable digest of the normalized spec (the 'essence' the applied record keeps)."""
+    import hashlib  # here: loading OpenSSL costs ~2 ms, and a plan with nothing to change hashes nothing
+    import json
+
     blob = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

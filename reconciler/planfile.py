@@ -27,7 +27,7 @@ FORMAT = "reconciler-saved-plan"
 FORMAT_VERSION = "1.0"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class SavedPlanError(ReconcilerError):
     """A saved plan file cannot be read or is not a saved plan."""
 
@@ -39,7 +39,7 @@ class SavedPlanError(ReconcilerError):
         return f"saved plan {self.path}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class StalePlanError(ReconcilerError):
     """The world changed since the plan was saved; `reasons` names each change."""
 

@@ -12,7 +12,6 @@ aligned table or stable JSON (docs/status.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -154,9 +153,13 @@ def discover_nodes(nodes: Sequence[model.NodeSpec], agents_to_ask: AgentsToAsk |
         wanted = agents_to_ask(actual) if agents_to_ask is not None else []
         if not wanted:
             return actual, {}
+        import asyncio
+
         from reconciler.node import local_nodes
 
         return actual, asyncio.run(_ask_agents(local_nodes(nodes), wanted))
+
+    import asyncio
 
     from reconciler import fleet
 

@@ -25,9 +25,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from reconciler import devplug
 from reconciler.actual import ActualState
-from reconciler.firmware import ovmf_of
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
 from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind, Reason
@@ -90,6 +88,8 @@ def _wants(spec: InstanceSpec, node: NodeSpec, create: bool = True,
         yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
         if spec.kernel.initrd is not None:
             yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
+    from reconciler.firmware import ovmf_of
+
     ovmf = ovmf_of(spec)
     if ovmf is not None:  # firmware uefi: OVMF's code and its variable-store template (package ovmf)
         field = _SECURE_BOOT if spec.secure_boot else _FIRMWARE  # the secure-boot build's files
@@ -198,6 +198,8 @@ def _added_live(spec: InstanceSpec | None, actual: ActualState, name: str, node:
     rec = next((r for r in actual.instances if r.name == name and r.node == node), None)
     if spec is None or rec is None or rec.spec is None:
         return frozenset()
+    from reconciler import devplug
+
     boot = rec.boot_spec or rec.spec
     change = devplug.device_change(boot, rec.spec, spec)
     if change is None:

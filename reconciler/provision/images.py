@@ -37,7 +37,7 @@ class ImageFormat(enum.StrEnum):
     QCOW2 = "qcow2"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class ImageError(ReconcilerError):
     """An image could not be inspected, created or deleted; `path` names the file."""
 
