@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.model import CacheMode, Disk, DiskBus, InstanceSpec, Nic
+from reconciler.values import Value
 
 FIRST_SLOT = 2  # bus 0 slot 0: host bridge, 1: PIIX3
 LAST_SLOT = 31
@@ -43,8 +44,8 @@ CACHE_FLAGS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PluggedDisk:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PluggedDisk(Value):
     """A disk added live: device `id` at PCI `slot` of bus 0, on the block node `{id}-format`."""
 
     id: str
@@ -52,8 +53,8 @@ class PluggedDisk:
     disk: Disk
 
 
-@dataclass(frozen=True, slots=True)
-class PluggedNic:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PluggedNic(Value):
     """A NIC added live: device `id` at `slot`, on netdev `{id}-net`; `index` names its tap."""
 
     id: str
@@ -62,8 +63,8 @@ class PluggedNic:
     nic: Nic
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceChange:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DeviceChange(Value):
     """What a live change of disks and NICs does, in this order: remove, reopen, add."""
 
     remove_disks: tuple[Disk, ...] = ()

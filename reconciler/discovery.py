@@ -34,6 +34,7 @@ from reconciler.actual import (
 from reconciler.errors import LaunchError, QmpError, QmpTimeout, RecordError, StateDirError
 from reconciler.model import NodeSpec
 from reconciler.records import AppliedRecord
+from reconciler.values import Value
 
 QMP_TIMEOUT = 0.5  # seconds per instance (the queries run concurrently)
 
@@ -58,8 +59,8 @@ QMP_STATES: dict[str, RunState] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Live:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class _Live(Value):
     """An instance whose process is proved ours; its state is still to be asked over QMP."""
 
     base: ActualInstance
@@ -189,8 +190,8 @@ def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths
     return _stopped(base, ev.cause or StopCause.UNKNOWN, ev.detail)
 
 
-@dataclass(frozen=True, slots=True)
-class ExitEvidence:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ExitEvidence(Value):
     """What the files a recorded QEMU left behind say about why it is not running."""
 
     state: RunState  # STOPPED, CRASHED or STALE

@@ -7,7 +7,9 @@ Every failure a user can cause or meet is a `ReconcilerError` subclass carrying 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from reconciler.values import fields_repr
 
 
 class ExitCode(enum.IntEnum):
@@ -38,8 +40,7 @@ class ReconcilerError(Exception):
         return ()
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)  # type: ignore[arg-type]
-        return f"{type(self).__qualname__}({shown})"
+        return fields_repr(self)
 
     def __str__(self) -> str:  # subclasses are dataclasses with a `message` property
         msg = getattr(self, "message", None)

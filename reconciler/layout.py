@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from reconciler.errors import ReconcilerError
 from reconciler.model import NodeSpec
+from reconciler.values import Value
 
 SUN_PATH_MAX = 107  # bytes of a unix socket path: sizeof(sun_path) == 108, minus the NUL
 NAME_MAX = 63  # a DNS label
@@ -99,8 +100,8 @@ def instances_dir(node: NodeSpec) -> str:
     return posixpath.join(node.state_dir, "instances")
 
 
-@dataclass(frozen=True, slots=True)
-class InstancePaths:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class InstancePaths(Value):
     """Every file of one instance on one node."""
 
     dir: str

@@ -31,6 +31,7 @@ from reconciler.actual import (
     UnreachableNode,
 )
 from reconciler.errors import InstanceNotFound, UsageError
+from reconciler.values import Value
 
 if TYPE_CHECKING:
     from reconciler.agentinfo import AgentInfo
@@ -53,8 +54,8 @@ _DESIRED = {
 _MIGRATING = frozenset({"inmigrate", "finish-migrate"})
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Pending(Value):
     """What the next apply would do to the instance (from the plan), or a change it holds back."""
 
     action: str  # an ActionKind value ("start", "stop", ...), or "pending" for a held-back change
@@ -62,8 +63,8 @@ class Pending:
     words: str  # the reason as the plan shows it
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Row(Value):
     name: str
     node: str | None
     desired: str  # from the run strategy; "orphan" = record without manifest; "-" = unmanaged

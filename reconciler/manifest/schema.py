@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.manifest.problems import show
+from reconciler.values import Value
 
 SCHEMA_FILE = "manifest.schema.json"
 SIZE_HINT = "a size like 512M or 2G"
 DURATION_HINT = "a duration like 30s, 2m or 300ms"
 
 
-@dataclass(frozen=True, slots=True)
-class SchemaIssue:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SchemaIssue(Value):
     """One schema violation: where (a path into the document) and what, worded for people."""
 
     path: tuple[str | int, ...]

@@ -31,13 +31,14 @@ from reconciler.planner.actions import (
     Reason,
 )
 from reconciler.planner.needs import Requirements, field_text
+from reconciler.values import Value
 
 if TYPE_CHECKING:
     from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
 
-@dataclass(frozen=True, slots=True)
-class Creation:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Creation(Value):
     """Disk `index` of `instance`, missing on `node`: the plan creates it."""
 
     instance: str

@@ -29,6 +29,7 @@ from reconciler.actual import ActualState
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
 from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind, Reason
+from reconciler.values import Value
 
 BRIDGE_DIR = "/sys/class/net/{}/bridge"  # a directory exactly when the interface is a Linux bridge
 
@@ -41,8 +42,8 @@ class NeedKind(enum.StrEnum):
     NEW_DISK = "new disk"  # a disk with size/baseImage: a file or a block device, or missing (created)
 
 
-@dataclass(frozen=True, slots=True)
-class Need:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Need(Value):
     """One thing `instance` needs on `node`: `value` (a path, command name or bridge name) from `field`."""
 
     instance: str
@@ -57,8 +58,8 @@ class Need:
         return BRIDGE_DIR.format(self.value) if self.kind is NeedKind.BRIDGE else self.value
 
 
-@dataclass(frozen=True, slots=True)
-class Missing:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Missing(Value):
     need: Need
     detail: str  # e.g. "'/boot/vmlinuz' does not exist on node node-a"
 
@@ -123,8 +124,8 @@ def needs_of(spec: InstanceSpec, node: NodeSpec, create: bool = True,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Requirements:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Requirements(Value):
     """The plan's launches (spec, node) and, per node, the distinct values each kind of need asks for.
 
     Kept apart so the common case (everything there) costs a set insertion per need and one look per
