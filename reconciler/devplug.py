@@ -79,8 +79,8 @@ class DeviceChange(Value):
                     or self.add_nics)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceView:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DeviceView(Value):
     """QEMU's account of the devices on bus 0 and of the block nodes and netdevs of ours
     (reconciler.qemuview reads it)."""
 

@@ -104,8 +104,8 @@ def dimm_to_add(plugged_mib: int, target_mib: int, max_mib: int) -> int:
     return min(rounded, max_mib - plugged_mib)
 
 
-@dataclass(frozen=True, slots=True)
-class SizeView:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SizeView(Value):
     """QEMU's account of memory and vCPUs (reconciler.qemuview reads it)."""
 
     base_mib: int
