@@ -11,7 +11,7 @@ status should find them applied: run `python -m reconciler apply --yes PATH` fir
 state directories). Needs valgrind (`apt-get install valgrind`).
 
 Figures (issue 13, the repository's examples in a copy, web1 and db1 running), million instructions,
-main at 4b1e130 / h/cli:
+main at 4b1e130 / h/cli (after its rebase onto a32fb1c: plan 724 / 506, status 700 / 508):
   python -c pass 143 | validate 395 / 331 | plan 699 / 488 | status 686 / 488 | status, 20 running 851 / 642
   apply of one new instance 890 / 769 | apply --force of it (stop) 857 / 729
 Usage: python3 bench/bench_cli_instructions.py MANIFESTS [--commands validate,plan,status]
