@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from reconciler.model import InstanceSpec
+from reconciler.values import Value
 
 
 class RunState(enum.StrEnum):
@@ -72,8 +73,8 @@ class Activity(enum.StrEnum):
     MIGRATING_IN = "migrating in"
 
 
-@dataclass(frozen=True, slots=True)
-class InFlight:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class InFlight(Value):
     """An action in progress on an instance, from its intent: what, by which program, and its PID."""
 
     name: str
@@ -91,8 +92,8 @@ class InFlight:
         return f"{self.activity.value}{peer} ({self.command}, PID {self.pid})"
 
 
-@dataclass(frozen=True, slots=True)
-class ActualInstance:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ActualInstance(Value):
     """One instance with an applied record on one node."""
 
     name: str
@@ -119,8 +120,8 @@ class ActualInstance:
     leftovers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class UnmanagedProcess:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class UnmanagedProcess(Value):
     """A QEMU process on the host that we did not start: listed, never touched."""
 
     pid: int
@@ -137,8 +138,8 @@ class Reach(enum.StrEnum):
     NO_AGENT = "no agent"  # the host has no usable `reconciler agent` (missing, or another version)
 
 
-@dataclass(frozen=True, slots=True)
-class UnreachableNode:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class UnreachableNode(Value):
     """A node nothing is known of in this run: nothing is planned on it, and nothing it may run is started
     elsewhere (without fencing, a second copy could run)."""
 
@@ -161,8 +162,8 @@ class UnreachableNode:
         return {"node": self.node, "reach": self.reach.value, "detail": self.detail}
 
 
-@dataclass(frozen=True, slots=True)
-class ActualState:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ActualState(Value):
     instances: tuple[ActualInstance, ...] = ()
     unmanaged: tuple[UnmanagedProcess, ...] = ()
     in_flight: tuple[InFlight, ...] = ()  # actions other runs are carrying out right now (their intents)

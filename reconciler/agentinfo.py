@@ -14,19 +14,20 @@ from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.node import Node
+from reconciler.values import Value
 
 TIMEOUT = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class GuestInterface:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class GuestInterface(Value):
     name: str
     mac: str
     addresses: tuple[str, ...]  # "10.0.2.15/24"
 
 
-@dataclass(frozen=True, slots=True)
-class AgentInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class AgentInfo(Value):
     answers: bool
     interfaces: tuple[GuestInterface, ...] = ()
     detail: str = ""  # why it did not answer

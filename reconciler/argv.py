@@ -75,6 +75,7 @@ from reconciler.model import (
     NodeSpec,
 )
 from reconciler.provision.seed import SeedSpec, seed_spec
+from reconciler.values import Value
 
 DEFAULT_IFUP = os.path.join(os.path.dirname(os.path.abspath(ifup.__file__)), "ifup.py")
 SERIAL_BAUD = 115200
@@ -86,16 +87,16 @@ _DISK_DEVICE = {DiskBus.VIRTIO: "virtio-blk-pci", DiskBus.SCSI: "scsi-hd", DiskB
 _CACHE = devplug.CACHE_FLAGS
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingSpec:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class IncomingSpec(Value):
     """Start as a migration target. address None means `-incoming defer` (URI given later over QMP)."""
 
     address: str | None = None
     port: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class NicFile:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class NicFile(Value):
     """A file the executor writes before starting QEMU, for the bridge hook."""
 
     path: str
@@ -106,8 +107,8 @@ class NicFile:
         return self.config.to_json()
 
 
-@dataclass(frozen=True, slots=True)
-class Launch:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Launch(Value):
     argv: tuple[str, ...]
     paths: InstancePaths
     env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import importlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -47,12 +46,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {usage_message(message)}\n")
 
 
-_INVALID = re.compile(r"argument (?P<opt>\S+): invalid \S+ value: (?P<value>.*)", re.DOTALL)
-
-
 def usage_message(message: str) -> str:
     """argparse's message in our words: `--option: ...`, never the name of a Python function."""
-    invalid = _INVALID.fullmatch(message)
+    import re  # here: only a command line argparse rejects gets this far
+
+    invalid = re.fullmatch(r"argument (?P<opt>\S+): invalid \S+ value: (?P<value>.*)", message, re.DOTALL)
     if invalid:
         return f"{invalid['opt']}: {invalid['value']} is not a valid value"
     return message.removeprefix("argument ")

@@ -25,12 +25,12 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.model import CacheMode, Disk, DiskBus, InstanceSpec, Nic
+from reconciler.values import Value
 
 FIRST_SLOT = 2  # bus 0 slot 0: host bridge, 1: PIIX3
 LAST_SLOT = 31
@@ -44,8 +44,8 @@ CACHE_FLAGS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PluggedDisk:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PluggedDisk(Value):
     """A disk added live: device `id` at PCI `slot` of bus 0, on the block node `{id}-format`."""
 
     id: str
@@ -53,8 +53,8 @@ class PluggedDisk:
     disk: Disk
 
 
-@dataclass(frozen=True, slots=True)
-class PluggedNic:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PluggedNic(Value):
     """A NIC added live: device `id` at `slot`, on netdev `{id}-net`; `index` names its tap."""
 
     id: str
@@ -63,8 +63,8 @@ class PluggedNic:
     nic: Nic
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceChange:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DeviceChange(Value):
     """What a live change of disks and NICs does, in this order: remove, reopen, add."""
 
     remove_disks: tuple[Disk, ...] = ()
@@ -79,8 +79,8 @@ class DeviceChange:
                     or self.add_nics)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceView:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DeviceView(Value):
     """QEMU's account of the devices on bus 0 and of the block nodes and netdevs of ours
     (reconciler.qemuview reads it)."""
 
@@ -113,6 +113,8 @@ class DeviceView:
 
 def disk_id(path: str) -> str:
     """The device id of a disk added live (and `-file`/`-format` its nodes): stable across runs."""
+    import hashlib
+
     return "hd" + hashlib.sha256(path.encode()).hexdigest()[:12]
 
 

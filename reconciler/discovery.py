@@ -14,15 +14,14 @@ processes (cmdline, and the name where argv[0] does not tell) to find unmanaged 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler import intent as intents
-from reconciler import layout, procs, qmp, statedir
+from reconciler import layout, procs, statedir
 from reconciler.actual import (
     Activity,
     ActualInstance,
@@ -35,6 +34,7 @@ from reconciler.actual import (
 from reconciler.errors import LaunchError, QmpError, QmpTimeout, RecordError, StateDirError
 from reconciler.model import NodeSpec
 from reconciler.records import AppliedRecord
+from reconciler.values import Value
 
 QMP_TIMEOUT = 0.5  # seconds per instance (the queries run concurrently)
 
@@ -59,8 +59,8 @@ QMP_STATES: dict[str, RunState] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Live:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class _Live(Value):
     """An instance whose process is proved ours; its state is still to be asked over QMP."""
 
     base: ActualInstance
@@ -69,15 +69,43 @@ class _Live:
 
 
 def discover(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> ActualState:
-    """The actual state of `nodes` (synchronous entry point; see `discover_async`)."""
-    return asyncio.run(discover_async(nodes, qmp_timeout))
+    """The actual state of `nodes`, without an event loop: the live instances' monitors are asked at once
+    through one selector (reconciler.qmpstatus), so `plan` and `status` on local nodes never import
+    asyncio. Only a live update killed halfway (its QEMU's devices to read over a full QMP session) runs
+    one. Code that runs in an event loop (the daemon, apply) uses `discover_async`."""
+    from reconciler import qmpstatus
+
+    scan = _scan(nodes)
+    statuses = qmpstatus.query_all([lv.qmp_socket for lv in scan[1]], qmp_timeout)
+    left: dict[int, tuple[str, ...]] = {}
+    if scan[4]:
+        import asyncio
+
+        left = asyncio.run(_leftovers_of(scan[4], qmp_timeout))
+    return _finish(scan, statuses, left)
 
 
 async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> ActualState:
+    import asyncio
+
+    scan = _scan(nodes)
+    statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in scan[1]))
+    left = await _leftovers_of(scan[4], qmp_timeout)
+    return _finish(scan, statuses, left)
+
+
+_Suspects = list[tuple["_Live", intents.Intent, layout.InstancePaths]]
+# What the state directories and the process table say, before the live monitors are asked: the
+# instances known without QMP, the live ones, the actions in flight, the host's QEMU processes, and the
+# live instances whose live update was killed halfway.
+_Scan = tuple[list[ActualInstance], list["_Live"], list[InFlight], "_HostProcesses", _Suspects]
+
+
+def _scan(nodes: Iterable[NodeSpec]) -> _Scan:
     found: list[ActualInstance] = []
     live: list[_Live] = []
     flights: list[InFlight] = []
-    suspects: list[tuple[_Live, intents.Intent, layout.InstancePaths]] = []
+    suspects: _Suspects = []
     host = _HostProcesses()
     for node in nodes:
         for name in statedir.instance_names(node):
@@ -100,10 +128,13 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
                 live.append(item)
             elif item is not None:
                 found.append(item)
-    statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in live))
-    left = await _leftovers_of(suspects, qmp_timeout)
-    found.extend(replace(with_status(lv.base, st), leftovers=left.get(id(lv), ()))
-                 for lv, st in zip(live, statuses, strict=True))
+    return found, live, flights, host, suspects
+
+
+def _finish(scan: _Scan, statuses: Sequence[str | QmpError], left: dict[int, tuple[str, ...]]) -> ActualState:
+    known, live, flights, host, _ = scan
+    found = known + [replace(with_status(lv.base, st), leftovers=left.get(id(lv), ()))
+                     for lv, st in zip(live, statuses, strict=True)]
     ours = {lv.base.pid for lv in live}
     unmanaged = [
         UnmanagedProcess(pid=p.pid, name=p.guest_name, cmdline=p.cmdline)
@@ -159,8 +190,8 @@ def _classify(node: NodeSpec, record: AppliedRecord, paths: layout.InstancePaths
     return _stopped(base, ev.cause or StopCause.UNKNOWN, ev.detail)
 
 
-@dataclass(frozen=True, slots=True)
-class ExitEvidence:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ExitEvidence(Value):
     """What the files a recorded QEMU left behind say about why it is not running."""
 
     state: RunState  # STOPPED, CRASHED or STALE
@@ -202,6 +233,8 @@ def _stopped(base: ActualInstance, cause: StopCause, detail: str) -> ActualInsta
 
 
 async def _query(socket_path: str, timeout: float) -> str | QmpError:
+    from reconciler import qmp
+
     try:
         return await qmp.query_status(socket_path, timeout)
     except QmpError as err:
@@ -423,6 +456,8 @@ async def _leftovers_of(suspects: list[tuple[_Live, intents.Intent, layout.Insta
     """For each live instance whose live update was killed halfway: what QEMU has unlike its record
     (keyed by id() of its _Live). An intent with nothing left to tell is removed: the change never
     reached QEMU, or QEMU and the record agree; one with leftovers stays until an update finishes."""
+    import asyncio
+
     found = await asyncio.gather(*(_leftovers(lv, it, timeout) for lv, it, _ in suspects))
     out = {}
     for (lv, _, paths), left in zip(suspects, found, strict=True):
@@ -434,7 +469,7 @@ async def _leftovers_of(suspects: list[tuple[_Live, intents.Intent, layout.Insta
 
 
 async def _leftovers(lv: _Live, it: intents.Intent, timeout: float) -> tuple[str, ...]:
-    from reconciler import devplug, hotplug, qemuview
+    from reconciler import devplug, hotplug, qemuview, qmp
 
     assert lv.record is not None and it.spec is not None
     rec, boot = lv.record, lv.record.launched_spec

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from reconciler.values import fields_repr
+
 
 class ExitCode(enum.IntEnum):
     """Process exit codes, documented in the README."""
@@ -23,7 +25,12 @@ class ExitCode(enum.IntEnum):
 
 
 class ReconcilerError(Exception):
-    """Base of every error the CLI reports as one line (after its `details` lines, if any)."""
+    """Base of every error the CLI reports as one line (after its `details` lines, if any).
+
+    Subclasses that add fields are `@dataclass(eq=False, repr=False)`; one that only names a kind of
+    failure (a QmpTimeout is a QmpError) adds none and inherits its parent's `__init__`. The dataclass
+    methods are compiled at import, on every CLI start (~0.3 ms each), so the repr every error shares is
+    this class's: the same text as a dataclass's, `QmpTimeout(socket='...', detail='...')`."""
 
     exit_code: ExitCode = ExitCode.ERROR
 
@@ -32,13 +39,18 @@ class ReconcilerError(Exception):
         """Lines printed before the error line, each complete on its own (e.g. one per manifest problem)."""
         return ()
 
+    def __repr__(self) -> str:
+        return fields_repr(self)
+
     def __str__(self) -> str:  # subclasses are dataclasses with a `message` property
         msg = getattr(self, "message", None)
         return str(msg) if msg is not None else super().__str__()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class UsageError(ReconcilerError):
+    """The command line asks for something impossible (exit 64)."""
+
     detail: str
     exit_code = ExitCode.USAGE
 
@@ -47,7 +59,7 @@ class UsageError(ReconcilerError):
         return self.detail
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ManifestLoadError(ReconcilerError):
     """Manifests could not be loaded or validated; `problems` holds one line each."""
 
@@ -65,7 +77,7 @@ class ManifestLoadError(ReconcilerError):
         return f"{n} problem{'s' if n != 1 else ''} found in the manifests{tail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ArgvError(ReconcilerError):
     """An instance spec cannot be turned into a safe QEMU command line."""
 
@@ -78,7 +90,7 @@ class ArgvError(ReconcilerError):
         return f"instance {self.instance}: {self.field}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class SecretFileError(ReconcilerError):
     """A secret file (vnc.passwordFile) on a node is missing, unreadable, too open or empty."""
 
@@ -91,8 +103,10 @@ class SecretFileError(ReconcilerError):
         return f"{self.field} {self.path}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class StateDirError(ReconcilerError):
+    """A node's state directory (or a file in it) cannot be read or written."""
+
     path: str
     detail: str
 
@@ -101,8 +115,10 @@ class StateDirError(ReconcilerError):
         return f"state directory {self.path}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class InstanceNotFound(ReconcilerError):
+    """An instance named on the command line is neither declared nor found on a node."""
+
     name: str
 
     @property
@@ -110,7 +126,7 @@ class InstanceNotFound(ReconcilerError):
         return f"instance {self.name}: not declared in the manifests and not found on any node"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RecordError(ReconcilerError):
     """An applied record (record.json) is missing, unreadable or of an unknown format."""
 
@@ -122,7 +138,7 @@ class RecordError(ReconcilerError):
         return f"applied record {self.path}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class QmpError(ReconcilerError):
     """Talking to a QEMU monitor (QMP) socket failed; subclasses say how."""
 
@@ -134,17 +150,15 @@ class QmpError(ReconcilerError):
         return f"QMP {self.socket}: {self.detail}"
 
 
-@dataclass(eq=False)
 class QmpConnectError(QmpError):
     """The socket is absent, refused the connection, or the greeting/negotiation failed."""
 
 
-@dataclass(eq=False)
 class QmpTimeout(QmpError):
     """No answer (connect, command or awaited event) before the deadline."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class QmpCommandError(QmpError):
     """QEMU answered a command with an error response."""
 
@@ -156,12 +170,11 @@ class QmpCommandError(QmpError):
         return f"QMP {self.socket}: {self.command}: {self.error_class}: {self.detail}"
 
 
-@dataclass(eq=False)
 class QmpDisconnected(QmpError):
     """The connection dropped (QEMU exited or closed the monitor) while we were using it."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class LaunchError(ReconcilerError):
     """QEMU did not start, or started but did not come up (no pidfile, no QMP answer)."""
 
@@ -173,8 +186,10 @@ class LaunchError(ReconcilerError):
         return f"instance {self.instance}: failed to start QEMU: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class InstanceNotRunning(ReconcilerError):
+    """A command that needs a running QEMU (console, qmp) named an instance that has none."""
+
     name: str
     state: str
 
@@ -183,8 +198,10 @@ class InstanceNotRunning(ReconcilerError):
         return f"instance {self.name} is not running ({self.state})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ConsoleError(ReconcilerError):
+    """The serial console of an instance cannot be attached."""
+
     name: str
     detail: str
 
@@ -193,7 +210,7 @@ class ConsoleError(ReconcilerError):
         return f"console of instance {self.name}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class NodeAddressError(ReconcilerError):
     """A node's `address` is not one of its host's: a migration target could not listen on it."""
 
@@ -208,7 +225,7 @@ class NodeAddressError(ReconcilerError):
                 "host's")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RemoteHostError(ReconcilerError):
     """A remote node could not be used; subclasses say how. `host` is user@host:port."""
 
@@ -221,22 +238,19 @@ class RemoteHostError(ReconcilerError):
         return f"node {self.node} ({self.host}): {self.detail}"
 
 
-@dataclass(eq=False)
 class HostUnreachable(RemoteHostError):
     """The connection was refused, timed out, or authentication failed: nothing is known of the host."""
 
 
-@dataclass(eq=False)
 class HostKeyRejected(RemoteHostError):
     """The host's key is not the one in known_hosts: a possible attack, never retried silently."""
 
 
-@dataclass(eq=False)
 class RemoteAgentError(RemoteHostError):
     """The host has no usable `reconciler agent`: missing, or another version than ours."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class RemoteCallError(RemoteHostError):
     """A request to the agent failed: no answer in time, the connection was lost, or it failed there."""
 

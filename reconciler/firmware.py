@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.model import Firmware, InstanceSpec
+from reconciler.values import Value
 
 OVMF_DIR = "/usr/share/OVMF"
 
 
-@dataclass(frozen=True, slots=True)
-class Ovmf:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Ovmf(Value):
     code: str  # mapped read-only
     vars_template: str  # copied once per instance into its NVRAM file
 

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.values import Value
 
-@dataclass(frozen=True, slots=True)
-class GitInfo:
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class GitInfo(Value):
     root: str  # the work tree's top directory
     commit: str  # full hash of HEAD
     dirty: bool  # the manifest paths differ from HEAD (modified or untracked files)

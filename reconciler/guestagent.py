@@ -20,7 +20,7 @@ from reconciler.errors import ReconcilerError
 NO_ANSWER = frozenset({"guest-shutdown"})  # commands that answer nothing on success
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class GuestAgentError(ReconcilerError):
     path: str
     detail: str

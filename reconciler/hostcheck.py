@@ -8,17 +8,31 @@ the manifest files that declare the fields, to say file:line as validate does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from reconciler.actual import ActualState
 from reconciler.model import DesiredState
-from reconciler.node import Node, check_paths_all
 from reconciler.planner import Plan
 from reconciler.planner import disks as disks_mod
 from reconciler.planner import needs as needs_mod
 from reconciler.planner.actions import DiskChange, PlanProblem
+
+if TYPE_CHECKING:
+    from reconciler.node import Node
+
+
+def check_without_nodes(plan: Plan, desired: DesiredState, actual: ActualState) -> Plan | None:
+    """`check_async`'s answer when it has nothing to ask a node (no image to delete, no launch that
+    needs files, binaries or bridges: a plan with nothing to change, for one), else None. `plan` on local
+    nodes then runs without an event loop."""
+    plan = replace(plan, disks=())
+    candidates, forbidden = disks_mod.deletion_candidates(plan, desired, actual)
+    if candidates or forbidden or needs_mod.requirements(plan, desired, actual):
+        return None
+    shrunk = disks_mod.shrinks(desired, actual)
+    return replace(plan, errors=plan.errors + shrunk) if shrunk else plan
 
 
 async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
@@ -33,12 +47,16 @@ async def check_async(plan: Plan, desired: DesiredState, actual: ActualState,
     reqs = needs_mod.requirements(plan, desired, actual)
     if not reqs:
         return plan
+    from reconciler.node import check_paths_all
+
     answers = await check_paths_all(nodes, reqs.queries())
     missing = needs_mod.missing(reqs, answers)
     creations = disks_mod.to_create(reqs, answers)
     creates: tuple[DiskChange, ...] = ()
     failed: tuple[PlanProblem, ...] = ()
     if creations:  # only disks about to be created are looked into (their bases, their filesystems)
+        import asyncio
+
         asked = disks_mod.queries(creations)
         checks = await asyncio.gather(*(nodes[n].check_images(asked[n]) for n in asked))
         creates, failed = disks_mod.changes(creations, dict(zip(asked, checks, strict=True)))
@@ -66,6 +84,8 @@ async def _deletions(plan: Plan, desired: DesiredState, actual: ActualState,
     for d in candidates:
         if d.node in nodes:
             asked.setdefault(d.node, set()).add(d.path)
+    import asyncio
+
     answers = await asyncio.gather(*(nodes[n].owned_images(paths) for n, paths in asked.items()))
     owned = {n: set(a) for n, a in zip(asked, answers, strict=True)}
     return replace(plan, disks=plan.disks + disks_mod.owned_deletions(candidates, owned),
@@ -73,6 +93,8 @@ async def _deletions(plan: Plan, desired: DesiredState, actual: ActualState,
 
 
 def check(plan: Plan, desired: DesiredState, actual: ActualState, nodes: Mapping[str, Node]) -> Plan:
+    import asyncio
+
     return asyncio.run(check_async(plan, desired, actual, nodes))
 
 

@@ -14,12 +14,13 @@ import psutil
 
 from reconciler import firmware, launch
 from reconciler.errors import LaunchError
+from reconciler.values import Value
 
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class HostFacts:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class HostFacts(Value):
     memory_total_mib: int
     memory_available_mib: int
     cpus: int

@@ -14,12 +14,13 @@ import ipaddress
 from dataclasses import dataclass
 
 from reconciler.model import InstanceSpec
+from reconciler.values import Value
 
 VNC_BASE_PORT = 5900
 
 
-@dataclass(frozen=True, slots=True)
-class Listener:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Listener(Value):
     """One fixed port an instance binds (today only a VNC display's)."""
 
     bind: str

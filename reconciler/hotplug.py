@@ -29,6 +29,7 @@ from typing import Any
 
 from reconciler.devplug import DeviceView, PluggedDisk, PluggedNic
 from reconciler.model import InstanceSpec
+from reconciler.values import Value
 
 MIB = 1024 * 1024
 DIMM_SLOTS = 8
@@ -37,8 +38,8 @@ BALLOON_ID = "balloon0"
 _PERIPHERAL = "/machine/peripheral/"
 
 
-@dataclass(frozen=True, slots=True)
-class Dimm:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Dimm(Value):
     """A hotplugged memory DIMM: device `id` (dimmN) on the backend object `backend` (mem-dimmN)."""
 
     id: str
@@ -49,8 +50,8 @@ class Dimm:
         return f"mem-{self.id}"
 
 
-@dataclass(frozen=True, slots=True)
-class Cpu:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Cpu(Value):
     """A hotplugged vCPU: the device `driver` (e.g. qemu64-x86_64-cpu) with its topology `props`."""
 
     id: str
@@ -58,8 +59,8 @@ class Cpu:
     props: tuple[tuple[str, int], ...]  # socket-id, core-id, thread-id, node-id (those QEMU lists)
 
 
-@dataclass(frozen=True, slots=True)
-class Plugged:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Plugged(Value):
     """What was hotplugged into a running QEMU since its start, as QEMU reports it."""
 
     dimms: tuple[Dimm, ...] = ()
@@ -103,8 +104,8 @@ def dimm_to_add(plugged_mib: int, target_mib: int, max_mib: int) -> int:
     return min(rounded, max_mib - plugged_mib)
 
 
-@dataclass(frozen=True, slots=True)
-class SizeView:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SizeView(Value):
     """QEMU's account of memory and vCPUs (reconciler.qemuview reads it)."""
 
     base_mib: int

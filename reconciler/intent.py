@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import model, records
+from reconciler.values import Value
 
 FORMAT_VERSION = 1
 ADOPT_SLACK = 1.0  # seconds: a process may look started slightly before the intent's clock reading
@@ -38,8 +39,8 @@ class IntentError(ValueError):
     """intent.json does not decode; the message names the field."""
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Intent(Value):
     kind: IntentKind
     instance: str
     node: str  # the node whose directory holds this intent

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from reconciler import layout, phases, procs, qmp, statedir, versioncache
 from reconciler.errors import LaunchError, QmpError
 from reconciler.pidfd import ProcessHandle
+from reconciler.values import Value
 
 STDERR_LIMIT = 2000  # characters of QEMU's stderr kept in an error message
 
 
-@dataclass(frozen=True, slots=True)
-class Launched:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Launched(Value):
     pid: int
     create_time: float  # procs.create_time (as psutil's), recorded to prove identity later
     started_at: float  # epoch seconds just before exec

@@ -25,22 +25,23 @@ bind error.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
 
 from reconciler.errors import ReconcilerError
-from reconciler.hooks.ifup import nic_file_name
 from reconciler.model import NodeSpec
+from reconciler.values import Value
 
 SUN_PATH_MAX = 107  # bytes of a unix socket path: sizeof(sun_path) == 108, minus the NUL
 NAME_MAX = 63  # a DNS label
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class InvalidInstanceName(ReconcilerError):
+    """A name that cannot be an instance's directory (not a DNS label)."""
+
     name: str
     detail: str
 
@@ -49,7 +50,7 @@ class InvalidInstanceName(ReconcilerError):
         return f"instance name {self.name!r}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class SocketPathTooLong(ReconcilerError):
     """A unix socket path does not fit sun_path; the state directory must be shorter."""
 
@@ -89,6 +90,8 @@ def node_lock(node: NodeSpec) -> str:
 def owned_image_record(node: NodeSpec, image: str) -> str:
     """The ownership record of the disk image at `image` (kept apart from any instance's files: an image
     outlives the instance that created it under deletePolicy Retain, and stays known as ours)."""
+    import hashlib  # here: OpenSSL is loaded only by the runs that look at images
+
     digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return posixpath.join(node.state_dir, "images", f"{digest}.json")
 
@@ -97,8 +100,8 @@ def instances_dir(node: NodeSpec) -> str:
     return posixpath.join(node.state_dir, "instances")
 
 
-@dataclass(frozen=True, slots=True)
-class InstancePaths:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class InstancePaths(Value):
     """Every file of one instance on one node."""
 
     dir: str
@@ -131,6 +134,8 @@ class InstancePaths:
 
     def nic_file(self, ifname: str) -> str:
         """The bridge hook's facts for the tap device `ifname`."""
+        from reconciler.hooks.ifup import nic_file_name  # the hook's own rule (it runs standalone)
+
         return posixpath.join(self.dir, nic_file_name(ifname))
 
 

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class Holder:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Holder(Value):
     pid: int
     host: str
     operation: str
@@ -37,7 +38,7 @@ class Holder:
         return f"PID {self.pid} on {self.host} ({self.operation}) since {when}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class LockTimeout(ReconcilerError):
     path: str
     holder: Holder | None

@@ -8,11 +8,11 @@ compared field by field. This module does no I/O.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
+
+from reconciler.values import Value
 
 API_VERSION = "reconciler/v1"
 
@@ -99,8 +99,10 @@ class MigrationMode(enum.StrEnum):
     OFFLINE = "offline"  # pause the source first (the seed's non-live migration)
 
 
-@dataclass(frozen=True, slots=True)
-class Disk:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class Disk(Value):
+    """A disk image attached to the instance (a file or a block device on its node)."""
+
     path: str
     format: DiskFormat = DiskFormat.RAW
     bus: DiskBus = DiskBus.VIRTIO
@@ -117,8 +119,8 @@ class Disk:
         return self.size is not None or self.base_image is not None
 
 
-@dataclass(frozen=True, slots=True)
-class CloudInit:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class CloudInit(Value):
     """A cloud-init NoCloud seed (issue 14). Each part is text: inline in the manifest, or read from
     `*_file` (relative to the instance's manifest directory) when the manifests are loaded, so the spec
     (and its digest) changes when the file does. The text is never shown: plans show a digest."""
@@ -138,8 +140,8 @@ class CloudInit:
         return tuple((part, path) for part, path in named if path is not None)
 
 
-@dataclass(frozen=True, slots=True)
-class KernelBoot:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class KernelBoot(Value):
     """Direct kernel boot (the seed's kernel_path/initrd_path/root_path)."""
 
     kernel: str
@@ -148,23 +150,27 @@ class KernelBoot:
     cmdline: str = ""  # extra kernel command line, appended after root= and console=
 
 
-@dataclass(frozen=True, slots=True)
-class VncTls:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class VncTls(Value):
     """TLS for the VNC server: a directory of x509 files (ca-cert.pem, server-cert.pem, server-key.pem)."""
 
     x509_dir: str
 
 
-@dataclass(frozen=True, slots=True)
-class Vnc:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class Vnc(Value):
+    """A VNC server for the instance's display, on its node."""
+
     bind: str = "127.0.0.1"
     display: int = 0
     password_file: str | None = None  # on the node; read at each start and set over QMP, never in argv
     tls: VncTls | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Nic:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class Nic(Value):
+    """A network interface: a tap on a bridge (through the bridge hook) or user-mode networking."""
+
     mac: str
     model: NicModel = NicModel.VIRTIO
     mode: NicMode = NicMode.BRIDGE
@@ -173,8 +179,10 @@ class Nic:
     hook: str | None = None  # replaces the default bridge hook executable
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class Migration(Value):
+    """How the instance is moved to another node: live or cold, with QEMU's migration limits."""
+
     mode: MigrationMode = MigrationMode.LIVE
     max_bandwidth: int = 0  # bytes per second; 0 = no cap
     max_downtime_ms: int = 300
@@ -188,8 +196,8 @@ class Migration:
         return self.completion_timeout_per_gib * max(memory_mib / 1024.0, 1.0)
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class InstanceSpec(Value):
     """One VM's desired state, with Defaults already merged in and every default filled."""
 
     name: str
@@ -225,8 +233,10 @@ class InstanceSpec:
         return next((d for d in self.disks if d.boot), None)
 
 
-@dataclass(frozen=True, slots=True)
-class PortRange:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class PortRange(Value):
+    """An inclusive range of TCP ports (a node's migration listeners)."""
+
     first: int
     last: int
 
@@ -234,8 +244,8 @@ class PortRange:
         return isinstance(port, int) and self.first <= port <= self.last
 
 
-@dataclass(frozen=True, slots=True)
-class SshSpec:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class SshSpec(Value):
     """How a remote node is reached over OpenSSH. Host keys are always verified; keys only."""
 
     host: str
@@ -248,8 +258,8 @@ class SshSpec:
     persist: float = 60.0  # seconds a link keeper holds the connection after the last run; 0: none
 
 
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class NodeSpec(Value):
     """A host that runs instances. Several may share one machine (distinct state directories)."""
 
     name: str
@@ -268,8 +278,8 @@ class NodeSpec:
         return "local" if self.ssh is None else f"{self.ssh.host}:{self.ssh.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRef:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class SourceRef(Value):
     """Where a document came from, for error messages."""
 
     path: str
@@ -281,8 +291,8 @@ class SourceRef:
         return f"{self.path}:{self.line}:{self.column}" if self.line else self.path
 
 
-@dataclass(frozen=True, slots=True)
-class FieldRef:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class FieldRef(Value):
     """A field of a declared object, in the manifest's spelling: ("Instance", "web1", ("spec", "kernel",
     "path")). Where it is declared (the object's document, or the Defaults one) is found on demand."""
 
@@ -291,8 +301,8 @@ class FieldRef:
     path: tuple[str | int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DesiredState:
+@dataclass(frozen=True, slots=True, repr=False)  # repr: Value's (==, hash: compiled, for speed)
+class DesiredState(Value):
     """Everything the manifests declare, validated and normalized."""
 
     instances: Mapping[str, InstanceSpec]
@@ -319,5 +329,8 @@ def to_jsonable(value: Any) -> Any:
 
 def spec_hash(spec: InstanceSpec) -> str:
     """A stable digest of the normalized spec (the 'essence' the applied record keeps)."""
+    import hashlib  # here: loading OpenSSL costs ~2 ms, and a plan with nothing to change hashes nothing
+    import json
+
     blob = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

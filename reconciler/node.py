@@ -7,30 +7,29 @@ Protocol, so a remote implementation slots in without touching the executor's lo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import itertools
 import os
 import shutil
-import signal
-import socket
 import stat
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from reconciler import layout, procs, qmp, statedir
+from reconciler import layout, procs, statedir
 from reconciler.actual import ActualState
 from reconciler.errors import NodeAddressError, QmpError, RemoteCallError
 from reconciler.model import NodeSpec
 from reconciler.pathinfo import MISSING, PathInfo, PathKind
 
 if TYPE_CHECKING:  # imported where used: `plan` and `status` need none of them (nor their imports)
+    import signal
+
     from reconciler import launch as launch_mod
     from reconciler import lock as lock_mod
+    from reconciler import qmp
     from reconciler.argv import Launch
     from reconciler.hostfacts import HostFacts
     from reconciler.pidfd import ProcessHandle
@@ -304,7 +303,9 @@ class LocalNode:
         return launched
 
     async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
-        return await qmp.connect(self.paths(instance).qmp, timeout, patient=patient)
+        from reconciler import qmp as qmp_mod
+
+        return await qmp_mod.connect(self.paths(instance).qmp, timeout, patient=patient)
 
     async def write_nic_file(self, instance: str, ifname: str, text: str) -> None:
         statedir.atomic_write(self.paths(instance).nic_file(ifname), text.encode())
@@ -322,11 +323,15 @@ class LocalNode:
         return None if handle is None else LocalProcess(handle)
 
     async def qemu_version(self) -> str:
+        import asyncio
+
         from reconciler import launch as launch_mod
 
         return await asyncio.to_thread(launch_mod.qemu_version, self._spec.qemu_binary, self._spec.state_dir)
 
     async def facts(self) -> HostFacts:
+        import asyncio
+
         from reconciler import hostfacts
 
         return await asyncio.to_thread(hostfacts.gather, self._spec.qemu_binary, self._spec.state_dir)
@@ -335,6 +340,8 @@ class LocalNode:
         return {path: probe_path(path) for path in paths}
 
     async def port_free(self, port: int) -> bool:
+        import socket
+
         family = socket.AF_INET6 if ":" in self._spec.address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
@@ -431,6 +438,9 @@ async def _acquire_abandonable(held: lock_mod.NodeLock, timeout: float | None,
                                waiting: Callable[[lock_mod.Holder | None], None]) -> None:
     """`held.acquire` on a thread of its own (flock blocks); if the caller is cancelled meanwhile (a
     daemon shutting down), a lock the thread still gets is let go at once instead of held for ever."""
+    import asyncio
+    import threading
+
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -521,6 +531,8 @@ async def discover_all(nodes: Sequence[Node]) -> ActualState:
     """Discover every node at once: local ones in one pass (one scan of this machine's processes), every
     other one on its own host. A failure on a remote host raises (see fleet.discover for the rule that
     turns it into an unreachable node)."""
+    import asyncio
+
     from reconciler import discovery
 
     local = [n.spec for n in nodes if isinstance(n, LocalNode)]
@@ -534,6 +546,7 @@ async def check_paths_all(
 ) -> dict[str, Mapping[str, PathInfo]]:
     """`check_paths` of each node in `queries` (node name -> paths), all nodes at once. Local nodes share
     this machine, so a path asked of several of them is looked at once."""
+    import asyncio
 
     local = [n for n in queries if isinstance(nodes[n], LocalNode)]
     others = [n for n in queries if not isinstance(nodes[n], LocalNode)]
@@ -557,6 +570,8 @@ async def ask_again(nodes: Mapping[str, Node], actual: ActualState, timeout: flo
     slow = [i for i in actual.instances if i.qmp_unresponsive and i.node in nodes]
     if not slow:
         return actual
+    import asyncio
+
     answers = await asyncio.gather(*(_query_status(nodes[i.node], i.name, timeout) for i in slow))
     again = {(i.name, i.node): discovery.asked_again(i, a) for i, a in zip(slow, answers, strict=True)}
     return replace(actual, instances=tuple(again.get((i.name, i.node), i) for i in actual.instances))

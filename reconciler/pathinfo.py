@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from reconciler.values import Value
+
 
 class PathKind(enum.StrEnum):
     """What is at a path, after following symlinks (a dangling symlink is MISSING)."""
@@ -25,8 +27,8 @@ class PathKind(enum.StrEnum):
     ERROR = "error"  # it could not be looked at (e.g. permission denied on a parent directory)
 
 
-@dataclass(frozen=True, slots=True)
-class PathInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PathInfo(Value):
     kind: PathKind
     executable: bool = False  # a regular file this process may execute
     resolved: str | None = None  # for a command name: where PATH found it

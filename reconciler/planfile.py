@@ -22,12 +22,13 @@ from reconciler.gitinfo import GitInfo
 from reconciler.model import DesiredState, spec_hash, to_jsonable
 from reconciler.planner.actions import Plan
 from reconciler.render.json import plan_from_dict, plan_to_dict
+from reconciler.values import Value
 
 FORMAT = "reconciler-saved-plan"
 FORMAT_VERSION = "1.0"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class SavedPlanError(ReconcilerError):
     """A saved plan file cannot be read or is not a saved plan."""
 
@@ -39,7 +40,7 @@ class SavedPlanError(ReconcilerError):
         return f"saved plan {self.path}: {self.detail}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class StalePlanError(ReconcilerError):
     """The world changed since the plan was saved; `reasons` names each change."""
 
@@ -52,8 +53,8 @@ class StalePlanError(ReconcilerError):
         return f"saved plan {self.path} is stale: " + "; ".join(self.reasons)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordPrint:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class RecordPrint(Value):
     name: str
     node: str
     state: str
@@ -62,8 +63,8 @@ class RecordPrint:
     spec_hash: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Fingerprint(Value):
     desired: str  # digest of everything below the line "desired"
     actual: str
     prune: bool
@@ -72,8 +73,8 @@ class Fingerprint:
     records: tuple[RecordPrint, ...]  # sorted by (name, node)
 
 
-@dataclass(frozen=True, slots=True)
-class SavedPlan:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SavedPlan(Value):
     plan: Plan
     fingerprint: Fingerprint
     git: GitInfo | None = None

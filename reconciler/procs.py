@@ -20,6 +20,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from reconciler.values import Value
+
 CREATE_TIME_TOLERANCE = 0.05  # seconds; derived from boot time + clock ticks (1/100 s)
 
 class Identity(enum.StrEnum):
@@ -31,8 +33,8 @@ class Identity(enum.StrEnum):
     INACCESSIBLE = "inaccessible"  # exists but we may not inspect it: certainly not ours to touch
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Check(Value):
     pid: int
     identity: Identity
     detail: str = ""  # one line for humans
@@ -50,8 +52,8 @@ class AccessDenied(Exception):
     """The process exists but /proc does not let us read it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Stat(Value):
     """The fields of /proc/PID/stat identity checks use."""
 
     name: str  # comm (at most 15 characters)
@@ -167,8 +169,8 @@ def is_alive(pid: int) -> bool:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class QemuProcess:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class QemuProcess(Value):
     pid: int
     cmdline: tuple[str, ...]
 

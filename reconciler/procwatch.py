@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psutil
 
 from reconciler.pidfd import ProcessHandle
+from reconciler.values import Value
 
 
 class Ended(enum.StrEnum):
@@ -26,8 +27,8 @@ class Ended(enum.StrEnum):
     RUNNING = "running"  # still running when the watch's time was up
 
 
-@dataclass(frozen=True, slots=True)
-class ExitSeen:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ExitSeen(Value):
     """How one watch on a process ended."""
 
     ended: Ended

@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
+from reconciler.values import Value
 
 if TYPE_CHECKING:
     from qemu.qmp import QMPClient
 
 
-@dataclass(frozen=True, slots=True)
-class QmpEvent:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class QmpEvent(Value):
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
     timestamp: float = 0.0  # epoch seconds, from QEMU

@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler import hotplug, model
 from reconciler.actual import StopCause
+from reconciler.values import Value
 
 FORMAT_VERSION = 1
 MANAGED_BY = "reconciler"
@@ -27,8 +28,8 @@ class DecodeError(ValueError):
     """Recorded data does not fit the model; the message names the field."""
 
 
-@dataclass(frozen=True, slots=True)
-class AppliedRecord:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class AppliedRecord(Value):
     name: str
     node: str
     spec: model.InstanceSpec

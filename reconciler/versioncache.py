@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from reconciler import statedir
 from reconciler.errors import StateDirError
+from reconciler.values import Value
 
 CACHE_FILE = "qemu-version.json"
 FORMAT = 1
@@ -25,8 +26,8 @@ MAX_VERSION_LEN = 100
 _KEYS = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
 
 
-@dataclass(frozen=True, slots=True)
-class BinaryKey:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class BinaryKey(Value):
     """What identifies one binary file's contents without reading them."""
 
     path: str  # resolved (symlinks followed)

@@ -20,10 +20,11 @@ from reconciler.actual import ActualState, UnreachableNode
 from reconciler.commands.status import load_desired, split_targets
 from reconciler.errors import RemoteHostError, UsageError
 from reconciler.hostfacts import HostFacts
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class NodeInfo(Value):
     name: str
     state_dir: str
     accelerator: str

@@ -9,16 +9,15 @@ node (one line each on stderr; the plan covers the others), 2 changes with --det
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, TextIO
 
 from reconciler.actual import ActualState
 from reconciler.commands.common import load_desired
 from reconciler.errors import ExitCode
-from reconciler.model import DesiredState
+from reconciler.model import DesiredState, NodeSpec
 
 if TYPE_CHECKING:
     from reconciler.fleet import Fleet
@@ -75,8 +74,43 @@ async def look(desired: DesiredState, make: Callable[[ActualState], Plan]) -> tu
 
 
 async def discover_fleet(opened: Fleet) -> ActualState:
-    """The seam to discovery (tests replace it with a fixed state)."""
+    """The seam to discovery (tests replace it, and `discover_local`, with a fixed state)."""
     return await opened.discover()
+
+
+def look_local(desired: DesiredState, make: Callable[[ActualState], Plan]) -> tuple[ActualState, Plan,
+                                                                                    tuple[str, ...]]:
+    """`look` for nodes all on this machine, without an event loop unless something needs one: a
+    monitor that missed discovery's deadline (asked again, as `look` does), or a plan whose launches or
+    deletions need the nodes checked. A plan with nothing to change never imports asyncio."""
+    from reconciler import hostcheck, phases
+
+    phases.mark("connect")
+    actual = discover_local(desired.nodes.values())
+    if any(i.qmp_unresponsive for i in actual):
+        import asyncio
+
+        from reconciler.executor.context import Deadlines
+        from reconciler.node import ask_again, local_nodes
+
+        nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+        actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
+    phases.mark("discovery")
+    plan = make(actual)
+    checked = hostcheck.check_without_nodes(plan, desired, actual)
+    if checked is None:
+        from reconciler.node import local_nodes
+
+        checked = hostcheck.check(plan, desired, actual,
+                                  local_nodes([desired.nodes[n] for n in sorted(desired.nodes)]))
+    return actual, checked, ()
+
+
+def discover_local(nodes: Collection[NodeSpec]) -> ActualState:
+    """The seam to discovery on this machine (see `discover_fleet`)."""
+    from reconciler import discovery
+
+    return discovery.discover(nodes)
 
 
 def use_color(no_color_flag: bool, stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -100,7 +134,12 @@ def run(args: argparse.Namespace) -> int:
         return make_plan(desired, actual, prune=args.prune, targets=targets, allow_empty=args.allow_empty,
                          force=args.force)
 
-    actual, plan, unreachable = asyncio.run(look(desired, make))
+    if all(n.ssh is None for n in desired.nodes.values()):
+        actual, plan, unreachable = look_local(desired, make)
+    else:
+        import asyncio
+
+        actual, plan, unreachable = asyncio.run(look(desired, make))
     phases.mark("plan")
     git = gitinfo.describe(paths)
     phases.mark("git")

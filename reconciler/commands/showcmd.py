@@ -20,7 +20,7 @@ from reconciler.model import DesiredState, InstanceSpec, NodeSpec
 DEFAULT_MANIFESTS = "manifests"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class InstanceUnscheduled(ReconcilerError):
     name: str
 
@@ -30,7 +30,7 @@ class InstanceUnscheduled(ReconcilerError):
                 "planner; pass --node NODE to see its command line on a node")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class UnknownNode(ReconcilerError):
     instance: str
     node: str

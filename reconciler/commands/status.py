@@ -12,7 +12,6 @@ aligned table or stable JSON (docs/status.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import os
@@ -32,6 +31,7 @@ from reconciler.actual import (
     UnreachableNode,
 )
 from reconciler.errors import InstanceNotFound, UsageError
+from reconciler.values import Value
 
 if TYPE_CHECKING:
     from reconciler.agentinfo import AgentInfo
@@ -54,8 +54,8 @@ _DESIRED = {
 _MIGRATING = frozenset({"inmigrate", "finish-migrate"})
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Pending(Value):
     """What the next apply would do to the instance (from the plan), or a change it holds back."""
 
     action: str  # an ActionKind value ("start", "stop", ...), or "pending" for a held-back change
@@ -63,8 +63,8 @@ class Pending:
     words: str  # the reason as the plan shows it
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Row(Value):
     name: str
     node: str | None
     desired: str  # from the run strategy; "orphan" = record without manifest; "-" = unmanaged
@@ -154,9 +154,13 @@ def discover_nodes(nodes: Sequence[model.NodeSpec], agents_to_ask: AgentsToAsk |
         wanted = agents_to_ask(actual) if agents_to_ask is not None else []
         if not wanted:
             return actual, {}
+        import asyncio
+
         from reconciler.node import local_nodes
 
         return actual, asyncio.run(_ask_agents(local_nodes(nodes), wanted))
+
+    import asyncio
 
     from reconciler import fleet
 

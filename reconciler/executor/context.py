@@ -12,10 +12,11 @@ from reconciler.executor.progress import Progress
 from reconciler.intent import Intent, IntentKind, owner_identity, to_jsonable
 from reconciler.model import InstanceSpec
 from reconciler.node import Node
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class Deadlines:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Deadlines(Value):
     """Seconds. The graceful-shutdown deadline is per instance (spec.shutdown_timeout)."""
 
     launch: float = 30.0  # QEMU up and QMP answering

@@ -38,10 +38,11 @@ from reconciler.model import InstanceSpec, spec_hash
 from reconciler.node import Node
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class _Moving:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class _Moving(Value):
     """A balloon the guest is still moving: where it was when it was set, and where the event saw it."""
 
     from_mib: int

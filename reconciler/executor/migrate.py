@@ -51,6 +51,7 @@ from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
 from reconciler.units import format_rate
+from reconciler.values import Value
 
 MIB = 1024 * 1024
 # `max-bandwidth` when the spec sets no cap. QEMU's default is a 128 MiB/s cap and its 7.2 reference names
@@ -65,8 +66,8 @@ class End(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, slots=True)
-class Watched:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Watched(Value):
     end: End
     detail: str = ""
     info: dict[str, Any] | None = None  # the last query-migrate answer
@@ -204,8 +205,8 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
     return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Live:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class _Live(Value):
     """What the target is started as: the source's launched spec and the devices hotplugged since."""
 
     boot: InstanceSpec

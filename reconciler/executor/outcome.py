@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from reconciler.planner.actions import Action, ActionKind, DiskChange
+from reconciler.values import Value
 
 
 class Status(enum.StrEnum):
@@ -14,8 +15,8 @@ class Status(enum.StrEnum):
     SKIPPED = "skipped"  # an earlier action on the same instance failed
 
 
-@dataclass(frozen=True, slots=True)
-class ActionResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ActionResult(Value):
     action: Action
     status: Status
     detail: str = ""  # one line: what happened, or why it failed
@@ -26,8 +27,8 @@ class ActionResult:
         return self.status is Status.DONE
 
 
-@dataclass(frozen=True, slots=True)
-class DiskResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DiskResult(Value):
     """What became of a disk image deletion of the plan (issue 14)."""
 
     change: DiskChange
@@ -36,8 +37,8 @@ class DiskResult:
     deleted: bool = False  # False when done: the image was no longer ours at apply time, and kept
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Summary(Value):
     results: tuple[ActionResult, ...]
     disks: tuple[DiskResult, ...] = ()
 

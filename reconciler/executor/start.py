@@ -36,10 +36,11 @@ from reconciler.node import Node, live_copies
 from reconciler.provision.imagecheck import request_of
 from reconciler.provision.images import ImageError
 from reconciler.records import AppliedRecord
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Started(Value):
     launch: Launch
     launched: Launched
     qemu_version: str

@@ -38,6 +38,7 @@ from reconciler.node import Node, Process
 from reconciler.planner.policy import record_spec
 from reconciler.qmp import QmpSession
 from reconciler.records import AppliedRecord
+from reconciler.values import Value
 
 T = TypeVar("T")
 _NO_GUEST = frozenset({"inmigrate", "postmigrate", "shutdown", "guest-panicked", "internal-error"})
@@ -54,8 +55,8 @@ class Step(enum.StrEnum):
     ALREADY_GONE = "already gone"
 
 
-@dataclass(frozen=True, slots=True)
-class Stopped:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Stopped(Value):
     step: Step
     cause: StopCause
     seconds: float

@@ -15,10 +15,11 @@ from reconciler.manifest import build, prebuild, rules, salvage
 from reconciler.manifest.parse import ParsedDocument, ParsedFile
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, Severity, field_path
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class LoadResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class LoadResult(Value):
     """`desired` is None exactly when `problems` is not empty; `warnings` never make it None."""
 
     desired: model.DesiredState | None

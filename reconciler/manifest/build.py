@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 from reconciler import model, units
 from reconciler.manifest.problems import show
+from reconciler.values import Value
 
 FieldPath = tuple[str | int, ...]
 T = TypeVar("T")
@@ -35,8 +36,8 @@ _DNS_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # as qemuopts refuses them
 
 
-@dataclass(frozen=True, slots=True)
-class Issue:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Issue(Value):
     """A rule broken by one object; `path` is a field path into its document (('spec', 'memory'))."""
 
     path: FieldPath

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.manifest.problems import Problem
+from reconciler.values import Value
 
 SUFFIXES = (".yaml", ".yml")
 
 
-@dataclass(frozen=True, slots=True)
-class Discovery:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Discovery(Value):
     files: tuple[str, ...]  # paths as the user would write them (joined onto the given roots)
     problems: tuple[Problem, ...]
     symlinks: bool = False  # the walk met a symlink: a file may be known under another name

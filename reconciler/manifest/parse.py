@@ -16,12 +16,13 @@ from typing import Any
 from reconciler.manifest import salvage, schema, yamlcore, yamlfast
 from reconciler.manifest.positions import Locator
 from reconciler.manifest.problems import Problem, field_path
+from reconciler.values import Value
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedDocument:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ParsedDocument(Value):
     """One document that passed YAML and schema checks (`valid`) or did not, with its identity."""
 
     path: str
@@ -38,8 +39,8 @@ class ParsedDocument:
     built: Any = field(default=None, hash=False, compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFile:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ParsedFile(Value):
     """One manifest file: its documents and the problems found in it alone."""
 
     path: str

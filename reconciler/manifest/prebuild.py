@@ -25,10 +25,11 @@ from typing import Any
 from reconciler import model
 from reconciler.manifest import build, salvage
 from reconciler.manifest.parse import ParsedDocument, ParsedFile
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class DefaultsContext:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DefaultsContext(Value):
     """What every instance build takes from the Defaults document."""
 
     document: tuple[str, int] | None  # (path, index) of the Defaults document used; None: none
@@ -49,8 +50,8 @@ def defaults_context(documents: Sequence[ParsedDocument]) -> DefaultsContext:
                            bool(body.get("prune", False)))
 
 
-@dataclass(frozen=True, slots=True)
-class Prebuilt:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Prebuilt(Value):
     """An instance document's build, as `assemble` would make it under `context`."""
 
     context: DefaultsContext

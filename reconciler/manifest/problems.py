@@ -12,6 +12,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.values import Value
+
 _MAX_MESSAGE = 400
 
 
@@ -44,8 +46,8 @@ class Severity(enum.StrEnum):
     WARNING = "warning"  # printed, but the manifests are valid (validate exits 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Problem(Value):
     """One error (or warning) in the manifests. `line`/`column` are 1-based (0 = unknown); `kind` is
     "Instance" etc. A warning prints as `file:line:col: warning: ...`."""
 

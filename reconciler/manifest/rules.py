@@ -15,10 +15,11 @@ from reconciler import hostports, layout, model
 from reconciler.manifest.build import FieldPath, needs_kvm
 from reconciler.manifest.parse import ParsedDocument
 from reconciler.manifest.problems import field_path
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class Violation:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Violation(Value):
     """A rule broken by the object declared in `document`, at `path` in it."""
 
     document: ParsedDocument
@@ -147,8 +148,8 @@ def unique_fixed_ports(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class PortClash(Generic[D]):
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PortClash(Value, Generic[D]):
     """`spec`'s `listener` clashes with another instance's (`other`) or a node's migration ports."""
 
     spec: model.InstanceSpec

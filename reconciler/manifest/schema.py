@@ -14,9 +14,9 @@ between the two (`\d`, `\w`, `\s`, `\b`); tests/manifest/test_schema_patterns.py
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
-import hashlib
 import json
 import marshal
 import os
@@ -29,14 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.manifest.problems import show
+from reconciler.values import Value
 
 SCHEMA_FILE = "manifest.schema.json"
 SIZE_HINT = "a size like 512M or 2G"
 DURATION_HINT = "a duration like 30s, 2m or 300ms"
 
 
-@dataclass(frozen=True, slots=True)
-class SchemaIssue:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SchemaIssue(Value):
     """One schema violation: where (a path into the document) and what, worded for people."""
 
     path: tuple[str | int, ...]
@@ -147,16 +148,22 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
     """fastjsonschema's validator, its byte code cached on disk.
 
     Generating and compiling the validator's ~270 KB of Python costs ~80 ms, more than the rest of a
-    small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema text,
-    the fastjsonschema version and the Python version, so a stale entry is never used. The generated
+    small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema file
+    (its path, size and modification time, as Python's own bytecode cache does: no hash of its text, for
+    which OpenSSL would be loaded on every run), the fastjsonschema version and the Python version; the
+    entry starts with its key, so a stale entry is never used. The generated
     code's imports of fastjsonschema's exceptions and of Decimal are replaced (`_Rejected`, `_NoDecimal`): a
     cache hit imports nothing.
     """
-    key = hashlib.sha256(f"{schema_text()}\0{version}\0{sys.version}\0no-imports".encode()).hexdigest()[:24]
-    cache = _cache_dir() / f"schema-check-{key}.marshal"
+    path = schema_path()
+    st = path.stat()
+    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{version}\0{sys.version}\0no-imports\n".encode()
+    cache = _cache_dir() / f"schema-check-{binascii.crc32(key):08x}.marshal"
     code = None
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        code = marshal.loads(cache.read_bytes())
+        data = cache.read_bytes()
+        if data.startswith(key):  # the entry names its whole key: a file name shared by chance is a miss
+            code = marshal.loads(data[len(key):])
     if code is None:
         import fastjsonschema
 
@@ -167,7 +174,7 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
             source = source.replace(line, "\n")
         code = compile(source, "<manifest schema check>", "exec")
         with contextlib.suppress(OSError):
-            _write_atomically(cache, marshal.dumps(code))
+            _write_atomically(cache, key + marshal.dumps(code))
     namespace: dict[str, Any] = {"JsonSchemaValueException": _Rejected,
                                  "JsonSchemaValuesException": _Rejected, "Decimal": _NoDecimal}
     exec(code, namespace)

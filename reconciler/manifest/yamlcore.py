@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.values import Value
+
 MAX_NUMBER_CHARS = 30
 
 STR_TAG = "tag:yaml.org,2002:str"
@@ -28,8 +30,8 @@ BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": Fals
 NULLS = frozenset({"~", "null", "Null", "NULL", ""})
 
 
-@dataclass(frozen=True, slots=True)
-class YamlIssue:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class YamlIssue(Value):
     """Something wrong at a position (0-based line/column as libyaml reports them)."""
 
     line: int
@@ -37,8 +39,8 @@ class YamlIssue:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class YamlDocument:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class YamlDocument(Value):
     """One document: its data (None for an empty one), where it starts, what was wrong inside it."""
 
     index: int

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from reconciler.actual import UnreachableNode
 from reconciler.model import MigrationMode, SourceRef
+from reconciler.values import Value
 
 
 class ActionKind(enum.StrEnum):
@@ -108,8 +109,8 @@ class ChangeClass(enum.StrEnum):
     RECORD = "record"  # read by the reconciler only: the applied record is rewritten
 
 
-@dataclass(frozen=True, slots=True)
-class FieldChange:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class FieldChange(Value):
     """One changed spec field. `old`/`new` are the values as compact JSON text ("null" when absent)."""
 
     path: str  # e.g. "memory_mib", "disks[0].cache", "node"
@@ -127,8 +128,8 @@ class FieldChange:
         return ChangeClass.MIGRATE if self.path == "node" else ChangeClass.RECORD
 
 
-@dataclass(frozen=True, slots=True)
-class Handoff:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Handoff(Value):
     """A resource this action's new QEMU needs that `instance`'s stop (or restart) in an earlier phase
     releases: the reason for the phase, shown in plans."""
 
@@ -136,8 +137,8 @@ class Handoff:
     resource: str  # e.g. "disk /srv/r.img", "VNC display :3" (planner.handoff)
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Action(Value):
     """One step of a plan, on one instance.
 
     `node` is where the action lands (the target of a start, restart or migration; the node of a
@@ -163,8 +164,8 @@ class Action:
     leftovers: tuple[str, ...] = ()  # UPDATE: what a live change killed halfway left in QEMU (undone live)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingChange:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PendingChange(Value):
     """Restart-forcing changes held back (update policy Pending, or run strategy Manual)."""
 
     name: str
@@ -181,8 +182,8 @@ class OrphanFate(enum.StrEnum):
     PROTECTED = "protected"  # protect: true; prune never stops it
 
 
-@dataclass(frozen=True, slots=True)
-class Orphan:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Orphan(Value):
     name: str
     node: str
     state: str
@@ -204,8 +205,8 @@ class ProblemKind(enum.StrEnum):
     DISK_CREATE = "disk_create"  # a disk the plan would create cannot be (base, directory, free space)
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Held(Value):
     """An instance the plan leaves alone because a node is unreachable (planner.reach)."""
 
     name: str
@@ -213,8 +214,8 @@ class Held:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PlanProblem:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PlanProblem(Value):
     """An error that makes the plan unappliable; `subject` names the instance or node; `where` is the
     manifest field behind it, when there is one (shown first, as validate's problems are)."""
 
@@ -234,8 +235,8 @@ class DiskOp(enum.StrEnum):
     DELETE = "delete"  # after its stop: an image the reconciler created, deletePolicy Delete
 
 
-@dataclass(frozen=True, slots=True)
-class DiskChange:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DiskChange(Value):
     """A disk image the plan creates (before `instance` starts) or deletes, one plan line each."""
 
     instance: str
@@ -249,8 +250,8 @@ class DiskChange:
     reason: str = ""  # DELETE: why ("pruned", "disk entry removed")
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Plan(Value):
     actions: tuple[Action, ...] = ()
     pending: tuple[PendingChange, ...] = ()
     orphans: tuple[Orphan, ...] = ()

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler import devplug
 from reconciler.actual import ActualInstance, ActualState
 from reconciler.model import DeletePolicy, DesiredState, Disk, FieldRef, InstanceSpec, Kind, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
@@ -31,11 +31,14 @@ from reconciler.planner.actions import (
     Reason,
 )
 from reconciler.planner.needs import Requirements, field_text
-from reconciler.provision.imagecheck import ImageCheck, ImageQuery
+from reconciler.values import Value
+
+if TYPE_CHECKING:
+    from reconciler.provision.imagecheck import ImageCheck, ImageQuery
 
 
-@dataclass(frozen=True, slots=True)
-class Creation:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Creation(Value):
     """Disk `index` of `instance`, missing on `node`: the plan creates it."""
 
     instance: str
@@ -65,6 +68,8 @@ def to_create(reqs: Requirements, answers: Mapping[str, Mapping[str, PathInfo]])
 
 def queries(creations: tuple[Creation, ...]) -> dict[str, list[ImageQuery]]:
     """Node name -> the disks to ask it about."""
+    from reconciler.provision.imagecheck import ImageQuery  # only a plan that creates disks asks
+
     out: dict[str, list[ImageQuery]] = defaultdict(list)
     for c in creations:
         out[c.node].append(ImageQuery(c.disk.path, c.disk.base_image, c.disk.size))
@@ -187,6 +192,8 @@ def _unplugged(action: Action | None, rec: ActualInstance, spec: InstanceSpec) -
     if action is None or action.kind is not ActionKind.UPDATE or action.reason is not Reason.LIVE_UPDATE \
             or rec.spec is None or not any(c.live and c.path.startswith("disks") for c in action.changes):
         return ()
+    from reconciler import devplug
+
     change = devplug.device_change(rec.boot_spec or rec.spec, rec.spec, spec)
     return change.remove_disks if change is not None else ()
 

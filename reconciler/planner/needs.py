@@ -25,12 +25,11 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from reconciler import devplug
 from reconciler.actual import ActualState
-from reconciler.firmware import ovmf_of
 from reconciler.model import DesiredState, FieldRef, InstanceSpec, Kind, NicMode, NodeSpec, SourceRef
 from reconciler.pathinfo import PathInfo, PathKind
 from reconciler.planner.actions import ActionKind, Plan, PlanProblem, ProblemKind, Reason
+from reconciler.values import Value
 
 BRIDGE_DIR = "/sys/class/net/{}/bridge"  # a directory exactly when the interface is a Linux bridge
 
@@ -43,8 +42,8 @@ class NeedKind(enum.StrEnum):
     NEW_DISK = "new disk"  # a disk with size/baseImage: a file or a block device, or missing (created)
 
 
-@dataclass(frozen=True, slots=True)
-class Need:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Need(Value):
     """One thing `instance` needs on `node`: `value` (a path, command name or bridge name) from `field`."""
 
     instance: str
@@ -59,8 +58,8 @@ class Need:
         return BRIDGE_DIR.format(self.value) if self.kind is NeedKind.BRIDGE else self.value
 
 
-@dataclass(frozen=True, slots=True)
-class Missing:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Missing(Value):
     need: Need
     detail: str  # e.g. "'/boot/vmlinuz' does not exist on node node-a"
 
@@ -90,6 +89,8 @@ def _wants(spec: InstanceSpec, node: NodeSpec, create: bool = True,
         yield NeedKind.FILE, spec.kernel.kernel, _KERNEL, Kind.INSTANCE
         if spec.kernel.initrd is not None:
             yield NeedKind.FILE, spec.kernel.initrd, _INITRD, Kind.INSTANCE
+    from reconciler.firmware import ovmf_of
+
     ovmf = ovmf_of(spec)
     if ovmf is not None:  # firmware uefi: OVMF's code and its variable-store template (package ovmf)
         field = _SECURE_BOOT if spec.secure_boot else _FIRMWARE  # the secure-boot build's files
@@ -123,8 +124,8 @@ def needs_of(spec: InstanceSpec, node: NodeSpec, create: bool = True,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Requirements:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Requirements(Value):
     """The plan's launches (spec, node) and, per node, the distinct values each kind of need asks for.
 
     Kept apart so the common case (everything there) costs a set insertion per need and one look per
@@ -198,6 +199,8 @@ def _added_live(spec: InstanceSpec | None, actual: ActualState, name: str, node:
     rec = next((r for r in actual.instances if r.name == name and r.node == node), None)
     if spec is None or rec is None or rec.spec is None:
         return frozenset()
+    from reconciler import devplug
+
     boot = rec.boot_spec or rec.spec
     change = devplug.device_change(boot, rec.spec, spec)
     if change is None:

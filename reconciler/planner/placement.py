@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 
 from reconciler.model import NodeSpec
 from reconciler.planner.actions import Action, ActionKind, Handoff, PlanProblem, ProblemKind
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class Move:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Move(Value):
     action: Action
     deltas: tuple[tuple[str, int], ...]  # (node, MiB): > 0 takes memory there, < 0 frees it
     takes: frozenset[str] = frozenset()  # exclusive resources the new process needs (planner.handoff)

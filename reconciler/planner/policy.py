@@ -13,7 +13,6 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from reconciler import devplug, hotplug
 from reconciler.model import Disk, InstanceSpec
 
 
@@ -66,6 +65,8 @@ def live_ok(field_name: str, running: InstanceSpec, desired: InstanceSpec,
             boot: InstanceSpec | None = None) -> bool:
     """Whether a LIVE field's change from `running` (what the QEMU runs with, its limits included; it was
     started as `boot`, None: as `running`) to `desired` can be made in that QEMU. Other fields: False."""
+    from reconciler import devplug, hotplug  # here: only a changed spec is asked (their classes cost)
+
     launched = running if boot is None else boot
     if field_name == "memory_mib":
         return hotplug.live_memory_ok(running, desired.memory_mib)

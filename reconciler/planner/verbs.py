@@ -45,6 +45,7 @@ from reconciler.planner.plan import (
     _sticky_node,
     _stop,
 )
+from reconciler.values import Value
 
 
 class Verb(enum.StrEnum):
@@ -54,8 +55,8 @@ class Verb(enum.StrEnum):
     REBOOT = "reboot"
 
 
-@dataclass(frozen=True, slots=True)
-class VerbPlan:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class VerbPlan(Value):
     plan: Plan
     notes: tuple[str, ...] = ()  # instances already as asked, one line each: nothing to do for them
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.model import Disk
+from reconciler.values import Value
 
 
-@dataclass(frozen=True, slots=True)
-class ImageQuery:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ImageQuery(Value):
     """A disk to be created at `path`: an overlay on `base` and/or a blank disk of `size` bytes."""
 
     path: str
@@ -23,8 +24,8 @@ class ImageQuery:
     size: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ImageCheck:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ImageCheck(Value):
     """The node's answer. `error` (one line naming the file) when the disk cannot be created there."""
 
     path: str
@@ -35,8 +36,8 @@ class ImageCheck:
     free: int = 0  # bytes an unprivileged writer may still use there
 
 
-@dataclass(frozen=True, slots=True)
-class DiskRequest:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DiskRequest(Value):
     """A provisioned disk as a node creates or grows it (Node.create_disk, Node.grow_disk)."""
 
     path: str

@@ -27,6 +27,7 @@ from reconciler import statedir
 from reconciler.errors import ReconcilerError
 from reconciler.provision import baseprobe
 from reconciler.provision.imagecheck import ImageCheck, ImageQuery
+from reconciler.values import Value
 
 QEMU_IMG = "qemu-img"
 TIMEOUT = 30.0
@@ -37,7 +38,7 @@ class ImageFormat(enum.StrEnum):
     QCOW2 = "qcow2"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class ImageError(ReconcilerError):
     """An image could not be inspected, created or deleted; `path` names the file."""
 
@@ -49,15 +50,15 @@ class ImageError(ReconcilerError):
         return f"disk image {self.path}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class ImageInfo:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ImageInfo(Value):
     format: str
     virtual_size: int  # bytes
     backing: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OwnedImage:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class OwnedImage(Value):
     """An image the reconciler created: the only kind it may ever delete."""
 
     path: str

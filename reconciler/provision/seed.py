@@ -12,12 +12,13 @@ import hashlib
 from dataclasses import dataclass
 
 from reconciler.model import CloudInit
+from reconciler.values import Value
 
 DIGEST_CHARS = 12  # of the sha256 hex digest, in the instance-id
 
 
-@dataclass(frozen=True, slots=True)
-class SeedSpec:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SeedSpec(Value):
     """What the manifest gives, as text (inline or read from the files next to it)."""
 
     user_data: str | None = None
@@ -25,8 +26,8 @@ class SeedSpec:
     network_config: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Seed:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Seed(Value):
     """The seed's files (name -> bytes), in a fixed order, and its digest."""
 
     files: tuple[tuple[str, bytes], ...]

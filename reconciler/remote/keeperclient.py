@@ -37,6 +37,7 @@ from reconciler import __version__
 from reconciler.errors import HostUnreachable, RemoteAgentError
 from reconciler.remote import protocol as p
 from reconciler.remote.link import HostLink, SshTarget, check_hello
+from reconciler.values import Value
 
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")  # what asyncssh tries when no identityFile is given
 HANDOFF_TIMEOUT = 12.0  # the keeper starting an agent for us (no spare ready): its 10 s hello, and more
@@ -64,8 +65,8 @@ def private_dir(path: str) -> str:
     return path
 
 
-@dataclass(frozen=True, slots=True)
-class KeeperPaths:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class KeeperPaths(Value):
     base: str  # DIR/DIGEST
 
     @property

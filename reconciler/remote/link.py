@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from reconciler import __version__
 from reconciler.errors import RemoteAgentError, RemoteCallError
 from reconciler.remote import protocol as p
+from reconciler.values import Value
 
 DEFAULT_AGENT = ("reconciler", "agent")
 
 
-@dataclass(frozen=True, slots=True)
-class SshTarget:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class SshTarget(Value):
     """How to reach one node (a Node manifest's `ssh`, with defaults applied)."""
 
     node: str

@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.values import Value
+
 PROTOCOL = 1
 HEARTBEAT = 5.0  # seconds between the controller's pings on an open link
 HEARTBEAT_DEADLINE = 10.0  # a ping unanswered this long: the link is lost (its calls fail)
@@ -40,35 +42,35 @@ class ProtocolError(ValueError):
     """A frame that does not decode: the peer is not our agent, or not this protocol."""
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Hello(Value):
     protocol: int
     version: str
     python: str
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Request(Value):
     id: int
     method: str
     params: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Fault:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Fault(Value):
     kind: FaultKind
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Response(Value):
     id: int
     result: Any = None
     fault: Fault | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Event(Value):
     name: str
     data: dict[str, Any]
 

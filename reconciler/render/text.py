@@ -21,6 +21,7 @@ from reconciler.planner.actions import (
     Plan,
 )
 from reconciler.units import format_rate
+from reconciler.values import Value
 
 if TYPE_CHECKING:
     from reconciler.gitinfo import GitInfo
@@ -47,8 +48,8 @@ _FATES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class RenderOptions:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class RenderOptions(Value):
     color: bool = False
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from reconciler.values import Value
 
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class BackoffPolicy(Value):
     base: float = 1.0  # seconds before the second automatic restart
     cap: float = 300.0  # the longest wait
     reset_after: float = 600.0  # seconds of uptime (or quiet) after which the count starts over
@@ -28,8 +30,8 @@ class BackoffPolicy:
         return min(self.base * 2.0 ** (restarts - 1), self.cap)
 
 
-@dataclass(frozen=True, slots=True)
-class LoopState:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class LoopState(Value):
     """One instance's recent automatic restarts."""
 
     restarts: int  # consecutive automatic restarts (starts that failed count too)
@@ -37,8 +39,8 @@ class LoopState:
     not_before: float  # the next automatic restart may not happen before this
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Hold(Value):
     """A restart held back, as `status` and the log show it."""
 
     name: str

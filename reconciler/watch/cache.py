@@ -39,14 +39,15 @@ from reconciler.manifest import (
 )
 from reconciler.manifest.discovery import SUFFIXES
 from reconciler.model import DesiredState
+from reconciler.values import Value
 from reconciler.watch.assembly import Assembly
 
 RACY_SECONDS = 2.0
 MAX_PROBLEMS_PER_FILE = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Stamp(Value):
     mtime_ns: int
     size: int
     ino: int
@@ -60,8 +61,8 @@ class _Entry:
     racy: bool = False  # the stamp is too recent to prove the content unchanged
 
 
-@dataclass(frozen=True, slots=True)
-class FileError:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class FileError(Value):
     """A manifest file that cannot be used as it is now."""
 
     path: str
@@ -73,8 +74,8 @@ class FileError:
         return {"path": self.path, "problems": list(self.problems), "held": self.held, "since": self.since}
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Snapshot(Value):
     """The desired state as the daemon should use it now."""
 
     desired: DesiredState | None  # None only when no consistent tree could be made at all

@@ -39,6 +39,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder
 from reconciler.planner import Action
 from reconciler.planner.actions import ActionKind, Held
+from reconciler.values import Value
 from reconciler.watch import statusfile
 from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
@@ -65,8 +66,8 @@ CANCEL_TIMEOUT = 15.0  # seconds for a cancelled pass to unwind
 _ACTS_ON_THE_PROCESS = frozenset(ActionKind) - {ActionKind.START, ActionKind.NOOP}
 
 
-@dataclass(frozen=True, slots=True)
-class DaemonConfig:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class DaemonConfig(Value):
     roots: tuple[str, ...]
     debounce: Debounce = field(default_factory=Debounce)
     resync_interval: float = 60.0

@@ -16,11 +16,12 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from reconciler.values import Value
 from reconciler.watch.triggers import Trigger, TriggerSource
 
 
-@dataclass(frozen=True, slots=True)
-class Debounce:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Debounce(Value):
     quiet: float = 0.1  # seconds without a file event before the pass runs
     max_delay: float = 2.0  # seconds after the first event, at the latest
 

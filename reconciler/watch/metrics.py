@@ -182,7 +182,7 @@ class Metrics:
         return MetricsServer(server, thread)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class MetricsAddressError(ReconcilerError):
     """`--metrics-address` cannot be served (in use, not an address of this host, ...)."""
 

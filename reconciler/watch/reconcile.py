@@ -31,6 +31,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder, LockTimeout, NodeLock
 from reconciler.model import DesiredState, NodeSpec
 from reconciler.planner import Action, ActionKind, Plan, Reason, make_plan
+from reconciler.values import Value
 from reconciler.watch.backoff import CrashLoops, Hold
 from reconciler.watch.cache import ManifestCache, Snapshot
 from reconciler.watch.triggers import Trigger, TriggerSource
@@ -42,8 +43,8 @@ _STARTS = frozenset({ActionKind.START, ActionKind.RESTART})
 _REVISION_TRIGGERS = frozenset({TriggerSource.RESYNC, TriggerSource.SIGHUP, TriggerSource.STARTUP})
 
 
-@dataclass(frozen=True, slots=True)
-class ActionOutcome:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class ActionOutcome(Value):
     action: Action
     ok: bool
     detail: str = ""
@@ -71,8 +72,8 @@ Revision = Callable[[], Awaitable[str | None]]
 Locks = Callable[[Sequence[NodeSpec]], contextlib.AbstractAsyncContextManager[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class PassResult:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class PassResult(Value):
     number: int
     triggers: tuple[Trigger, ...]
     snapshot: Snapshot

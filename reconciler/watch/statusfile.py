@@ -19,28 +19,29 @@ from typing import Any
 
 from reconciler import statedir
 from reconciler.model import NodeSpec
+from reconciler.values import Value
 
 FILE_NAME = "watch-status.json"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class BrokenFile:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class BrokenFile(Value):
     path: str
     problems: tuple[str, ...]
     held: bool  # its last good version is in use
     since: float
 
 
-@dataclass(frozen=True, slots=True)
-class HeldRestart:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class HeldRestart(Value):
     name: str
     restarts: int
     not_before: float  # epoch seconds
 
 
-@dataclass(frozen=True, slots=True)
-class WatchStatus:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class WatchStatus(Value):
     pid: int
     updated_at: float
     passes: int

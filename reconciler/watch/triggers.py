@@ -32,6 +32,7 @@ from reconciler import procwatch, qmp
 from reconciler.errors import QmpError, QmpTimeout, RemoteHostError
 from reconciler.manifest.discovery import SUFFIXES
 from reconciler.procwatch import Ended, ExitSeen
+from reconciler.values import Value
 
 
 class TriggerSource(enum.StrEnum):
@@ -45,8 +46,8 @@ class TriggerSource(enum.StrEnum):
     HOST = "host"  # a remote host's link was lost, or is back
 
 
-@dataclass(frozen=True, slots=True)
-class Trigger:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Trigger(Value):
     source: TriggerSource
     detail: str = ""
     paths: tuple[str, ...] | None = None  # FILE: the paths the event named (None: unknown)
@@ -178,8 +179,8 @@ class ExitKind(enum.StrEnum):
     CRASH = "crash"  # the process ended with no SHUTDOWN event: killed or crashed
 
 
-@dataclass(frozen=True, slots=True)
-class Watched:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Watched(Value):
     """A live instance to watch: identity of its process and where its watcher socket is."""
 
     name: str
@@ -194,8 +195,8 @@ class Watched:
         return (self.name, self.node, self.pid)
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class Observation(Value):
     """The last thing a watcher saw on an instance."""
 
     name: str

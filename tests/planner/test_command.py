@@ -49,6 +49,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> list[ActualState]:
         return box[0]
 
     monkeypatch.setattr(plan_command, "discover_fleet", fixed)
+    monkeypatch.setattr(plan_command, "discover_local", lambda nodes: box[0])
     return box
 
 

@@ -1,34 +1,51 @@
 """qmp.query_status speaks QMP's lines itself: events QEMU sends between the greeting and the replies are
 skipped, an error reply is a QmpCommandError, a peer that hangs up is QmpDisconnected and one that never
 greets is QmpTimeout. The peer is a unix socket server playing a scripted monitor (a real QEMU is covered
-by test_qmp_e2e.py; it cannot be made to send an event at exactly these points)."""
+by test_qmp_e2e.py; it cannot be made to send an event at exactly these points).
+
+qmpstatus.query_all (discovery without an event loop) answers the same, word for word: each test runs
+both clients (the selector one in a thread, beside the scripted server's loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from reconciler import qmp
-from reconciler.errors import QmpCommandError, QmpDisconnected, QmpTimeout
+from reconciler import qmp, qmpstatus
+from reconciler.errors import QmpCommandError, QmpConnectError, QmpDisconnected, QmpError, QmpTimeout
 
 from .helpers import short_state_dir
 
 pytestmark = pytest.mark.timeout(30)
 
+
+async def _selector_client(path: str, timeout: float) -> str:
+    (answer,) = await asyncio.to_thread(qmpstatus.query_all, [path], timeout)
+    if isinstance(answer, QmpError):
+        raise answer
+    return answer
+
+
+@pytest.fixture(params=["asyncio", "selector"])
+def client(request: pytest.FixtureRequest) -> Client:
+    return qmp.query_status if request.param == "asyncio" else _selector_client
+
 GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": []}}
 EVENT = {"event": "RESUME", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}}
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Client = Callable[[str, float], Awaitable[str]]
 
 
 def _line(obj: object) -> bytes:
     return json.dumps(obj).encode() + b"\r\n"
 
 
-async def _ask(script: Script, timeout: float = 2.0) -> str:
+async def _ask(client: Client, script: Script, timeout: float = 2.0) -> str:
     done: list[asyncio.Task[None]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,7 +59,7 @@ async def _ask(script: Script, timeout: float = 2.0) -> str:
         path = f"{d}/mon.sock"
         server = await asyncio.start_unix_server(serve, path)
         try:
-            return await qmp.query_status(path, timeout)
+            return await client(path, timeout)
         finally:
             server.close()
             await asyncio.wait_for(asyncio.gather(*done, return_exceptions=True), 5)
@@ -60,8 +77,8 @@ async def _events_everywhere(reader: asyncio.StreamReader, writer: asyncio.Strea
     await reader.read()  # until the client hangs up
 
 
-def test_events_between_the_lines_are_skipped() -> None:
-    assert asyncio.run(_ask(_events_everywhere)) == "running"
+def test_events_between_the_lines_are_skipped(client: Client) -> None:
+    assert asyncio.run(_ask(client, _events_everywhere)) == "running"
 
 
 async def _refuses(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,9 +91,9 @@ async def _refuses(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     await reader.read()
 
 
-def test_an_error_reply_is_a_command_error() -> None:
+def test_an_error_reply_is_a_command_error(client: Client) -> None:
     with pytest.raises(QmpCommandError) as err:
-        asyncio.run(_ask(_refuses))
+        asyncio.run(_ask(client, _refuses))
     assert (err.value.command, err.value.error_class, err.value.detail) == ("query-status", "GenericError",
                                                                            "not now")
 
@@ -87,15 +104,51 @@ async def _hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     writer.close()
 
 
-def test_a_peer_that_hangs_up_is_disconnected() -> None:
+def test_a_peer_that_hangs_up_is_disconnected(client: Client) -> None:
     with pytest.raises(QmpDisconnected, match="qmp_capabilities: connection closed before the answer"):
-        asyncio.run(_ask(_hangs_up))
+        asyncio.run(_ask(client, _hangs_up))
 
 
 async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await reader.read()
 
 
-def test_no_greeting_is_a_timeout() -> None:
+def test_no_greeting_is_a_timeout(client: Client) -> None:
     with pytest.raises(QmpTimeout, match=r"no greeting within 0\.2s"):
-        asyncio.run(_ask(_silent, 0.2))
+        asyncio.run(_ask(client, _silent, 0.2))
+
+
+def test_the_selector_client_asks_every_monitor_at_once() -> None:
+    """Answers come back in the order asked; a socket nobody listens on is a QmpConnectError at once,
+    and two silent monitors cost the deadline once, not twice."""
+
+    async def main() -> tuple[list[str | QmpError], float]:
+        for d in short_state_dir():
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                try:
+                    await _events_everywhere(reader, writer)
+                finally:
+                    writer.close()
+
+            async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.read()
+                writer.close()
+
+            servers = [await asyncio.start_unix_server(serve, f"{d}/a.sock"),
+                       await asyncio.start_unix_server(mute, f"{d}/b.sock"),
+                       await asyncio.start_unix_server(mute, f"{d}/c.sock")]
+            try:
+                t0 = time.monotonic()
+                answers = await asyncio.to_thread(
+                    qmpstatus.query_all, [f"{d}/a.sock", f"{d}/b.sock", f"{d}/none.sock", f"{d}/c.sock"], 0.3)
+                return answers, time.monotonic() - t0
+            finally:
+                for server in servers:
+                    server.close()
+        raise AssertionError("no state dir")
+
+    answers, took = asyncio.run(main())
+    assert answers[0] == "running"
+    assert isinstance(answers[1], QmpTimeout) and isinstance(answers[3], QmpTimeout)
+    assert isinstance(answers[2], QmpConnectError)
+    assert took < 0.3 * 2
