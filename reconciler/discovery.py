@@ -76,12 +76,12 @@ def discover(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIMEOUT) -> Act
     from reconciler import qmpstatus
 
     scan = _scan(nodes)
-    statuses = qmpstatus.query_all([lv.qmp_socket for lv in scan[1]], qmp_timeout)
+    statuses = qmpstatus.query_all([lv.qmp_socket for lv in scan.live], qmp_timeout)
     left: dict[int, tuple[str, ...]] = {}
-    if scan[4]:
+    if scan.suspects:
         import asyncio
 
-        left = asyncio.run(_leftovers_of(scan[4], qmp_timeout))
+        left = asyncio.run(_leftovers_of(scan.suspects, qmp_timeout))
     return _finish(scan, statuses, left)
 
 
@@ -89,16 +89,23 @@ async def discover_async(nodes: Iterable[NodeSpec], qmp_timeout: float = QMP_TIM
     import asyncio
 
     scan = _scan(nodes)
-    statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in scan[1]))
-    left = await _leftovers_of(scan[4], qmp_timeout)
+    statuses = await asyncio.gather(*(_query(lv.qmp_socket, qmp_timeout) for lv in scan.live))
+    left = await _leftovers_of(scan.suspects, qmp_timeout)
     return _finish(scan, statuses, left)
 
 
-_Suspects = list[tuple["_Live", intents.Intent, layout.InstancePaths]]
-# What the state directories and the process table say, before the live monitors are asked: the
-# instances known without QMP, the live ones, the actions in flight, the host's QEMU processes, and the
-# live instances whose live update was killed halfway.
-_Scan = tuple[list[ActualInstance], list["_Live"], list[InFlight], "_HostProcesses", _Suspects]
+_Suspects = list[tuple[_Live, intents.Intent, layout.InstancePaths]]
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
+class _Scan(Value):
+    """What the state directories and the process table say, before the live monitors are asked."""
+
+    known: list[ActualInstance]  # the instances known without QMP
+    live: list[_Live]
+    flights: list[InFlight]  # the actions other runs are carrying out
+    host: _HostProcesses  # this machine's QEMU processes
+    suspects: _Suspects  # the live instances whose live update was killed halfway
 
 
 def _scan(nodes: Iterable[NodeSpec]) -> _Scan:
@@ -119,7 +126,7 @@ def _scan(nodes: Iterable[NodeSpec]) -> _Scan:
             if flight is not None:
                 flights.append(flight)
             item = (_adopt(node, paths, host, it) if it is not None else None) or _inspect(node, name, paths)
-            if it is not None and _interrupted_live_change(it):
+            if it is not None and _live_update(it) and not intents.owner_alive(it):  # killed halfway
                 if isinstance(item, _Live) and item.record is not None:
                     suspects.append((item, it, paths))
                 else:
@@ -128,13 +135,13 @@ def _scan(nodes: Iterable[NodeSpec]) -> _Scan:
                 live.append(item)
             elif item is not None:
                 found.append(item)
-    return found, live, flights, host, suspects
+    return _Scan(found, live, flights, host, suspects)
 
 
 def _finish(scan: _Scan, statuses: Sequence[str | QmpError], left: dict[int, tuple[str, ...]]) -> ActualState:
-    known, live, flights, host, _ = scan
-    found = known + [replace(with_status(lv.base, st), leftovers=left.get(id(lv), ()))
-                     for lv, st in zip(live, statuses, strict=True)]
+    live, flights, host = scan.live, scan.flights, scan.host
+    found = scan.known + [replace(with_status(lv.base, st), leftovers=left.get(id(lv), ()))
+                          for lv, st in zip(live, statuses, strict=True)]
     ours = {lv.base.pid for lv in live}
     unmanaged = [
         UnmanagedProcess(pid=p.pid, name=p.guest_name, cmdline=p.cmdline)
@@ -353,7 +360,7 @@ def _adopt(node: NodeSpec, paths: layout.InstancePaths, host: _HostProcesses,
         return ActualInstance(name=it.instance, node=node.name, state=RunState.UNKNOWN, spec=it.spec,
                               detail="QEMU is still starting (its pidfile does not name it yet)")
     if not isinstance(match, tuple):
-        if not writer_alive and not _interrupted_live_change(it):  # that one: discover_async
+        if not writer_alive and not _live_update(it):  # that one is _scan's to resolve
             _clean_stale_intent(paths)
         return None
     pid, create_time = match
@@ -446,13 +453,12 @@ def _intent_process(it: intents.Intent, host: _HostProcesses,
     return _DAEMONIZING
 
 
-def _interrupted_live_change(it: intents.Intent) -> bool:
-    """A live update's intent (it carries the spec being applied) whose writer is gone."""
-    return it.kind is intents.IntentKind.UPDATE and it.spec is not None and not intents.owner_alive(it)
+def _live_update(it: intents.Intent) -> bool:
+    """A live update's intent: it carries the spec being applied (a record-only update's does not)."""
+    return it.kind is intents.IntentKind.UPDATE and it.spec is not None
 
 
-async def _leftovers_of(suspects: list[tuple[_Live, intents.Intent, layout.InstancePaths]],
-                        timeout: float) -> dict[int, tuple[str, ...]]:
+async def _leftovers_of(suspects: _Suspects, timeout: float) -> dict[int, tuple[str, ...]]:
     """For each live instance whose live update was killed halfway: what QEMU has unlike its record
     (keyed by id() of its _Live). An intent with nothing left to tell is removed: the change never
     reached QEMU, or QEMU and the record agree; one with leftovers stays until an update finishes."""

@@ -29,12 +29,13 @@ async def read_sizes(s: QmpSession, timeout: float) -> hotplug.SizeView:
     cpus = await s.execute("query-cpus-fast", timeout=timeout)
     memdevs = await s.execute("query-memdev", timeout=timeout)
     try:
-        balloon = _int(await s.execute("query-balloon", timeout=timeout), "actual")
+        balloon = balloon_actual(await s.execute("query-balloon", timeout=timeout))
     except QmpError:  # DeviceNotActive: started without maxMemory
         balloon = None
     return hotplug.SizeView.from_replies(summary, devices, slots, cpus, memdevs, balloon)
 
 
-def _int(data: Any, key: str) -> int | None:
-    value = data.get(key) if isinstance(data, dict) else None
+def balloon_actual(data: Any) -> int | None:
+    """The balloon's `actual` bytes in a query-balloon answer or a BALLOON_CHANGE event's data."""
+    value = data.get("actual") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -21,6 +21,7 @@ from reconciler.model import DesiredState, NodeSpec
 
 if TYPE_CHECKING:
     from reconciler.fleet import Fleet
+    from reconciler.node import Node
     from reconciler.planner import Plan
 
 
@@ -85,24 +86,25 @@ def look_local(desired: DesiredState, make: Callable[[ActualState], Plan]) -> tu
     deletions need the nodes checked. A plan with nothing to change never imports asyncio."""
     from reconciler import hostcheck, phases
 
+    def nodes() -> dict[str, Node]:  # made only when a node has to be asked something
+        from reconciler.node import local_nodes
+
+        return local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
+
     phases.mark("connect")
     actual = discover_local(desired.nodes.values())
     if any(i.qmp_unresponsive for i in actual):
         import asyncio
 
         from reconciler.executor.context import Deadlines
-        from reconciler.node import ask_again, local_nodes
+        from reconciler.node import ask_again
 
-        nodes = local_nodes([desired.nodes[n] for n in sorted(desired.nodes)])
-        actual = asyncio.run(ask_again(nodes, actual, Deadlines().qmp))
+        actual = asyncio.run(ask_again(nodes(), actual, Deadlines().qmp))
     phases.mark("discovery")
     plan = make(actual)
     checked = hostcheck.check_without_nodes(plan, desired, actual)
     if checked is None:
-        from reconciler.node import local_nodes
-
-        checked = hostcheck.check(plan, desired, actual,
-                                  local_nodes([desired.nodes[n] for n in sorted(desired.nodes)]))
+        checked = hostcheck.check(plan, desired, actual, nodes())
     return actual, checked, ()
 
 

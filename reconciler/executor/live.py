@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
 from reconciler import devplug, hotplug, qemuview
 from reconciler.errors import QmpError, SecretFileError
@@ -185,7 +184,7 @@ async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> _Moving | No
     target = target_mib * hotplug.MIB
     await s.execute("balloon", {"value": target}, timeout=ctx.deadlines.qmp)
     deadline = time.monotonic() + ctx.deadlines.balloon
-    start = _int(await s.execute("query-balloon", timeout=ctx.deadlines.qmp), "actual")
+    start = qemuview.balloon_actual(await s.execute("query-balloon", timeout=ctx.deadlines.qmp))
     actual = start
     while actual != target:
         if actual is not None and start is not None and abs(target - actual) < abs(target - start):
@@ -199,7 +198,7 @@ async def _balloon(ctx: Context, s: QmpSession, target_mib: int) -> _Moving | No
             event = await s.wait_event(["BALLOON_CHANGE"], remaining)
         except QmpError:
             continue  # the deadline: reported above
-        actual = _int(event.data, "actual")
+        actual = qemuview.balloon_actual(event.data)
     return None
 
 
@@ -217,8 +216,3 @@ def _mismatch(seen: hotplug.SizeView, spec: InstanceSpec, moving: _Moving | None
     if seen.vcpus != spec.vcpus:
         problems.append(f"{seen.vcpus} vCPUs, {spec.vcpus} wanted")
     return "; ".join(problems)
-
-
-def _int(data: Any, key: str) -> int | None:
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
