@@ -187,6 +187,20 @@ class LaunchError(ReconcilerError):
 
 
 @dataclass(eq=False, repr=False)
+class ProcessPinError(ReconcilerError):
+    """A process could not be pinned (pidfd_open failed for another reason than its absence: too many
+    open files, a kernel or tracer without pidfds). Whether it lives is then unknown, so nothing may
+    act on it, and nothing may report it gone."""
+
+    pid: int
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"pid {self.pid} cannot be pinned (pidfd_open: {self.detail}); not touching it"
+
+
+@dataclass(eq=False, repr=False)
 class InstanceNotRunning(ReconcilerError):
     """A command that needs a running QEMU (console, qmp) named an instance that has none."""
 

@@ -91,16 +91,32 @@ async def _run_foreground(name: str, argv: tuple[str, ...], env: Sequence[tuple[
                 start_new_session=True, umask=0o077, env={**os.environ, **dict(env)} if env else None)
         except OSError as err:
             raise LaunchError(name, f"{argv[0]}: {err.strerror or err}") from None
-        handle = ProcessHandle(proc.pid, os.pidfd_open(proc.pid))  # our own child: no identity doubt
-        with handle:
-            exited = await handle.wait_exit(wait)
-            if not exited:
-                handle.send_signal(signal.SIGKILL)
+        exited = await _wait_child(proc, wait)
+        if not exited:
+            proc.send_signal(signal.SIGKILL)  # our unreaped child: its PID cannot have been reused
         returncode = proc.wait()  # reaps at once: it has exited (or was just killed)
         if not exited:
             raise LaunchError(name, f"QEMU did not finish starting within {timeout:g}s")
         errfile.seek(0)
         return returncode, errfile.read()
+
+
+async def _wait_child(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether our child exited within `timeout`: on a pidfd, or, where none can be opened (a tracer or
+    kernel without pidfd_open, no descriptor left), in a thread, so that a QEMU already forked is never
+    left behind unrecorded because its foreground process could not be pinned."""
+    try:
+        fd = os.pidfd_open(proc.pid)  # our own child: no identity doubt
+    except OSError:
+        import asyncio
+
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    with ProcessHandle(proc.pid, fd) as handle:
+        return await handle.wait_exit(timeout)
 
 
 def _restrict(paths: layout.InstancePaths) -> None:

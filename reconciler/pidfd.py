@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import select
 import signal
 from collections.abc import Callable
+
+from reconciler.errors import ProcessPinError
 
 
 class ProcessHandle:
@@ -28,12 +31,17 @@ class ProcessHandle:
     def open_verified(cls, pid: int, verify: Callable[[int], bool]) -> ProcessHandle | None:
         """Open `pid` and keep it only if `verify(pid)` holds *after* the pidfd pins it.
 
-        Returns None when the process is gone or is not the one we expect.
+        Returns None when the process is gone or is not the one we expect. ProcessPinError when it cannot
+        be pinned at all (EMFILE, ENOSYS...): that says nothing of whether it lives, so it is never None.
         """
         try:
             fd = os.pidfd_open(pid)
-        except (ProcessLookupError, OSError):
+        except ProcessLookupError:
             return None
+        except OSError as err:
+            if err.errno == errno.EINVAL and pid <= 0:
+                return None  # no such process can exist
+            raise ProcessPinError(pid, os.strerror(err.errno) if err.errno else str(err)) from None
         handle = cls(pid, fd)
         if handle.exited() or not verify(pid):
             handle.close()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reconciler import procwatch, qmp
-from reconciler.errors import QmpError, QmpTimeout, RemoteHostError
+from reconciler.errors import ProcessPinError, QmpError, QmpTimeout, RemoteHostError
 from reconciler.manifest.discovery import SUFFIXES
 from reconciler.procwatch import Ended, ExitSeen
 from reconciler.values import Value
@@ -309,6 +309,8 @@ class ExitWatchers:
             await self._watch(w, port)
         except RemoteHostError:
             return  # the link went away: reported (and reconnected) by the daemon's host links
+        except ProcessPinError:
+            return  # not pinned (no descriptor left?): no exit is claimed; the next sync watches it again
 
     async def _watch(self, w: Watched, port: WatchPort) -> None:
         seen: list[qmp.QmpEvent] = []
