@@ -7,8 +7,7 @@ This is I/O (runs `git` as an argv list); the planner and renderers only receive
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +25,26 @@ class GitInfo(Value):
         return self.commit[:12]
 
 
-def _git(cwd: Path, *args: str) -> str | None:
+def _git(cwd: Path, *args: str) -> Callable[[], str | None]:
+    """Start git now; the returned function waits for its output (None if git failed or is absent)."""
+    import subprocess  # only where a work tree is found
+
     try:
-        done = subprocess.run(
-            ["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+        proc = subprocess.Popen(["git", "-C", str(cwd), *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except OSError:
+        return lambda: None
+
+    def output() -> str | None:
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # our own child, not yet reaped
+            proc.communicate()
+            return None
+        return out.strip() if proc.returncode == 0 else None
+
+    return output
 
 
 def _elsewhere() -> bool:
@@ -57,23 +68,34 @@ def _head(status_lines: Sequence[str]) -> str | None:
 
 
 def describe(paths: Sequence[str]) -> GitInfo | None:
-    """GitInfo for the work tree holding the first path, or None (no git, not a repo, no commit).
+    """GitInfo for the work tree holding the first path, or None (no git, not a repo, no commit)."""
+    return describe_started(paths)()
+
+
+def describe_started(paths: Sequence[str]) -> Callable[[], GitInfo | None]:
+    """`describe`, begun now and answered by the returned function: git runs while the caller loads and
+    plans (a plan's few milliseconds of git hidden behind its own work).
 
     One git run: `status --porcelain=v2 --branch` says HEAD's commit (its header) and lists what differs
     under the paths; the top directory is where git found `.git`. Outside any work tree (no `.git` above
     the path) git is not run at all; with GIT_DIR or GIT_WORK_TREE set, git is asked for the top too."""
     if not paths:
-        return None
+        return lambda: None
     first = Path(paths[0]).resolve()
     cwd = first if first.is_dir() else first.parent
     top = None if _elsewhere() else _top(cwd)
     if top is None and not _elsewhere():
-        return None
-    out = _git(cwd, "status", "--porcelain=v2", "--branch", "--", *(str(Path(p).resolve()) for p in paths))
-    lines = out.splitlines() if out is not None else []
-    commit = _head(lines)
-    if commit is None:
-        return None
-    dirty = any(line and not line.startswith("#") for line in lines)
-    root = str(top) if top is not None else _git(cwd, "rev-parse", "--show-toplevel")
-    return GitInfo(root=root, commit=commit, dirty=dirty) if root else None
+        return lambda: None
+    status = _git(cwd, "status", "--porcelain=v2", "--branch", "--", *(str(Path(p).resolve()) for p in paths))
+
+    def answer() -> GitInfo | None:
+        out = status()
+        lines = out.splitlines() if out is not None else []
+        commit = _head(lines)
+        if commit is None:
+            return None
+        dirty = any(line and not line.startswith("#") for line in lines)
+        root = str(top) if top is not None else _git(cwd, "rev-parse", "--show-toplevel")()
+        return GitInfo(root=root, commit=commit, dirty=dirty) if root else None
+
+    return answer

@@ -79,6 +79,7 @@ async def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredSt
     from reconciler.render.text import RenderOptions, render_text
 
     phases.mark("lock")
+    git_started = gitinfo.describe_started(paths)  # git runs while the nodes are asked
     actual = await fleet.discover()
     if any(i.qmp_unresponsive for i in actual):
         # A monitor slow to answer is asked again within our QMP deadline: it is neither a change that
@@ -87,7 +88,7 @@ async def _locked(args: argparse.Namespace, paths: list[str], desired: DesiredSt
 
         actual = await ask_again(fleet.nodes, actual, Deadlines().qmp)
     phases.mark("discovery")
-    git = gitinfo.describe(paths)
+    git = git_started()
     phases.mark("git")
     if args.plan:
         from reconciler import planfile  # only saved plans need it (import time counts for every apply)

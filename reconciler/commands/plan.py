@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.render.text import RenderOptions, render_text
 
     paths = args.paths or list(manifest.DEFAULT_PATHS)
+    git_started = gitinfo.describe_started(paths)  # runs while the manifests load and the plan is made
     desired = load_desired(paths, "no plan made")
     phases.mark("manifest load")
     targets = frozenset(args.target) if args.target else None
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
         actual, plan, unreachable = asyncio.run(look(desired, make))
     phases.mark("plan")
-    git = gitinfo.describe(paths)
+    git = git_started()
     phases.mark("git")
     if args.json:
         from reconciler.render.json import render_json  # only --json needs it
