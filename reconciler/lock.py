@@ -6,6 +6,11 @@ whole run. The kernel releases a flock when its holder dies, so a lock left by a
 in the kernel's eyes; the holder description written into the file is only for the message a waiter
 prints ("held by PID 123 on host h, apply, since ...").
 
+Each process remembers how it left a lock file (`_LEFT`: inode, size, mtime and ctime after its release
+truncated it), and the next time it takes that lock it compares: `NodeLock.undisturbed` says nobody else
+has held the lock in between (whoever takes it writes its holder, and truncates again on release). The
+watch daemon uses that to know that no other run acted on the node between its passes.
+
 Waiting never sleep-polls: a helper thread blocks in `flock` and the caller waits on an event with a
 deadline. If the deadline passes first, the thread is told to release the lock the moment it gets it.
 """
@@ -61,6 +66,15 @@ def read_holder(path: str) -> Holder | None:
         return None
 
 
+_Stamp = tuple[int, int, int, int, int]
+_LEFT: dict[str, _Stamp] = {}  # lock path -> the file as this process's last release left it
+
+
+def _stamp(fd: int) -> _Stamp:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class NodeLock:
     """An exclusive flock on one lock file, held until `release()`."""
 
@@ -68,6 +82,9 @@ class NodeLock:
         self.path = path
         self.operation = operation
         self._fd: int | None = None
+        # Once acquired: True when the file is exactly as this process's last release left it, so no
+        # other run has held the lock since (False the first time this process takes it).
+        self.undisturbed = False
 
     def acquire(self, timeout: float | None, on_wait: Callable[[Holder | None], None] | None = None) -> None:
         """Take the lock; wait up to `timeout` seconds (None: forever, 0: fail at once)."""
@@ -84,6 +101,7 @@ class NodeLock:
             os.close(fd)
             raise
         self._fd = fd
+        self.undisturbed = _LEFT.get(self.path) == _stamp(fd)
         self._write_holder(fd)
 
     def try_acquire(self) -> bool:
@@ -98,6 +116,7 @@ class NodeLock:
             os.close(fd)
             raise
         self._fd = fd
+        self.undisturbed = _LEFT.get(self.path) == _stamp(fd)
         self._write_holder(fd)
         return True
 
@@ -112,8 +131,10 @@ class NodeLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _LEFT.pop(self.path, None)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
+            _LEFT[self.path] = _stamp(fd)  # still held: nobody else can have written it yet
         os.close(fd)  # closing drops the flock
 
     def __enter__(self) -> NodeLock:

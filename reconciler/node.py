@@ -97,6 +97,12 @@ class HeldLock(Protocol):
 
     async def release(self) -> None: ...
 
+    @property
+    def undisturbed(self) -> bool:
+        """Nobody else has held this lock since this process (on the node: its agent) last released it
+        (reconciler.lock); False the first time. The watch daemon trusts what it knows only then."""
+        ...
+
 
 OnLockWait = Callable[[str, "lock_mod.Holder | None"], None]  # (lock file, who holds it)
 
@@ -125,6 +131,11 @@ class Node(Protocol):
 
     async def discover(self) -> ActualState:
         """The instances of this node (and the host's QEMU processes that are not ours)."""
+        ...
+
+    async def discover_instances(self, names: Collection[str]) -> ActualState:
+        """Only the named instances of this node, looked at as `discover` does (absent: no directory);
+        no scan of the host's processes, so `unmanaged` is empty. The watch daemon's incremental pass."""
         ...
 
     async def live_pids(self, instance: str) -> tuple[int, ...]:
@@ -277,6 +288,11 @@ class LocalNode:
         from reconciler import discovery
 
         return await discovery.discover_async([self._spec])
+
+    async def discover_instances(self, names: Collection[str]) -> ActualState:
+        from reconciler import discovery
+
+        return await discovery.discover_instances_async(self._spec, names)
 
     async def live_pids(self, instance: str) -> tuple[int, ...]:
         pidfile = self.paths(instance).pidfile
@@ -474,6 +490,10 @@ class _LocalLock:
 
     async def release(self) -> None:
         self._held.release()
+
+    @property
+    def undisturbed(self) -> bool:
+        return self._held.undisturbed
 
 
 def probe_path(path: str) -> PathInfo:

@@ -46,7 +46,7 @@ same plan byte for byte. Decisions, in order:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.actual import ActualInstance, ActualState, RunState, StopCause
@@ -98,14 +98,18 @@ def make_plan(
     targets: frozenset[str] | None = None,
     allow_empty: bool = False,
     force: bool = False,
+    usage: Mapping[str, int] | None = None,
 ) -> Plan:
     """Plan what makes `actual` match `desired`. `prune` overrides desired.prune; `targets` limits
     the plan to those instance names; `allow_empty` lifts the guard against pruning everything; `force`
-    (apply --force) lets a Halted instance whose QMP does not answer be stopped by signal."""
+    (apply --force) lets a Halted instance whose QMP does not answer be stopped by signal. `usage`: the
+    memory in use per node, as `current_usage(actual.instances, desired.instances)` says, when the
+    caller keeps it up to date (the watch daemon's replan); with `targets`, only their records are read."""
     prune_on = desired.prune if prune is None else prune
     records: dict[str, list[ActualInstance]] = defaultdict(list)
     for rec in actual.instances:
-        records[rec.name].append(rec)
+        if targets is None or rec.name in targets:
+            records[rec.name].append(rec)
     out = _Outcome()
     if targets is not None:
         for name in sorted(targets - desired.instances.keys() - records.keys()):
@@ -118,9 +122,9 @@ def make_plan(
             "(use --allow-empty if that is intended)",
         ))
     unreachable = {u.node: u for u in actual.unreachable}
-    for name in sorted(desired.instances.keys() | records.keys()):
-        if targets is not None and name not in targets:
-            continue
+    names = (sorted(n for n in targets if n in desired.instances or n in records) if targets is not None
+             else sorted(desired.instances.keys() | records.keys()))  # a few targets cost a few lookups
+    for name in names:
         recs = records.get(name, [])
         spec = desired.instances.get(name)
         hold = reach.held(spec, recs, unreachable) if spec is not None and unreachable else None
@@ -134,7 +138,7 @@ def make_plan(
             _orphan(name, recs, prune_on, out)
         else:
             _instance(spec, recs, desired.nodes, out, force)
-    current = _current_usage(actual, desired.instances)
+    current = dict(usage) if usage is not None else current_usage(actual.instances, desired.instances)
     moves = _with_handoffs(_place(out, desired.nodes, current), desired, records)
     out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
     moves, cycle = placement.assign_phases(desired.nodes, current, moves)
@@ -155,6 +159,12 @@ def make_plan(
     )
 
 
+def settled(spec: InstanceSpec | None, recs: Sequence[ActualInstance], desired: DesiredState) -> bool:
+    """Whether `make_plan` decides at once that the instance (its spec, its records) needs nothing, with
+    no unreachable node about: then its plan depends on nothing but these (the watch daemon's replan)."""
+    return spec is not None and len(recs) == 1 and _settled(spec, recs[0], desired)
+
+
 def _settled(spec: InstanceSpec, rec: ActualInstance, desired: DesiredState) -> bool:
     """Up where it is declared, with the declared spec, and wanted up: `_instance` would plan nothing.
 
@@ -172,9 +182,10 @@ def _settled(spec: InstanceSpec, rec: ActualInstance, desired: DesiredState) -> 
     return rec.spec == spec
 
 
-def _current_usage(actual: ActualState, specs: Mapping[str, InstanceSpec]) -> dict[str, int]:
+def current_usage(recs: Iterable[ActualInstance], specs: Mapping[str, InstanceSpec]) -> dict[str, int]:
+    """Memory (MiB) of the QEMUs alive on each node, as recorded (or declared, without a record)."""
     usage: dict[str, int] = defaultdict(int)
-    for rec in actual.instances:
+    for rec in recs:
         if rec.state.has_process:
             usage[rec.node] += _recorded_memory(rec, specs.get(rec.name))
     return usage

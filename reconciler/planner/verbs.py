@@ -36,7 +36,6 @@ from reconciler.planner.actions import Action, ActionKind, Plan, PlanProblem, Pr
 from reconciler.planner.diff import restart_forcing
 from reconciler.planner.plan import (
     _changes,
-    _current_usage,
     _Outcome,
     _place,
     _resolve,
@@ -44,6 +43,7 @@ from reconciler.planner.plan import (
     _start,
     _sticky_node,
     _stop,
+    current_usage,
 )
 from reconciler.values import Value
 
@@ -90,7 +90,7 @@ def verb_plan(verb: Verb, names: Iterable[str], desired: DesiredState, actual: A
             _verb_reboot(name, spec, recs, desired, out)
         else:
             _verb_up(verb, name, spec, recs, desired, out, notes)
-    current = _current_usage(actual, desired.instances)
+    current = current_usage(actual.instances, desired.instances)
     moves = _place(out, desired.nodes, current)
     out.errors.extend(placement.capacity_problems(desired.nodes, current, moves))
     moves, cycle = placement.assign_phases(desired.nodes, current, moves)

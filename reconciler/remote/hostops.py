@@ -60,7 +60,8 @@ class HostOps:
     def handlers(self) -> dict[str, Handler]:
         return {
             **self._provision_handlers(),
-            "discover": self.discover, "live_pids": self.live_pids, "launch": self.launch,
+            "discover": self.discover, "discover_instances": self.discover_instances,
+            "live_pids": self.live_pids, "launch": self.launch,
             "process_open": self.process_open, "process_signal": self.process_signal,
             "process_wait": self.process_wait, "process_close": self.process_close,
             "port_free": self.port_free, "check_paths": self.check_paths, "read_secret": self.read_secret,
@@ -91,6 +92,12 @@ class HostOps:
 
     async def discover(self, params: dict[str, Any]) -> Any:
         return model.to_jsonable(await self._node(params).discover())
+
+    async def discover_instances(self, params: dict[str, Any]) -> Any:
+        names = params.get("instances")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise BadParams("instances: expected a list of names")
+        return model.to_jsonable(await self._node(params).discover_instances(names))
 
     async def live_pids(self, params: dict[str, Any]) -> Any:
         return list(await self._node(params).live_pids(_param(params, "instance", str)))
@@ -268,7 +275,7 @@ class HostOps:
             raise
         ident = next(self._ids)
         self._locks[ident] = held
-        return ident
+        return [ident, held.undisturbed] if params.get("witness") is True else ident
 
     async def facts(self, params: dict[str, Any]) -> Any:
         return model.to_jsonable(await self._node(params).facts())

@@ -104,6 +104,12 @@ class RemoteNode:
         machine = self._spec.machine  # the agent calls its own host "local"
         return replace(state, unmanaged=tuple(replace(u, machine=machine) for u in state.unmanaged))
 
+    async def discover_instances(self, names: Collection[str]) -> ActualState:
+        state: ActualState = records.decode_as(
+            ActualState, await self._call("discover_instances", DISCOVER_TIMEOUT, instances=sorted(names)),
+            "discover_instances")
+        return state
+
     async def live_pids(self, instance: str) -> tuple[int, ...]:
         return tuple(int(p) for p in await self._call("live_pids", instance=instance))
 
@@ -238,23 +244,36 @@ class RemoteNode:
         path = layout.node_lock(self._spec)
         if timeout != 0:
             first = await self._call("lock_acquire", CALL_TIMEOUT, operation=operation, timeout=0,
-                                     quiet=True)
+                                     quiet=True, witness=True)
             if first is not None:
-                return RemoteLock(self._link, int(first))
+                return RemoteLock.of(self._link, first)
             if on_wait is not None:
                 holder = await self._call("lock_holder")
                 on_wait(path, None if holder is None else records.decode_as(Holder, holder, "lock_holder"))
         deadline = (timeout if timeout is not None else 24 * 3600.0) + CALL_TIMEOUT
-        return RemoteLock(self._link, int(await self._call("lock_acquire", deadline, operation=operation,
-                                                           timeout=timeout)))
+        return RemoteLock.of(self._link, await self._call("lock_acquire", deadline, operation=operation,
+                                                          timeout=timeout, witness=True))
 
 
 class RemoteLock:
     """A node lock the host's agent holds for this link."""
 
-    def __init__(self, link: HostLink, ident: int) -> None:
+    def __init__(self, link: HostLink, ident: int, undisturbed: bool = False) -> None:
         self._link = link
         self._ident = ident
+        self._undisturbed = undisturbed
+
+    @classmethod
+    def of(cls, link: HostLink, answer: Any) -> RemoteLock:
+        """From lock_acquire's answer: [lock, undisturbed] when asked with `witness`; a bare lock number
+        from an agent that does not know that (never taken as undisturbed)."""
+        if isinstance(answer, list) and len(answer) == 2:
+            return cls(link, int(answer[0]), answer[1] is True)
+        return cls(link, int(answer))
+
+    @property
+    def undisturbed(self) -> bool:
+        return self._undisturbed
 
     async def release(self) -> None:
         """RemoteCallError if the link is lost (the agent's end drops the lock then, when it ends)."""

@@ -6,7 +6,9 @@ This keeps, per file, the objects built from its documents and what they claim (
 node references), plus counters of every claim across files. Replacing one file rebuilds only that file's
 objects and adjusts the counters, so "is the tree still consistent" is a look at a few sets instead of a
 pass over everything (and over the instances with a VNC display, whose ports clash per node address).
-A change of the Defaults document rebuilds every instance.
+A change of the Defaults document rebuilds every instance. The references (an instance's node, a base
+image another instance writes, socket path lengths) are checked again only for the keys a rebuilt file
+claims, unless a file with Nodes changed, and the node map and its resource verdict are kept until then.
 
 When a rule is broken, `desired()` returns None and the caller runs the full `manifest.assemble` for the
 exact, positioned problems (the slow path is only taken when something is wrong). For a consistent tree
@@ -78,6 +80,10 @@ class Assembly:
         self._built: model.DesiredState | None = None  # the last DesiredState built
         self._touched: set[str] = set()  # files rebuilt since then
         self._structural = True  # since then a file went, or one with Nodes/Defaults changed
+        self._nodes: dict[str, tuple[model.NodeSpec, ParsedDocument]] | None = None  # None: to rebuild
+        self._nodes_ok = True  # rules.node_resources on `_nodes`
+        self._bad_refs: set[tuple[str, str]] = set()  # references that break a rule now
+        self._recheck: set[tuple[str, str]] | None = None  # references to look at again (None: all)
 
     def update(self, files: Mapping[str, ParsedFile]) -> int:
         """Make `files` (problem-free ParsedFiles by path) the effective set; returns files (re)built."""
@@ -133,6 +139,7 @@ class Assembly:
         self._ports.pop(path, None)
         if built.ports or built.nodes:
             self._ports_ok = None
+        self._refs_moved(built)
         self._refs.subtract(built.refs)
         self._broken.discard(path)
 
@@ -144,38 +151,63 @@ class Assembly:
             self._ports[path] = built.ports
         if built.ports or built.nodes:
             self._ports_ok = None
+        self._refs_moved(built)
         self._refs.update(built.refs)
         if built.broken:
             self._broken.add(path)
+
+    def _refs_moved(self, built: _Built) -> None:
+        """A file's claims come or go: its references are to be looked at again (all, if it has Nodes)."""
+        if built.nodes:
+            self._nodes = None
+            self._recheck = None
+        elif self._recheck is not None:
+            self._recheck.update(built.refs)
+            self._recheck.update(("base", key) for what, key in built.refs if what == "written")
 
     def _consistent(self) -> bool:
         if self._broken or self._unique.clashes:
             return False
         if sum(len(v) for v in self._defaults_docs.values()) > 1:
             return False
-        nodes = {name: item for b in self._files.values() for name, item in b.nodes.items()}
-        for (what, key), count in self._refs.items():
-            if count <= 0:
-                continue
-            node = nodes.get(key)
-            if what == "node" and node is None:
-                return False
-            if what == "host-cpu" and node is not None and node[0].accelerator is not model.Accelerator.KVM:
-                return False
-            if what == "base" and self._refs.get(("written", key), 0) > 0:
-                return False
-            if what == "sockets":
-                length, _, name = key.partition("/")
-                node = nodes.get(name)
-                if node is not None and rules.socket_problem(node[0], "x" * int(length)) is not None:
-                    return False
-        if rules.node_resources(nodes, lambda d: ""):
+        if self._nodes is None:
+            self._nodes = {name: item for b in self._files.values() for name, item in b.nodes.items()}
+            self._nodes_ok = not rules.node_resources(self._nodes, lambda d: "")
+        nodes = self._nodes
+        if self._recheck is None:
+            self._bad_refs = {ref for ref in self._refs if self._ref_broken(ref, nodes)}
+        else:
+            for ref in self._recheck:
+                if self._ref_broken(ref, nodes):
+                    self._bad_refs.add(ref)
+                else:
+                    self._bad_refs.discard(ref)
+        self._recheck = set()
+        if self._bad_refs or not self._nodes_ok:
             return False
         if self._ports_ok is None:  # an edit that touches no VNC display and no node costs nothing here
             specs = {name: node for name, (node, _) in nodes.items()}
             claims = ((s, None) for path in sorted(self._ports) for s in self._ports[path])
             self._ports_ok = not rules.port_clashes(claims, specs)
         return self._ports_ok
+
+    def _ref_broken(self, ref: tuple[str, str],
+                    nodes: Mapping[str, tuple[model.NodeSpec, ParsedDocument]]) -> bool:
+        what, key = ref
+        if self._refs.get(ref, 0) <= 0:
+            return False
+        node = nodes.get(key)
+        if what == "node":
+            return node is None
+        if what == "host-cpu":
+            return node is not None and node[0].accelerator is not model.Accelerator.KVM
+        if what == "base":
+            return self._refs.get(("written", key), 0) > 0
+        if what == "sockets":
+            length, _, name = key.partition("/")
+            found = nodes.get(name)
+            return found is not None and rules.socket_problem(found[0], "x" * int(length)) is not None
+        return False
 
     def _build(self) -> model.DesiredState:
         built = self._patched() if not (self._structural or self._names_changed) else None

@@ -45,6 +45,7 @@ from reconciler.watch.backoff import BackoffPolicy, CrashLoops
 from reconciler.watch.cache import ManifestCache
 from reconciler.watch.debounce import Debounce, collect
 from reconciler.watch.hosts import RECONNECT
+from reconciler.watch.known import Known
 from reconciler.watch.logfmt import EventLog
 from reconciler.watch.metrics import Metrics, MetricsServer
 from reconciler.watch.notify import Notifier
@@ -93,18 +94,20 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.loops = CrashLoops(config.backoff)
         self.hosts = HostLinks(self.emit, log, config.reconnect)
-        steps = FleetPass(self.hosts, config.lock_timeout, self._lock_wait)
+        self.known = Known()  # incremental discovery (reconciler.watch.known)
+        steps = FleetPass(self.hosts, config.lock_timeout, self._lock_wait, self.known)
         self.reconciler = Reconciler(
             cache=ManifestCache(config.roots),
             apply_plan=apply_plan or ExecutorApply(log, config.parallel, steps.nodes),
             discover=discover or steps.discover, revision=self._git_revision, loops=self.loops,
             lock_timeout=config.lock_timeout, on_lock_wait=self._lock_wait, on_apply=self._applying,
-            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None)
+            check_hosts=steps.check_hosts, locks=steps.locked if discover is None else None,
+            looked_at=self._looked_at if discover is None else None)
         self.metrics_server: MetricsServer | None = None
         self._queue: asyncio.Queue[Trigger] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
-        self._watchers = ExitWatchers(self.emit, self._observed, self.hosts.port_of)
+        self._watchers = ExitWatchers(self.emit, self._observed, self.hosts.port_of, self.known.touched)
         self._backoff_timer: asyncio.TimerHandle | None = None
         self._followups = 0
         self._acting: set[str] = set()  # instances the pass in flight is acting on
@@ -182,6 +185,8 @@ class Daemon:
     async def _run_pass(self, triggers: Sequence[Trigger]) -> PassResult | None:
         for t in triggers:
             self.metrics.triggers.labels(source=t.source.value).inc()
+        self.known.heard(triggers)
+        self.known.last = None
         task = asyncio.create_task(self.reconciler.step(triggers), name="reconcile")
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -197,13 +202,20 @@ class Daemon:
                 await self._cancel(task)
         self._acting.clear()
         if task.cancelled() or not task.done():
+            self.known.doubt("a pass was cancelled")
             return None
         err = task.exception()
         if err is not None:  # a bug: log it and keep the daemon alive
+            self.known.doubt("a pass crashed")
             self.metrics.reconciles.labels(result="error").inc()
             self.log.error("reconcile-crashed", error=f"{type(err).__name__}: {err}")
             return None
-        return task.result()
+        result = task.result()
+        if result.error is not None:
+            self.known.doubt("the last pass failed")
+        if self.known.last is not None:
+            self.metrics.discoveries.labels(kind="full" if self.known.last.full else "partial").inc()
+        return result
 
     async def _cancel(self, task: asyncio.Task[PassResult]) -> None:
         """Cancel the pass, again every second while it runs on: a safety net for code that swallows a
@@ -302,10 +314,17 @@ class Daemon:
         self.hosts.retry_rejected()  # the one way a host key rejected once is tried again
         self.emit(Trigger(TriggerSource.SIGHUP))
 
+    def _looked_at(self) -> frozenset[str] | None:
+        """The instances the pass's partial discovery looked at; None after a full one."""
+        look = self.known.last
+        return None if look is None or look.full else look.names
+
     def _applying(self, actions: Sequence[Action]) -> None:
         # A start does not explain an exit: the pass that restarts a crashed QEMU may begin before the
         # watcher has reported the crash, which must then still be logged and counted as one.
         self._acting = {a.name for a in actions if a.kind in _ACTS_ON_THE_PROCESS}
+        for a in actions:  # whatever the outcome, look at them again next pass
+            self.known.touched(a.name)
 
     def _observed(self, obs: Observation) -> None:
         """A watcher saw a guest stop or a QEMU exit. Those the daemon caused itself (a stop, a restart,
@@ -374,8 +393,16 @@ class Daemon:
                  actions=len(result.outcomes), failed=sum(1 for o in result.outcomes if not o.ok),
                  held=len(result.held), manifest_errors=len(result.snapshot.errors),
                  reparsed=len(result.snapshot.reparsed), revision=result.revision,
+                 discovery=self._look_word(result),
                  seconds=round(result.seconds, 3), ok=result.ok,
                  **{f"t_{phase}": round(sec, 3) for phase, sec in result.timings})
+
+    def _look_word(self, result: PassResult) -> str:
+        """How this pass discovered: "full (why)", the number of instances looked at, or "-" (none)."""
+        look = self.known.last
+        if result.actual is None or look is None:
+            return "-"
+        return f"full ({look.why})" if look.full else look.word
 
     def _write_status(self, result: PassResult | None, stopped: bool = False) -> None:
         desired = result.snapshot.desired if result is not None else None

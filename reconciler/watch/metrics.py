@@ -16,6 +16,7 @@ prometheus-client's own thread.
     reconciler_pruning_suspended                       1 while a broken file suspends pruning
     reconciler_crash_loop_backoff_instances            instances whose restart is held back now
     reconciler_triggers_total{source}                  what woke the daemon
+    reconciler_discoveries_total{kind}                 discoveries by full (every instance) / partial
     reconciler_qemu_exits_total{kind}                  QEMU exits / guest stops seen by the watchers
     reconciler_last_success_timestamp_seconds          end of the last pass that completed without error
     reconciler_applied_revision_info{revision}         1 for the git revision of the manifests last applied
@@ -115,6 +116,9 @@ class Metrics:
                              registry=r)
         self.triggers = Counter("reconciler_triggers", "Triggers that woke the daemon, by source", ["source"],
                                 registry=r)
+        self.discoveries = Counter("reconciler_discoveries", "Discoveries: full (every instance and the "
+                                   "host's processes) or partial (the instances touched since)", ["kind"],
+                                   registry=r)
         self.exits = Counter("reconciler_qemu_exits", "QEMU exits and guest stops seen, by kind", ["kind"],
                              registry=r)
         self.nodes_unreachable = Gauge("reconciler_nodes_unreachable",
@@ -135,6 +139,8 @@ class Metrics:
                     self.actions.labels(kind=kind.value, outcome=status.value)
         for source in TriggerSource:
             self.triggers.labels(source=source.value)
+        for look in ("full", "partial"):
+            self.discoveries.labels(kind=look)
         for exit_kind in ExitKind:
             self.exits.labels(kind=exit_kind.value)
         for state in RunState:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -30,10 +30,11 @@ from reconciler.actual import ActualState
 from reconciler.errors import ReconcilerError
 from reconciler.lock import Holder, LockTimeout, NodeLock
 from reconciler.model import DesiredState, NodeSpec
-from reconciler.planner import Action, ActionKind, Plan, Reason, make_plan
+from reconciler.planner import Action, ActionKind, Plan, Reason
 from reconciler.values import Value
 from reconciler.watch.backoff import CrashLoops, Hold
 from reconciler.watch.cache import ManifestCache, Snapshot
+from reconciler.watch.replan import Replanner
 from reconciler.watch.triggers import Trigger, TriggerSource
 
 EXIT_REASONS = frozenset({Reason.CRASHED, Reason.STALE_PIDFILE, Reason.PIDFILE_OTHER, Reason.STOPPED_OUTSIDE,
@@ -114,6 +115,9 @@ class Reconciler:
     check_hosts: CheckHosts | None = None
     locks: Locks | None = None  # the node locks of a pass (default: every node's lock on this machine)
     passes: int = 0
+    replanner: Replanner = field(default_factory=Replanner)  # make_plan, on what may have changed only
+    # The instances this pass's discovery looked at (None: all, or unknown): what the replan must redo.
+    looked_at: Callable[[], Collection[str] | None] | None = None
     _revision: str | None = field(default=None, init=False)
 
     async def step(self, triggers: Sequence[Trigger]) -> PassResult:
@@ -152,7 +156,8 @@ class Reconciler:
             self._revision = await revision
             timer.lap("revision")
         base = replace(base, revision=self._revision)
-        plan = make_plan(desired, actual, prune=False if snapshot.degraded else None)
+        plan = self.replanner.plan(desired, actual, prune=False if snapshot.degraded else None,
+                                   actual_changed=self.looked_at() if self.looked_at is not None else None)
         timer.lap("plan")
         if self.check_hosts is not None and plan.actions:
             plan = await self.check_hosts(plan, desired, actual)

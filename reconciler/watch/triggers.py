@@ -51,6 +51,8 @@ class Trigger(Value):
     source: TriggerSource
     detail: str = ""
     paths: tuple[str, ...] | None = None  # FILE: the paths the event named (None: unknown)
+    instance: str | None = None  # QEMU: the instance whose QEMU it was (None: unknown)
+    settled: bool = False  # FILE: the event ends a write of its paths (closed after writing, renamed in)
 
 
 Emit = Callable[[Trigger], None]  # must be safe to call from the loop's thread
@@ -135,7 +137,9 @@ class FileWatcher:
                     paths.append(os.fsdecode(event.dest_path))
                 hits = [p for p in paths if relevant_path(p, target)]
                 if hits:
-                    trigger = Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}", tuple(hits))
+                    settled = event.event_type in ("closed", "moved") and not event.is_directory
+                    trigger = Trigger(TriggerSource.FILE, f"{event.event_type} {hits[0]}", tuple(hits),
+                                      settled=settled)
                     outer._loop.call_soon_threadsafe(outer._emit, trigger)
 
         if not os.path.isdir(target):
@@ -212,6 +216,7 @@ TRIGGERING = frozenset({"SHUTDOWN", "STOP", "GUEST_PANICKED"})  # RESET/RESUME: 
 QMP_CONNECT_TIMEOUT = 2.0
 QMP_RETRY_MAX = 30.0
 CLOSE_TIMEOUT = 2.0
+LEAVE_GRACE = 2.0  # seconds a watcher no longer wanted may still report its process's exit
 _LONG_WAIT = 3600.0  # a watcher waits indefinitely, in bounded slices
 
 
@@ -255,13 +260,16 @@ class ExitWatchers:
     host lost while watching ends its watchers quietly: the loss is the host links' to report."""
 
     def __init__(self, emit: Emit, on_observation: Callable[[Observation], None],
-                 port_of: Callable[[Watched], WatchPort | None] = local_port) -> None:
+                 port_of: Callable[[Watched], WatchPort | None] = local_port,
+                 on_change: Callable[[str], None] | None = None) -> None:
         self._emit = emit
         self._observe = on_observation
         self._port_of = port_of
+        self._changed = on_change or (lambda name: None)  # the instance's state may have moved
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self._ended: set[tuple[str, str, int]] = set()  # processes whose end was reported: never twice
         self._known: set[tuple[str, str, int]] | None = None  # every process synced so far (None: none yet)
+        self._leaving: set[asyncio.Task[None]] = set()  # no longer wanted: cancelled after LEAVE_GRACE
 
     @property
     def watching(self) -> int:
@@ -284,16 +292,21 @@ class ExitWatchers:
         self._ended &= wanted.keys() | dead.keys()  # a discovery that no longer lists a process forgets it
         for key in [k for k in self._tasks if k not in wanted or self._tasks[k].done()]:
             task = self._tasks.pop(key)
-            if key not in wanted:
-                task.cancel()
+            if key not in wanted and not task.done():
+                # Not at once: a pass can see a process gone before its watcher's pidfd wake-up has run
+                # (a partial discovery may not yield to the loop); the watcher still reports that exit.
+                self._leaving.add(task)
+                task.add_done_callback(self._leaving.discard)
+                asyncio.get_running_loop().call_later(LEAVE_GRACE, task.cancel)
         for key, w in wanted.items():
             if key not in self._tasks:
                 self._tasks[key] = asyncio.create_task(self._guarded(w), name=f"watch {w.name}@{w.node}")
 
     async def close(self, timeout: float = 5.0) -> list[asyncio.Task[None]]:
         """Cancel every watcher; returns those still running after `timeout` (abandoned)."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._leaving]
         self._tasks.clear()
+        self._leaving.clear()
         for t in tasks:
             t.cancel()
         if not tasks:
@@ -319,13 +332,15 @@ class ExitWatchers:
             while (result := await port.watch_exit(w.pid, w.started_at, w.pidfile, _LONG_WAIT)).ended \
                     is Ended.RUNNING:
                 pass  # the watch is renewed in bounded slices
+            self._changed(w.name)
             kind, detail = classify_exit(seen, result.pidfile_left)
             if result.ended is Ended.GONE:  # it ended between the discovery that saw it and this watch
                 detail += f"; {_BEFORE_WATCH}"
             if w.key not in self._ended:  # a watch renewed on a process already seen ending says nothing new
                 self._ended.add(w.key)
                 self._observe(Observation(w.name, w.node, w.pid, kind, True, detail))
-            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})"))
+            self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: QEMU exited ({kind.value})",
+                               instance=w.name))
         finally:
             events.cancel()
             await asyncio.wait({events}, timeout=CLOSE_TIMEOUT)  # never hang on a stuck QMP client
@@ -343,6 +358,7 @@ class ExitWatchers:
                 delay = min(delay * 2, QMP_RETRY_MAX)
             except RemoteHostError:
                 return  # the link is gone: the exit watch reports that
+        self._changed(w.name)  # events before this moment were not heard: ask its state once more
         try:
             while True:
                 try:
@@ -351,11 +367,13 @@ class ExitWatchers:
                     continue
                 seen.append(event)
                 del seen[:-8]  # only the latest events matter
+                self._changed(w.name)
                 if event.name in ("SHUTDOWN", "GUEST_PANICKED"):
                     kind, detail = classify_exit(seen)
                     self._observe(Observation(w.name, w.node, w.pid, kind, False, detail))
                 if event.name in TRIGGERING:
-                    self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}"))
+                    self._emit(Trigger(TriggerSource.QEMU, f"{w.name}@{w.node}: {describe_event(event)}",
+                                       instance=w.name))
         except QmpError:
             return
         finally:

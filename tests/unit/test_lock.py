@@ -141,3 +141,32 @@ def test_a_node_lock_wait_cancelled_lets_go_of_the_lock_it_gets_later(tmp_path: 
     again.acquire(5.0)  # held for ever by the abandoned thread before the fix: LockTimeout
     again.release()
 
+
+@pytest.mark.parametrize("take", ["acquire", "try_acquire"])
+def test_undisturbed_says_whether_another_run_held_the_lock_since_our_release(tmp_path: Path,
+                                                                             take: str) -> None:
+    """Both ways of taking the lock compare the file with how this process's last release left it (the
+    free-lock shortcut once skipped it, so every watch pass after the first looked disturbed)."""
+    path = str(tmp_path / "node.lock")
+
+    def taken() -> NodeLock:
+        lock = NodeLock(path, "test")
+        if take == "acquire":
+            lock.acquire(0)
+        else:
+            assert lock.try_acquire()
+        return lock
+
+    first = taken()
+    assert not first.undisturbed  # never released by this process before
+    first.release()
+    second = taken()
+    assert second.undisturbed
+    second.release()
+    other = subprocess.run([sys.executable, "-c", "import sys; from reconciler.lock import NodeLock\n"
+                            "l = NodeLock(sys.argv[1], 'other'); l.acquire(5); l.release()", path],
+                           check=True, timeout=30)
+    assert other.returncode == 0
+    third = taken()
+    assert not third.undisturbed  # another process held it in between
+    third.release()

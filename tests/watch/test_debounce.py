@@ -1,4 +1,4 @@
-"""Debounce: the pure rule (quiet period, max delay) and `collect` on a real asyncio queue."""
+"""Debounce: the pure rule (quiet period, max delay, settled writes) and `collect` on a real asyncio queue."""
 
 from __future__ import annotations
 
@@ -23,6 +23,47 @@ FILE = Trigger(TriggerSource.FILE, "modified a.yaml")
 ])
 def test_fire_at(first: float, last: float, fire: float) -> None:
     assert Debounce(0.1, 2.0).fire_at(first, last) == pytest.approx(fire)
+
+
+@pytest.mark.parametrize(("debounce", "settled", "fire"), [
+    (Debounce(0.1, 2.0, 0.02), True, 0.52),  # every write finished: the short settle period
+    (Debounce(0.1, 2.0, 0.02), False, 0.6),  # one still open or deleted: the full quiet period
+    (Debounce(0.01, 2.0, 0.02), True, 0.51),  # settle never exceeds quiet
+    (Debounce(0.0, 2.0, 0.02), True, 0.5),
+    (Debounce(0.1, 0.51, 0.02), True, 0.51),  # max_delay still bounds it
+])
+def test_fire_at_settled(debounce: Debounce, settled: bool, fire: float) -> None:
+    assert debounce.fire_at(0.0, 0.5, settled) == pytest.approx(fire)
+
+
+def file_event(kind: str, path: str) -> Trigger:
+    return Trigger(TriggerSource.FILE, f"{kind} {path}", (path,), settled=kind in ("closed", "moved"))
+
+
+@pytest.mark.parametrize(("events", "short"), [
+    ([("moved", "a.yaml")], True),  # renamed into place (a deploy tool, most editors)
+    ([("created", "a.yaml"), ("modified", "a.yaml"), ("closed", "a.yaml")], True),  # written and closed
+    ([("closed", "a.yaml"), ("closed", "b.yaml")], True),
+    ([("created", "a.yaml"), ("modified", "a.yaml")], False),  # still open
+    ([("closed", "a.yaml"), ("modified", "b.yaml")], False),  # b is not finished
+    ([("closed", "a.yaml"), ("modified", "a.yaml")], False),  # written again after the close
+    ([("deleted", "a.yaml")], False),  # perhaps half of a git checkout
+    ([("closed", "a.yaml"), ("deleted", "b.yaml")], False),
+])
+def test_a_burst_of_finished_writes_waits_only_the_settle_period(events: list[tuple[str, str]],
+                                                                  short: bool) -> None:
+    async def main() -> tuple[int, float]:
+        q: asyncio.Queue[Trigger] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for i, (kind, path) in enumerate(events):  # 5 ms apart: one burst either way
+            loop.call_later(i * 0.005, q.put_nowait, file_event(kind, path))
+        t0 = loop.time()
+        got = await collect(q, Debounce(1.0, 5.0, 0.15))
+        return len(got), loop.time() - t0
+
+    n, took = run(main())
+    assert n == len(events)
+    assert (took < 0.8) if short else (1.0 <= took < 3.0), took
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
