@@ -10,7 +10,7 @@ the field, like any other manifest problem: nothing is planned from a tree with 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 
 from reconciler.manifest.problems import Problem, show
@@ -22,12 +22,38 @@ _SPELLING = {"user_data": "userDataFile", "meta_data": "metaDataFile", "network_
 
 def resolve(desired: DesiredState) -> tuple[DesiredState, tuple[Problem, ...]]:
     """`desired` with every cloudInit file part read in, or the problems of the ones that cannot be."""
+    resolved, problems, _ = _resolve(desired, desired.instances.keys())
+    return resolved, problems
+
+
+class Resolver:
+    """`resolve` for a caller that asks again after small changes (the watch daemon): it remembers which
+    instances have file parts, so a pass looks at those and at the ones it is told changed, not at every
+    instance of the tree. Every file part is still read on every call: a changed file is a changed spec."""
+
+    def __init__(self) -> None:
+        self._with_files: set[str] = set()
+
+    def resolve(self, desired: DesiredState,
+                changed: Collection[str] | None) -> tuple[DesiredState, tuple[Problem, ...]]:
+        """As `resolve`; `changed`: the instances that may have been rebuilt since the last call (None:
+        unknown, so all are looked at)."""
+        names = desired.instances.keys() if changed is None else sorted(self._with_files.union(changed))
+        resolved, problems, self._with_files = _resolve(desired, names)
+        return resolved, problems
+
+
+def _resolve(desired: DesiredState,
+             names: Iterable[str]) -> tuple[DesiredState, tuple[Problem, ...], set[str]]:
     updated = {}
     failed: list[tuple[str, str, str]] = []  # (instance, field, message)
-    for name, spec in desired.instances.items():
-        ci = spec.cloud_init
-        if ci is None or not ci.files:
+    with_files: set[str] = set()
+    for name in names:
+        spec = desired.instances.get(name)
+        ci = spec.cloud_init if spec is not None else None
+        if spec is None or ci is None or not ci.files:
             continue
+        with_files.add(name)
         source = desired.sources.get(f"{Kind.INSTANCE.value}/{name}")
         base = os.path.dirname(os.path.abspath(source.path if source is not None else "."))
         texts = {}
@@ -39,12 +65,14 @@ def resolve(desired: DesiredState) -> tuple[DesiredState, tuple[Problem, ...]]:
                 texts[part] = text
         updated[name] = replace(spec, cloud_init=replace(ci, **texts))
     if failed:
-        return desired, _problems(failed, desired.sources)
+        return desired, _problems(failed, desired.sources), with_files
     if not updated:
-        return desired, ()
+        return desired, (), with_files
     instances = {**desired.instances, **updated}
-    hashes = {k: v for k, v in desired.spec_hashes.items() if k not in updated}  # of the unread specs
-    return replace(desired, instances=instances, spec_hashes=hashes), ()
+    hashes = dict(desired.spec_hashes)  # of the unread specs: those read in are hashed again
+    for name in updated:
+        hashes.pop(name, None)
+    return replace(desired, instances=instances, spec_hashes=hashes), (), with_files
 
 
 def read_inside(base: str, relative: str, what: str) -> tuple[str, str]:

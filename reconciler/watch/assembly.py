@@ -18,7 +18,7 @@ the result equals `manifest.assemble(files).desired` (a property test checks thi
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +40,10 @@ class _Built:
     ports: list[model.InstanceSpec] = field(default_factory=list)  # instances with fixed ports (VNC)
     refs: list[tuple[str, str]] = field(default_factory=list)  # ("node", name) / ("host-cpu", node name)
     broken: bool = False  # a document failed to build (a name or a single-object rule)
+    defaults: dict[str, Any] | None = None  # the Defaults spec it was built with
+    # name -> (labels, spec as written, instance, its hash): an edit rebuilds only the documents it changed
+    made: dict[str, tuple[tuple[tuple[str, str], ...], Any, model.InstanceSpec, str]] = field(
+        default_factory=dict)
 
 
 class _Claims:
@@ -85,10 +89,18 @@ class Assembly:
         self._bad_refs: set[tuple[str, str]] = set()  # references that break a rule now
         self._recheck: set[tuple[str, str]] | None = None  # references to look at again (None: all)
 
-    def update(self, files: Mapping[str, ParsedFile]) -> int:
-        """Make `files` (problem-free ParsedFiles by path) the effective set; returns files (re)built."""
-        removed = [p for p in self._files if p not in files]
-        changed = {p: f for p, f in files.items() if (b := self._files.get(p)) is None or b.source is not f}
+    def update(self, files: Mapping[str, ParsedFile], only: Collection[str] | None = None) -> int:
+        """Make `files` (problem-free ParsedFiles by path) the effective set; returns files (re)built.
+        `only`: the paths that may differ from the last update (the others are known to be the same),
+        so the cost is theirs, not the tree's."""
+        if only is None:
+            removed = [p for p in self._files if p not in files]
+            changed = {p: f for p, f in files.items()
+                       if (b := self._files.get(p)) is None or b.source is not f}
+        else:
+            removed = [p for p in only if p in self._files and p not in files]
+            changed = {p: f for p in only if (f := files.get(p)) is not None
+                       and ((b := self._files.get(p)) is None or b.source is not f)}
         for path in removed:
             self._defaults_docs.pop(path, None)
         for path, parsed in changed.items():
@@ -105,8 +117,9 @@ class Assembly:
             self._defaults = defaults
             changed = {**{p: b.source for p, b in self._files.items()}, **changed}
         for path, parsed in changed.items():
+            before = self._files.get(path)
             self._remove(path)
-            self._add(path, parsed)
+            self._add(path, parsed, before)
         self._touched.update(changed)
         if removed or any(self._files[p].nodes or p in self._defaults_docs for p in changed):
             self._structural = True
@@ -116,6 +129,10 @@ class Assembly:
         if changed or removed:
             self._dirty = True
         return len(changed)
+
+    def names_in(self, paths: Iterable[str]) -> set[str]:
+        """The instances that the effective versions of `paths` declare."""
+        return {name for p in paths if (b := self._files.get(p)) is not None for name in b.instances}
 
     def desired(self) -> model.DesiredState | None:
         """The DesiredState of the effective set, or None when a rule is broken (see module doc)."""
@@ -143,8 +160,8 @@ class Assembly:
         self._refs.subtract(built.refs)
         self._broken.discard(path)
 
-    def _add(self, path: str, parsed: ParsedFile) -> None:
-        built = _build_file(parsed, self._defaults)
+    def _add(self, path: str, parsed: ParsedFile, before: _Built | None = None) -> None:
+        built = _build_file(parsed, self._defaults, before)
         self._files[path] = built
         self._unique.add(built.unique, +1)
         if built.ports:
@@ -251,9 +268,12 @@ class Assembly:
                                   sources=sources, spec_hashes=hashes)
 
 
-def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
-    """Build one file's objects as `manifest.assemble` would, and list what they claim."""
-    built = _Built(parsed)
+def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None, before: _Built | None = None) -> _Built:
+    """Build one file's objects as `manifest.assemble` would, and list what they claim. `before`: the
+    file's last version, whose instances are taken as they are where labels, spec and Defaults are the
+    same (building and hashing 50 instances costs milliseconds; a one-line edit changes one)."""
+    built = _Built(parsed, defaults=defaults)
+    reuse = before.made if before is not None and before.defaults is defaults else {}
     base = build.clean_defaults(defaults or {})
     for doc in parsed.documents:
         if doc.kind and doc.name:
@@ -270,27 +290,49 @@ def _build_file(parsed: ParsedFile, defaults: dict[str, Any] | None) -> _Built:
             if node is not None:
                 built.nodes[node.name] = (node, doc)
         else:
-            spec = build.merged_spec(base, doc.body["spec"])
-            instance, issues = build.build_instance(doc.name, labels, spec)
+            instance, issues = _instance(doc, labels, base, reuse, built)
             if instance is not None:
-                built.instances[instance.name] = instance
-                built.hashes[instance.name] = model.spec_hash(instance)
-                built.unique.extend(_unique_claims(instance))
-                if instance.vnc is not None and instance.node is not None:
-                    built.ports.append(instance)
-                for d in instance.disks:  # a base must not be a disk some instance writes (rules)
-                    if d.base_image is not None:
-                        built.refs.append(("base", d.base_image))
-                    if not d.read_only:
-                        built.refs.append(("written", d.path))
-                if instance.node is not None:
-                    built.refs.append(("node", instance.node))
-                    # socket paths depend on the name's length only: one key per (node, length)
-                    built.refs.append(("sockets", f"{len(instance.name)}/{instance.node}"))
-                    if build.needs_kvm(instance):
-                        built.refs.append(("host-cpu", instance.node))
+                _claim(instance, built)
         built.broken = built.broken or bool(issues)
     return built
+
+
+def _instance(doc: ParsedDocument, labels: tuple[tuple[str, str], ...], base: dict[str, Any],
+              reuse: Mapping[str, tuple[tuple[tuple[str, str], ...], Any, model.InstanceSpec, str]],
+              built: _Built) -> tuple[model.InstanceSpec | None, list[build.Issue]]:
+    """One Instance document built (or its last build taken, when written the same), into `built`."""
+    written = doc.body["spec"]
+    last = reuse.get(doc.name)
+    issues: list[build.Issue] = []
+    if last is not None and last[0] == labels and last[1] == written:
+        instance, digest = last[2], last[3]
+    else:
+        made, issues = build.build_instance(doc.name, labels, build.merged_spec(base, written))
+        if made is None:
+            return None, issues
+        instance, digest = made, model.spec_hash(made)
+    built.made[doc.name] = (labels, written, instance, digest)
+    built.instances[instance.name] = instance
+    built.hashes[instance.name] = digest
+    return instance, issues
+
+
+def _claim(instance: model.InstanceSpec, built: _Built) -> None:
+    """What a built instance claims (unique keys, fixed ports) and refers to, into `built`."""
+    built.unique.extend(_unique_claims(instance))
+    if instance.vnc is not None and instance.node is not None:
+        built.ports.append(instance)
+    for d in instance.disks:  # a base must not be a disk some instance writes (rules)
+        if d.base_image is not None:
+            built.refs.append(("base", d.base_image))
+        if not d.read_only:
+            built.refs.append(("written", d.path))
+    if instance.node is not None:
+        built.refs.append(("node", instance.node))
+        # socket paths depend on the name's length only: one key per (node, length)
+        built.refs.append(("sockets", f"{len(instance.name)}/{instance.node}"))
+        if build.needs_kvm(instance):
+            built.refs.append(("host-cpu", instance.node))
 
 
 def _unique_claims(spec: model.InstanceSpec) -> list[tuple[str, str]]:

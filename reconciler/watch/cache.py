@@ -91,6 +91,9 @@ class Snapshot(Value):
         return bool(self.errors)
 
 
+_Outcome = tuple[DesiredState | None, dict[str, FileError], int, tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class ManifestCache:
     roots: Sequence[str]
@@ -101,25 +104,67 @@ class ManifestCache:
     _assembly: Assembly = field(default_factory=Assembly)
     _listing: Discovery | None = None  # the manifest files as of the last refresh
     _real_roots: dict[str, str] = field(default_factory=dict)
+    _listed: frozenset[str] = frozenset()  # `_listing`'s files
+    _fresh: dict[str, ParsedFile] = field(default_factory=dict)  # each listed file as last read
+    _racy: set[str] = field(default_factory=set)  # files whose stamp is too recent to trust
+    _settled: _Outcome | None = None  # the last refresh's outcome, when it assembled a tree
+    _seeds: seedfiles.Resolver = field(default_factory=seedfiles.Resolver)
 
     def refresh(self, changed: Collection[str] | None = None) -> Snapshot:
         """The desired state now. `changed`: the paths that file events named since the last refresh
         (None: unknown, so walk the tree and stat every file; the periodic resync always does)."""
+        last_listing = self._listing
         found, hinted = self._listing_for(changed)
         reparsed: list[str] = []
-        fresh: dict[str, ParsedFile] = {}
-        for path in found.files:
-            fresh[path] = self._current(path, reparsed, trusted=hinted is not None and path not in hinted)
-        for path in [p for p in self._entries if p not in fresh]:
-            del self._entries[path]
-        for problem in found.problems:  # broken symlinks, unreadable directories, missing roots
-            fresh[problem.path] = ParsedFile(problem.path, (), (problem,))
-        desired, errors, rebuilt, blocked = self._resolve(fresh)
+        if hinted is not None and found is last_listing and self._settled is not None:
+            outcome = self._refresh_some(hinted | self._racy, reparsed)  # the same files: those named
+        else:
+            outcome = self._refresh_all(found, hinted, reparsed)
+        desired, by_path, rebuilt, blocked = outcome
+        errors = by_path.values()
         now = self.clock()
         self._since = {e.path: self._since.get(e.path, now) for e in errors}
         stamped = tuple(FileError(e.path, e.problems, e.held, self._since[e.path])
                         for e in sorted(errors, key=lambda e: e.path))
         return Snapshot(desired, stamped, len(found.files), tuple(reparsed), rebuilt, blocked)
+
+    def _refresh_all(self, found: Discovery, hinted: frozenset[str] | None, reparsed: list[str]) -> _Outcome:
+        fresh: dict[str, ParsedFile] = {}
+        for path in found.files:
+            fresh[path] = self._current(path, reparsed, trusted=hinted is not None and path not in hinted)
+        for path in [p for p in self._entries if p not in fresh]:
+            del self._entries[path]
+            self._racy.discard(path)
+        for problem in found.problems:  # broken symlinks, unreadable directories, missing roots
+            fresh[problem.path] = ParsedFile(problem.path, (), (problem,))
+        self._fresh = fresh
+        return self._resolve(fresh)
+
+    def _refresh_some(self, paths: Collection[str], reparsed: list[str]) -> _Outcome:
+        """The refresh of an unchanged listing where only `paths` may have changed: the cost is theirs,
+        not the tree's. Files whose version stays are not looked at; a file read again but unchanged
+        (the same content) keeps its ParsedFile, so nothing downstream moves for it."""
+        settled = self._settled
+        assert settled is not None
+        moved: dict[str, ParsedFile] = {}
+        for path in paths:
+            before = self._fresh.get(path)
+            if before is None:
+                continue  # not listed (created and gone again, since): not a manifest now
+            now = self._current(path, reparsed)
+            if now is not before:
+                moved[path] = now
+        if not moved:
+            return settled[0], settled[1], 0, ()
+        self._fresh.update(moved)
+        if any(not self._fresh[path].problems for path in settled[1] if path in self._fresh):
+            return self._resolve(self._fresh)  # a file held back by the rest of the tree: try it again
+        candidate = dict(self._good)
+        errors = {path: e for path, e in settled[1].items() if path not in moved}
+        for path, parsed in moved.items():
+            self._take(path, parsed, candidate, errors)
+        rebuilt = self._assembly.update(candidate, only=moved.keys())
+        return self._settle(candidate, errors, rebuilt, moved.keys())
 
     # --- listing -------------------------------------------------------------------------------------
 
@@ -136,9 +181,11 @@ class ManifestCache:
             if keys is not None:
                 listing = self._updated(last, keys)
                 if listing is not None:
-                    self._listing = listing
+                    if listing is not last:
+                        self._listing, self._listed = listing, frozenset(listing.files)
                     return listing, frozenset(keys)
         self._listing = discover(self.roots)
+        self._listed = frozenset(self._listing.files)
         self._real_roots = {root: os.path.realpath(root) for root in self.roots}
         return self._listing, None
 
@@ -160,20 +207,24 @@ class ManifestCache:
         return keys
 
     def _updated(self, last: Discovery, keys: list[str]) -> Discovery | None:
-        files = set(last.files)
+        listed = self._listed
+        added, gone = set(), set()
         for key in keys:
             try:
                 st = os.lstat(key)
             except FileNotFoundError:
-                files.discard(key)
+                if key in listed:
+                    gone.add(key)
                 continue
             except OSError:
                 return None
             if not stat.S_ISREG(st.st_mode):
                 return None  # a symlink or a directory named like a manifest: the walk decides
-            files.add(key)
-        if files == set(last.files):
-            return last
+            if key not in listed:
+                added.add(key)
+        if not added and not gone:
+            return last  # an edit: the listing stands (no copy of 10,000 paths)
+        files = (listed - gone) | added
         order = {root: i for i, root in enumerate(self.roots)}
 
         def position(path: str) -> tuple[int, list[str]]:
@@ -200,6 +251,10 @@ class ManifestCache:
             return parsed
         digest = hashlib.blake2b(data, digest_size=16).digest()
         racy = stamp is None or read_at - stamp.mtime_ns / 1e9 < RACY_SECONDS
+        if racy:
+            self._racy.add(path)
+        else:
+            self._racy.discard(path)
         if entry is not None and entry.digest == digest:
             entry.stamp, entry.racy = stamp, racy
             return entry.parsed
@@ -210,35 +265,49 @@ class ManifestCache:
 
     # --- last good substitution ----------------------------------------------------------------------
 
-    def _resolve(
-        self, fresh: Mapping[str, ParsedFile]
-    ) -> tuple[DesiredState | None, list[FileError], int, tuple[str, ...]]:
+    def _take(self, path: str, parsed: ParsedFile, candidate: dict[str, ParsedFile],
+              errors: dict[str, FileError]) -> None:
+        """Put `path`'s version into `candidate`: the fresh one, or its last good one with an error."""
+        if not parsed.problems:
+            candidate[path] = parsed
+            return
+        last = self._good.get(path)
+        if last is not None:
+            candidate[path] = last
+        else:
+            candidate.pop(path, None)
+        errors[path] = FileError(path, _lines(parsed.problems), last is not None, 0.0)
+
+    def _resolve(self, fresh: Mapping[str, ParsedFile]) -> _Outcome:
         candidate: dict[str, ParsedFile] = {}
         errors: dict[str, FileError] = {}
         for path, parsed in fresh.items():
-            if not parsed.problems:
-                candidate[path] = parsed
-                continue
-            last = self._good.get(path)
-            if last is not None:
-                candidate[path] = last
-            errors[path] = FileError(path, _lines(parsed.problems), last is not None, 0.0)
-        rebuilt = 0
+            self._take(path, parsed, candidate, errors)
+        return self._settle(candidate, errors, self._assembly.update(candidate), None)
+
+    def _settle(self, candidate: dict[str, ParsedFile], errors: dict[str, FileError], rebuilt: int,
+                moved: Collection[str] | None) -> _Outcome:
+        """Assemble `candidate` (already given to the assembly); while a rule is broken, hold back the
+        files to blame. `moved`: the files that changed since the last settled tree (None: unknown)."""
+        self._settled = None
         for _ in range(len(candidate) + len(self._good) + 2):
-            rebuilt += self._assembly.update(candidate)
             desired = self._assembly.desired()
             if desired is not None:
-                desired, unreadable = seedfiles.resolve(desired)  # cloudInit files (issue 14)
+                desired, unreadable = self._seeds.resolve(desired, self._assembly.names_in(moved)
+                                                          if moved is not None and rebuilt <= len(moved)
+                                                          else None)
                 if unreadable:
-                    return None, list(errors.values()), rebuilt, _lines(unreadable)
+                    return None, errors, rebuilt, _lines(unreadable)
                 self._good = candidate
-                return desired, list(errors.values()), rebuilt, ()
+                outcome: _Outcome = (desired, errors, rebuilt, ())
+                self._settled = outcome
+                return outcome
             problems = assemble(list(candidate.values())).problems  # the slow path: exact problems
             changed = {p for p in candidate.keys() | self._good.keys()
                        if candidate.get(p) is not self._good.get(p)}
             blamed = {p.path for p in problems} & changed
             if not blamed and not changed:
-                return None, list(errors.values()), rebuilt, _lines(problems)
+                return None, errors, rebuilt, _lines(problems)
             for path in blamed or changed:
                 own = tuple(p for p in problems if p.path == path)
                 if own:
@@ -253,7 +322,9 @@ class ManifestCache:
                 else:
                     candidate.pop(path, None)
                 errors[path] = FileError(path, lines, last is not None, 0.0)
-        return None, list(errors.values()), rebuilt, ("the manifests did not settle",)
+            rebuilt += self._assembly.update(candidate)
+            moved = None
+        return None, errors, rebuilt, ("the manifests did not settle",)
 
 
 def _stamp(path: str) -> Stamp | None:

@@ -145,3 +145,62 @@ def _apply(op: str, name: str, d: Path) -> list[Path]:
     (d / f"{name}.txt").parent.mkdir(parents=True, exist_ok=True)
     (d / f"{name}.txt").write_text("not a manifest")
     return [d / f"{name}.txt"]
+
+
+def test_an_edit_rebuilds_only_the_documents_it_changed(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    many = root / "many.yaml"
+    many.write_text("---\n".join(inst(n) for n in ("x", "y", "z")))
+    c = ManifestCache([str(root)])
+    before = c.refresh().desired
+    assert before is not None
+    many.write_text("---\n".join(inst(n, 128 if n == "y" else 64) for n in ("x", "y", "z")))
+    snap = c.refresh({str(many.resolve())})
+    after = snap.desired
+    assert after is not None and snap.reparsed == (str(many),) and snap.rebuilt == 1
+    assert after.instances["x"] is before.instances["x"] and after.instances["z"] is before.instances["z"]
+    assert after.instances["y"].memory_mib == 128 and after.spec_hashes["y"] != before.spec_hashes["y"]
+    assert after.spec_hashes["x"] == before.spec_hashes["x"]
+    assert after == ManifestCache([str(root)]).refresh().desired
+    defaults = root / "defaults.yaml"  # every instance depends on the Defaults: all are built again
+    defaults.write_text("apiVersion: reconciler/v1\nkind: Defaults\nmetadata: {name: d}\nspec: {vcpus: 2}\n")
+    again = c.refresh({str(defaults.resolve())}).desired
+    assert again is not None and again.instances["x"] is not after.instances["x"]
+    assert {s.vcpus for s in again.instances.values()} == {2}
+    assert again == ManifestCache([str(root)]).refresh().desired
+
+
+def test_seed_files_stay_read_in_when_another_file_changes(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "ud").write_text("#cloud-config\n")
+    seeded = inst("s").replace("memory: 64M}", "memory: 64M, cloudInit: {userDataFile: ud}}")
+    (root / "s.yaml").write_text(seeded)
+    c = ManifestCache([str(root)])
+    first = c.refresh().desired
+    assert first is not None and first.instances["s"].cloud_init is not None
+    assert first.instances["s"].cloud_init.user_data == "#cloud-config\n"
+    (root / "a.yaml").write_text(inst("a", 128))
+    after = c.refresh({str((root / "a.yaml").resolve())}).desired
+    assert after is not None and after.instances["a"].memory_mib == 128
+    assert after.instances["s"] == first.instances["s"]
+    (root / "ud").write_text("#cloud-config\nhostname: s\n")  # not a manifest: the refresh walks
+    edited = c.refresh({str((root / "ud").resolve())}).desired
+    assert edited is not None and edited.instances["s"].cloud_init is not None
+    assert edited.instances["s"].cloud_init.user_data == "#cloud-config\nhostname: s\n"
+
+
+def test_a_broken_file_stays_reported_while_others_are_edited(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    c = ManifestCache([str(root)])
+    c.refresh()
+    (root / "a.yaml").write_text("kind: [unclosed\n")
+    broken = c.refresh({str((root / "a.yaml").resolve())})
+    assert [e.path for e in broken.errors] == [str(root / "a.yaml")] and broken.errors[0].held
+    (root / "sub" / "b.yaml").write_text(inst("b", 96))
+    later = c.refresh({str((root / "sub" / "b.yaml").resolve())})
+    assert later.errors == broken.errors and later.desired is not None
+    assert later.desired.instances["b"].memory_mib == 96 and later.desired.instances["a"].memory_mib == 64
+    assert c.refresh(frozenset()).errors == broken.errors  # nothing named: nothing moves
+    (root / "a.yaml").write_text(inst("a", 32))
+    fixed = c.refresh({str((root / "a.yaml").resolve())})
+    assert fixed.errors == () and fixed.desired is not None and fixed.desired.instances["a"].memory_mib == 32
