@@ -6,7 +6,9 @@
   to `apply` returning, for a Halted instance stopped through ACPI.
 - migration: the migrate action's wall time (as apply reports it) over a bare script on the same guest
   that launches the destination with -incoming, runs QMP migrate and waits for completion, with the
-  same capabilities and parameters as the action (no bandwidth cap) and waiting on the MIGRATION event.
+  same capabilities and parameters as the action (no bandwidth cap) and waiting on the MIGRATION event;
+  and, when libvirt is installed, `virsh migrate --live` of the same guest to a second libvirtd
+  (bench/libvirt_peer.py).
 - 20 instances from nothing with --parallel 4 vs 20 bare `-daemonize` launches in sequence, each until
   QMP answers.
 
@@ -32,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import libvirt_peer
 from bench_cli import cli_env
 from executor.kit import World, make_world
 
@@ -207,6 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--fleet", type=int, default=20)
+    parser.add_argument("--no-libvirt", action="store_true", help="skip the libvirt migration baseline")
     parser.add_argument("--only", default="start,stop,migration,fleet",
                         help="comma-separated sections to run (default: all)")
     args = parser.parse_args()
@@ -222,8 +226,13 @@ def main() -> None:
 
     def migrate(w: World) -> str:
         ours, bare = bench_migrate(w, runs)
-        return (f"migrate action {ours * 1000:.0f} ms vs bare {bare * 1000:.0f} ms: "
+        line = (f"migrate action {ours * 1000:.0f} ms vs bare {bare * 1000:.0f} ms: "
                 f"ratio {ours / bare:.2f} (goal <= 1.2)")
+        if not args.no_libvirt and libvirt_peer.available():
+            times = libvirt_peer.migrations(str(GUEST / "vmlinuz"), str(GUEST / "initrd.img"), runs)
+            virt = statistics.median(times)
+            line += f" | virsh migrate --live {virt * 1000:.0f} ms (ours / libvirt {ours / virt:.2f})"
+        return line
 
     def fleet(w: World) -> str:
         ours, bare = bench_fleet(w, args.fleet)

@@ -20,7 +20,7 @@ the same kernel and initrd (TCG, 128 MiB, one vCPU, user-mode virtio NIC, serial
 defined, timed (`virsh start`, `virsh destroy`) and undefined again. On a host where /dev/kvm is root's
 only, libvirt re-probes QEMU's capabilities before every start (about 5 s) unless qemu.conf runs QEMU as
 root; the figure is then not libvirt's. `virsh migrate --live` needs a second libvirtd (libvirt refuses a
-migration to its own host) and is not measured here.
+migration to its own host): bench_apply.py's migration part measures it (bench/libvirt_peer.py).
 
 Every QEMU started here is killed at the end (pinned by a pidfd and verified by its argv).
 Usage: python3 bench/bench_cli.py [--runs N] [--fleet 20] [--only start,stop,plan,status]
