@@ -156,6 +156,8 @@ class Assembly:
         self._ports.pop(path, None)
         if built.ports or built.nodes:
             self._ports_ok = None
+        if built.nodes:  # its Nodes (and their sources) go with it: the last build cannot be patched
+            self._structural = True
         self._refs_moved(built)
         self._refs.subtract(built.refs)
         self._broken.discard(path)
