@@ -44,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import libvirt_peer
 from executor.kit import World, kill_verified, make_world
 
 from reconciler import argv, launch, model, procs, qmp
@@ -121,21 +122,11 @@ DOMAIN = "reconciler-bench"
 
 
 def libvirt_available() -> bool:
-    if shutil.which("virsh") is None:
-        return False
-    done = subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True, text=True,
-                          timeout=30, check=False)
-    return done.returncode == 0
+    return shutil.which("virsh") is not None and libvirt_peer.reachable()
 
 
 def _virsh(*args: str, check: bool = True) -> float:
-    t0 = time.perf_counter()
-    done = subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
-    elapsed = time.perf_counter() - t0
-    if check and done.returncode != 0:
-        raise SystemExit(f"virsh {' '.join(args)} failed: {done.stderr.strip()}")
-    return elapsed
+    return libvirt_peer.virsh(libvirt_peer.LOCAL, *args, check=check)
 
 
 def _domain_xml(tmp: Path) -> str:

@@ -34,8 +34,12 @@ BOUND = ("/run/libvirt", "/var/lib/libvirt", "/etc/libvirt", "/var/cache/libvirt
 
 
 def available() -> bool:
-    if shutil.which("virsh") is None or shutil.which("unshare") is None or shutil.which("libvirtd") is None:
-        return False
+    """virsh, unshare and libvirtd are here, and the system libvirtd answers."""
+    return all(shutil.which(tool) for tool in ("virsh", "unshare", "libvirtd")) and reachable()
+
+
+def reachable() -> bool:
+    """The system libvirtd (qemu:///system) answers virsh."""
     done = subprocess.run(["virsh", "-c", LOCAL, "version"], capture_output=True, timeout=30, check=False)
     return done.returncode == 0
 

@@ -12,41 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Guest
-from executor.kit import World, kill_verified, make_world, record_of
+from executor.kit import World, kill_verified, record_of
 
 from reconciler import qmp
 
 from .daemon_kit import Daemon, Event, metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
-    with make_world(tmp_path, str(guest.kernel), str(guest.initrd)) as w:
-        yield w
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.terminate()
-            try:
-                d.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait(10)
-        d.close()
 
 
 def bare(world: World, name: str, **spec: object) -> None:

@@ -4,41 +4,17 @@ the example alert rules name only metrics and labels this page has."""
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Guest, SerialLog
-from executor.kit import BOOT_TIMEOUT, World, kill_verified, make_world, record_of
+from conftest import SerialLog
+from executor.kit import BOOT_TIMEOUT, World, kill_verified, record_of
 
 from .daemon_kit import Daemon, metric
 from .promkit import PROMETHEUS_OWN, rules, samples, selectors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
-    with make_world(tmp_path, str(guest.kernel), str(guest.initrd)) as w:
-        yield w
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.terminate()
-            try:
-                d.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait(10)
-        d.close()
 
 
 def page(d: Daemon) -> str:

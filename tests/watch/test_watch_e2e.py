@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Guest, SerialLog
-from executor.kit import BOOT_TIMEOUT, World, kill_verified, make_world, record_of
+from conftest import SerialLog
+from executor.kit import BOOT_TIMEOUT, World, kill_verified, record_of
 
 from reconciler import qmp
 from reconciler.actual import RunState
@@ -24,28 +23,6 @@ from reconciler.actual import RunState
 from .daemon_kit import Daemon, events_named, metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def world(tmp_path: Path, guest: Guest) -> Iterator[World]:
-    with make_world(tmp_path, str(guest.kernel), str(guest.initrd)) as w:
-        yield w
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons started by a test; stopped (SIGTERM, then SIGKILL) before the world is reaped."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.proc.terminate()
-            try:
-                d.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait(10)
-        d.close()
 
 
 def start(daemons: list[Daemon], world: World, *extra: str) -> Daemon:
