@@ -12,9 +12,11 @@ The keeper relays bytes; the run's heartbeat travels to its agent as before, so 
 answering fails the run's calls within HEARTBEAT_DEADLINE. The keeper pings its spare itself (it would
 otherwise end after SILENCE), and once more before handing it out: a spare that does not answer within
 the target's connectTimeout means the host is unreachable, which the run reports as it would a
-connection attempt that timed out (and the keeper ends). When the connection is lost, every relayed
-channel is closed (the runs' calls fail: nothing is guessed) and the keeper ends. It also ends after
-`persist` seconds with no run, on `{"op": "exit"}` (`reconciler disconnect`) and on SIGTERM.
+connection attempt that timed out (and the keeper ends); so does a channel that does not open within it
+(a run that finds the spare still starting gives it connectTimeout, then starts an agent of its own).
+When the connection is lost, every relayed channel is closed (the runs' calls fail: nothing is guessed)
+and the keeper ends. It also ends after `persist` seconds with no run, on `{"op": "exit"}` (`reconciler
+disconnect`) and on SIGTERM.
 
 The socket is in a 0700 directory of ours, and every client's uid (SO_PEERCRED) must be ours.
 Requests, one JSON line each: `{"op": "agent"}` (answered by the agent's hello line, then relayed),
@@ -172,11 +174,21 @@ class Keeper:
         task, self._spare = self._spare, None
         if task is not None and task.done() and (task.cancelled() or task.exception() is not None):
             task = None  # a background start that failed (a host too loaded to start it in time)
+        if task is not None and not task.done():
+            # A background start waits for its hello up to SPARE_HELLO_TIMEOUT, on a link that may have
+            # gone quiet since its channel opened: after connectTimeout, this run starts one with a
+            # run's deadlines, whose channel's opening says whether the host still answers.
+            done, _ = await asyncio.wait([task], timeout=self.target.connect_timeout)
+            if not done:
+                self._spare, task = task, None
         if task is None:
             task = asyncio.create_task(self._start_agent(ssh.HELLO_TIMEOUT))
         done, _ = await asyncio.wait([task], timeout=self.target.connect_timeout + ssh.HELLO_TIMEOUT)
-        if not done:  # still starting: it stays the spare; this run is told as a direct one would be
-            self._spare = task
+        if not done:  # still starting: this run is told as a direct one would be
+            if self._spare is None:
+                self._spare = task  # it stays the spare
+            else:
+                task.cancel()
             command = ssh._agent_command(self.target.agent_command)
             self.agent_error = f"`{command}` said nothing within {ssh.HELLO_TIMEOUT:g}s"
             return None
@@ -185,7 +197,11 @@ class Keeper:
         except RemoteAgentError as err:  # the connection is fine; the agent is not (missing, too slow)
             self.agent_error = err.detail
             return None
-        except (RemoteHostError, OSError, asyncssh.Error, TimeoutError) as err:
+        except TimeoutError:  # the channel's opening went unanswered: as a connection attempt's timeout
+            self.quiet = f"no answer within {self.target.connect_timeout:g}s"
+            self.stop(f"opening a channel: {self.quiet}")
+            return None
+        except (RemoteHostError, OSError, asyncssh.Error) as err:
             self.stop(f"cannot start an agent: {err or 'no answer'}")
             return None
         if agent.ended.is_set():

@@ -8,6 +8,7 @@ client of another uid is refused.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -220,3 +221,26 @@ def test_a_link_down_under_a_keeper_is_unreachable_as_without_one(made: Fleet) -
     assert err == [expected], done.stderr
     assert wait_gone(pid, 10)  # a keeper whose connection went quiet ends
     assert made.cli("plan", "--detailed-exitcode").returncode == 0  # and the next run connects anew
+
+
+def test_a_link_down_while_the_spare_starts_is_unreachable(made: Fleet) -> None:
+    """The spare's start (after the last run) has its channel open but no hello yet when the link goes
+    down: the next run is told the host is unreachable, not that the agent is slow."""
+    slow = " ".join(shlex.quote(w) for w in made.agent)
+    made.agent = ["sh", "-c", f"sleep 2; exec {slow}"]  # each agent's hello comes 2 s late
+    made.write_nodes()
+    assert made.cli("plan").returncode == 0  # connects itself, spawns the keeper
+    pid = keeper_pid(made, "node-h2")
+    assert pid is not None
+    assert made.cli("plan").returncode == 0  # through the keeper; at its end the next spare starts
+    h2 = made.nodes["node-h2"]
+    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
+    try:
+        done = made.cli("plan")
+    finally:
+        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
+    assert err == [expected], done.stderr
+    assert wait_gone(pid, 10)
