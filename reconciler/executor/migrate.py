@@ -10,7 +10,9 @@
    `migrate-start-postcopy` if the spec allows it, else `migrate_cancel`.
 4. Failure or cancel: kill the target (verified pidfd) and remove its files, `cont` the source if we
    paused it. The same when the action itself is cancelled mid-migration (Ctrl-C, daemon shutdown),
-   unless QEMU completed the migration first: then the move is completed as in a success.
+   unless QEMU completed the migration first: then the move is completed as in a success. Once QEMU
+   says how the migration ended, a cancellation waits until that is done (executor.finish): cut short,
+   both QEMUs would be left.
    Success: `cont` the target if paused (or once loaded, if still `inmigrate`), write B's record, `quit`
    the source, remove A's files.
 
@@ -33,6 +35,7 @@ from reconciler import devplug, hotplug
 from reconciler.argv import IncomingSpec
 from reconciler.errors import QmpError, QmpTimeout, ReconcilerError, RecordError
 from reconciler.executor.context import Context
+from reconciler.executor.finish import finish
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.executor.start import (
@@ -193,13 +196,12 @@ async def _migrate(ctx: Context, action: Action, source: Node, target: Node) -> 
                     with contextlib.suppress(ActionFailed, ReconcilerError):  # else the intents recover it
                         await _complete(ctx, handle, src, source, target, name, started, spec, live)
                 raise
+            # From here on, a cancellation waits until one copy is left (module doc, 4).
             if watched.end is not End.COMPLETED:
-                await kill_started(ctx, target, name, started)
-                resumed = await _resume(ctx, src) if paused else ""
-                await source.remove_intent(name)
+                resumed = await finish(_abandon(ctx, src, source, target, name, started, paused))
                 raise ActionFailed(f"migration {watched.end.value}: {watched.detail}; the instance stays on "
                                    f"{source.name}{resumed}")
-            await _complete(ctx, handle, src, source, target, name, started, spec, live)
+            await finish(_complete(ctx, handle, src, source, target, name, started, spec, live))
         finally:
             await close_quietly(src)
     return f"migrated {source.name} -> {target.name} in {time.monotonic() - t0:.2f}s{_facts(watched.info)}"
@@ -249,6 +251,16 @@ async def _complete(ctx: Context, handle: Process, src: QmpSession, source: Node
     await target.remove_intent(name)
     await escalate(handle, src, graceful=None, d=ctx.deadlines)
     await source.remove_instance(name)
+
+
+async def _abandon(ctx: Context, src: QmpSession, source: Node, target: Node, name: str, started: Started,
+                   paused: bool) -> str:
+    """The migration failed or was cancelled: the target goes, the source runs on (resumed if we paused
+    it). Returns what the user is told about the source."""
+    await kill_started(ctx, target, name, started)
+    resumed = await _resume(ctx, src) if paused else ""
+    await source.remove_intent(name)
+    return resumed
 
 
 async def _carry_nvram(source: Node, target: Node, name: str, spec: InstanceSpec) -> None:

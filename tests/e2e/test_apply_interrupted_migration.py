@@ -3,7 +3,8 @@
 An apply SIGKILLed mid-migration leaves QEMU migrating on its own. The next apply plans to stop the
 incoming target as a duplicate; by the time that stop runs the migration may have completed, and then the
 target holds the guest. Both orders are driven here deterministically, calling the executor's duplicate
-stop as the next apply would, with a plan made before the migration's end.
+stop as the next apply would, with a plan made before the migration's end. And an apply cancelled
+(Ctrl-C) once QEMU completed the migration completes the move before it stops.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from pathlib import Path
 
 import pytest
 from conftest import Guest, SerialLog
-from executor.kit import BOOT_TIMEOUT, Lines, World, make_world
+from executor.kit import BOOT_TIMEOUT, Lines, World, make_world, record_of
 
 from reconciler import manifest, qmp
 from reconciler.executor.context import Context
 from reconciler.executor.duplicate import stop_duplicate
+from reconciler.executor.migrate import migrate
 from reconciler.executor.progress import RecordingProgress
-from reconciler.node import local_nodes
+from reconciler.model import NodeSpec
+from reconciler.node import LocalNode, local_nodes
+from reconciler.planner.actions import Action, ActionKind, Reason
+from reconciler.records import AppliedRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -118,3 +123,48 @@ def test_completed_offline_migration_found_by_the_next_apply_resumes_the_target(
     assert _tick(SerialLog(world.serial_log("node-b", "web1")).wait_for(TICK, 10)) > 1
     assert world.cli("plan").out.rstrip().endswith("No changes. The nodes match the manifests.")
     assert world.qemu_pids("web1") == [pid]
+
+
+class _SlowRecord(LocalNode):
+    """A real local node whose record writes wait a while first: the window a Ctrl-C lands in after QEMU
+    completed a migration, while the move is being completed."""
+
+    def __init__(self, spec: NodeSpec, reached: asyncio.Event) -> None:
+        super().__init__(spec)
+        self.reached = reached
+
+    async def write_record(self, record: AppliedRecord) -> None:
+        self.reached.set()
+        await asyncio.sleep(0.3)
+        await super().write_record(record)
+
+
+def test_cancelled_while_completing_a_migration_the_move_completes(world: World) -> None:
+    """Ctrl-C after QEMU completed the migration: the target is recorded and the source's shell goes
+    before the cancellation goes on (cut short, both QEMUs of the instance were left)."""
+    world.instance("web1", "node-a")
+    assert world.apply().code == 0
+    SerialLog(world.serial_log("node-a", "web1")).wait_for(TICK, BOOT_TIMEOUT)
+    world.instance("web1", "node-b")
+    desired = manifest.load([str(world.manifests)]).desired
+    assert desired is not None
+
+    async def main() -> None:
+        reached = asyncio.Event()
+        nodes = local_nodes([desired.nodes["node-a"]])
+        nodes["node-b"] = _SlowRecord(desired.nodes["node-b"], reached)
+        ctx = Context(nodes=nodes, specs=desired.instances, progress=RecordingProgress())
+        action = Action("web1", ActionKind.MIGRATE, Reason.NODE_CHANGED, "node-b", source_node="node-a")
+        task = asyncio.ensure_future(migrate(ctx, action))
+        await asyncio.wait_for(reached.wait(), 60)  # QEMU has completed it; the target is being recorded
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    [pid] = world.qemu_pids("web1")
+    assert asyncio.run(_status(world.paths("node-b", "web1").qmp)) == "running"
+    rec = record_of(world, "node-b", "web1")
+    assert rec is not None and rec.pid == pid
+    assert _tick(SerialLog(world.serial_log("node-b", "web1")).wait_for(TICK, 10)) > 1  # the moved guest
+    assert world.cli("plan").out.rstrip().endswith("No changes. The nodes match the manifests.")
