@@ -11,9 +11,10 @@ run arrives with no spare ready.
 The keeper relays bytes; the run's heartbeat travels to its agent as before, so a link that stops
 answering fails the run's calls within HEARTBEAT_DEADLINE. The keeper pings its spare itself (it would
 otherwise end after SILENCE), and once more before handing it out: a spare that does not answer within
-the target's connectTimeout means the host is unreachable, which the run reports as it would a
-connection attempt that timed out (and the keeper ends); so does a channel that does not open within it
-(a run that finds the spare still starting gives it connectTimeout, then starts an agent of its own).
+the target's connectTimeout means the connection went quiet: the keeper ends, and the run connects
+directly, whose own attempt says whether the host answers (after an outage, this connection may still be
+backing off while a fresh one gets through). So does a channel that does not open within it (a run that
+finds the spare still starting gives it connectTimeout, then starts an agent of its own).
 When the connection is lost, every relayed channel is closed (the runs' calls fail: nothing is guessed)
 and the keeper ends. It also ends after `persist` seconds with no run, on `{"op": "exit"}` (`reconciler
 disconnect`) and on SIGTERM.
@@ -141,7 +142,6 @@ class Keeper:
         self._stop = asyncio.Event()
         self.why = ""
         self.agent_error: str | None = None  # the last run's agent could not be started
-        self.quiet: str | None = None  # the connection went quiet: the host is unreachable, say so
         self.runs = 0
         self.since = time.time()
 
@@ -170,7 +170,7 @@ class Keeper:
             self._spare = asyncio.create_task(self._start_agent())
 
     async def _take(self) -> Agent | None:
-        """The spare (or one started now), checked with a ping. None: see `agent_error`, `quiet`, `why`."""
+        """The spare (or one started now), checked with a ping. None: see `agent_error`, `why`."""
         task, self._spare = self._spare, None
         if task is not None and task.done() and (task.cancelled() or task.exception() is not None):
             task = None  # a background start that failed (a host too loaded to start it in time)
@@ -197,9 +197,8 @@ class Keeper:
         except RemoteAgentError as err:  # the connection is fine; the agent is not (missing, too slow)
             self.agent_error = err.detail
             return None
-        except TimeoutError:  # the channel's opening went unanswered: as a connection attempt's timeout
-            self.quiet = f"no answer within {self.target.connect_timeout:g}s"
-            self.stop(f"opening a channel: {self.quiet}")
+        except TimeoutError:  # the channel's opening went unanswered: the connection went quiet
+            self.stop(f"opening a channel: no answer within {self.target.connect_timeout:g}s")
             return None
         except (RemoteHostError, OSError, asyncssh.Error) as err:
             self.stop(f"cannot start an agent: {err or 'no answer'}")
@@ -208,8 +207,7 @@ class Keeper:
             self.stop("the spare agent ended")
             return None
         if not await agent.ping(self.target.connect_timeout):
-            self.quiet = f"no answer within {self.target.connect_timeout:g}s"
-            self.stop(f"the spare agent did not answer a ping: {self.quiet}")
+            self.stop(f"the spare agent did not answer a ping within {self.target.connect_timeout:g}s")
             return None
         return agent
 
@@ -253,9 +251,7 @@ class Keeper:
             if self.agent_error is not None:  # as the run's own start of the agent would have said
                 writer.write(_answer(error=self.agent_error, agent=self.agent_error))
                 self._refill()
-            elif self.quiet is not None:  # as a connection attempt that timed out: not to be tried again
-                writer.write(_answer(error=self.why, unreachable=self.quiet))
-            else:
+            else:  # ending (its connection quiet, lost, ...): the run connects directly, which decides
                 writer.write(_answer(error=f"the link keeper is ending: {self.why}"))
             return
         self.runs += 1

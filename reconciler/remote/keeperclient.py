@@ -10,9 +10,11 @@ A keeper is keyed by a digest of its whole target (host, port, user, key and kno
 contents*, agent command, persistence, our version): a changed key or known_hosts means another keeper,
 so a keeper never lets a run skip a check the run would make itself. Its socket lives in a 0700 directory
 of ours and both ends check the other's uid (SO_PEERCRED). Anything amiss with a keeper (none, dead,
-going away) makes the run connect directly, as it would without one: a keeper is only a faster way to
-the same result. One answer is final: a keeper whose spare agent does not answer a ping within
-connectTimeout says the host is unreachable, as a connection attempt would.
+going away, its connection quiet) makes the run connect directly, as it would without one: a keeper is
+only a faster way to the same result. A keeper whose connection went quiet (its spare does not answer a
+ping, or a channel does not open, within connectTimeout) does not say the host is unreachable: after an
+outage its TCP connection may still be backing off its retransmissions while a fresh one gets through, so
+the run's own connection attempt decides. One answer is final: the keeper could not start our agent.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reconciler import __version__
-from reconciler.errors import HostUnreachable, RemoteAgentError
+from reconciler.errors import RemoteAgentError
 from reconciler.remote import protocol as p
 from reconciler.remote.link import HostLink, SshTarget, check_hello
 from reconciler.values import Value
@@ -231,10 +233,7 @@ async def open_kept(target: SshTarget) -> HostLink | None:
     if isinstance(obj, dict) and isinstance(obj.get("agent"), str):
         writer.close()  # the keeper could not start our agent: as our own start would have failed
         raise RemoteAgentError(target.node, target.where, obj["agent"])
-    if isinstance(obj, dict) and isinstance(obj.get("unreachable"), str):
-        writer.close()  # the keeper's connection went quiet: as a connection attempt that timed out
-        raise HostUnreachable(target.node, target.where, f"unreachable: {obj['unreachable']}")
-    if not isinstance(obj, dict) or "hello" not in obj:  # the keeper is going away, or said no
+    if not isinstance(obj, dict) or "hello" not in obj:  # going away, its connection quiet, or said no
         writer.close()
         return None
     try:

@@ -48,8 +48,9 @@ class Target:
 
 
 def ctx() -> Context:
+    # launch: how long a target still loading is waited for (the default, 30 s, only makes this slow)
     return Context(nodes={}, specs={}, progress=RecordingProgress(), owner=(1, 0.0),
-                   deadlines=Deadlines(qmp=0.5))
+                   deadlines=Deadlines(qmp=0.5, launch=1.0))
 
 
 def test_a_target_still_loading_runs_once_loaded() -> None:
