@@ -129,34 +129,14 @@ def _virsh(*args: str, check: bool = True) -> float:
     return libvirt_peer.virsh(libvirt_peer.LOCAL, *args, check=check)
 
 
-def _domain_xml(tmp: Path) -> str:
-    return f"""<domain type='qemu'>
-  <name>{DOMAIN}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{GUEST / 'vmlinuz'}</kernel>
-    <initrd>{GUEST / 'initrd.img'}</initrd>
-    <cmdline>root=/dev/ram0 ro console=ttyS0,115200 quiet panic=-1</cmdline>
-  </os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <serial type='unix'><source mode='bind' path='{tmp / 'serial.sock'}'/></serial>
-    <interface type='user'><mac address='52:54:00:00:0c:01'/><model type='virtio'/></interface>
-    <video><model type='none'/></video>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-"""
-
-
 class Libvirt:
     """The bench domain, defined for the run and undefined at the end."""
 
     def __init__(self, tmp: Path) -> None:
         xml = tmp / "domain.xml"
-        xml.write_text(_domain_xml(tmp))
+        xml.write_text(libvirt_peer.domain_xml(str(GUEST / "vmlinuz"), str(GUEST / "initrd.img"),
+                                               tmp / "serial.sock", name=DOMAIN, serial_mode="bind",
+                                               mac="52:54:00:00:0c:01"))
         _virsh("destroy", DOMAIN, check=False)
         _virsh("undefine", DOMAIN, check=False)
         _virsh("define", str(xml))

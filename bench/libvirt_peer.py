@@ -111,9 +111,12 @@ def _stop(proc: subprocess.Popen[bytes], virtlogd_pid: Path) -> None:
         os.kill(int(virtlogd_pid.read_text().strip()), signal.SIGTERM)  # the peer's own, by its pidfile
 
 
-def domain_xml(kernel: str, initrd: str, serial: Path) -> str:
+def domain_xml(kernel: str, initrd: str, serial: Path, *, name: str = DOMAIN, serial_mode: str = "connect",
+               mac: str = "52:54:00:00:0c:03") -> str:
+    """The bench guest as a libvirt domain: the test guest's kernel and initrd, 128 MiB, one vCPU, its
+    console on a unix socket (`connect`: to a listener of ours; `bind`: QEMU listens)."""
     return f"""<domain type='qemu'>
-  <name>{DOMAIN}</name>
+  <name>{name}</name>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os>
@@ -124,8 +127,8 @@ def domain_xml(kernel: str, initrd: str, serial: Path) -> str:
   </os>
   <on_poweroff>destroy</on_poweroff>
   <devices>
-    <serial type='unix'><source mode='connect' path='{serial}'/></serial>
-    <interface type='user'><mac address='52:54:00:00:0c:03'/><model type='virtio'/></interface>
+    <serial type='unix'><source mode='{serial_mode}' path='{serial}'/></serial>
+    <interface type='user'><mac address='{mac}'/><model type='virtio'/></interface>
     <video><model type='none'/></video>
     <memballoon model='none'/>
   </devices>

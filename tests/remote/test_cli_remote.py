@@ -226,15 +226,20 @@ def test_a_host_key_that_does_not_match_is_refused_as_a_possible_attack(
 def test_a_host_whose_link_is_down_before_plan_is_unreachable(fleet: Fleet) -> None:
     fleet.persist = "0s"  # a fresh connection's deadline (a keeper's handoff ping adds 2s before it)
     fleet.write_nodes()
-    h2 = fleet.nodes["node-h2"]
-    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
+    plan_unreachable(fleet, "node-h2")
+
+
+def plan_unreachable(fleet: Fleet, node: str) -> None:
+    """`plan` with `node`'s link down fails with one error: the node does not answer within its 3 s."""
+    host = fleet.nodes[node]
+    subprocess.run(["ip", "link", "set", host.veth, "down"], check=True)
     try:
         done = fleet.cli("plan")
     finally:
-        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
+        subprocess.run(["ip", "link", "set", host.veth, "up"], check=True)
     assert done.returncode == 1, done.stdout + done.stderr
     err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
-    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
+    expected = f"error: node {node}: unreachable: root@{host.address}:22: no answer within 3s"
     assert err == [expected], done.stderr
 
 

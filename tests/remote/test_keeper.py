@@ -22,7 +22,7 @@ from reconciler.remote import keeperclient
 from reconciler.remote.link import SshTarget
 from tests.remote import netns_rig
 from tests.remote.conftest import link_dir
-from tests.remote.test_cli_remote import CLI_TIMEOUT, REPO, Fleet, _read_until
+from tests.remote.test_cli_remote import CLI_TIMEOUT, REPO, Fleet, _read_until, plan_unreachable
 from tests.remote.test_cli_remote import fleet as _fleet  # noqa: F401  (the fixture, by this name here)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.remote, pytest.mark.timeout(300)]
@@ -209,16 +209,7 @@ def test_a_link_down_under_a_keeper_is_unreachable_as_without_one(made: Fleet) -
     assert made.cli("plan").returncode == 0
     pid = keeper_pid(made, "node-h2")
     assert pid is not None
-    h2 = made.nodes["node-h2"]
-    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
-    try:
-        done = made.cli("plan")
-    finally:
-        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
-    assert done.returncode == 1, done.stdout + done.stderr
-    err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
-    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
-    assert err == [expected], done.stderr
+    plan_unreachable(made, "node-h2")
     assert wait_gone(pid, 10)  # a keeper whose connection went quiet ends
     assert made.cli("plan", "--detailed-exitcode").returncode == 0  # and the next run connects anew
 
@@ -233,14 +224,5 @@ def test_a_link_down_while_the_spare_starts_is_unreachable(made: Fleet) -> None:
     pid = keeper_pid(made, "node-h2")
     assert pid is not None
     assert made.cli("plan").returncode == 0  # through the keeper; at its end the next spare starts
-    h2 = made.nodes["node-h2"]
-    subprocess.run(["ip", "link", "set", h2.veth, "down"], check=True)
-    try:
-        done = made.cli("plan")
-    finally:
-        subprocess.run(["ip", "link", "set", h2.veth, "up"], check=True)
-    assert done.returncode == 1, done.stdout + done.stderr
-    err = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
-    expected = f"error: node node-h2: unreachable: root@{h2.address}:22: no answer within 3s"
-    assert err == [expected], done.stderr
+    plan_unreachable(made, "node-h2")
     assert wait_gone(pid, 10)
