@@ -3,22 +3,33 @@ shutdown grace running out).
 
 Some steps leave two QEMUs of one instance if cut short: completing a migration (the target runs the
 guest, the source's shell is still alive) or taking a failed migration's target down. `finish` lets such
-a step end (each has its own deadlines), then lets the cancellation go on.
+a step end (each has its own deadlines), then lets the cancellation go on, carrying the step's result
+so the caller can still account for what the step left (a launched QEMU, for example).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
+class HeldCancel(asyncio.CancelledError, Generic[T]):
+    """A cancellation held until a step ended; `result` is what the step returned (None if it failed or
+    was itself cancelled). It is a CancelledError: the cancellation goes on once the caller has handled
+    `result`."""
+
+    def __init__(self, result: T | None) -> None:
+        super().__init__()
+        self.result = result
+
+
 async def finish(step: Awaitable[T]) -> T:
     """Await `step` to its end even when this task is cancelled meanwhile (every cancellation is held
-    until it ends); a held cancellation then goes on as CancelledError, superseding the step's result
-    or error."""
+    until it ends); a held cancellation then goes on as HeldCancel, carrying the step's result (its
+    error is superseded)."""
     work = asyncio.ensure_future(step)
     interrupted = False
     while not work.done():
@@ -27,7 +38,6 @@ async def finish(step: Awaitable[T]) -> T:
         except asyncio.CancelledError:
             interrupted = True
     if interrupted:
-        if not work.cancelled():
-            work.exception()  # retrieved: the cancellation supersedes it
-        raise asyncio.CancelledError
+        failed = work.cancelled() or work.exception() is not None  # retrieved: the cancellation supersedes it
+        raise HeldCancel(None if failed else work.result())
     return work.result()

@@ -26,6 +26,7 @@ from reconciler.errors import (
     StateDirError,
 )
 from reconciler.executor.context import Context
+from reconciler.executor.finish import HeldCancel, finish
 from reconciler.executor.outcome import ActionFailed
 from reconciler.executor.qmpcalls import close_quietly, query_status
 from reconciler.hotplug import Plugged
@@ -116,19 +117,12 @@ async def launch_instance(ctx: Context, node: Node, spec: InstanceSpec, *,
     if incoming is None:  # a migration target uses the source's disks (shared storage); never new ones
         await create_disks(ctx, node, spec)
     await ctx.intent(kind, spec.name, node, argv=built.argv, spec=spec, peer_node=peer)
-    work = asyncio.ensure_future(_launch(ctx, node, spec, built, incoming, password))
+    # A QEMU killed mid-daemonize could leave its daemon behind, unrecorded: a cancellation waits for the
+    # launch to end (it has its own deadlines), then hands over what runs.
     try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        pass
-    # Cancelled: a QEMU killed mid-daemonize could leave its daemon behind, unrecorded. Let the launch
-    # end (it has its own deadlines; repeated cancellations meanwhile are absorbed), then hand over.
-    while not work.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(work)
-    if work.cancelled() or work.exception() is not None:
-        raise LaunchCancelled(None)
-    raise LaunchCancelled(work.result())
+        return await finish(_launch(ctx, node, spec, built, incoming, password))
+    except HeldCancel as held:
+        raise LaunchCancelled(held.result) from None
 
 
 async def create_disks(ctx: Context, node: Node, spec: InstanceSpec) -> tuple[str, ...]:

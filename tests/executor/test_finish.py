@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from reconciler.executor.finish import finish
+from reconciler.executor.finish import HeldCancel, finish
 
 
 async def _step(log: list[str], fail: bool = False) -> str:
@@ -33,9 +33,17 @@ def test_a_step_error_propagates() -> None:
 @pytest.mark.parametrize("cancels", [1, 3])
 def test_cancelled_meanwhile_the_step_ends_then_the_cancellation_goes_on(cancels: int, fail: bool) -> None:
     log: list[str] = []
+    held: list[object] = []
+
+    async def caller() -> None:
+        try:
+            await finish(_step(log, fail))
+        except HeldCancel as cancel:  # the caller sees what the step left, then lets the cancellation go on
+            held.append(cancel.result)
+            raise
 
     async def main() -> None:
-        task = asyncio.ensure_future(finish(_step(log, fail)))
+        task = asyncio.ensure_future(caller())
         for _ in range(cancels):
             await asyncio.sleep(0.01)
             task.cancel()
@@ -45,3 +53,4 @@ def test_cancelled_meanwhile_the_step_ends_then_the_cancellation_goes_on(cancels
 
     asyncio.run(main())
     assert log == ["begin", "end", "cancelled"]
+    assert held == [None if fail else "done"]
