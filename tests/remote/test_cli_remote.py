@@ -105,8 +105,12 @@ class Fleet:
         return found
 
     def teardown(self) -> None:
+        """Kill every QEMU of this tree on every host and wait for each to exit (pidwait: a pidfd each;
+        a SIGKILLed QEMU may still be tearing down when pkill returns), then remove the state."""
+        pattern = f"-pidfile {self.state}/"
         for node in self.nodes:
-            self.on_host(node, "pkill", "-KILL", "-f", "--", f"-pidfile {self.state}/")
+            self.on_host(node, "pkill", "-KILL", "-f", "--", pattern)
+            self.on_host(node, "pidwait", "-f", "--", pattern)  # under on_host's deadline
             self.on_host(node, "rm", "-rf", self.state)
 
 
