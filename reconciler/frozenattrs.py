@@ -5,7 +5,7 @@ with `exec`: about 0.15 ms a class. The CLI defines some 100 frozen classes at e
 about 15 ms of every `plan` and `apply` (measured: importing what `apply` needs, 94 -> 78 ms, median of
 25). The two methods differ between classes only in the class and its field names, so `install()` gives
 dataclasses a factory returning closures over those: the same checks, the same FrozenInstanceError
-messages, the same `super(owner, self)` call as the generated code.
+messages, the same `super(cls, self)` call as the generated code.
 
 It replaces a private function of the standard library, so it does so only where that function is the
 one known here (its name and parameters; Python 3.13 builds methods differently and is left alone).

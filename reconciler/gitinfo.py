@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from reconciler.values import Value
 
@@ -25,12 +24,12 @@ class GitInfo(Value):
         return self.commit[:12]
 
 
-def _git(cwd: Path, *args: str) -> Callable[[], str | None]:
+def _git(cwd: str, *args: str) -> Callable[[], str | None]:
     """Start git now; the returned function waits for its output (None if git failed or is absent)."""
     import subprocess  # only where a work tree is found
 
     try:
-        proc = subprocess.Popen(["git", "-C", str(cwd), *args], stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(["git", "-C", cwd, *args], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     except OSError:
         return lambda: None
@@ -52,10 +51,16 @@ def _elsewhere() -> bool:
     return bool(os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"))
 
 
-def _top(cwd: Path) -> Path | None:
-    """The nearest of `cwd` and its parents holding a `.git` (a directory, or the file of a linked work
-    tree or submodule): the work tree's top, as git finds it; None when there is none."""
-    return next((d for d in (cwd, *cwd.parents) if os.path.lexists(os.path.join(d, ".git"))), None)
+def _top(cwd: str) -> str | None:
+    """The nearest of `cwd` (absolute) and its parents holding a `.git` (a directory, or the file of a
+    linked work tree or submodule): the work tree's top, as git finds it; None when there is none."""
+    while True:
+        if os.path.lexists(os.path.join(cwd, ".git")):
+            return cwd
+        parent = os.path.dirname(cwd)
+        if parent == cwd:
+            return None
+        cwd = parent
 
 
 def _head(status_lines: Sequence[str]) -> str | None:
@@ -81,12 +86,12 @@ def describe_started(paths: Sequence[str]) -> Callable[[], GitInfo | None]:
     the path) git is not run at all; with GIT_DIR or GIT_WORK_TREE set, git is asked for the top too."""
     if not paths:
         return lambda: None
-    first = Path(paths[0]).resolve()
-    cwd = first if first.is_dir() else first.parent
+    first = os.path.realpath(paths[0])  # os.path, not pathlib: a plan's path never needs its import
+    cwd = first if os.path.isdir(first) else os.path.dirname(first)
     top = None if _elsewhere() else _top(cwd)
     if top is None and not _elsewhere():
         return lambda: None
-    status = _git(cwd, "status", "--porcelain=v2", "--branch", "--", *(str(Path(p).resolve()) for p in paths))
+    status = _git(cwd, "status", "--porcelain=v2", "--branch", "--", *(os.path.realpath(p) for p in paths))
 
     def answer() -> GitInfo | None:
         out = status()
@@ -95,7 +100,7 @@ def describe_started(paths: Sequence[str]) -> Callable[[], GitInfo | None]:
         if commit is None:
             return None
         dirty = any(line and not line.startswith("#") for line in lines)
-        root = str(top) if top is not None else _git(cwd, "rev-parse", "--show-toplevel")()
+        root = top if top is not None else _git(cwd, "rev-parse", "--show-toplevel")()
         return GitInfo(root=root, commit=commit, dirty=dirty) if root else None
 
     return answer

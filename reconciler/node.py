@@ -11,7 +11,6 @@ import contextlib
 import errno
 import itertools
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -499,6 +498,8 @@ class _LocalLock:
 def probe_path(path: str) -> PathInfo:
     """What is at `path` on this machine: one stat (and an access check for files with an x bit)."""
     if "/" not in path:
+        import shutil  # only for a bare name (its import, with bz2 and lzma, is 5 ms of a run)
+
         found = shutil.which(path)  # what the launch runs (launch.py resolves the binary the same way)
         if found is None:
             return MISSING

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import layout, phases, records
 from reconciler.errors import RecordError, StateDirError
 from reconciler.model import NodeSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -28,6 +29,8 @@ FILE_MODE = 0o600
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:
     """Create `path` (and missing parents) with mode 0700; an existing directory is tightened to 0700."""
+    from pathlib import Path  # writers only: a read (plan, status) never needs pathlib's import
+
     p = Path(path)
     try:
         missing = []  # mkdir(parents=True) would create parents with the umask's mode (0755): not ours
@@ -48,13 +51,16 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace `path` with `data` atomically (temp file + fsync + rename + directory fsync), mode 0600."""
     with phases.span("state file writes"):
-        _atomic_write(Path(path), data)
+        _atomic_write(os.fspath(path), data)
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    directory = ensure_dir(target.parent)
+def _atomic_write(target: str, data: bytes) -> None:
+    import tempfile  # writers only
+
+    directory = ensure_dir(os.path.dirname(target))
     # The writer's PID in the name lets `remove_dead_temps` clean up after a writer killed mid-write.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.{os.getpid()}.", suffix=".tmp",
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
             f.write(data)
@@ -64,7 +70,7 @@ def _atomic_write(target: Path, data: bytes) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StateDirError(str(target), f"cannot write: {err.strerror or err}") from None
+        raise StateDirError(target, f"cannot write: {err.strerror or err}") from None
     _fsync_dir(directory)
 
 
@@ -98,7 +104,8 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
 def read_json(path: str | os.PathLike[str]) -> Any | None:
     """The decoded JSON file, or None when it does not exist. Raises StateDirError if it is not JSON."""
     try:
-        return json.loads(Path(path).read_bytes())
+        with open(path, "rb") as f:
+            return json.loads(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
@@ -113,7 +120,8 @@ def write_record(paths: layout.InstancePaths, record: records.AppliedRecord) -> 
 def read_record(paths: layout.InstancePaths) -> records.AppliedRecord | None:
     """The instance's applied record, None if it has none; RecordError if it is unreadable."""
     try:
-        raw = Path(paths.record).read_bytes()
+        with open(paths.record, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -127,7 +135,8 @@ def read_record(paths: layout.InstancePaths) -> records.AppliedRecord | None:
 def read_pidfile(path: str | os.PathLike[str]) -> int | None:
     """The PID in a pidfile; None if the file is missing, empty or garbage (QEMU writes "<pid>\\n")."""
     try:
-        text = Path(path).read_text()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError):
@@ -153,6 +162,8 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
 
     Only known names are removed, so anything else a person left there (a disk image) survives.
     """
+    from pathlib import Path
+
     d = Path(paths.dir)
     own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record, paths.seed,
            paths.agent, paths.nvram]
@@ -168,6 +179,8 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
 def remove_runtime_files(paths: layout.InstancePaths) -> None:
     """Remove what only a live process needs (pidfile, sockets, NIC facts, intent); keep the record and
     the serial log, so a stopped instance still says what it ran and what it printed last."""
+    from pathlib import Path
+
     d = Path(paths.dir)
     own = [paths.pidfile, *paths.sockets, paths.intent, paths.seed, paths.agent]
     own += [str(p) for p in d.glob("nic-*.json")]
@@ -177,7 +190,7 @@ def remove_runtime_files(paths: layout.InstancePaths) -> None:
             os.unlink(path)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str | os.PathLike[str]) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -22,10 +22,8 @@ import marshal
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from reconciler.manifest.problems import show
@@ -45,18 +43,22 @@ class SchemaIssue(Value):
     missing: bool = False  # a required field is missing at `path`
 
 
-def schema_path() -> Path:
-    """The schema file: packaged with the wheel (reconciler/schemas) or in a source checkout."""
-    package_dir = Path(__file__).resolve().parent.parent
-    for candidate in (package_dir / "schemas" / SCHEMA_FILE, package_dir.parent / "schemas" / SCHEMA_FILE):
-        if candidate.is_file():
+def schema_path() -> str:
+    """The schema file: packaged with the wheel (reconciler/schemas) or in a source checkout. (os.path,
+    not pathlib, here and below: a `plan` never needs pathlib's import.)"""
+    package_dir = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    for candidate in (os.path.join(package_dir, "schemas", SCHEMA_FILE),
+                      os.path.join(os.path.dirname(package_dir), "schemas", SCHEMA_FILE)):
+        if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"{SCHEMA_FILE} is neither in {package_dir / 'schemas'} nor in ../schemas")
+    raise FileNotFoundError(f"{SCHEMA_FILE} is neither in {os.path.join(package_dir, 'schemas')} nor in "
+                            "../schemas")
 
 
 @functools.cache
 def schema_text() -> str:
-    return schema_path().read_text(encoding="utf-8")
+    with open(schema_path(), encoding="utf-8") as f:
+        return f.read()
 
 
 @functools.cache
@@ -137,7 +139,9 @@ def _fastjsonschema_version() -> str | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     try:
-        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
+        with open(os.path.join(next(iter(spec.submodule_search_locations)), "version.py"),
+                  encoding="utf-8") as f:
+            text = f.read()
     except OSError:
         return None
     found = re.search(r"""^VERSION\s*=\s*['"]([^'"]+)['"]""", text, re.MULTILINE)
@@ -156,12 +160,13 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
     cache hit imports nothing.
     """
     path = schema_path()
-    st = path.stat()
+    st = os.stat(path)
     key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{version}\0{sys.version}\0no-imports,lean\n".encode()
-    cache = _cache_dir() / f"schema-check-{binascii.crc32(key):08x}.marshal"
+    cache = os.path.join(_cache_dir(), f"schema-check-{binascii.crc32(key):08x}.marshal")
     code = None
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        data = cache.read_bytes()
+        with open(cache, "rb") as f:
+            data = f.read()
         if data.startswith(key):  # the entry names its whole key: a file name shared by chance is a miss
             code = marshal.loads(data[len(key):])
     if code is None:
@@ -210,14 +215,16 @@ def _lean(source: str) -> Any:
 _EXCEPTIONS = frozenset({"JsonSchemaValueException", "JsonSchemaValuesException"})
 
 
-def _cache_dir() -> Path:
+def _cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "reconciler"
+    return os.path.join(base, "reconciler")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def _write_atomically(path: str, data: bytes) -> None:
+    import tempfile  # only on a cache miss
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

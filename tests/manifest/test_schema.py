@@ -91,14 +91,14 @@ def test_defaults_accepts_every_instance_field_plus_prune() -> None:
 def test_schema_found_in_checkout_and_in_wheel_layout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert schema.schema_path() == ROOT / "schemas" / schema.SCHEMA_FILE
+    assert schema.schema_path() == str(ROOT / "schemas" / schema.SCHEMA_FILE)
     # an installed wheel has reconciler/schemas/ (force-included): that location wins
     fake_pkg = tmp_path / "reconciler"
     (fake_pkg / "manifest").mkdir(parents=True)
     (fake_pkg / "schemas").mkdir()
     (fake_pkg / "schemas" / schema.SCHEMA_FILE).write_text("{}")
     monkeypatch.setattr(schema, "__file__", str(fake_pkg / "manifest" / "schema.py"))
-    assert schema.schema_path() == fake_pkg / "schemas" / schema.SCHEMA_FILE
+    assert schema.schema_path() == str(fake_pkg / "schemas" / schema.SCHEMA_FILE)
 
 
 def test_pyproject_ships_the_schema_in_the_wheel() -> None:

@@ -115,3 +115,12 @@ def test_no_option_is_worded_as_a_function(command: str, option: str,
 def test_builtin_types_are_worded_too() -> None:
     assert cli.usage_message("argument --n: invalid int value: 'x'") == "--n: 'x' is not a valid value"
     assert cli.usage_message("argument --n: expected one argument") == "--n: expected one argument"
+
+
+@pytest.mark.parametrize("columns", ["57", "", "garbage", "-3"])
+def test_the_help_width_is_what_argparse_would_take(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli's formatter asks no shutil for the width; it must still be the one argparse's own takes."""
+    monkeypatch.setenv("COLUMNS", columns)
+    ours = cli._Formatter("reconciler")
+    stock = argparse.HelpFormatter("reconciler")
+    assert (ours._width, ours._max_help_position) == (stock._width, stock._max_help_position)

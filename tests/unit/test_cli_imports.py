@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import site as sitepackages
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,13 @@ spec:
     return manifests
 
 
-def _modules(tmp_path: Path, *args: str) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=60, check=False)
+def _modules(tmp_path: Path, *args: str, site: bool = True) -> list[str]:
+    # Without site (-S), site-packages is on the path as a plain directory: its .pth files do not run.
+    path = [str(REPO)] if site else [str(REPO), *sitepackages.getsitepackages()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    flags = () if site else ("-S",)
+    done = subprocess.run([sys.executable, *flags, "-c", PROBE, *args], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60, check=False)
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     assert last.startswith("{"), done.stdout + done.stderr
     result = json.loads(last)
@@ -87,4 +91,22 @@ def test_command_imports_nothing_it_does_not_use(tmp_path: Path, command: str) -
     modules = _modules(tmp_path, command, str(manifests))
     never = NEVER + ALSO_NEVER[command]
     unwanted = [m for m in modules if any(m == n or m.startswith(n + ".") for n in never)]
+    assert unwanted == []
+
+
+# Standard modules the commands do without (a venv's interpreter imports none of them before ours; this
+# machine's site-packages has a .pth that does, hence `python -S` with site-packages on PYTHONPATH):
+# pathlib (with urllib.parse), tempfile (with random); shutil (with bz2 and lzma) only for `plan`'s lookup
+# of a bare QEMU binary name on PATH.
+STDLIB_NEVER = {"plan": ("pathlib", "tempfile", "urllib"),
+                "status": ("pathlib", "tempfile", "urllib", "shutil"),
+                "validate": ("pathlib", "tempfile", "urllib", "shutil")}
+
+
+@pytest.mark.parametrize("command", ["plan", "status", "validate"])
+def test_command_imports_no_standard_module_it_does_not_use(tmp_path: Path, command: str) -> None:
+    manifests = _tree(tmp_path)
+    _modules(tmp_path, "validate", str(manifests))  # warms the compiled schema check's cache (needs site)
+    modules = _modules(tmp_path, command, str(manifests), site=False)
+    unwanted = [m for m in modules if any(m == n or m.startswith(n + ".") for n in STDLIB_NEVER[command])]
     assert unwanted == []
