@@ -4,6 +4,7 @@ only processes these tests started (verified by psutil create_time + cmdline, pi
 from __future__ import annotations
 
 import asyncio
+import select
 import shutil
 import signal
 import subprocess
@@ -29,9 +30,21 @@ class Reaper:
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def child(self, cmd: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        streams: dict[str, object] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+                                      "stderr": subprocess.DEVNULL}
         proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+            cmd, **{**streams, **kwargs})
         self.children.append(proc)
+        return proc
+
+    def qemu_by_hand(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """A QEMU started as a person would (a foreground child, not ours), once it is up: its human
+        monitor on stdio greets. Right after fork and exec, /proc/<pid>/cmdline can still be empty (the new
+        program's arguments not yet in place), and a scan then sees no QEMU there."""
+        proc = self.child([*argv, "-monitor", "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready and proc.stdout.readline().startswith(b"QEMU "), "QEMU's monitor did not greet"
         return proc
 
     def reap(self) -> None:
@@ -39,6 +52,9 @@ class Reaper:
             if proc.poll() is None:
                 proc.kill()  # our own child
             proc.wait(EXIT_TIMEOUT)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
         for item in self.launched:
             handle = ProcessHandle.open_verified(
                 item.pid, lambda pid, it=item: procs.check(pid, it.create_time, it.argv).ours)  # type: ignore[misc]

@@ -84,8 +84,8 @@ def test_status(mdir: Path, reaper: Reaper, capsys: pytest.CaptureFixture[str], 
     node = desired.nodes["n1"]
     rec, _ = start(reaper, desired.instances["vm1"], node)
     fake_record(node, "old1", 999_999_999, 1.0, ("gone",), cause=StopCause.RECONCILER)  # an orphan
-    by_hand = reaper.child([qemu_binary, "-name", "handmade", "-S", "-m", "16", "-nodefaults",
-                            "-display", "none", "-accel", "tcg"])
+    by_hand = reaper.qemu_by_hand([qemu_binary, "-name", "handmade", "-S", "-m", "16", "-nodefaults",
+                                   "-display", "none", "-accel", "tcg"])
 
     rc, out, err = _run(capsys, "status", "--json", str(mdir))
     assert (rc, err) == (0, "")

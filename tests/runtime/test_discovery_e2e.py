@@ -147,8 +147,8 @@ def test_gone_process_with_recorded_cause_is_stopped(node: model.NodeSpec, reape
 
 
 def test_unmanaged_qemu_is_listed(node: model.NodeSpec, reaper: Reaper, qemu_binary: str) -> None:
-    by_hand = reaper.child([qemu_binary, "-name", "guest=handmade,debug-threads=on", "-S", "-m", "16",
-                            "-nodefaults", "-display", "none", "-accel", "tcg"])
+    by_hand = reaper.qemu_by_hand([qemu_binary, "-name", "guest=handmade,debug-threads=on", "-S", "-m", "16",
+                                   "-nodefaults", "-display", "none", "-accel", "tcg"])
     state = discovery.discover([node])
     assert state.instances == ()
     (found,) = [u for u in state.unmanaged if u.pid == by_hand.pid]
