@@ -9,21 +9,21 @@ a text it has not seen, exactly as the builtin would (no compiler flags inherite
 the CLI on its way out, writes the cache when the run compiled something new.
 
 The cache is keyed by the exact text (a changed class is a miss) and by the interpreter (its version
-string heads the file: another Python never reads it); a file that does not load is ignored. It lives
-beside the schema check's cache ($XDG_CACHE_HOME/reconciler), which holds code run the same way.
+string heads the file: another Python never reads it); a file that does not load is ignored. It is an
+entry of the user's cache (reconciler.usercache), beside the schema check's, which holds code run the
+same way.
 """
 
 from __future__ import annotations
 
-import binascii
-import contextlib
 import dataclasses
-import marshal
-import os
 import sys
 from types import CodeType
 from typing import Any
 
+from reconciler import usercache
+
+_PREFIX = "dataclass-code"
 _KEY = f"{sys.version}\0dataclass code v1\n".encode()
 _MAX_ENTRIES = 4096  # past this (many versions of the classes), a save keeps only this run's
 
@@ -32,20 +32,11 @@ _used: set[str] = set()
 _compiled = False  # whether this run compiled a text the cache did not have
 
 
-def cache_file() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "reconciler", f"dataclass-code-{binascii.crc32(_KEY):08x}.marshal")
-
-
 def _load() -> dict[str, CodeType]:
-    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        with open(cache_file(), "rb") as f:
-            data = f.read()
-        if data.startswith(_KEY):
-            table = marshal.loads(data[len(_KEY):])
-            if isinstance(table, dict):
-                return {k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, CodeType)}
-    return {}
+    table = usercache.load(_PREFIX, _KEY)
+    if not isinstance(table, dict):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, CodeType)}
 
 
 def cached_exec(source: Any, globals: dict[str, Any] | None = None,
@@ -74,18 +65,4 @@ def save() -> None:
     """Write the cache if this run compiled a text it did not have (atomically; errors are ignored)."""
     if not _compiled:
         return
-    table = _cache if len(_cache) <= _MAX_ENTRIES else {k: _cache[k] for k in _used}
-    path = cache_file()
-    with contextlib.suppress(OSError, ValueError):
-        import tempfile  # only when something new was compiled
-
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_KEY + marshal.dumps(table))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    usercache.store(_PREFIX, _KEY, _cache if len(_cache) <= _MAX_ENTRIES else {k: _cache[k] for k in _used})

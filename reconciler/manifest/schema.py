@@ -14,11 +14,8 @@ between the two (`\d`, `\w`, `\s`, `\b`); tests/manifest/test_schema_patterns.py
 
 from __future__ import annotations
 
-import binascii
-import contextlib
 import functools
 import json
-import marshal
 import os
 import re
 import sys
@@ -26,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import usercache
 from reconciler.manifest.problems import show
 from reconciler.values import Value
 
@@ -162,13 +160,7 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
     path = schema_path()
     st = os.stat(path)
     key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{version}\0{sys.version}\0no-imports,lean\n".encode()
-    cache = os.path.join(_cache_dir(), f"schema-check-{binascii.crc32(key):08x}.marshal")
-    code = None
-    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        with open(cache, "rb") as f:
-            data = f.read()
-        if data.startswith(key):  # the entry names its whole key: a file name shared by chance is a miss
-            code = marshal.loads(data[len(key):])
+    code = usercache.load("schema-check", key)
     if code is None:
         import fastjsonschema
 
@@ -178,8 +170,7 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
         for line in _IMPORT_LINES:
             source = source.replace(line, "\n")
         code = compile(_lean(source), "<manifest schema check>", "exec")
-        with contextlib.suppress(OSError):
-            _write_atomically(cache, key + marshal.dumps(code))
+        usercache.store("schema-check", key, code)
     namespace: dict[str, Any] = {"JsonSchemaValueException": _Rejected,
                                  "JsonSchemaValuesException": _Rejected, "Decimal": _NoDecimal}
     exec(code, namespace)
@@ -213,26 +204,6 @@ def _lean(source: str) -> Any:
 
 
 _EXCEPTIONS = frozenset({"JsonSchemaValueException", "JsonSchemaValuesException"})
-
-
-def _cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "reconciler")
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    import tempfile  # only on a cache miss
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def validate(document: Any) -> list[SchemaIssue]:
