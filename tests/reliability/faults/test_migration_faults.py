@@ -42,9 +42,12 @@ def _bound(ports: range) -> Iterator[None]:
     try:
         for port in ports:
             s = socket.socket()
+            socks.append(s)  # closed below even if its bind fails
+            # A migration's old TIME_WAIT connection on the port must not keep it from being taken here;
+            # QEMU's own listen is refused all the same (both sockets with SO_REUSEADDR, one listening).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
             s.listen(1)
-            socks.append(s)
         yield
     finally:
         for s in socks:
