@@ -47,11 +47,10 @@ Decisions (each differs from, or fixes, the seed's hv_kvm):
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
-from reconciler import devplug, hotplug
+from reconciler import devplug, digest, hotplug
 from reconciler import qemuopts as q
 from reconciler.errors import ArgvError
 from reconciler.firmware import ovmf_of
@@ -119,8 +118,8 @@ class Launch(Value):
 
 def tap_ifname(node: NodeSpec, instance: str, index: int) -> str:
     """Our tap interface name: host-unique across nodes sharing a machine, at most 15 bytes."""
-    digest = hashlib.sha256(f"{node.state_dir}\0{instance}".encode()).hexdigest()[:8]
-    return f"rc{digest}n{index}"
+    short = digest.sha256_hex(f"{node.state_dir}\0{instance}".encode())[:8]
+    return f"rc{short}n{index}"
 
 
 def build_argv(spec: InstanceSpec, node: NodeSpec, *,

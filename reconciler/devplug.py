@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler import digest
 from reconciler.model import CacheMode, Disk, DiskBus, InstanceSpec, Nic
 from reconciler.values import Value
 
@@ -113,9 +114,7 @@ class DeviceView(Value):
 
 def disk_id(path: str) -> str:
     """The device id of a disk added live (and `-file`/`-format` its nodes): stable across runs."""
-    import hashlib
-
-    return "hd" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    return "hd" + digest.sha256_hex(path.encode())[:12]
 
 
 def nic_id(mac: str) -> str:

@@ -10,7 +10,6 @@ the migration ends). Two binds clash when they are the same address or one of th
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from reconciler.model import InstanceSpec
@@ -47,6 +46,8 @@ def fixed_listeners(spec: InstanceSpec) -> tuple[Listener, ...]:
 
 def is_wildcard(bind: str) -> bool:
     """Whether `bind` is an address meaning every address of the host (0.0.0.0, ::)."""
+    import ipaddress  # here: only instances with listeners need it
+
     try:
         return ipaddress.ip_address(bind).is_unspecified
     except ValueError:
@@ -55,6 +56,8 @@ def is_wildcard(bind: str) -> bool:
 
 def binds_overlap(a: str, b: str) -> bool:
     """Whether listeners on `a` and `b` (same port, same host) would clash; unparsable ones are assumed to."""
+    import ipaddress
+
     try:
         x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
     except ValueError:

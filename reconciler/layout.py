@@ -29,6 +29,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from reconciler import digest
 from reconciler.errors import ReconcilerError
 from reconciler.model import NodeSpec
 from reconciler.values import Value
@@ -90,10 +91,8 @@ def node_lock(node: NodeSpec) -> str:
 def owned_image_record(node: NodeSpec, image: str) -> str:
     """The ownership record of the disk image at `image` (kept apart from any instance's files: an image
     outlives the instance that created it under deletePolicy Retain, and stays known as ours)."""
-    import hashlib  # here: OpenSSL is loaded only by the runs that look at images
-
-    digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return posixpath.join(node.state_dir, "images", f"{digest}.json")
+    name = digest.sha256_hex(image.encode("utf-8", "surrogateescape"))[:32]
+    return posixpath.join(node.state_dir, "images", f"{name}.json")
 
 
 def instances_dir(node: NodeSpec) -> str:

@@ -335,8 +335,9 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass: its fields' nam
 
 def spec_hash(spec: InstanceSpec) -> str:
     """A stable digest of the normalized spec (the 'essence' the applied record keeps)."""
-    import hashlib  # here: loading OpenSSL costs ~2 ms, and a plan with nothing to change hashes nothing
     import json
 
+    from reconciler import digest
+
     blob = json.dumps(to_jsonable(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return digest.sha256_hex(blob.encode())

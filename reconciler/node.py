@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
-from reconciler import layout, procs, statedir
+from reconciler import cmdpath, layout, procs, statedir
 from reconciler.actual import ActualState
 from reconciler.errors import NodeAddressError, QmpError, RemoteCallError
 from reconciler.model import NodeSpec
@@ -498,9 +498,7 @@ class _LocalLock:
 def probe_path(path: str) -> PathInfo:
     """What is at `path` on this machine: one stat (and an access check for files with an x bit)."""
     if "/" not in path:
-        import shutil  # only for a bare name (its import, with bz2 and lzma, is 5 ms of a run)
-
-        found = shutil.which(path)  # what the launch runs (launch.py resolves the binary the same way)
+        found = cmdpath.which(path)  # what the launch runs (launch.py resolves the binary the same way)
         if found is None:
             return MISSING
         info = probe_path(found if "/" in found else f"./{found}")

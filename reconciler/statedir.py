@@ -14,37 +14,42 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler import layout, phases, records
 from reconciler.errors import RecordError, StateDirError
 from reconciler.model import NodeSpec
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def ensure_dir(path: str | os.PathLike[str]) -> Path:
-    """Create `path` (and missing parents) with mode 0700; an existing directory is tightened to 0700."""
-    from pathlib import Path  # writers only: a read (plan, status) never needs pathlib's import
+def ensure_dir(path: str | os.PathLike[str]) -> str:
+    """Create `path` (and missing parents) with mode 0700; an existing directory is tightened to 0700.
 
-    p = Path(path)
+    With os.path rather than pathlib: a write (every start and stop) then costs no pathlib import.
+    """
+    p = os.fspath(path)
     try:
-        missing = []  # mkdir(parents=True) would create parents with the umask's mode (0755): not ours
-        for parent in p.parents:
-            if parent.exists():
-                break
+        missing = []  # makedirs would create parents with the umask's mode (0755): not ours
+        parent = os.path.dirname(os.path.abspath(p))
+        while not os.path.exists(parent):
             missing.append(parent)
-        for parent in reversed(missing):
-            parent.mkdir(mode=DIR_MODE, exist_ok=True)
-        p.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        if p.stat().st_mode & 0o777 != DIR_MODE:
-            p.chmod(DIR_MODE)
+            up = os.path.dirname(parent)
+            if up == parent:
+                break
+            parent = up
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, DIR_MODE)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(p, DIR_MODE)
+        if not os.path.isdir(p):
+            raise NotADirectoryError(20, "Not a directory")
+        if os.stat(p).st_mode & 0o777 != DIR_MODE:
+            os.chmod(p, DIR_MODE)
     except OSError as err:
-        raise StateDirError(str(p), err.strerror or str(err)) from None
+        raise StateDirError(p, err.strerror or str(err)) from None
     return p
 
 
@@ -54,15 +59,26 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         _atomic_write(os.fspath(path), data)
 
 
-def _atomic_write(target: str, data: bytes) -> None:
-    import tempfile  # writers only
-
-    directory = ensure_dir(os.path.dirname(target))
+def _create_temp(directory: str, target: str) -> tuple[int, str]:
+    """A new private file next to `target`, named after its writer: (fd, path)."""
     # The writer's PID in the name lets `remove_dead_temps` clean up after a writer killed mid-write.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.{os.getpid()}.", suffix=".tmp",
-                               dir=directory)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no free temporary file name", directory)
+
+
+def _atomic_write(target: str, data: bytes) -> None:
+    directory = ensure_dir(os.path.dirname(target) or ".")
     try:
-        with os.fdopen(fd, "wb") as f:  # mkstemp creates the file 0600
+        fd, tmp = _create_temp(directory, target)
+    except OSError as err:
+        raise StateDirError(target, f"cannot write: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -162,30 +178,32 @@ def remove_instance_files(paths: layout.InstancePaths) -> None:
 
     Only known names are removed, so anything else a person left there (a disk image) survives.
     """
-    from pathlib import Path
-
-    d = Path(paths.dir)
     own = [paths.pidfile, *paths.sockets, paths.serial_log, paths.intent, paths.record, paths.seed,
-           paths.agent, paths.nvram]
-    own += [str(p) for p in d.glob("nic-*.json")]  # bridge hook facts
-    own += [str(p) for p in d.glob(".*.tmp")]  # our own interrupted atomic writes
-    for path in own:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+           paths.agent, paths.nvram, *_generated(paths.dir)]
+    _unlink_all(own)
     with contextlib.suppress(OSError):
-        d.rmdir()  # kept if something else is still inside
+        os.rmdir(paths.dir)  # kept if something else is still inside
 
 
 def remove_runtime_files(paths: layout.InstancePaths) -> None:
     """Remove what only a live process needs (pidfile, sockets, NIC facts, intent); keep the record and
     the serial log, so a stopped instance still says what it ran and what it printed last."""
-    from pathlib import Path
+    _unlink_all([paths.pidfile, *paths.sockets, paths.intent, paths.seed, paths.agent,
+                 *_generated(paths.dir)])
 
-    d = Path(paths.dir)
-    own = [paths.pidfile, *paths.sockets, paths.intent, paths.seed, paths.agent]
-    own += [str(p) for p in d.glob("nic-*.json")]
-    own += [str(p) for p in d.glob(".*.tmp")]
-    for path in own:
+
+def _generated(directory: str) -> list[str]:
+    """Files of ours with generated names: bridge hook facts (nic-*.json) and interrupted atomic writes."""
+    try:
+        with os.scandir(directory) as it:
+            return [e.path for e in it if (e.name.startswith("nic-") and e.name.endswith(".json"))
+                    or (e.name.startswith(".") and e.name.endswith(".tmp"))]
+    except OSError:
+        return []
+
+
+def _unlink_all(files: list[str]) -> None:
+    for path in files:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 

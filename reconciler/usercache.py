@@ -41,10 +41,9 @@ def store(prefix: str, key: bytes, value: Any) -> None:
     path = entry_path(prefix, key)
     with contextlib.suppress(OSError, ValueError):
         data = key + marshal.dumps(value)
-        import tempfile  # only when something is stored
-
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        tmp = f"{path}.{os.getpid()}.{os.urandom(6).hex()}.tmp"  # no tempfile import (3 ms with shutil)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

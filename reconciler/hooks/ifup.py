@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -143,6 +142,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 os.execve(cfg.hook, [cfg.hook, cfg.interface], hook_environment(cfg, environ))
             except OSError as err:
                 raise HookError(f"hook {cfg.hook}: {err.strerror}") from err
+        import shutil  # here: the module is also imported by every start (argv), which needs no shutil
+
         ip = shutil.which("ip", path=environ.get("PATH", "") + ":" + _SBIN_PATH) or "ip"
         for cmd in default_commands(cfg, ip):
             _run(cmd)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -146,6 +145,10 @@ class _Builder:
             self.fail(path, f"{what} {show(value)} must be an absolute path")
 
     def ip(self, path: FieldPath, value: str) -> None:
+        if type(value) is str and is_dotted_ipv4(value):
+            return  # every node has an address (default 127.0.0.1): no ipaddress import (1 ms) for these
+        import ipaddress
+
         try:
             address = ipaddress.ip_address(value)
         except ValueError:
@@ -153,6 +156,16 @@ class _Builder:
             return
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
             self.fail(path, f"{show(value)}: an IPv6 zone (%...) cannot be passed to QEMU")
+
+
+def is_dotted_ipv4(value: str) -> bool:
+    """Whether `value` is an IPv4 address in dotted decimal, by ipaddress.IPv4Address's rules (four
+    decimal octets of at most three ASCII digits, at most 255, no leading zero)."""
+    parts = value.split(".")
+    return len(parts) == 4 and all(
+        0 < len(p) <= 3 and p.isascii() and p.isdigit() and (p[0] != "0" or p == "0") and int(p) <= 255
+        for p in parts
+    )
 
 
 def _num(value: float) -> str:

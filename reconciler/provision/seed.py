@@ -8,9 +8,9 @@ hashes and keys, so its text is never printed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from reconciler.digest import sha256
 from reconciler.model import CloudInit
 from reconciler.values import Value
 
@@ -60,7 +60,7 @@ def build_seed(name: str, spec: SeedSpec) -> Seed:
 
 def seed_digest(spec: SeedSpec) -> str:
     """sha256 over every part, each length-prefixed, so no two different seeds share a digest."""
-    h = hashlib.sha256(b"reconciler-nocloud-seed-v1\0")
+    h = sha256(b"reconciler-nocloud-seed-v1\0")
     for part in (spec.user_data, spec.meta_data, spec.network_config):
         if part is None:
             h.update(b"-\0")
@@ -68,4 +68,4 @@ def seed_digest(spec: SeedSpec) -> str:
             data = part.encode()
             h.update(f"{len(data)}\0".encode())
             h.update(data)
-    return h.hexdigest()
+    return str(h.hexdigest())

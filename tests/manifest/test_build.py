@@ -9,7 +9,7 @@ import pytest
 
 from reconciler import model
 from reconciler.manifest import assemble, load, parse_file
-from reconciler.manifest.build import deep_merge
+from reconciler.manifest.build import deep_merge, is_dotted_ipv4
 from tests.manifest.helpers import NODE_A, write_tree
 
 DEFAULTS = """\
@@ -222,3 +222,19 @@ def test_per_file_parse_and_cross_file_assemble_are_separate() -> None:
 )
 def test_deep_merge(base: dict[str, object], override: dict[str, object], merged: dict[str, object]) -> None:
     assert deep_merge(base, override) == merged
+
+
+@pytest.mark.parametrize("text", [
+    "127.0.0.1", "0.0.0.0", "255.255.255.255", "198.18.0.1", "1.2.3.4", "256.1.1.1", "01.2.3.4", "1.2.3",
+    "1.2.3.4.5", "1..3.4", "", "a.b.c.d", "1.2.3.4 ", " 1.2.3.4", "१.2.3.4", "1.2.3.0x1", "+1.2.3.4",
+    "1.2.3.-4", "::1", "fe80::1%eth0", "0000.1.1.1", "00.1.1.1", "1.2.3.1000", "1_0.2.3.4", "².2.3.4",
+])
+def test_dotted_ipv4_agrees_with_ipaddress(text: str) -> None:
+    # The builder's fast path for node addresses; anything it does not accept goes to ipaddress.
+    import ipaddress
+
+    try:
+        expected = isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
+    except ValueError:
+        expected = False
+    assert is_dotted_ipv4(text) is expected
