@@ -1,6 +1,10 @@
 """reconciler: make QEMU/KVM hosts match the VM manifests kept in git."""
 
-from reconciler import classcode, frozenattrs
+from reconciler import lazystdlib
+
+lazystdlib.defer()  # before dataclasses is imported (by classcode, just below)
+
+from reconciler import classcode, frozenattrs  # noqa: E402
 
 # Before any of our dataclasses is defined: their generated methods cost less to make (see each module).
 classcode.install()

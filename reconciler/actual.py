@@ -164,6 +164,8 @@ class UnreachableNode(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class ActualState(Value):
+    """What the nodes run and hold now, as discovery found it."""
+
     instances: tuple[ActualInstance, ...] = ()
     unmanaged: tuple[UnmanagedProcess, ...] = ()
     in_flight: tuple[InFlight, ...] = ()  # actions other runs are carrying out right now (their intents)

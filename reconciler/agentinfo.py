@@ -21,6 +21,8 @@ TIMEOUT = 1.0
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class GuestInterface(Value):
+    """One network interface as the guest agent reports it."""
+
     name: str
     mac: str
     addresses: tuple[str, ...]  # "10.0.2.15/24"
@@ -28,6 +30,8 @@ class GuestInterface(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class AgentInfo(Value):
+    """What the guest agent answered (its interfaces), or why it did not."""
+
     answers: bool
     interfaces: tuple[GuestInterface, ...] = ()
     detail: str = ""  # why it did not answer

@@ -108,6 +108,8 @@ class NicFile(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Launch(Value):
+    """Everything one QEMU start needs: its argv, its paths and what to write before it."""
+
     argv: tuple[str, ...]
     paths: InstancePaths
     env: tuple[tuple[str, str], ...] = ()  # added to the inherited environment when starting QEMU

@@ -18,6 +18,8 @@ OVMF_DIR = "/usr/share/OVMF"
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Ovmf(Value):
+    """The UEFI firmware pair of a node: the code image and the variables template."""
+
     code: str  # mapped read-only
     vars_template: str  # copied once per instance into its NVRAM file
 

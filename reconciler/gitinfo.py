@@ -15,6 +15,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class GitInfo(Value):
+    """The git revision the manifests come from."""
+
     root: str  # the work tree's top directory
     commit: str  # full hash of HEAD
     dirty: bool  # the manifest paths differ from HEAD (modified or untracked files)

@@ -22,6 +22,8 @@ NO_ANSWER = frozenset({"guest-shutdown"})  # commands that answer nothing on suc
 
 @dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class GuestAgentError(ReconcilerError):
+    """The guest agent did not answer as expected."""
+
     path: str
     detail: str
 

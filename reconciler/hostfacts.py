@@ -21,6 +21,8 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class HostFacts(Value):
+    """What a host has: memory, CPUs, load and its QEMU."""
+
     memory_total_mib: int
     memory_available_mib: int
     cpus: int

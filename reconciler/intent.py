@@ -41,6 +41,8 @@ class IntentError(ValueError):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Intent(Value):
+    """An action a run is about to carry out, written down before it acts."""
+
     kind: IntentKind
     instance: str
     node: str  # the node whose directory holds this intent

@@ -30,6 +30,8 @@ STDERR_LIMIT = 2000  # characters of QEMU's stderr kept in an error message
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Launched(Value):
+    """A QEMU process we started, with what proves its identity later."""
+
     pid: int
     create_time: float  # procs.create_time (as psutil's), recorded to prove identity later
     started_at: float  # epoch seconds just before exec

@@ -33,6 +33,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Holder(Value):
+    """Who holds a node lock: process, host, operation and since when."""
+
     pid: int
     host: str
     operation: str
@@ -45,6 +47,8 @@ class Holder(Value):
 
 @dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class LockTimeout(ReconcilerError):
+    """A node lock stayed held by another run for the whole wait."""
+
     path: str
     holder: Holder | None
     waited: float

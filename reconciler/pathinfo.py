@@ -29,6 +29,8 @@ class PathKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class PathInfo(Value):
+    """What is at one path on a node."""
+
     kind: PathKind
     executable: bool = False  # a regular file this process may execute
     resolved: str | None = None  # for a command name: where PATH found it

@@ -55,6 +55,8 @@ class StalePlanError(ReconcilerError):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class RecordPrint(Value):
+    """One instance's actual state as a saved plan remembers it."""
+
     name: str
     node: str
     state: str
@@ -65,6 +67,8 @@ class RecordPrint(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Fingerprint(Value):
+    """What a saved plan was made from, to tell when it has gone stale."""
+
     desired: str  # digest of everything below the line "desired"
     actual: str
     prune: bool
@@ -75,6 +79,8 @@ class Fingerprint(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class SavedPlan(Value):
+    """A plan saved by `plan --out`, with the fingerprint it was made from."""
+
     plan: Plan
     fingerprint: Fingerprint
     git: GitInfo | None = None

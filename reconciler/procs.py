@@ -35,6 +35,8 @@ class Identity(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Check(Value):
+    """Whether a PID is the process we think it is."""
+
     pid: int
     identity: Identity
     detail: str = ""  # one line for humans
@@ -171,6 +173,8 @@ def is_alive(pid: int) -> bool:
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class QemuProcess(Value):
+    """A QEMU process found on this machine."""
+
     pid: int
     cmdline: tuple[str, ...]
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class QmpEvent(Value):
+    """One QMP event."""
+
     name: str
     data: Mapping[str, Any] = field(default_factory=dict)
     timestamp: float = 0.0  # epoch seconds, from QEMU

@@ -30,6 +30,8 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class AppliedRecord(Value):
+    """What an instance was started with: the applied record in its state directory."""
+
     name: str
     node: str
     spec: model.InstanceSpec

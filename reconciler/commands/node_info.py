@@ -25,6 +25,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class NodeInfo(Value):
+    """One node's facts, as `node-info` prints them."""
+
     name: str
     state_dir: str
     accelerator: str

@@ -22,6 +22,8 @@ DEFAULT_MANIFESTS = "manifests"
 
 @dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class InstanceUnscheduled(ReconcilerError):
+    """`showcmd` of an instance that no node is chosen for."""
+
     name: str
 
     @property
@@ -32,6 +34,8 @@ class InstanceUnscheduled(ReconcilerError):
 
 @dataclass(eq=False, repr=False)  # the repr is ReconcilerError's
 class UnknownNode(ReconcilerError):
+    """`showcmd` of an instance whose node is not declared."""
+
     instance: str
     node: str
 

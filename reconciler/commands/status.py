@@ -65,6 +65,8 @@ class Pending(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Row(Value):
+    """One line of the `status` table."""
+
     name: str
     node: str | None
     desired: str  # from the run strategy; "orphan" = record without manifest; "-" = unmanaged

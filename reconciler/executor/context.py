@@ -32,6 +32,8 @@ class Deadlines(Value):
 
 @dataclass(slots=True)
 class Context:
+    """What every action of one run shares: the nodes, the desired specs, progress and options."""
+
     nodes: Mapping[str, Node]
     specs: Mapping[str, InstanceSpec]  # desired, by instance name
     progress: Progress

@@ -71,6 +71,8 @@ class End(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Watched(Value):
+    """How a migration that was being watched ended."""
+
     end: End
     detail: str = ""
     info: dict[str, Any] | None = None  # the last query-migrate answer

@@ -17,6 +17,8 @@ class Status(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class ActionResult(Value):
+    """The outcome of one action."""
+
     action: Action
     status: Status
     detail: str = ""  # one line: what happened, or why it failed
@@ -39,6 +41,8 @@ class DiskResult(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Summary(Value):
+    """The outcomes of a whole run."""
+
     results: tuple[ActionResult, ...]
     disks: tuple[DiskResult, ...] = ()
 

@@ -42,6 +42,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Started(Value):
+    """A QEMU started and answering: what was launched, and its first run state."""
+
     launch: Launch
     launched: Launched
     qemu_version: str

@@ -57,6 +57,8 @@ class Step(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Stopped(Value):
+    """How an instance stopped: the step that ended it, why, and how long it took."""
+
     step: Step
     cause: StopCause
     seconds: float

@@ -19,6 +19,8 @@ SUFFIXES = (".yaml", ".yml")
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Discovery(Value):
+    """The manifest files found under the given paths, and what could not be read."""
+
     files: tuple[str, ...]  # paths as the user would write them (joined onto the given roots)
     problems: tuple[Problem, ...]
     symlinks: bool = False  # the walk met a symlink: a file may be known under another name

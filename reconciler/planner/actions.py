@@ -184,6 +184,8 @@ class OrphanFate(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Orphan(Value):
+    """An instance with a record but no manifest, and what happens to it."""
+
     name: str
     node: str
     state: str
@@ -252,6 +254,8 @@ class DiskChange(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Plan(Value):
+    """The planner's answer: actions, pending changes, orphans and errors."""
+
     actions: tuple[Action, ...] = ()
     pending: tuple[PendingChange, ...] = ()
     orphans: tuple[Orphan, ...] = ()

@@ -60,6 +60,8 @@ class Need(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Missing(Value):
+    """A need of the plan that its node cannot meet."""
+
     need: Need
     detail: str  # e.g. "'/boot/vmlinuz' does not exist on node node-a"
 

@@ -19,6 +19,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Move(Value):
+    """What one action does to its nodes' memory and exclusive resources."""
+
     action: Action
     deltas: tuple[tuple[str, int], ...]  # (node, MiB): > 0 takes memory there, < 0 frees it
     takes: frozenset[str] = frozenset()  # exclusive resources the new process needs (planner.handoff)

@@ -57,6 +57,8 @@ class Verb(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class VerbPlan(Value):
+    """The plan of a verb (start, stop, ...), with notes on instances already as asked."""
+
     plan: Plan
     notes: tuple[str, ...] = ()  # instances already as asked, one line each: nothing to do for them
 

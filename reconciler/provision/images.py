@@ -52,6 +52,8 @@ class ImageError(ReconcilerError):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class ImageInfo(Value):
+    """What `qemu-img info` says about an image."""
+
     format: str
     virtual_size: int  # bytes
     backing: str | None

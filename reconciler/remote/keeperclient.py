@@ -69,6 +69,8 @@ def private_dir(path: str) -> str:
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class KeeperPaths(Value):
+    """Where a remote host's keeper lives."""
+
     base: str  # DIR/DIGEST
 
     @property

@@ -44,6 +44,8 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Hello(Value):
+    """The remote agent's greeting."""
+
     protocol: int
     version: str
     python: str
@@ -51,6 +53,8 @@ class Hello(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Request(Value):
+    """One call to the remote agent."""
+
     id: int
     method: str
     params: dict[str, Any]
@@ -58,12 +62,16 @@ class Request(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Fault(Value):
+    """Why a remote call failed."""
+
     kind: FaultKind
     message: str
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Response(Value):
+    """The answer to one remote call."""
+
     id: int
     result: Any = None
     fault: Fault | None = None
@@ -71,6 +79,8 @@ class Response(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Event(Value):
+    """Something the remote agent reports unasked."""
+
     name: str
     data: dict[str, Any]
 

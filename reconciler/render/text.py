@@ -50,6 +50,8 @@ _FATES = {
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class RenderOptions(Value):
+    """How the text plan is rendered."""
+
     color: bool = False
 
 

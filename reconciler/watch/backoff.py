@@ -19,6 +19,8 @@ from reconciler.values import Value
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class BackoffPolicy(Value):
+    """How automatic restarts back off."""
+
     base: float = 1.0  # seconds before the second automatic restart
     cap: float = 300.0  # the longest wait
     reset_after: float = 600.0  # seconds of uptime (or quiet) after which the count starts over

@@ -48,6 +48,8 @@ MAX_PROBLEMS_PER_FILE = 20
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Stamp(Value):
+    """A file's stat stamp: unchanged stamp, unchanged content (unless racy)."""
+
     mtime_ns: int
     size: int
     ino: int
@@ -55,6 +57,8 @@ class Stamp(Value):
 
 @dataclass(slots=True)
 class _Entry:
+    """One cached file: its stamp, digest and parse."""
+
     stamp: Stamp | None
     digest: bytes | None
     parsed: ParsedFile
@@ -96,6 +100,8 @@ _Outcome = tuple[DesiredState | None, dict[str, FileError], int, tuple[str, ...]
 
 @dataclass(slots=True)
 class ManifestCache:
+    """Parsed manifest files, re-read only when they change."""
+
     roots: Sequence[str]
     clock: Callable[[], float] = time.time
     _entries: dict[str, _Entry] = field(default_factory=dict)

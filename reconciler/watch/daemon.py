@@ -69,6 +69,8 @@ _ACTS_ON_THE_PROCESS = frozenset(ActionKind) - {ActionKind.START, ActionKind.NOO
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class DaemonConfig(Value):
+    """How `watch` runs."""
+
     roots: tuple[str, ...]
     debounce: Debounce = field(default_factory=Debounce)
     resync_interval: float = 60.0

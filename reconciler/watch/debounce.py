@@ -29,6 +29,8 @@ from reconciler.watch.triggers import Trigger, TriggerSource
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Debounce(Value):
+    """How long file events are gathered before a pass."""
+
     quiet: float = 0.1  # seconds without a file event before the pass runs
     max_delay: float = 2.0  # seconds after the first event, at the latest
     settle: float = 0.02  # the quiet period when every write of the burst has finished (capped by quiet)

@@ -48,6 +48,8 @@ def host_key(spec: NodeSpec) -> HostKey:
 
 @dataclass(eq=False)
 class _Host:
+    """One remote host's link, or why there is none."""
+
     target: SshTarget
     link: HostLink | None = None
     error: RemoteHostError | None = None  # why there is no link

@@ -46,6 +46,8 @@ _REVISION_TRIGGERS = frozenset({TriggerSource.RESYNC, TriggerSource.SIGHUP, Trig
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class ActionOutcome(Value):
+    """The outcome of one action of a pass."""
+
     action: Action
     ok: bool
     detail: str = ""
@@ -75,6 +77,8 @@ Locks = Callable[[Sequence[NodeSpec]], contextlib.AbstractAsyncContextManager[No
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class PassResult(Value):
+    """One reconcile pass: what triggered it, what it saw and did."""
+
     number: int
     triggers: tuple[Trigger, ...]
     snapshot: Snapshot
@@ -103,6 +107,8 @@ class PassResult(Value):
 
 @dataclass(slots=True)
 class Reconciler:
+    """One daemon's reconcile loop state."""
+
     cache: ManifestCache
     apply_plan: ApplyPlan
     discover: Discover

@@ -28,6 +28,8 @@ from reconciler.planner.plan import current_usage, settled
 
 @dataclass(slots=True)
 class _Last:
+    """What the last plan was made from."""
+
     desired: DesiredState
     actual: ActualState
     prune: bool

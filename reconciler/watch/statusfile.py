@@ -27,6 +27,8 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class BrokenFile(Value):
+    """A manifest file that does not load, and whether its last good version is held."""
+
     path: str
     problems: tuple[str, ...]
     held: bool  # its last good version is in use
@@ -35,6 +37,8 @@ class BrokenFile(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class HeldRestart(Value):
+    """An instance whose automatic restart is held back."""
+
     name: str
     restarts: int
     not_before: float  # epoch seconds
@@ -42,6 +46,8 @@ class HeldRestart(Value):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class WatchStatus(Value):
+    """The daemon's status file."""
+
     pid: int
     updated_at: float
     passes: int

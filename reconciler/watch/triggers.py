@@ -48,6 +48,8 @@ class TriggerSource(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)  # repr, ==, hash: Value's
 class Trigger(Value):
+    """Why a pass runs."""
+
     source: TriggerSource
     detail: str = ""
     paths: tuple[str, ...] | None = None  # FILE: the paths the event named (None: unknown)
