@@ -36,13 +36,15 @@ class Launched(Value):
     create_time: float  # procs.create_time (as psutil's), recorded to prove identity later
     started_at: float  # epoch seconds just before exec
     argv: tuple[str, ...]
+    status: str = ""  # QEMU's run state at its first QMP answer ("running", "inmigrate", ...)
 
 
 async def launch(
     name: str, argv: Sequence[str], paths: layout.InstancePaths, timeout: float = 30.0,
     env: Sequence[tuple[str, str]] = (),
 ) -> Launched:
-    """Run `argv` (which must daemonize) and wait until its control QMP socket answers `query-status`.
+    """Run `argv` (which must daemonize) and wait until its control QMP socket answers `query-status`;
+    the answer is `Launched.status`.
 
     Raises LaunchError with QEMU's stderr when it fails to start or does not come up within `timeout`.
     """
@@ -70,11 +72,11 @@ async def launch(
     _restrict(paths)
     try:
         with phases.span("qemu first QMP answer"):
-            await qmp.query_status(paths.qmp, _left(deadline))
+            status = await qmp.query_status(paths.qmp, _left(deadline))
     except QmpError as err:
         _kill_launched(launched)
         raise LaunchError(name, f"QEMU (pid {pid}) started but QMP did not answer: {err}") from None
-    return launched
+    return Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv, status=status)
 
 
 async def _run_foreground(name: str, argv: tuple[str, ...], env: Sequence[tuple[str, str]], wait: float,

@@ -207,7 +207,12 @@ async def _commit(ctx: Context, node: Node, spec: InstanceSpec, started: Started
 async def _settle(ctx: Context, node: Node, name: str, launched: Launched, *, expect_incoming: bool,
                   vnc_password: str | None = None) -> str:
     """QEMU's run state after launching: running (continued if it came up paused) or inmigrate. The VNC
-    password is set first; until then a `password=on` display lets nobody in."""
+    password is set first; until then a `password=on` display lets nobody in.
+
+    A plain start whose first answer (during the launch) was `running` has nothing left to do here: no
+    second session (for the CLI, no qemu.qmp import either)."""
+    if launched.status == "running" and not expect_incoming and vnc_password is None:
+        return launched.status
     session = await node.qmp(name, ctx.deadlines.qmp)
     try:
         if vnc_password is not None:
