@@ -150,16 +150,18 @@ def _compiled_fast_validator(version: str) -> Callable[[Any], Any]:
     """fastjsonschema's validator, its byte code cached on disk.
 
     Generating and compiling the validator's ~270 KB of Python costs ~80 ms, more than the rest of a
-    small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema file
-    (its path, size and modification time, as Python's own bytecode cache does: no hash of its text, for
-    which OpenSSL would be loaded on every run), the fastjsonschema version and the Python version; the
+    small `plan`; loading the marshalled code object costs ~3 ms. The cache key covers the schema's text
+    (its SHA-256, by reconciler.digest: no OpenSSL; 0.1 ms), the fastjsonschema version and the Python
+    version, not where the file lives: every checkout and install of one schema shares one entry. The
     entry starts with its key, so a stale entry is never used. The generated
     code's imports of fastjsonschema's exceptions and of Decimal are replaced (`_Rejected`, `_NoDecimal`): a
     cache hit imports nothing.
     """
-    path = schema_path()
-    st = os.stat(path)
-    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{version}\0{sys.version}\0no-imports,lean\n".encode()
+    from reconciler import digest
+
+    with open(schema_path(), "rb") as f:
+        text_digest = digest.sha256_hex(f.read())
+    key = f"{text_digest}\0{version}\0{sys.version}\0no-imports,lean\n".encode()
     code = usercache.load("schema-check", key)
     if code is None:
         import fastjsonschema

@@ -159,3 +159,28 @@ def test_docs_show_the_workspace_schema_setting_of_vscode_settings() -> None:
     block = re.search(r"```json\n(.*?)\n```", (ROOT / "docs" / "manifests.md").read_text(), re.S)
     assert block is not None
     assert json.loads(block.group(1)) == json.loads((ROOT / ".vscode" / "settings.json").read_text())
+
+
+def test_compiled_check_cache_is_keyed_by_the_schema_text_not_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every checkout (each CI clone) once left its own 70 KB entry; one schema text is one entry now.
+    version = schema._fastjsonschema_version()
+    if version is None:
+        pytest.skip("fastjsonschema is not installed")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = Path(schema.schema_path()).read_text()
+    for checkout in ("a", "b"):
+        copy = tmp_path / checkout / "manifest.schema.json"
+        copy.parent.mkdir()
+        copy.write_text(text)
+        monkeypatch.setattr(schema, "schema_path", lambda copy=copy: str(copy))
+        schema._compiled_fast_validator(version)
+    entries = sorted(p.name for p in (tmp_path / "cache" / "reconciler").iterdir())
+    assert len(entries) == 1 and entries[0].startswith("schema-check-")
+    changed = tmp_path / "c" / "manifest.schema.json"
+    changed.parent.mkdir()
+    changed.write_text(text.replace('"description"', '"description" ', 1))  # same schema, other text
+    monkeypatch.setattr(schema, "schema_path", lambda: str(changed))
+    schema._compiled_fast_validator(version)
+    assert len(list((tmp_path / "cache" / "reconciler").iterdir())) == 2
