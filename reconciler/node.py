@@ -145,9 +145,11 @@ class Node(Protocol):
         """Write the launch's NIC files, start QEMU and wait until QMP answers (LaunchError otherwise)."""
         ...
 
-    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False,
+                  plain: bool = False) -> qmp.QmpSession:
         """A session on the instance's control socket (QmpError on failure); the caller closes it.
-        `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect)."""
+        `patient`: wait (within `timeout`) for a monitor slow to accept (see qmp.connect). `plain`: a
+        qmp.PlainSession, for a conversation of a command or two (never patient)."""
         ...
 
     async def serial_socket(self, instance: str) -> str:
@@ -317,10 +319,14 @@ class LocalNode:
             os.chmod(paths.agent, 0o600)
         return launched
 
-    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False,
+                  plain: bool = False) -> qmp.QmpSession:
         from reconciler import qmp as qmp_mod
 
-        return await qmp_mod.connect(self.paths(instance).qmp, timeout, patient=patient)
+        path = self.paths(instance).qmp
+        if plain:
+            return await qmp_mod.connect_plain(path, timeout)
+        return await qmp_mod.connect(path, timeout, patient=patient)
 
     async def write_nic_file(self, instance: str, ifname: str, text: str) -> None:
         statedir.atomic_write(self.paths(instance).nic_file(ifname), text.encode())

@@ -7,14 +7,15 @@ Nothing here waits without a deadline: a hung monitor socket raises `QmpTimeout`
 `asyncio.timeout`, never `asyncio.wait_for`: on Python 3.11, wait_for drops a cancellation that lands in
 the loop iteration where the awaited call completes, so a Ctrl-C could be lost mid-migration.
 
-`query_status` (discovery asks it of every live instance on each `plan` and `status`, and a launch waits
-for its first answer) speaks the three QMP lines it needs over a plain asyncio stream instead: no client
-object, no reader task, and qemu.qmp (with its logging setup) is imported only when a session is opened.
+`query_status` (a launch waits for its first answer) and `PlainSession` (a forced stop's two commands)
+speak the few QMP lines they need over a plain asyncio stream instead: no client object, no reader task,
+and qemu.qmp (with its logging setup) is imported only when a qemu.qmp session is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import socket
@@ -216,9 +217,85 @@ async def session(socket_path: str, timeout: float = 5.0) -> AsyncIterator[QemuQ
 async def query_status(socket_path: str, timeout: float) -> str:
     """QEMU's run state (`query-status` "status": running, paused, inmigrate, ...), all within `timeout`.
 
-    One connection, three lines each way: the greeting, `qmp_capabilities`, `query-status`. Events QEMU
-    sends in between (before the greeting's reply, or a RESUME right after a migration) are skipped, so
-    the negotiation race qemu.qmp needs a second connection for does not arise here."""
+    One plain connection (`connect_plain`), three lines each way: the greeting, `qmp_capabilities`,
+    `query-status`. Events QEMU sends in between (before the greeting's reply, or a RESUME right after a
+    migration) are skipped, so the negotiation race qemu.qmp needs a second connection for does not arise
+    here."""
+    deadline = time.monotonic() + timeout
+    session = await connect_plain(socket_path, timeout)
+    try:
+        result = await session.execute("query-status", timeout=max(deadline - time.monotonic(), 0.001),
+                                       budget=timeout)
+    finally:
+        await session.close()
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        raise QmpError(socket_path, f"query-status: unexpected answer {result!r}")
+    return str(result["status"])
+
+
+class PlainSession:
+    """`QmpSession` over one plain asyncio stream, for a short conversation: a launch's first answer, a
+    forced stop's query-status and quit. No client object and no reader task (and for the CLI, no import
+    of qemu.qmp): each call reads the lines it needs. Events that arrive while a command waits for its
+    answer are kept, in order, for `wait_event`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, socket_path: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._path = socket_path
+        self._events: collections.deque[dict[str, Any]] = collections.deque()
+
+    @property
+    def socket_path(self) -> str:
+        return self._path
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
+                      timeout: float = 5.0, *, budget: float | None = None) -> Any:
+        """`budget`: the deadline to name in a timeout's message, when `timeout` is what is left of it."""
+        request: dict[str, object] = {"execute": command}
+        if arguments is not None:
+            request["arguments"] = dict(arguments)
+        try:
+            async with asyncio.timeout(timeout):
+                self._writer.write(json.dumps(request).encode() + b"\n")
+                while True:
+                    message = await _next_message(self._reader, self._path, command)
+                    if "event" in message:
+                        self._events.append(message)
+                    elif "return" in message:
+                        return message["return"]
+                    elif isinstance(message.get("error"), dict):
+                        error = message["error"]
+                        raise QmpCommandError(self._path, str(error.get("desc", "")), command,
+                                              str(error.get("class", "")))
+        except TimeoutError:
+            raise QmpTimeout(self._path, f"{command}: no answer within {budget or timeout:g}s") from None
+
+    async def wait_event(self, names: Iterable[str], timeout: float) -> QmpEvent:
+        wanted = frozenset(names)
+        while self._events:
+            message = self._events.popleft()
+            if message["event"] in wanted:
+                return _event(message)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await _next_message(self._reader, self._path, "events")
+                    if message.get("event") in wanted:
+                        return _event(message)
+        except TimeoutError:
+            raise QmpTimeout(self._path, f"no {'/'.join(sorted(wanted))} event within {timeout:g}s") from None
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+async def connect_plain(socket_path: str, timeout: float) -> PlainSession:
+    """A `PlainSession` on `socket_path`, greeted and in command mode within `timeout`; QmpConnectError,
+    QmpTimeout or QmpDisconnected otherwise. Events before the greeting or the capabilities' reply are
+    skipped."""
     stage = "greeting"
     try:
         async with asyncio.timeout(timeout):
@@ -233,19 +310,13 @@ async def query_status(socket_path: str, timeout: float) -> str:
                 stage = "qmp_capabilities"
                 writer.write(b'{"execute": "qmp_capabilities"}\n')
                 await _reply(reader, socket_path, stage)
-                stage = "query-status"
-                writer.write(b'{"execute": "query-status"}\n')
-                result = await _reply(reader, socket_path, stage)
-            finally:
+            except BaseException:
                 writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
+                raise
     except TimeoutError:
         what = "no greeting" if stage == "greeting" else f"{stage}: no answer"
         raise QmpTimeout(socket_path, f"{what} within {timeout:g}s") from None
-    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
-        raise QmpError(socket_path, f"query-status: unexpected answer {result!r}")
-    return str(result["status"])
+    return PlainSession(reader, writer, socket_path)
 
 
 _LINE_LIMIT = 1 << 20  # bytes of one QMP message (query-status and its events are far smaller)

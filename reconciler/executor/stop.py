@@ -152,7 +152,8 @@ async def stop_process(ctx: Context, node: Node, name: str, *, acpi: bool,
         session: QmpSession | None = None
         if not by_signal:
             try:
-                session = await node.qmp(name, ctx.deadlines.qmp)
+                # Forced, it is query-status and quit: a plain session (no qemu.qmp client) will do.
+                session = await node.qmp(name, ctx.deadlines.qmp, plain=ctx.force)
             except QmpError:
                 session = None
         try:

@@ -119,8 +119,11 @@ class RemoteNode:
         launched: Launched = records.decode_as(Launched, raw, "launch")
         return launched
 
-    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> qmp.QmpSession:
-        session = await qmp.connect(await self._forward(self.paths(instance).qmp), timeout, patient=patient)
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False,
+                  plain: bool = False) -> qmp.QmpSession:
+        local = await self._forward(self.paths(instance).qmp)
+        session: qmp.QmpSession = (await qmp.connect_plain(local, timeout) if plain
+                                   else await qmp.connect(local, timeout, patient=patient))
         await qmp.expect_name(session, instance, timeout)  # a forward is a path of ours, checked anyway
         return session
 

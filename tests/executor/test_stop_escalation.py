@@ -143,7 +143,8 @@ class NoQmpNode:
     async def process(self, pid: int, create_time: float, argv: object) -> FakeProcess:
         return self.proc
 
-    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> FakeSession:
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False,
+                  plain: bool = False) -> FakeSession:
         self.qmp_asked += 1
         raise AssertionError("a stop by signal must not wait on a monitor that does not answer")
 

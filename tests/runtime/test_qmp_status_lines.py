@@ -152,3 +152,72 @@ def test_the_selector_client_asks_every_monitor_at_once() -> None:
     assert isinstance(answers[1], QmpTimeout) and isinstance(answers[3], QmpTimeout)
     assert isinstance(answers[2], QmpConnectError)
     assert took < 0.3 * 2
+
+
+# --- qmp.PlainSession: the forced stop's session ----------------------------------------------------------
+
+SHUTDOWN = {"event": "SHUTDOWN", "data": {"guest": False, "reason": "host-qmp-quit"},
+            "timestamp": {"seconds": 5, "microseconds": 250000}}
+
+
+async def _plain(script: Script, talk: Callable[[qmp.PlainSession], Awaitable[object]]) -> object:
+    async def client(path: str, timeout: float) -> object:
+        session = await qmp.connect_plain(path, timeout)
+        try:
+            return await talk(session)
+        finally:
+            await session.close()
+
+    return await _ask(client, script)  # type: ignore[arg-type]
+
+
+async def _quits(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_line(EVENT) + _line(GREETING))
+    assert json.loads(await reader.readline()) == {"execute": "qmp_capabilities"}
+    writer.write(_line({"return": {}}))
+    assert json.loads(await reader.readline()) == {"execute": "query-status"}
+    writer.write(_line(EVENT) + _line({"return": {"status": "paused", "running": False}}))
+    assert json.loads(await reader.readline()) == {"execute": "human-monitor-command",
+                                                   "arguments": {"command-line": "info name"}}
+    writer.write(_line({"error": {"class": "CommandNotFound", "desc": "no such command"}}))
+    assert json.loads(await reader.readline()) == {"execute": "quit"}
+    writer.write(_line(SHUTDOWN) + _line({"return": {}}))
+    await writer.drain()
+
+
+def test_a_plain_session_answers_commands_and_keeps_the_events_in_between() -> None:
+    async def talk(session: qmp.PlainSession) -> object:
+        status = await session.execute("query-status")
+        with pytest.raises(QmpCommandError) as err:
+            await session.execute("human-monitor-command", {"command-line": "info name"})
+        quit_answer = await session.execute("quit")
+        resume = await session.wait_event(["RESUME"], 1.0)  # kept while query-status waited
+        shutdown = await session.wait_event(["SHUTDOWN"], 1.0)  # skipping nothing it was not asked for
+        with pytest.raises(QmpDisconnected):  # the monitor is gone now
+            await session.wait_event(["SHUTDOWN"], 1.0)
+        return status, (err.value.command, err.value.error_class), quit_answer, resume, shutdown
+
+    status, refused, quit_answer, resume, shutdown = asyncio.run(_plain(_quits, talk))  # type: ignore[misc]
+    assert status == {"status": "paused", "running": False}
+    assert refused == ("human-monitor-command", "CommandNotFound")
+    assert quit_answer == {}
+    assert resume == qmp.QmpEvent("RESUME", {}, 1.000002)
+    assert shutdown == qmp.QmpEvent("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"}, 5.25)
+
+
+async def _mute_after_greeting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_line(GREETING))
+    await reader.readline()
+    writer.write(_line({"return": {}}))
+    await reader.read()
+
+
+def test_a_plain_session_times_out_on_an_unanswered_command_and_a_missing_event() -> None:
+    async def talk(session: qmp.PlainSession) -> object:
+        with pytest.raises(QmpTimeout, match=r"quit: no answer within 0\.1s"):
+            await session.execute("quit", timeout=0.1)
+        with pytest.raises(QmpTimeout, match=r"no SHUTDOWN event within 0\.1s"):
+            await session.wait_event(["SHUTDOWN"], 0.1)
+        return None
+
+    asyncio.run(_plain(_mute_after_greeting, talk))

@@ -42,7 +42,8 @@ class AskedNode:
         self.answers = answers
         self.asked: list[tuple[str, float, bool]] = []
 
-    async def qmp(self, instance: str, timeout: float, *, patient: bool = False) -> Session:
+    async def qmp(self, instance: str, timeout: float, *, patient: bool = False,
+                  plain: bool = False) -> Session:
         self.asked.append((instance, timeout, patient))
         return Session(self.answers[instance])
 
