@@ -1,8 +1,9 @@
 """reconciler: make QEMU/KVM hosts match the VM manifests kept in git."""
 
-from reconciler import lazystdlib
+from reconciler import lazystdlib, regexcode
 
 lazystdlib.defer()  # before dataclasses is imported (by classcode, just below)
+regexcode.install()  # before the modules whose import compiles a regular expression
 
 from reconciler import classcode, frozenattrs  # noqa: E402
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from reconciler import __version__, classcode, phases
+from reconciler import __version__, classcode, phases, regexcode
 from reconciler.errors import ExitCode, ReconcilerError
 
 # name -> (module, one-line help)
@@ -132,6 +132,7 @@ def entry() -> NoReturn:
     """
     code = main()
     classcode.save()  # the next run's dataclass methods come compiled (nothing is written when none is new)
+    regexcode.save()  # and its regular expressions (the same)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
             stream.flush()
