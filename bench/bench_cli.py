@@ -215,10 +215,17 @@ def bench_start_stop(world: World, runs: int, virt: Libvirt | None) -> dict[str,
 
 
 def _wait_ready(serial_log: Path) -> None:
-    """Until the guest has booted (a booting TCG guest takes a core: no fair timing meanwhile)."""
-    from conftest import SerialLog
+    """Until the guest has booted (a booting TCG guest takes a core: no fair timing meanwhile).
 
-    SerialLog(serial_log).wait_for("reconciler-guest: ready", 120)
+    A guest that does not get there is said and waited for no longer: its QEMU runs all the same, which
+    is all `status` looks at. (One of 20 guests booting at once on two cores once stopped after the
+    kernel's "8254 timer not connected to IO-APIC" line, under TCG.)"""
+    from conftest import LineTimeout, SerialLog
+
+    try:
+        SerialLog(serial_log).wait_for("reconciler-guest: ready", 120)
+    except LineTimeout:
+        print(f"  (the guest of {serial_log.parent.name} printed no ready line within 120 s)", flush=True)
 
 
 def _wait_idle(root: Path, deadline: float = 180.0) -> float:

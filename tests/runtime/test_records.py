@@ -67,6 +67,13 @@ def test_missing_spec_fields_take_defaults() -> None:
         (lambda d: d["spec"]["disks"][0].pop("path"), "spec.disks[0]: missing field 'path'"),
         (lambda d: d["spec"].update(labels=[["a"]]), "spec.labels[0]: expected 2 items, got 1"),
         (lambda d: d.update(stop_cause="bored"), "'bored' is not a valid StopCause"),
+        (lambda d: d["spec"].update(shutdown_timeout=True),
+         "spec.shutdown_timeout: expected float, got True"),
+        (lambda d: d["spec"].update(disks={"path": "/x"}), "spec.disks: expected a list, got {'path': '/x'}"),
+        (lambda d: d["spec"].update(run_strategy=["Always"]),
+         "spec.run_strategy: ['Always'] is not a valid RunStrategy"),
+        (lambda d: d["spec"].update(kernel="/boot/vmlinuz"), "spec.kernel: expected an object, got"),
+        (lambda d: d["spec"].update(node=7), "spec.node: expected str, got 7"),
     ],
 )
 def test_bad_records_name_the_field(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
