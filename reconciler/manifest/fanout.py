@@ -12,7 +12,6 @@ its half here, so the result never depends on whether the fork happened.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +30,8 @@ def _split(sizes: Sequence[int]) -> int:
 
 
 def can_fork() -> bool:
+    import threading  # here: asked only of a tree large enough to fork for (a small run imports none)
+
     return hasattr(os, "fork") and (os.cpu_count() or 1) >= 2 and threading.active_count() == 1
 
 

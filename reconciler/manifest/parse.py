@@ -52,10 +52,16 @@ class ParsedFile(Value):
         return Locator(self.text)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def decode(path: str, data: bytes) -> tuple[str | None, Problem | None]:
-    """The file's text, or why it is not a text file we accept."""
+    """The file's text, or why it is not a text file we accept. A leading UTF-8 signature (BOM, which some
+    editors write) is not part of the text, and positions are counted without it, as the YAML reader's."""
     if len(data) > MAX_FILE_BYTES:
         return None, Problem(path, message=f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
     if b"\0" in data:
         offset = data.index(b"\0")
         line = data.count(b"\n", 0, offset) + 1
@@ -66,8 +72,8 @@ def decode(path: str, data: bytes) -> tuple[str | None, Problem | None]:
             message="binary file (contains a NUL byte), not YAML",
         )
     try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as err:
+        return data.decode("utf-8"), None  # not "utf-8-sig": its codec is one more import, and its errors
+    except UnicodeDecodeError as err:  # count from after the BOM, which made the column and byte wrong
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         return None, Problem(path, line, column, message=f"not UTF-8 text (byte 0x{data[err.start]:02x})")

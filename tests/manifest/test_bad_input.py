@@ -269,6 +269,16 @@ CASES = [
         id="latin1",
     ),
     pytest.param(
+        b"\xef\xbb\xbfapiVersion: reconciler/v1\nkind: Instance # caf\xe9\n",
+        ["m/x.yaml:2:21: not UTF-8 text (byte 0xe9)"],  # counted after the BOM, not 3 bytes short
+        id="latin1_after_bom",
+    ),
+    pytest.param(
+        b"\xef\xbb\xbfa: \x00\n",
+        ["m/x.yaml:1:4: binary file (contains a NUL byte), not YAML"],
+        id="binary_after_bom",
+    ),
+    pytest.param(
         "a: \x07\n",
         ["m/x.yaml:1:4: invalid YAML: character 7 is not allowed in YAML"],
         id="ctrl_char",
