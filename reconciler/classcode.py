@@ -23,46 +23,31 @@ from typing import Any
 
 from reconciler import usercache
 
-_PREFIX = "dataclass-code"
-_KEY = f"{sys.version}\0dataclass code v1\n".encode()
-_MAX_ENTRIES = 4096  # past this (many versions of the classes), a save keeps only this run's
-
-_cache: dict[str, CodeType] = {}
-_used: set[str] = set()
-_compiled = False  # whether this run compiled a text the cache did not have
-
-
-def _load() -> dict[str, CodeType]:
-    table = usercache.load(_PREFIX, _KEY)
-    if not isinstance(table, dict):
-        return {}
-    return {k: v for k, v in table.items() if isinstance(k, str) and isinstance(v, CodeType)}
+# Keyed by the text; past 4096 entries (many versions of the classes), a save keeps only this run's.
+TABLE: usercache.Table[str, CodeType] = usercache.Table(
+    "dataclass-code", f"{sys.version}\0dataclass code v1\n".encode(),
+    lambda k, v: isinstance(k, str) and isinstance(v, CodeType), 4096)
 
 
 def cached_exec(source: Any, globals: dict[str, Any] | None = None,
                 locals: dict[str, Any] | None = None) -> None:
     """The builtin `exec`, with the code of a source text taken from the cache when it is there."""
-    global _compiled
     if isinstance(source, str):
-        code = _cache.get(source)
+        code = TABLE.get(source)
         if code is None:
             # dont_inherit: the builtin compiles dataclasses' text with dataclasses' flags (none), not ours
             code = compile(source, "<string>", "exec", dont_inherit=True)
-            _cache[source] = code
-            _compiled = True
-        _used.add(source)
+            TABLE.put(source, code)
         source = code
     exec(source, globals, locals)  # the builtin, on dataclasses' own generated code
 
 
 def install() -> None:
     """Load the cache and give dataclasses the cached `exec` (a module global shadowing the builtin)."""
-    _cache.update(_load())
+    TABLE.load()
     dataclasses.exec = cached_exec  # type: ignore[attr-defined]
 
 
 def save() -> None:
     """Write the cache if this run compiled a text it did not have (atomically; errors are ignored)."""
-    if not _compiled:
-        return
-    usercache.store(_PREFIX, _KEY, _cache if len(_cache) <= _MAX_ENTRIES else {k: _cache[k] for k in _used})
+    TABLE.save()

@@ -23,31 +23,20 @@ from typing import Any
 
 from reconciler import usercache
 
-_PREFIX = "regex-code"
-_MAX_ENTRIES = 2048  # past this, a save keeps only this run's
-
 Args = tuple[int, list[int], int, dict[str, int], tuple[str | None, ...]]  # _sre.compile's, after pattern
+Key = tuple[str | bytes, int]  # (pattern, flags)
 
-_table: dict[tuple[str | bytes, int], Args] = {}
-_used: set[tuple[str | bytes, int]] = set()
-_added = False
+_CACHE_KEY = f"{sys.version}\0{_sre.MAGIC}\0regex code v1\n".encode()
+
+
+def _valid(key: Any, args: Any) -> bool:
+    return (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str | bytes)
+            and type(key[1]) is int and isinstance(args, tuple) and len(args) == 5)
+
+
+# Past 2048 entries, a save keeps only this run's.
+TABLE: usercache.Table[Key, Args] = usercache.Table("regex-code", _CACHE_KEY, _valid, 2048)
 _original: Callable[..., Any] | None = None
-
-
-def _key() -> bytes:
-    return f"{sys.version}\0{_sre.MAGIC}\0regex code v1\n".encode()
-
-
-def _load() -> dict[tuple[str | bytes, int], Args]:
-    table = usercache.load(_PREFIX, _key())
-    if not isinstance(table, dict):
-        return {}
-    out: dict[tuple[str | bytes, int], Args] = {}
-    for key, args in table.items():
-        if (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str | bytes)
-                and type(key[1]) is int and isinstance(args, tuple) and len(args) == 5):
-            out[key] = args
-    return out
 
 
 def compile_args(pattern: str | bytes, flags: int) -> Args:
@@ -68,14 +57,12 @@ def compile_args(pattern: str | bytes, flags: int) -> Args:
 
 def cached_compile(p: Any, flags: int = 0) -> Any:
     """re._compiler.compile, with the code of a pattern text taken from the cache when it is there."""
-    global _added
     if (type(p) is str or type(p) is bytes) and not flags & 128:  # 128: re.DEBUG, which prints the code
         key = (p, int(flags))
-        args = _table.get(key)
+        args = TABLE.get(key)
         if args is None:
-            args = _table[key] = compile_args(p, int(flags))
-            _added = True
-        _used.add(key)
+            args = compile_args(p, int(flags))
+            TABLE.put(key, args)
         return _sre.compile(p, *args)
     assert _original is not None
     return _original(p, flags)
@@ -88,14 +75,11 @@ def install() -> None:
         return
     from re import _compiler  # type: ignore[attr-defined]
 
-    _table.update(_load())
+    TABLE.load()
     _original = _compiler.compile
     _compiler.compile = cached_compile
 
 
 def save() -> None:
     """Write the cache if this run added a pattern (atomically; errors are ignored)."""
-    if not _added:
-        return
-    table = _table if len(_table) <= _MAX_ENTRIES else {k: _table[k] for k in _used}
-    usercache.store(_PREFIX, _key(), table)
+    TABLE.save()

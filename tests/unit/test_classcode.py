@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +10,7 @@ import pytest
 
 from reconciler import classcode
 from reconciler.model import Disk
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.helpers import fresh_probe
 
 # A fresh interpreter imports the model (and the planner's actions), then says whether any dataclass
 # method had to be compiled, and saves the cache as the CLI does on its way out.
@@ -22,17 +18,13 @@ PROBE = """
 import json, sys
 from reconciler import classcode
 import reconciler.model, reconciler.planner.actions
-print(json.dumps({"compiled": classcode._compiled, "cached": len(classcode._cache)}))
+print(json.dumps({"compiled": classcode.TABLE.added, "cached": len(classcode.TABLE.entries)}))
 classcode.save()
 """
 
 
 def _probe(cache_home: Path) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(cache_home)}
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=60,
-                          check=True)
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    return fresh_probe(PROBE, cache_home)
 
 
 def test_installed_in_dataclasses() -> None:
@@ -65,7 +57,7 @@ def test_a_cache_that_does_not_load_is_ignored(tmp_path: Path, content: bytes) -
 
 
 def test_a_changed_text_is_a_miss() -> None:
-    before = dict(classcode._cache)
+    before = dict(classcode.TABLE.entries)
     made = dataclasses.make_dataclass("Fresh", [("a", int), ("b_never_seen_before", str)])
     assert made(1, "x").b_never_seen_before == "x"
-    assert set(classcode._cache) - set(before)  # a new text, compiled and kept
+    assert set(classcode.TABLE.entries) - set(before)  # a new text, compiled and kept

@@ -3,10 +3,7 @@ argument, and matches the same; the cache fills once and a broken one is ignored
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +11,7 @@ from typing import Any
 import pytest
 
 from reconciler import regexcode
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.helpers import fresh_probe
 
 pytestmark = pytest.mark.skipif(sys.version_info[:2] not in ((3, 11), (3, 12)),
                                 reason="installed on Python 3.11 and 3.12 only")
@@ -98,17 +94,13 @@ PROBE = """
 import json
 from reconciler import regexcode
 import reconciler.manifest, reconciler.cli
-print(json.dumps({"added": regexcode._added, "cached": len(regexcode._table)}))
+print(json.dumps({"added": regexcode.TABLE.added, "cached": len(regexcode.TABLE.entries)}))
 regexcode.save()
 """
 
 
 def _probe(cache_home: Path) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(cache_home)}
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=60,
-                          check=True)
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+    return fresh_probe(PROBE, cache_home)
 
 
 def test_a_second_run_compiles_nothing(tmp_path: Path) -> None:
@@ -123,7 +115,7 @@ def test_a_second_run_compiles_nothing(tmp_path: Path) -> None:
 def test_a_cache_that_does_not_load_is_ignored(tmp_path: Path, content: bytes) -> None:
     _probe(tmp_path)
     (target,) = (tmp_path / "reconciler").glob("regex-code-*.marshal")
-    target.write_bytes(content.replace(b"{key}", regexcode._key()))
+    target.write_bytes(content.replace(b"{key}", regexcode._CACHE_KEY))
     again = _probe(tmp_path)
     assert again["added"] is True  # compiled as without a cache, then saved again
     assert _probe(tmp_path)["added"] is False
