@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from reconciler import cmdpath, layout, phases, procs, qmp, statedir, versioncache
@@ -76,7 +76,7 @@ async def launch(
     except QmpError as err:
         _kill_launched(launched)
         raise LaunchError(name, f"QEMU (pid {pid}) started but QMP did not answer: {err}") from None
-    return Launched(pid=pid, create_time=create_time, started_at=started_at, argv=argv, status=status)
+    return replace(launched, status=status)
 
 
 async def _run_foreground(name: str, argv: tuple[str, ...], env: Sequence[tuple[str, str]], wait: float,

@@ -296,7 +296,7 @@ async def connect_plain(socket_path: str, timeout: float) -> PlainSession:
     """A `PlainSession` on `socket_path`, greeted and in command mode within `timeout`; QmpConnectError,
     QmpTimeout or QmpDisconnected otherwise. Events before the greeting or the capabilities' reply are
     skipped."""
-    stage = "greeting"
+    deadline = time.monotonic() + timeout
     try:
         async with asyncio.timeout(timeout):
             try:
@@ -304,19 +304,23 @@ async def connect_plain(socket_path: str, timeout: float) -> PlainSession:
             except OSError as err:
                 raise QmpConnectError(socket_path, err.strerror or str(err) or type(err).__name__) from None
             try:
-                greeting = await _next_message(reader, socket_path, stage)
+                greeting = await _next_message(reader, socket_path, "greeting")
                 while "QMP" not in greeting:
-                    greeting = await _next_message(reader, socket_path, stage)
-                stage = "qmp_capabilities"
-                writer.write(b'{"execute": "qmp_capabilities"}\n')
-                await _reply(reader, socket_path, stage)
+                    greeting = await _next_message(reader, socket_path, "greeting")
             except BaseException:
                 writer.close()
                 raise
     except TimeoutError:
-        what = "no greeting" if stage == "greeting" else f"{stage}: no answer"
-        raise QmpTimeout(socket_path, f"{what} within {timeout:g}s") from None
-    return PlainSession(reader, writer, socket_path)
+        raise QmpTimeout(socket_path, f"no greeting within {timeout:g}s") from None
+    session = PlainSession(reader, writer, socket_path)
+    try:
+        await session.execute("qmp_capabilities", timeout=max(deadline - time.monotonic(), 0.001),
+                              budget=timeout)
+    except BaseException:
+        writer.close()
+        raise
+    session._events.clear()  # events from before command mode are skipped, not kept for wait_event
+    return session
 
 
 _LINE_LIMIT = 1 << 20  # bytes of one QMP message (query-status and its events are far smaller)
@@ -337,18 +341,6 @@ async def _next_message(reader: asyncio.StreamReader, socket_path: str, stage: s
     if not isinstance(message, dict):
         raise QmpDisconnected(socket_path, f"{stage}: not a QMP message: {line[:80]!r}")
     return message
-
-
-async def _reply(reader: asyncio.StreamReader, socket_path: str, command: str) -> Any:
-    """The `return` value of the command just sent, skipping events; QmpCommandError on `error`."""
-    while True:
-        message = await _next_message(reader, socket_path, command)
-        if "return" in message:
-            return message["return"]
-        error = message.get("error")
-        if isinstance(error, dict):
-            raise QmpCommandError(socket_path, str(error.get("desc", "")), command,
-                                  str(error.get("class", "")))
 
 
 async def _abandon(client: QMPClient) -> None:

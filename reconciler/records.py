@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -237,8 +238,6 @@ def _scalar_decoder(tp: Any) -> Decoder:
 def _field_types(tp: type) -> dict[str, Any]:
     """A dataclass's field types: each class's string annotations evaluated in the module that wrote
     them, as typing.get_type_hints does for ours (at a third of its cost: no ForwardRef objects)."""
-    import sys
-
     hints: dict[str, Any] = {}
     for cls in reversed(tp.__mro__):
         namespace = vars(sys.modules[cls.__module__])
