@@ -3,8 +3,9 @@
 Every `apply` pays for its imports before QEMU is even asked (issue 13: a start within bare QEMU + 80 ms).
 State writes use os.open and a memfd rather than tempfile (with random, shutil, bz2 and lzma), directories
 os.path rather than pathlib (with urllib.parse), digests reconciler.digest rather than hashlib (OpenSSL),
-and the QEMU binary is found on PATH by reconciler.cmdpath rather than shutil; a plain start opens no
-qemu.qmp session, and a forced stop speaks its two commands itself. Each command runs in a fresh
+the QEMU binary is found on PATH by reconciler.cmdpath rather than shutil, and asyncio comes without ssl
+(reconciler.lazystdlib); a plain start opens no qemu.qmp session, and a forced stop speaks its two
+commands itself. Each command runs in a fresh
 `python -S` with site-packages on PYTHONPATH, so this machine's .pth files cannot hide an import.
 """
 
@@ -27,9 +28,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
 # A plain start needs no QMP session: the launch's first answer says it runs (executor.start._settle). A
 # forced stop's query-status and quit go through a qmp.PlainSession. So neither loads qemu.qmp, nor
-# inspect's real module (a stand-in until used, reconciler.lazystdlib).
+# inspect's real module (a stand-in until used, reconciler.lazystdlib), nor ssl (asyncio comes without it).
 NEVER = ("pathlib", "tempfile", "urllib", "shutil", "hashlib", "_hashlib", "random", "bz2", "lzma", "qemu",
-         "ast", "dis")
+         "ast", "dis", *(("ssl", "_ssl") if sys.version_info[:2] in ((3, 11), (3, 12)) else ()))
 
 PROBE = """
 import json, sys
