@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import libvirt_peer
-from bench_cli import cli_env
+from bench_cli import cli_argv, cli_env
 from executor.kit import World, make_world
 
 from reconciler import argv, launch, model, qmp
@@ -51,7 +51,7 @@ BARE_PARAMETERS = {"max-bandwidth": (1 << 63) - 1, "downtime-limit": 300}  # INT
 
 def cli(world: World, *args: str) -> tuple[float, str]:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "reconciler", *args, str(world.manifests)],
+    done = subprocess.run([*cli_argv(), *args, str(world.manifests)],
                           capture_output=True, text=True, env=cli_env(), timeout=300, check=False)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
@@ -129,7 +129,7 @@ def bench_stop(world: World, runs: int) -> float:
         wait_ready(world, "node-a", name)
         serial = Serial(world.paths("node-a", name).serial)
         world.instance(name, "node-a", runStrategy="Halted")
-        proc = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--yes", "--target", name,
+        proc = subprocess.Popen([*cli_argv(), "apply", "--yes", "--target", name,
                                  str(world.manifests)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=cli_env())
         out, _ = proc.communicate(timeout=60)

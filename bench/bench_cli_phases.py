@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_cli import cli_env
+from bench_cli import cli_argv, cli_env
 from executor.kit import World, make_world
 
 GUEST = Path("/var/tmp/reconciler-guest")
@@ -42,7 +42,7 @@ def run_cli(world: World, *args: str, extra_env: dict[str, str] | None = None,
     t0 = time.time()
     env["RECONCILER_PHASES_T0"] = repr(t0)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *python_flags, "-m", "reconciler", *args, str(world.manifests)],
+    done = subprocess.run([*cli_argv(*python_flags), *args, str(world.manifests)],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
