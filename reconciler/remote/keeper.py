@@ -42,13 +42,12 @@ import sys
 import time
 from collections.abc import Callable
 
-import asyncssh
-
 from reconciler.errors import RemoteAgentError, RemoteHostError
 from reconciler.remote import protocol as p
 from reconciler.remote import ssh
 from reconciler.remote.keeperclient import KeeperPaths, peer_ids, private_dir
 from reconciler.remote.link import SshTarget
+from reconciler.remote.sshlib import asyncssh
 
 SPARE_HELLO_TIMEOUT = 60.0  # a spare started in the background keeps no run waiting (a loaded host)
 

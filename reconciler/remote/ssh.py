@@ -20,12 +20,11 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-import asyncssh
-
 from reconciler import phases
 from reconciler.errors import HostKeyRejected, HostUnreachable, RemoteAgentError
 from reconciler.remote import protocol as p
 from reconciler.remote.link import HostLink, SshTarget, check_hello, install_hint
+from reconciler.remote.sshlib import asyncssh
 
 HELLO_TIMEOUT = 10.0  # the agent's interpreter start-up on a loaded host
 
