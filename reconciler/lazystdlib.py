@@ -34,6 +34,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 DEFERRED = ("inspect",)
@@ -87,11 +88,16 @@ class _AsyncioSSL:
         return getattr(real, attr)
 
 
-def _bind_ssl(real: Any) -> None:
+def _swap_ssl(is_old: Callable[[object], bool], new: object) -> None:
+    """Set the `ssl` global of each of asyncio's modules that import it to `new`, where it `is_old`."""
     for name in _SSL_USERS:
         module = sys.modules.get(name)
-        if module is not None and isinstance(module.__dict__.get("ssl"), _AsyncioSSL):
-            module.__dict__["ssl"] = real
+        if module is not None and "ssl" in module.__dict__ and is_old(module.__dict__["ssl"]):
+            module.__dict__["ssl"] = new
+
+
+def _bind_ssl(real: Any) -> None:
+    _swap_ssl(lambda v: isinstance(v, _AsyncioSSL), real)
     sslproto = sys.modules.get("asyncio.sslproto")
     if sslproto is not None and "SSLAgainErrors" not in sslproto.__dict__:
         sslproto.__dict__["SSLAgainErrors"] = (real.SSLWantReadError, real.SSLSyscallError)
@@ -103,14 +109,11 @@ class _AsyncioLoader:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def __getattr__(self, attr: str) -> Any:
+    def __getattr__(self, attr: str) -> Any:  # create_module and the rest: asyncio's loader's
         return getattr(self.inner, attr)
 
-    def create_module(self, spec: Any) -> Any:
-        return self.inner.create_module(spec)
-
     def exec_module(self, module: types.ModuleType) -> None:
-        if "ssl" in sys.modules:  # imported meanwhile: nothing to defer
+        if "ssl" in sys.modules:  # imported already: nothing to defer (and nothing to clobber)
             self.inner.exec_module(module)
             return
         sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` raises ImportError
@@ -119,11 +122,7 @@ class _AsyncioLoader:
         finally:
             if "ssl" in sys.modules and sys.modules["ssl"] is None:
                 del sys.modules["ssl"]
-        stand_in = _AsyncioSSL()
-        for name in _SSL_USERS:
-            user = sys.modules.get(name)
-            if user is not None and "ssl" in user.__dict__ and user.ssl is None:
-                user.__dict__["ssl"] = stand_in
+        _swap_ssl(lambda v: v is None, _AsyncioSSL())
 
 
 class _AsyncioFinder:
@@ -135,7 +134,7 @@ class _AsyncioFinder:
         if self in sys.meta_path:
             sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or "ssl" in sys.modules:
+        if spec is None or spec.loader is None:
             return spec
         spec.loader = _AsyncioLoader(spec.loader)  # type: ignore[assignment]  # a Loader by duck typing
         return spec
