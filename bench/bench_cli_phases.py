@@ -8,8 +8,9 @@ slowest imports (cumulative, per import at the top), and a bare `python -c pass`
 floor.
 
 The CLI runs with a private bytecode cache (bench_cli.cli_env); the first run of each scenario fills it.
-Scenarios: `plan` with nothing to change (one running instance), and `apply` of one new instance
-(started, then killed and forgotten between runs, so every run is a first start).
+Scenarios: `plan` with nothing to change (one running instance), `status` of the same, `apply` of one
+new instance (started, then killed and forgotten between runs, so every run is a first start) and a hard
+stop (`apply --force` of that instance made Halted, with the action's QEMU `quit` inside it).
 Every QEMU started here is killed at the end (pinned by a pidfd and verified by its argv).
 Usage: python3 bench/bench_cli_phases.py [--runs N] [--top 12]
 """
@@ -83,6 +84,7 @@ def scenario(name: str, samples: list[tuple[float, dict[str, float]]]) -> None:
     names: list[str] = []
     for _, ph in samples:
         names += [n for n in ph if n not in names]
+    names.sort(key=lambda n: n == "total")  # last, though a later sample may add a phase ("rest")
     wall = statistics.median(s[0] for s in samples) * 1000
     print(f"\n{name}: wall {wall:.0f} ms (median of {len(samples)})")
     for n in names:
@@ -100,17 +102,32 @@ def bench_plan(world: World, runs: int) -> list[tuple[float, dict[str, float]]]:
     return samples
 
 
-def bench_apply(world: World, runs: int) -> list[tuple[float, dict[str, float]]]:
+def bench_status(world: World, runs: int) -> list[tuple[float, dict[str, float]]]:
+    """`status` of the world `bench_plan` left (one running instance)."""
     samples = []
+    for _ in range(runs):
+        elapsed, err = run_cli(world, "status", extra_env={"RECONCILER_PHASES": "1"})
+        samples.append((elapsed, phases_of(err)))
+    return samples
+
+
+def bench_apply(world: World, runs: int) -> tuple[list[tuple[float, dict[str, float]]],
+                                                  list[tuple[float, dict[str, float]]]]:
+    """The phases of each first start, and of the hard stop that follows it."""
+    starts, stops = [], []
     for i in range(runs):
         world.instance(f"s{i}", "node-a")
         elapsed, err = run_cli(world, "apply", "--yes", "--target", f"s{i}",
                                extra_env={"RECONCILER_PHASES": "1"})
-        samples.append((elapsed, phases_of(err)))
+        starts.append((elapsed, phases_of(err)))
+        world.instance(f"s{i}", "node-a", runStrategy="Halted")
+        elapsed, err = run_cli(world, "apply", "--yes", "--force", "--target", f"s{i}",
+                               extra_env={"RECONCILER_PHASES": "1"})
+        stops.append((elapsed, phases_of(err)))
         world.reap()
         world.remove(f"s{i}")
         shutil.rmtree(world.paths("node-a", f"s{i}").dir, ignore_errors=True)
-    return samples
+    return starts, stops
 
 
 def main() -> None:
@@ -124,11 +141,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp, \
             make_world(Path(tmp), str(GUEST / "vmlinuz"), str(GUEST / "initrd.img")) as world:
         scenario("plan, nothing to change", bench_plan(world, args.runs))
+        scenario("status, one running", bench_status(world, args.runs))
         _, err = run_cli(world, "plan", python_flags=("-X", "importtime"))
         world.reap()
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp, \
             make_world(Path(tmp), str(GUEST / "vmlinuz"), str(GUEST / "initrd.img")) as world:
-        scenario("apply of one new instance", bench_apply(world, args.runs))
+        starts, stops = bench_apply(world, args.runs)
+        scenario("apply of one new instance", starts)
+        scenario("hard stop (apply --force, Halted)", stops)
         world.instance("imp", "node-a")
         _, apply_err = run_cli(world, "apply", "--yes", python_flags=("-X", "importtime"))
     for title, text in (("plan", err), ("apply", apply_err)):

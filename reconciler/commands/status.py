@@ -96,6 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reconciler import phases
+
     names, paths = split_targets(args.targets)
     if not paths and not os.path.exists(DEFAULT_MANIFESTS):
         print(f"note: no ./{DEFAULT_MANIFESTS}; showing the instances found from running QEMU processes",
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         desired, nodes = None, list[model.NodeSpec]()
     else:
         desired, nodes = load_desired(paths)
+    phases.mark("manifest load")
     if args.node is not None:
         if args.node not in {n.name for n in nodes}:
             raise UsageError(f"--node {args.node}: not declared in the manifests")
@@ -110,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     actual, agents = discover_nodes(nodes, _agents_shown(args.node, names))
     # No Node manifests (no ./manifests, or they are gone): the state dirs of running QEMUs we started.
     found = discovery.nodes_of_processes() if not nodes else []
+    phases.mark("discovery")
     plan = _plan(desired, actual)
+    phases.mark("plan")
     if found:
         from reconciler.node import merge_states
 
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             from reconciler.watch import statusfile
 
             print("\n".join(["", *statusfile.summary_lines(watch, now, statusfile.daemon_alive(watch))]))
+    phases.mark("render")
     if actual.unreachable:
         for u in actual.unreachable:
             print(u.error, file=sys.stderr)

@@ -30,7 +30,7 @@ spec:
 """
 
 
-def plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def plan(tmp_path: Path, command: str = "plan", **env: str) -> subprocess.CompletedProcess[str]:
     manifests = tmp_path / "m"
     manifests.mkdir(exist_ok=True)
     kernel = tmp_path / "vmlinuz"  # the plan checks the node has it
@@ -38,7 +38,7 @@ def plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     (manifests / "a.yaml").write_text(MANIFEST.replace("STATE", str(tmp_path / "state"))
                                       .replace("KERNEL", str(kernel)))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_PHASES")}
-    return subprocess.run([sys.executable, "-m", "reconciler", "plan", str(manifests)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "reconciler", command, str(manifests)], capture_output=True,
                           text=True, env={**clean, **env}, timeout=60, check=False)
 
 
@@ -52,6 +52,16 @@ def test_phases_on_stderr(tmp_path: Path) -> None:
     assert names[:8] == ["interpreter start", "cli imports", "command imports, arguments", "manifest load",
                          "connect", "discovery", "plan", "git"]
     assert names[-1] == "total" and "render" in names
+
+
+def test_status_phases(tmp_path: Path) -> None:
+    done = plan(tmp_path, "status", RECONCILER_PHASES="1")
+    assert done.returncode == 0, done.stderr
+    assert "web1" in done.stdout and "phase" not in done.stdout
+    names = [line.split("\t")[1] for line in done.stderr.splitlines()]
+    names = [n for n in names if n != "rest"]  # the return after render, shown when it took 0.5 ms or more
+    assert names == ["cli imports", "command imports, arguments", "manifest load", "discovery", "plan",
+                     "render", "total"], done.stderr
 
 
 def test_off_by_default(tmp_path: Path) -> None:
