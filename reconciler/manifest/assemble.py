@@ -103,13 +103,13 @@ def assemble(parsed_files: Sequence[ParsedFile]) -> LoadResult:
         if built.name_issue:
             violations.append(rules.Violation(doc, built.name_issue.path, built.name_issue.message))
             continue
-        cuts += context.cuts
         references.append((built.node, doc))
         if built.instance is not None:
             instances[doc.name] = (built.instance, doc)
-        violations += [
-            rules.Violation(doc, i.path, i.message) for i in built.issues if not salvage.inside(i.path, cuts)
-        ]
+        if built.issues:  # (most have none: a 50,000-instance tree makes no list per document)
+            cuts += context.cuts
+            violations += [rules.Violation(doc, i.path, i.message)
+                           for i in built.issues if not salvage.inside(i.path, cuts)]
 
     declared_nodes = {d.name for d in documents if d.kind == "Node" and d.name}
     violations += rules.node_references(references, declared_nodes)

@@ -92,9 +92,17 @@ def _claims(
     return out
 
 
+def _all_different(keys: list[str]) -> bool:
+    """No key twice: then a rule made of claims has nothing to say, and its claims need not be made (a
+    tree of 50,000 instances: 10 ms here against 40 ms of claims with their field paths)."""
+    return len(set(keys)) == len(keys)
+
+
 def unique_macs(
     instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
 ) -> list[Violation]:
+    if _all_different([nic.mac for spec, _ in instances.values() for nic in spec.nics]):
+        return []
     return _claims(
         (
             (nic.mac, ("spec", "nics", i, "mac"), doc)
@@ -109,6 +117,8 @@ def unique_macs(
 def unique_disks(
     instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]], where: Where
 ) -> list[Violation]:
+    if _all_different([disk.path for spec, _ in instances.values() for disk in spec.disks]):
+        return []
     return _claims(
         (
             (disk.path, ("spec", "disks", i, "path"), doc)
@@ -290,9 +300,15 @@ def node_resources(
 
 def written_bases(instances: Mapping[str, tuple[model.InstanceSpec, ParsedDocument]]) -> list[Violation]:
     """A base image is read by its overlays: it must not be a disk some instance writes (issue 14)."""
-    written = {d.path: name for name, (spec, _) in instances.items() for d in spec.disks if not d.read_only}
+    readers = {name for name, (spec, _) in instances.items() for d in spec.disks if d.base_image}
+    if not readers:  # the usual tree: no overlays at all
+        return []
+    bases = {d.base_image for name in readers for d in instances[name][0].disks if d.base_image}
+    written = {d.path: name for name, (spec, _) in instances.items() for d in spec.disks
+               if not d.read_only and d.path in bases}  # the last writer of each, as over all disks
     out = []
-    for name, (spec, doc) in sorted(instances.items()):
+    for name in sorted(readers):
+        spec, doc = instances[name]
         for i, disk in enumerate(spec.disks):
             writer = written.get(disk.base_image or "")
             if writer is not None:
