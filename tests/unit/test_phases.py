@@ -30,7 +30,7 @@ spec:
 """
 
 
-def plan(tmp_path: Path, command: str = "plan", **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(tmp_path: Path, command: str = "plan", **env: str) -> subprocess.CompletedProcess[str]:
     manifests = tmp_path / "m"
     manifests.mkdir(exist_ok=True)
     kernel = tmp_path / "vmlinuz"  # the plan checks the node has it
@@ -43,7 +43,7 @@ def plan(tmp_path: Path, command: str = "plan", **env: str) -> subprocess.Comple
 
 
 def test_phases_on_stderr(tmp_path: Path) -> None:
-    done = plan(tmp_path, RECONCILER_PHASES="1", RECONCILER_PHASES_T0=repr(time.time()))
+    done = run_cli(tmp_path, RECONCILER_PHASES="1", RECONCILER_PHASES_T0=repr(time.time()))
     assert done.returncode == 0, done.stderr
     assert "+ web1 on n1" in done.stdout and "phase" not in done.stdout
     rows = [line.split("\t") for line in done.stderr.splitlines()]
@@ -55,7 +55,7 @@ def test_phases_on_stderr(tmp_path: Path) -> None:
 
 
 def test_status_phases(tmp_path: Path) -> None:
-    done = plan(tmp_path, "status", RECONCILER_PHASES="1")
+    done = run_cli(tmp_path, "status", RECONCILER_PHASES="1")
     assert done.returncode == 0, done.stderr
     assert "web1" in done.stdout and "phase" not in done.stdout
     names = [line.split("\t")[1] for line in done.stderr.splitlines()]
@@ -65,9 +65,9 @@ def test_status_phases(tmp_path: Path) -> None:
 
 
 def test_off_by_default(tmp_path: Path) -> None:
-    done = plan(tmp_path)
+    done = run_cli(tmp_path)
     assert done.returncode == 0 and done.stderr == ""
-    done = plan(tmp_path, RECONCILER_PHASES="0")
+    done = run_cli(tmp_path, RECONCILER_PHASES="0")
     assert done.returncode == 0 and done.stderr == ""
 
 
